@@ -1,0 +1,163 @@
+"""Generate the deconv graph by walking back from a target tensor to the image input."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxdeconv.deconv.emitter import DeconvGraph
+from onnxdeconv.deconv.rules import MODES, RULES, Mode, RuleContext
+from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
+from onnxdeconv.graph.passes import SWITCHES_SUFFIX, TensorInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DeconvPlan:
+    """A generated deconv graph and what it needs from the forward pass."""
+
+    model: onnx.ModelProto
+    target: str
+    mode: Mode
+    #: Forward tensors the deconv graph takes as inputs (switches, rectifier inputs), in order.
+    forward_inputs: list[str]
+    #: Output name of each MaxPool on the path -> the name of its switches tensor.
+    switches: dict[str, str]
+    input_shape: tuple[int, ...]
+    target_shape: tuple[int, ...]
+
+
+def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
+    """Name the switches tensor of every MaxPool: its own ``Indices`` output or a new one."""
+    names = {}
+    for node in graph.node:
+        if node.op_type == "MaxPool":
+            existing = node.output[1] if len(node.output) > 1 and node.output[1] else ""
+            names[node.output[0]] = existing or node.output[0] + SWITCHES_SUFFIX
+    return names
+
+
+def path_tensors(graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]) -> set[str]:
+    """Float tensors that depend on the image input: the only tensors a signal can reach."""
+    reached = {input_name}
+    for node in graph.node:
+        if not any(name in reached for name in node.input):
+            continue
+        for output in node.output:
+            if output and output in info and info[output].is_float:
+                reached.add(output)
+    return reached
+
+
+def _path_nodes(
+    graph: onnx.GraphProto, target: str, reached: set[str]
+) -> list[onnx.NodeProto]:
+    needed = {target}
+    nodes = []
+    for node in reversed(graph.node):
+        if any(output in needed for output in node.output):
+            nodes.append(node)
+            needed.update(name for name in node.input if name in reached)
+    return nodes
+
+
+def build_deconv(
+    model: onnx.ModelProto,
+    input_name: str,
+    target: str,
+    info: Mapping[str, TensorInfo],
+    mode: Mode = "deconvnet",
+    constants: Mapping[str, np.ndarray] | None = None,
+) -> DeconvPlan:
+    """Build the deconv graph that projects signals at ``target`` back to ``input_name``.
+
+    Args:
+        model: The forward model, topologically sorted, with static per-sample shapes in ``info``.
+        input_name: The image input the projection ends at.
+        target: The tensor whose activations are projected.
+        info: Types and batch-first shapes of every tensor, from shape inference.
+        mode: ``deconvnet``, ``guided`` or ``gradient``: what the rectifiers pass back.
+        constants: Initializer and Constant values; read from ``model`` when omitted.
+
+    Returns:
+        The deconv model (not yet run through the checker) and its forward needs.
+
+    Raises:
+        UnsupportedOpError: A node on the path has no rule or an unsupported attribute.
+        OnnxDeconvError: The target does not depend on the input or has no static shape.
+    """
+    if mode not in MODES:
+        raise OnnxDeconvError(f"unknown rule '{mode}': use one of {', '.join(MODES)}")
+    graph = model.graph
+    if constants is None:
+        from onnxdeconv.graph.passes import constant_tensors
+
+        constants = constant_tensors(graph)
+    reached = path_tensors(graph, input_name, info)
+    if target not in reached:
+        raise OnnxDeconvError(
+            f"tensor '{target}' does not carry float data computed from input '{input_name}': "
+            "choose a feature map listed as projectable by 'onnxdeconv layers'"
+        )
+    nodes = _path_nodes(graph, target, reached)
+    all_info = dict(info)
+    switches = switch_names(graph)
+    for pooled, name in switches.items():
+        if pooled in info:
+            all_info[name] = TensorInfo(info[pooled].shape, onnx.TensorProto.INT64)
+    for name in {target, input_name} | {n for node in nodes for n in node.input if n in reached}:
+        try:
+            all_info[name].per_sample  # noqa: B018 - validates the shape
+        except ValueError as exc:
+            raise OnnxDeconvError(
+                f"tensor '{name}' has no static shape ({exc}); give a fixed input size with "
+                "--size H,W"
+            ) from exc
+
+    deconv = DeconvGraph(all_info[target].per_sample, all_info)
+    pending: dict[str, list[str]] = defaultdict(list)
+    pending[target].append("signal")
+    used_switches: dict[str, str] = {}
+    for node in nodes:  # already in reverse topological order
+        arrived = [pending.pop(output, []) for output in node.output]
+        if not arrived[0]:
+            continue
+        rule = RULES.get(node.op_type)
+        if rule is None:
+            supported = ", ".join(sorted(RULES))
+            raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")
+        context = RuleContext(
+            node=node,
+            mode=mode,
+            info=all_info,
+            constants=constants,
+            on_path=[name in reached for name in node.input],
+            graph=deconv,
+            switches=switches,
+        )
+        signal = deconv.sum(arrived[0], node.output[0])
+        for index, produced in rule(context, signal).items():
+            pending[node.input[index]].append(produced)
+        if node.op_type == "MaxPool":
+            used_switches[node.output[0]] = switches[node.output[0]]
+    arrived_at_input = pending.pop(input_name, [])
+    if not arrived_at_input:
+        raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
+    projection = deconv.sum(arrived_at_input, input_name)
+    deconv_model = deconv.to_model(projection, all_info[input_name].per_sample)
+    logger.debug("deconv graph for %s: %d nodes", target, len(deconv_model.graph.node))
+    return DeconvPlan(
+        model=deconv_model,
+        target=target,
+        mode=mode,
+        forward_inputs=list(deconv.forward_inputs),
+        switches=used_switches,
+        input_shape=all_info[input_name].per_sample,
+        target_shape=all_info[target].per_sample,
+    )

@@ -1,0 +1,149 @@
+"""A small builder of ONNX graphs that the transpose rules write into."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxdeconv.graph.passes import TensorInfo
+
+#: Generated graphs stay at opset 18 or lower so that every op has a CUDA kernel (see NOTES).
+DECONV_OPSET = 17
+SIGNAL = "signal"
+BATCH_INDEX = "batch_index"
+PROJECTION = "projection"
+
+
+class DeconvGraph:
+    """Accumulates the nodes, weights and inputs of a generated deconv graph.
+
+    Signals are float32 and batched along a symbolic first dimension ``K``: one row per projection.
+    Forward tensors (switches, rectifier inputs) enter as extra inputs with the forward batch ``N``
+    and are gathered to ``K`` rows by ``batch_index``.
+    """
+
+    def __init__(self, signal_shape: Sequence[int], info: dict[str, TensorInfo]) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.inputs: list[onnx.ValueInfoProto] = [
+            helper.make_tensor_value_info(SIGNAL, onnx.TensorProto.FLOAT, ["K", *signal_shape])
+        ]
+        self.forward_inputs: list[str] = []
+        self._info = info
+        self._names: set[str] = {SIGNAL}
+        self._gathered: dict[str, str] = {}
+        self._batch_size: str | None = None
+
+    def fresh(self, hint: str) -> str:
+        """Return a tensor name based on ``hint`` that is not used yet."""
+        base = hint.replace(":", "_") or "t"
+        name, index = base, 1
+        while name in self._names:
+            name = f"{base}_{index}"
+            index += 1
+        self._names.add(name)
+        return name
+
+    def const(self, value: np.ndarray | float | Sequence[int], hint: str = "const") -> str:
+        """Add a constant initializer; float data is stored as float32, integers as int64."""
+        array = np.asarray(value)
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        elif array.dtype.kind in "iub":
+            array = array.astype(np.int64)
+        if hint in self.initializers:
+            existing = numpy_helper.to_array(self.initializers[hint])
+            if existing.shape == array.shape and np.array_equal(existing, array):
+                return hint
+        name = self.fresh(hint)
+        self.initializers[name] = numpy_helper.from_array(array, name)
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str = "", **attrs: Any) -> str:
+        """Append one single-output node and return its output name."""
+        return self.op_multi(op_type, inputs, 1, hint, **attrs)[0]
+
+    def op_multi(
+        self, op_type: str, inputs: Sequence[str], n_outputs: int, hint: str = "", **attrs: Any
+    ) -> list[str]:
+        """Append one node with ``n_outputs`` outputs and return their names."""
+        stem = hint or op_type.lower()
+        outputs = [self.fresh(f"{stem}_{i}" if n_outputs > 1 else stem) for i in range(n_outputs)]
+        node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(f"{stem}_node"))
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+        self.nodes.append(node)
+        return outputs
+
+    def _add_forward_input(self, name: str) -> None:
+        if name in self.forward_inputs:
+            return
+        if not self.forward_inputs:
+            self.inputs.append(
+                helper.make_tensor_value_info(BATCH_INDEX, onnx.TensorProto.INT64, ["K"])
+            )
+            self._names.add(BATCH_INDEX)
+        info = self._info[name]
+        self.inputs.append(
+            helper.make_tensor_value_info(name, info.elem_type, ["N", *info.per_sample])
+        )
+        self.forward_inputs.append(name)
+        self._names.add(name)
+
+    def forward(self, name: str, as_float: bool = True) -> str:
+        """Return forward tensor ``name`` gathered to one row per projection.
+
+        Args:
+            name: A tensor of the instrumented forward graph.
+            as_float: Cast floating point tensors to float32 (integer tensors are kept).
+        """
+        key = f"{name}|{as_float}"
+        if key in self._gathered:
+            return self._gathered[key]
+        self._add_forward_input(name)
+        gathered = self.op("Gather", [name, BATCH_INDEX], hint=f"{name}_rows", axis=0)
+        if as_float and self._info[name].is_float and self._info[name].elem_type != 1:
+            gathered = self.op("Cast", [gathered], hint=f"{name}_f32", to=onnx.TensorProto.FLOAT)
+        self._gathered[key] = gathered
+        return gathered
+
+    def batch_shape(self, per_sample: Sequence[int]) -> str:
+        """Return a 1-D int64 tensor ``[K, *per_sample]``, K read from the signal at run time."""
+        if self._batch_size is None:
+            shape = self.op("Shape", [SIGNAL], hint="signal_shape")
+            self._batch_size = self.op(
+                "Slice",
+                [shape, self.const([0], "zero_i"), self.const([1], "one_i")],
+                hint="batch_size",
+            )
+        dims = self.const(list(per_sample), "per_sample_shape")
+        return self.op("Concat", [self._batch_size, dims], hint="batch_shape", axis=0)
+
+    def zeros(self, per_sample: Sequence[int]) -> str:
+        """Return a float32 zero tensor of shape ``[K, *per_sample]``."""
+        value = numpy_helper.from_array(np.zeros(1, np.float32), "value")
+        return self.op("ConstantOfShape", [self.batch_shape(per_sample)], hint="zeros", value=value)
+
+    def sum(self, signals: Sequence[str], hint: str) -> str:
+        """Add signals that arrive at one tensor from several consumers."""
+        if len(signals) == 1:
+            return signals[0]
+        return self.op("Sum", list(signals), hint=f"{hint}_sum")
+
+    def to_model(self, projection: str, input_shape: Sequence[int]) -> onnx.ModelProto:
+        """Finish the graph with ``projection`` as its single output and return the model."""
+        self.nodes.append(helper.make_node("Identity", [projection], [PROJECTION]))
+        graph = helper.make_graph(
+            self.nodes,
+            "onnxdeconv_deconv",
+            self.inputs,
+            [helper.make_tensor_value_info(PROJECTION, onnx.TensorProto.FLOAT, ["K", *input_shape])],
+            initializer=list(self.initializers.values()),
+        )
+        opsets = [helper.make_opsetid("", DECONV_OPSET)]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="onnxdeconv")
+        model.ir_version = helper.find_min_ir_version_for(opsets)
+        return model

@@ -1,0 +1,106 @@
+"""Transpose rules: one small function per op family, kept in :data:`RULES`.
+
+A rule receives the signal arriving at its node's output and returns the signals for the node's
+inputs that lie on the projection path. Rules validate the attributes they support and raise
+:class:`~onnxdeconv.errors.UnsupportedOpError` for anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxdeconv.deconv.emitter import DeconvGraph
+from onnxdeconv.errors import UnsupportedOpError
+from onnxdeconv.graph.passes import TensorInfo
+
+Mode = Literal["deconvnet", "guided", "gradient"]
+MODES: tuple[Mode, ...] = ("deconvnet", "guided", "gradient")
+
+
+@dataclass
+class RuleContext:
+    """What a rule may read about its node, and the graph it writes into."""
+
+    node: onnx.NodeProto
+    mode: Mode
+    info: Mapping[str, TensorInfo]
+    constants: Mapping[str, np.ndarray]
+    on_path: Sequence[bool]
+    graph: DeconvGraph
+    switches: Mapping[str, str]
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        """Return attribute ``name`` of the node, or ``default``."""
+        for attribute in self.node.attribute:
+            if attribute.name == name:
+                value = helper.get_attribute_value(attribute)
+                return value.decode() if isinstance(value, bytes) else value
+        return default
+
+    def unsupported(self, reason: str) -> UnsupportedOpError:
+        """Build the error for this node with ``reason`` saying what is supported."""
+        return UnsupportedOpError(self.node.name, self.node.op_type, reason)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample (batch-free) static shape of tensor ``name``."""
+        return self.info[name].per_sample
+
+    def input_shape(self, index: int = 0) -> tuple[int, ...]:
+        """Per-sample shape of input ``index``."""
+        return self.shape(self.node.input[index])
+
+    def output_shape(self, index: int = 0) -> tuple[int, ...]:
+        """Per-sample shape of output ``index``."""
+        return self.shape(self.node.output[index])
+
+    def constant(self, index: int, what: str) -> np.ndarray:
+        """Return input ``index`` as a constant array, or raise if it is computed at run time."""
+        name = self.node.input[index] if index < len(self.node.input) else ""
+        if name not in self.constants:
+            raise self.unsupported(f"the {what} must be a constant (initializer or Constant node)")
+        return np.asarray(self.constants[name])
+
+    def optional_constant(self, index: int) -> np.ndarray | None:
+        """Return input ``index`` as a constant array if it is present and constant."""
+        name = self.node.input[index] if index < len(self.node.input) else ""
+        return np.asarray(self.constants[name]) if name in self.constants else None
+
+    def only_first_input_on_path(self) -> None:
+        """Raise unless the data input 0 is the only input that depends on the image."""
+        if not self.on_path[0] or any(self.on_path[1:]):
+            raise self.unsupported("only the first input may depend on the image input")
+
+
+#: The signature every rule has: ``(context, signal at output 0) -> {input index: signal}``.
+Rule = Callable[[RuleContext, str], dict[int, str]]
+
+RULES: dict[str, Rule] = {}
+
+
+def transpose_rule(*op_types: str) -> Callable[[Rule], Rule]:
+    """Register a rule for each of ``op_types``."""
+
+    def register(rule: Rule) -> Rule:
+        for op_type in op_types:
+            if op_type in RULES:
+                raise ValueError(f"two transpose rules for {op_type}")
+            RULES[op_type] = rule
+        return rule
+
+    return register
+
+
+def _load_rule_modules() -> None:
+    # Importing the modules runs their @transpose_rule decorators.
+    from onnxdeconv.deconv.rules import activation, conv, linear, pool, structure
+
+    del activation, conv, linear, pool, structure
+
+
+_load_rule_modules()

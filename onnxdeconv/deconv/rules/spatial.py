@@ -1,0 +1,105 @@
+"""Window geometry shared by the Conv and pooling rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxdeconv.deconv.emitter import DeconvGraph
+from onnxdeconv.deconv.rules import RuleContext
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window over the spatial dims: kernel, strides, dilations and explicit pads."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        """Span of the dilated kernel in input pixels."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilations, strict=True))
+
+
+def read_window(ctx: RuleContext, kernel: Sequence[int], in_spatial: Sequence[int]) -> Window:
+    """Read strides, dilations and pads (resolving ``auto_pad``) for a node with ``kernel``."""
+    rank = len(kernel)
+    strides = tuple(ctx.attr("strides", [1] * rank))
+    dilations = tuple(ctx.attr("dilations", [1] * rank))
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        pads = list(ctx.attr("pads", [0] * 2 * rank))
+        begin, end = tuple(pads[:rank]), tuple(pads[rank:])
+    elif auto_pad == "VALID":
+        begin = end = (0,) * rank
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        totals = [
+            max(0, (-(-size // s) - 1) * s + d * (k - 1) + 1 - size)
+            for size, s, d, k in zip(in_spatial, strides, dilations, kernel, strict=True)
+        ]
+        small = tuple(t // 2 for t in totals)
+        large = tuple(t - t // 2 for t in totals)
+        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    else:
+        raise ctx.unsupported(f"auto_pad={auto_pad!r} is not one of NOTSET, VALID, SAME_*")
+    return Window(tuple(kernel), strides, dilations, begin, end)
+
+
+def transpose_window(
+    graph: DeconvGraph,
+    signal: str,
+    weight: str,
+    window: Window,
+    in_shape: Sequence[int],
+    out_spatial: Sequence[int],
+    group: int,
+) -> str:
+    """Apply ConvTranspose so that the result has exactly the forward input's size.
+
+    Symmetric pads go on the ConvTranspose itself; otherwise it runs unpadded and the padded border
+    is sliced off, because ``output_shape`` would discard pads and the CUDA EP moves asymmetric
+    ConvTranspose to the CPU.
+    """
+    in_spatial = in_shape[1:]
+    full = [
+        (o - 1) * s + e for o, s, e in zip(out_spatial, window.strides, window.extent, strict=True)
+    ]
+    symmetric = window.pads_begin == window.pads_end
+    extra = [i - f + 2 * p for i, f, p in zip(in_spatial, full, window.pads_begin, strict=True)]
+    common = {"strides": list(window.strides), "dilations": list(window.dilations), "group": group}
+    if symmetric and all(0 <= x < s for x, s in zip(extra, window.strides, strict=True)):
+        return graph.op(
+            "ConvTranspose",
+            [signal, weight],
+            pads=list(window.pads_begin) * 2,
+            output_padding=extra,
+            **common,
+        )
+    output_padding = [
+        max(0, b + i - f) for b, i, f in zip(window.pads_begin, in_spatial, full, strict=True)
+    ]
+    spread = graph.op(
+        "ConvTranspose",
+        [signal, weight],
+        pads=[0] * 2 * len(full),
+        output_padding=output_padding,
+        **common,
+    )
+    rank = len(in_spatial)
+    starts = np.array(window.pads_begin)
+    return graph.op(
+        "Slice",
+        [
+            spread,
+            graph.const(starts, "crop_starts"),
+            graph.const(starts + np.array(in_spatial), "crop_ends"),
+            graph.const(np.arange(2, 2 + rank), "crop_axes"),
+        ],
+        hint="crop",
+    )

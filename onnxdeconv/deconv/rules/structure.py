@@ -1,0 +1,73 @@
+"""Ops that move or copy values without arithmetic: Add, Concat, reshapes and identities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+
+
+@transpose_rule("Identity", "Dropout")
+def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Pass the signal through (Dropout is the identity at inference)."""
+    ctx.only_first_input_on_path()
+    return {0: signal}
+
+
+@transpose_rule("Add")
+def add(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Send the signal to every input that depends on the image, summing over broadcast axes."""
+    out_shape = ctx.output_shape()
+    signals: dict[int, str] = {}
+    for index, on_path in enumerate(ctx.on_path):
+        if not on_path:
+            continue
+        in_shape = ctx.input_shape(index)
+        if in_shape == out_shape:
+            signals[index] = signal
+            continue
+        padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
+        axes = [a + 1 for a, (i, o) in enumerate(zip(padded, out_shape, strict=True)) if i != o]
+        graph = ctx.graph
+        summed = graph.op(
+            "ReduceSum", [signal, graph.const(axes, "bcast_axes")], hint="unbroadcast", keepdims=1
+        )
+        signals[index] = graph.op(
+            "Reshape", [summed, graph.const([-1, *in_shape], "unbroadcast_shape")]
+        )
+    return signals
+
+
+@transpose_rule("Concat")
+def concat(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Split the signal back into the parts that were concatenated."""
+    rank = len(ctx.output_shape()) + 1
+    axis = int(ctx.attr("axis"))
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise ctx.unsupported("concatenation along the batch axis is not supported")
+    sizes = [ctx.input_shape(i)[axis - 1] for i in range(len(ctx.node.input))]
+    graph = ctx.graph
+    parts = graph.op_multi(
+        "Split", [signal, graph.const(sizes, "split_sizes")], len(sizes), hint="unconcat", axis=axis
+    )
+    return {i: part for i, part in enumerate(parts) if ctx.on_path[i]}
+
+
+@transpose_rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+def reshape(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Give the signal back the input's shape, provided the batch axis was left alone."""
+    if not ctx.on_path[0] or any(ctx.on_path[1:]):
+        raise ctx.unsupported("only the data input may depend on the image input")
+    in_info, out_info = ctx.info[ctx.node.input[0]], ctx.info[ctx.node.output[0]]
+    in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
+    keeps_batch = in_info.shape[0] == out_info.shape[0] and (
+        int(np.prod(in_shape)) == int(np.prod(out_shape))
+    )
+    if not keeps_batch:
+        raise ctx.unsupported(
+            f"it maps {list(in_info.shape)} to {list(out_info.shape)}; only reshapes that keep "
+            "the batch axis first are supported"
+        )
+    graph = ctx.graph
+    return {0: graph.op("Reshape", [signal, graph.const([-1, *in_shape], "reshape_back")])}

@@ -1,0 +1,56 @@
+"""User-facing errors.
+
+Every error the user can fix is an :class:`OnnxDeconvError`. Its message is one line that names the
+problem and says how to fix it; the CLI prints it without a traceback and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class OnnxDeconvError(Exception):
+    """Base class for errors caused by the user's input (model, image, options)."""
+
+    exit_code: int = 2
+
+
+class ModelLoadError(OnnxDeconvError):
+    """The model file cannot be read, is not valid ONNX, or is unsafe to load."""
+
+
+class InputError(OnnxDeconvError):
+    """An image or array given as input is unreadable or does not fit the model."""
+
+
+class UnsupportedOpError(OnnxDeconvError):
+    """A node on the projection path has no transpose rule, or uses unsupported attributes."""
+
+    def __init__(self, node_name: str, op_type: str, supported: str) -> None:
+        self.node_name = node_name
+        self.op_type = op_type
+        super().__init__(f"cannot project through node '{node_name}' ({op_type}): {supported}")
+
+
+class UnknownLayerError(OnnxDeconvError):
+    """The requested layer is not a projectable tensor of the graph."""
+
+    def __init__(self, layer: str, candidates: Iterable[str]) -> None:
+        names = list(candidates)
+        close = difflib.get_close_matches(layer, names, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(
+            f"unknown layer '{layer}': {hint + ' ' if hint else ''}"
+            "run 'onnxdeconv layers MODEL' to list the tensor names and aliases"
+        )
+
+
+class SelectionError(OnnxDeconvError):
+    """A channel or position is out of range for the chosen layer."""
+
+
+class CheckFailed(OnnxDeconvError):
+    """A model check ran and found a problem (exit status 1, unlike usage errors)."""
+
+    exit_code = 1

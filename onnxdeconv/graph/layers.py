@@ -1,0 +1,170 @@
+"""The model prepared for one input size: tensor shapes, layers, aliases and deconv plans."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import onnx
+
+from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
+from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
+from onnxdeconv.graph.load import LoadedModel
+from onnxdeconv.graph.passes import TensorInfo, constant_tensors, infer_tensor_info, with_input_shape
+from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A tensor that a projection can start from, as ``onnxdeconv layers`` lists it."""
+
+    name: str
+    alias: str
+    op: str
+    shape: tuple[int, ...]
+    receptive_field: ReceptiveField
+    projectable: bool
+    reason: str = ""
+
+
+@dataclass
+class PreparedModel:
+    """A loaded model with static shapes for one per-sample input shape."""
+
+    loaded: LoadedModel
+    input_shape: tuple[int, ...]
+    info: dict[str, TensorInfo]
+    constants: dict[str, np.ndarray]
+    _plans: dict[tuple[str, str], DeconvPlan] = field(default_factory=dict, repr=False)
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        """The forward graph."""
+        return self.loaded.model.graph
+
+    @cached_property
+    def producers(self) -> dict[str, onnx.NodeProto]:
+        """The node that computes each tensor."""
+        return {out: node for node in self.graph.node for out in node.output if out}
+
+    @cached_property
+    def candidates(self) -> list[str]:
+        """Batched float tensors computed from the input, in topological order."""
+        reached = path_tensors(self.graph, self.loaded.input_name, self.info)
+        names = []
+        for node in self.graph.node:
+            for out in node.output:
+                if out in reached and len(self.info[out].shape) >= 2:
+                    names.append(out)
+        return names
+
+    @cached_property
+    def aliases(self) -> dict[str, str]:
+        """Short alias -> tensor name, e.g. ``conv3`` for the third Conv output."""
+        counts: Counter[str] = Counter()
+        aliases = {}
+        for name in self.candidates:
+            op = self.producers[name].op_type.lower()
+            counts[op] += 1
+            aliases[f"{op}{counts[op]}"] = name
+        return aliases
+
+    @cached_property
+    def receptive_fields(self) -> dict[str, ReceptiveField]:
+        """Receptive field of every tensor computed from the input."""
+        return receptive_fields(self.graph, self.loaded.input_name, self.info)
+
+    def resolve(self, layer: str) -> str:
+        """Return the tensor name for a tensor name or alias."""
+        if layer in self.candidates:
+            return layer
+        if layer in self.aliases:
+            return self.aliases[layer]
+        raise UnknownLayerError(layer, [*self.candidates, *self.aliases])
+
+    def plan(self, target: str, mode: Mode = "deconvnet") -> DeconvPlan:
+        """The deconv graph for ``target`` under ``mode`` (built once, then cached)."""
+        key = (target, mode)
+        if key not in self._plans:
+            self._plans[key] = build_deconv(
+                self.loaded.model,
+                self.loaded.input_name,
+                target,
+                self.info,
+                mode,
+                self.constants,
+            )
+        return self._plans[key]
+
+    def layers(self) -> list[Layer]:
+        """Every candidate tensor with its alias, shape, receptive field and projectability."""
+        by_name = {name: alias for alias, name in self.aliases.items()}
+        rows = []
+        for name in self.candidates:
+            try:
+                self.plan(name)
+                projectable, reason = True, ""
+            except OnnxDeconvError as exc:
+                projectable, reason = False, str(exc)
+            rows.append(
+                Layer(
+                    name=name,
+                    alias=by_name[name],
+                    op=self.producers[name].op_type,
+                    shape=self.info[name].per_sample,
+                    receptive_field=self.receptive_fields[name],
+                    projectable=projectable,
+                    reason=reason,
+                )
+            )
+        return rows
+
+    def default_layer(self) -> str:
+        """The deepest projectable tensor."""
+        last_error: OnnxDeconvError | None = None
+        for name in reversed(self.candidates):
+            try:
+                self.plan(name)
+                return name
+            except OnnxDeconvError as exc:
+                last_error = exc
+        raise OnnxDeconvError(f"no tensor of the model is projectable: {last_error}")
+
+
+def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> PreparedModel:
+    """Fix the per-sample input shape and infer static shapes for every tensor.
+
+    Args:
+        loaded: The model from :func:`~onnxdeconv.graph.load.load_model`.
+        input_shape: Per-sample input shape (without batch); needed when the model's is dynamic.
+    """
+    declared = loaded.input_shape[1:]
+    if input_shape is None:
+        if not all(isinstance(d, int) and d > 0 for d in declared):
+            raise InputError(
+                f"input '{loaded.input_name}' has dynamic dims {list(loaded.input_shape)}: give "
+                "the input size (e.g. --size 224,224)"
+            )
+        input_shape = tuple(int(d) for d in declared)
+    input_shape = tuple(int(d) for d in input_shape)
+    for want, have in zip(declared, input_shape, strict=False):
+        if isinstance(want, int) and want > 0 and want != have:
+            raise InputError(
+                f"input '{loaded.input_name}' expects per-sample shape "
+                f"{list(declared)}, got {list(input_shape)}"
+            )
+    if len(input_shape) != len(declared):
+        raise InputError(
+            f"input '{loaded.input_name}' has rank {len(declared) + 1}; got per-sample shape "
+            f"{list(input_shape)}"
+        )
+    # Inference at batch 1 makes every shape static; the batch stays free when the graph runs.
+    sized = with_input_shape(loaded.model, loaded.input_name, (1, *input_shape))
+    info = infer_tensor_info(sized)
+    return PreparedModel(loaded, input_shape, info, constant_tensors(loaded.model.graph))

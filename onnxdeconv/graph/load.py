@@ -1,0 +1,161 @@
+"""Load and validate a user's ONNX model.
+
+Loading makes any convnet file usable by the later passes: it refuses external data outside the
+model's folder, drops IR-3 style weight inputs, upgrades opsets whose MaxPool has no ``Indices``
+output, and reads the one image input the projections start from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, helper, numpy_helper
+
+from onnxdeconv.errors import ModelLoadError
+from onnxdeconv.graph import passes
+
+logger = logging.getLogger(__name__)
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+
+
+@dataclass
+class LoadedModel:
+    """A validated forward model and the facts about its image input."""
+
+    model: onnx.ModelProto
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: np.dtype
+    path: Path | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def opset(self) -> int:
+        """The model's default-domain opset."""
+        return passes.default_opset(self.model)
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names from the ``onnxdeconv.labels`` metadata entry, if the model carries one."""
+        raw = self.metadata.get("onnxdeconv.labels")
+        return list(json.loads(raw)) if raw else None
+
+    def constants(self) -> dict[str, np.ndarray]:
+        """Initializers and outputs of ``Constant`` nodes, by tensor name."""
+        return passes.constant_tensors(self.model.graph)
+
+
+def _check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    root = base_dir.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        location = Path(info.location)
+        target = (root / location).resolve()
+        if location.is_absolute() or not target.is_relative_to(root):
+            raise ModelLoadError(
+                f"tensor '{tensor.name}' points to external data '{info.location}' outside the "
+                f"model's folder {root}: move the data file next to the model"
+            )
+        if not target.is_file():
+            raise ModelLoadError(
+                f"tensor '{tensor.name}' needs external data file '{info.location}', which is "
+                f"missing from {root}: copy it next to the model"
+            )
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelLoadError(f"model file '{path}' does not exist: check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"'{path}' is a folder: give the path of the .onnx file inside it")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"'{path}' is not a readable ONNX model ({type(exc).__name__}): export the model to "
+            "ONNX again"
+        ) from exc
+    if not model.graph.node:
+        raise ModelLoadError(f"'{path}' holds no graph nodes: is it really an ONNX model?")
+    _check_external_data(model, path.parent)
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def _image_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelLoadError(
+            f"{where} has {len(inputs)} graph inputs ({names}); onnxdeconv needs exactly one "
+            "image input: export the model with a single input"
+        )
+    value = inputs[0]
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type not in FLOAT_TYPES:
+        type_name = onnx.TensorProto.DataType.Name(elem_type)
+        raise ModelLoadError(
+            f"input '{value.name}' of {where} is {type_name}; projections need a float input: "
+            "export the model without the integer preprocessing (cast) in front"
+        )
+    return value
+
+
+def load_model(source: str | Path | onnx.ModelProto) -> LoadedModel:
+    """Load, validate and normalise a model for instrumentation.
+
+    Args:
+        source: Path to an ``.onnx`` file, or a model already in memory.
+
+    Returns:
+        The normalised model with its image input described.
+
+    Raises:
+        ModelLoadError: The file is missing, invalid, unsafe, or has no single float input.
+    """
+    path: Path | None = None
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        where = "the model"
+    else:
+        path = Path(source)
+        model = _read(path)
+        where = f"'{path}'"
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelLoadError(f"{where} is not a valid ONNX model: {first}") from exc
+
+    model = passes.strip_initializer_inputs(model)
+    model = passes.upgrade_opset(model)
+    value = _image_input(model, where)
+    shape: list[int | str] = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
+    if len(shape) < 3:
+        raise ModelLoadError(
+            f"input '{value.name}' of {where} has rank {len(shape)}; onnxdeconv needs a batched "
+            "image input such as [N, C, H, W]"
+        )
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    logger.debug("loaded %s: input %s %s %s", where, value.name, shape, dtype)
+    return LoadedModel(model, value.name, shape, dtype, path, metadata)
+
+
+def to_numpy(tensor: onnx.TensorProto) -> np.ndarray:
+    """Convert a tensor proto to a numpy array."""
+    return numpy_helper.to_array(tensor)

@@ -1,0 +1,232 @@
+"""Graph passes: small functions from a model to a model.
+
+Each pass documents whether it mutates its argument. Passes that return a new model never touch the
+one they were given, so a caller can keep the user's model pristine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper, version_converter
+
+from onnxdeconv.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+#: MaxPool gained its ``Indices`` output in opset 8; older models are upgraded to this opset.
+UPGRADE_OPSET = 13
+SWITCHES_SUFFIX = "__switches"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Static facts about one tensor: full shape (batch first) and ONNX element type."""
+
+    shape: tuple[int | str, ...]
+    elem_type: int
+
+    @property
+    def per_sample(self) -> tuple[int, ...]:
+        """The shape without its batch dimension; every entry must be static."""
+        dims = self.shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            raise ValueError(f"shape {self.shape} is not static past the batch dimension")
+        return tuple(int(d) for d in dims)
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the tensor holds floating point numbers."""
+        return self.elem_type in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.BFLOAT16,
+        )
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """Return the opset of the default (``ai.onnx``) domain."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a deep copy of ``model``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def constant_tensors(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and ``Constant`` node values of ``graph`` by name (does not mutate)."""
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Constant":
+            continue
+        for attr in node.attribute:
+            if attr.name == "value":
+                values[node.output[0]] = numpy_helper.to_array(attr.t)
+            elif attr.name in ("value_float", "value_int"):
+                values[node.output[0]] = np.array(helper.get_attribute_value(attr))
+            elif attr.name in ("value_floats", "value_ints"):
+                values[node.output[0]] = np.array(helper.get_attribute_value(attr))
+    return values
+
+
+def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop graph inputs that only restate initializers (IR-3 style); returns a new model.
+
+    Also gives every unnamed node a unique name so that errors can point at it.
+    """
+    out = copy_model(model)
+    initializers = {t.name for t in out.graph.initializer}
+    kept = [i for i in out.graph.input if i.name not in initializers]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    out.ir_version = max(out.ir_version, 4)
+    used = {n.name for n in out.graph.node if n.name}
+    for index, node in enumerate(out.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+    return out
+
+
+def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
+    """Convert models older than ``minimum`` to :data:`UPGRADE_OPSET`; returns a new model.
+
+    Models already at ``minimum`` or newer are returned as a copy, unchanged.
+    """
+    opset = default_opset(model)
+    if opset >= minimum:
+        return copy_model(model)
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
+        raise ModelLoadError(
+            f"cannot upgrade the model from opset {opset} to {UPGRADE_OPSET} ({exc}); "
+            "re-export it at opset 8 or newer"
+        ) from exc
+    upgraded.ir_version = max(
+        upgraded.ir_version, helper.find_min_ir_version_for(list(upgraded.opset_import))
+    )
+    logger.info("upgraded the model from opset %d to %d", opset, UPGRADE_OPSET)
+    return upgraded
+
+
+def with_input_shape(
+    model: onnx.ModelProto, input_name: str, shape: Sequence[int | str]
+) -> onnx.ModelProto:
+    """Return a copy whose input ``input_name`` has the given dims (str means symbolic)."""
+    out = copy_model(model)
+    for value in out.graph.input:
+        if value.name != input_name:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shape:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = int(size)
+    return out
+
+
+def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Run ONNX shape inference with data propagation; does not mutate ``model``.
+
+    Returns:
+        Every tensor whose type is known, including those with partially known shapes.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ModelLoadError(f"shape inference failed on the model: {exc}") from exc
+    info: dict[str, TensorInfo] = {}
+    graph = inferred.graph
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.elem_type:
+            continue
+        dims: tuple[int | str, ...] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in tensor_type.shape.dim
+        )
+        if not tensor_type.HasField("shape"):
+            dims = ("?",)
+        info[value.name] = TensorInfo(dims, tensor_type.elem_type)
+    for init in graph.initializer:
+        info[init.name] = TensorInfo(tuple(init.dims), init.data_type)
+    return info
+
+
+def instrument(
+    model: onnx.ModelProto,
+    expose: Iterable[str],
+    switches_of: Iterable[str],
+    info: Mapping[str, TensorInfo],
+) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Make a forward graph emit what the deconv graph needs; returns a new model.
+
+    Every MaxPool whose output is in ``switches_of`` gets its ``Indices`` output (the switches), and
+    every tensor in ``expose`` and every switches tensor becomes a graph output. The original
+    outputs stay first and unchanged.
+
+    Args:
+        model: The forward model (not mutated).
+        expose: Names of tensors to append to the graph outputs.
+        switches_of: Output names of the MaxPool nodes whose switches are needed.
+        info: Tensor types and shapes, used to type the new outputs.
+
+    Returns:
+        The instrumented model, and a map from each MaxPool output to its switches tensor name.
+    """
+    graph = gs.import_onnx(model)
+    producers = {out.name: node for node in graph.nodes for out in node.outputs}
+    output_names = {t.name for t in graph.outputs}
+    switch_names: dict[str, str] = {}
+
+    def add_output(tensor: gs.Variable) -> None:
+        if tensor.name not in output_names:
+            graph.outputs.append(tensor)
+            output_names.add(tensor.name)
+
+    for pooled in switches_of:
+        node = producers[pooled]
+        if len(node.outputs) > 1 and node.outputs[1].name:
+            switches = node.outputs[1]
+        else:
+            switches = gs.Variable(pooled + SWITCHES_SUFFIX, dtype=np.int64)
+            node.outputs = [node.outputs[0], switches]
+        switches.dtype = np.int64
+        switches.shape = list(node.outputs[0].shape or info[pooled].shape)
+        switch_names[pooled] = switches.name
+        add_output(switches)
+    tensors = graph.tensors()
+    for name in expose:
+        tensor = tensors[name]
+        if tensor.dtype is None and name in info:
+            tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
+        if tensor.shape is None and name in info:
+            tensor.shape = list(info[name].shape)
+        add_output(tensor)
+    out = gs.export_onnx(graph, do_type_check=True)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    del out.metadata_props[:]
+    out.metadata_props.extend(model.metadata_props)
+    out.producer_name = model.producer_name
+    return out, switch_names

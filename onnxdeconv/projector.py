@@ -1,0 +1,206 @@
+"""Project activations back to pixel space: the forward pass, selections and the batched deconv."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL
+from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.errors import InputError, SelectionError
+from onnxdeconv.graph.layers import PreparedModel, prepare
+from onnxdeconv.graph.load import LoadedModel, load_model
+from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.runtime import Device, create_session, provider_of, run_bound
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One activation to project: image ``image``, channel ``channel``, at ``position``.
+
+    ``position`` is a spatial index into the feature map, or None for the whole map of the channel
+    (every other channel zeroed).
+    """
+
+    image: int
+    channel: int
+    position: tuple[int, ...] | None
+    value: float
+
+
+@dataclass
+class ForwardPass:
+    """The instrumented forward pass over a batch of inputs."""
+
+    inputs: np.ndarray
+    #: The target layer's activations, on the host.
+    activations: np.ndarray
+    #: Forward tensors the deconv graph needs, kept on the session's device.
+    forward_values: dict[str, ort.OrtValue | np.ndarray]
+
+
+class Projector:
+    """Projects activations of one layer of a model back to its input, on ONNX Runtime.
+
+    Example:
+        >>> projector = Projector("models/digitnet.onnx", layer="conv2", rule="deconvnet")
+        >>> result = projector.forward(images)             # images: [N, 1, 28, 28] float32
+        >>> picks = projector.strongest(result, top=4)
+        >>> projections = projector.project(result, picks)  # [4, 1, 28, 28] float32
+    """
+
+    def __init__(
+        self,
+        model: str | Path | onnx.ModelProto | LoadedModel | PreparedModel,
+        layer: str | None = None,
+        rule: Mode = "deconvnet",
+        device: Device = "auto",
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if isinstance(model, PreparedModel):
+            self.prepared = model
+        else:
+            loaded = model if isinstance(model, LoadedModel) else load_model(model)
+            self.prepared = prepare(loaded, input_shape)
+        loaded = self.prepared.loaded
+        self.layer = self.prepared.resolve(layer) if layer else self.prepared.default_layer()
+        self.rule = rule
+        self.plan = self.prepared.plan(self.layer, rule)
+        onnx.checker.check_model(self.plan.model, full_check=True)
+        batch = loaded.input_shape[0]
+        self._batch = batch if isinstance(batch, int) and batch > 0 else None
+        sized = with_input_shape(
+            loaded.model, loaded.input_name, (self._batch or "N", *self.prepared.input_shape)
+        )
+        self.forward_model, _ = instrument(
+            sized,
+            expose=[self.layer, *self.plan.forward_inputs],
+            switches_of=self.plan.switches,
+            info=self.prepared.info,
+        )
+        onnx.checker.check_model(self.forward_model, full_check=True)
+        self.forward_session = create_session(self.forward_model, device)
+        self.deconv_session = create_session(self.plan.model, device)
+        self.provider = provider_of(self.forward_session)
+        logger.info("running on %s", self.provider)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample input shape, without the batch dimension."""
+        return self.prepared.input_shape
+
+    @property
+    def layer_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the target layer."""
+        return self.plan.target_shape
+
+    def _check_inputs(self, inputs: np.ndarray) -> None:
+        loaded = self.prepared.loaded
+        if inputs.ndim != len(self.input_shape) + 1 or inputs.shape[1:] != self.input_shape:
+            raise InputError(
+                f"input array has shape {list(inputs.shape)}; the model expects "
+                f"[N, {', '.join(map(str, self.input_shape))}]"
+            )
+        if inputs.dtype != loaded.input_dtype:
+            raise InputError(
+                f"input array is {inputs.dtype}; the model's input '{loaded.input_name}' is "
+                f"{loaded.input_dtype}: convert it with .astype(np.{loaded.input_dtype})"
+            )
+
+    def forward(self, inputs: np.ndarray) -> ForwardPass:
+        """Run the instrumented forward pass on a batch ``[N, *input_shape]``."""
+        self._check_inputs(inputs)
+        names = [self.layer, *self.plan.forward_inputs]
+        feed_name = self.prepared.loaded.input_name
+        chunk = self._batch or len(inputs)
+        if chunk == len(inputs):
+            values = run_bound(self.forward_session, {feed_name: inputs}, names, (self.layer,))
+            activations = values.pop(self.layer).numpy()
+            return ForwardPass(inputs, activations, dict(values))
+        # A model with a fixed batch runs chunk by chunk; the parts meet on the host.
+        parts = [
+            run_bound(self.forward_session, {feed_name: inputs[i : i + chunk]}, names, names)
+            for i in range(0, len(inputs), chunk)
+        ]
+        joined = {name: np.concatenate([p[name].numpy() for p in parts]) for name in names}
+        activations = joined.pop(self.layer)
+        return ForwardPass(inputs, activations, dict(joined))
+
+    def strongest(
+        self,
+        forward: ForwardPass,
+        top: int = 1,
+        channel: int | None = None,
+        position: tuple[int, ...] | str | None = None,
+        image: int = 0,
+    ) -> list[Selection]:
+        """Choose what to project from image ``image``.
+
+        Args:
+            forward: The forward pass.
+            top: How many channels to take, strongest (highest maximum) first.
+            channel: Project this channel instead of the strongest ones.
+            position: A spatial position, ``"all"`` for the whole map, or None for the arg-max.
+            image: Index of the image in the batch.
+        """
+        act = forward.activations[image].astype(np.float32)
+        channels = act.shape[0]
+        flat = act.reshape(channels, -1)
+        if channel is not None:
+            if not 0 <= channel < channels:
+                raise SelectionError(
+                    f"channel {channel} is out of range: layer '{self.layer}' has {channels} "
+                    f"channels (0..{channels - 1})"
+                )
+            order = [channel]
+        else:
+            if top < 1:
+                raise SelectionError(f"--top must be at least 1, got {top}")
+            order = list(np.argsort(-flat.max(axis=1), kind="stable")[: min(top, channels)])
+        spatial = act.shape[1:]
+        picks = []
+        for c in order:
+            if position == "all":
+                picks.append(Selection(image, int(c), None, float(flat[c].max())))
+                continue
+            if position is None:
+                where = tuple(int(i) for i in np.unravel_index(int(flat[c].argmax()), spatial))
+            else:
+                where = tuple(int(p) for p in position)
+                if len(where) != len(spatial) or any(
+                    not 0 <= p < s for p, s in zip(where, spatial, strict=True)
+                ):
+                    raise SelectionError(
+                        f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
+                        f"whose feature maps are {'x'.join(map(str, spatial))}"
+                    )
+            picks.append(Selection(image, int(c), where, float(act[(c, *where)])))
+        return picks
+
+    def signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """The starting signals: zero except at each selected activation, which keeps its value."""
+        signal = np.zeros((len(selections), *self.layer_shape), np.float32)
+        for row, pick in enumerate(selections):
+            act = forward.activations[pick.image, pick.channel]
+            if pick.position is None:
+                signal[row, pick.channel] = act
+            else:
+                signal[(row, pick.channel, *pick.position)] = act[pick.position]
+        return signal
+
+    def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
+        feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: self.signal(forward, selections)}
+        if self.plan.forward_inputs:
+            feeds[BATCH_INDEX] = np.array([s.image for s in selections], np.int64)
+            feeds.update(forward.forward_values)
+        out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
+        return np.asarray(out[PROJECTION].numpy())

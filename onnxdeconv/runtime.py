@@ -1,0 +1,90 @@
+"""ONNX Runtime sessions: provider choice, and IO binding that keeps forward tensors on device."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxdeconv.errors import OnnxDeconvError
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def _quiet_cuda_session(payload: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+    # A CUDA wheel on a machine without CUDA logs a multi-line error while it falls back to the CPU;
+    # silence the attempt and let get_providers() tell what loaded.
+    previous = options.log_severity_level
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    try:
+        return ort.InferenceSession(payload, options, providers=[CUDA, CPU])
+    finally:
+        ort.set_default_logger_severity(2)
+        options.log_severity_level = previous
+
+
+def create_session(
+    model: onnx.ModelProto, device: Device = "auto", threads: int | None = None
+) -> ort.InferenceSession:
+    """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
+
+    Raises:
+        OnnxDeconvError: ``device="cuda"`` was asked for and the CUDA provider does not load.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    payload = model.SerializeToString()
+    if device != "cpu" and CUDA in ort.get_available_providers():
+        session = _quiet_cuda_session(payload, options)
+        if CUDA in session.get_providers():
+            return session
+    if device == "cuda":
+        raise OnnxDeconvError(
+            "the CUDA execution provider does not load here: install onnxruntime-gpu with a "
+            "matching CUDA and cuDNN, or use --device cpu"
+        )
+    return ort.InferenceSession(payload, options, providers=[CPU])
+
+
+def provider_of(session: ort.InferenceSession) -> str:
+    """The execution provider that runs the session's nodes first."""
+    return str(session.get_providers()[0])
+
+
+def _device_type(session: ort.InferenceSession) -> str:
+    return "cuda" if provider_of(session) == CUDA else "cpu"
+
+
+def run_bound(
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray | ort.OrtValue],
+    outputs: Sequence[str],
+    to_host: Sequence[str] = (),
+) -> dict[str, ort.OrtValue]:
+    """Run ``session`` with IO binding.
+
+    Outputs stay on the session's device except those named in ``to_host``, which are bound to the
+    CPU. On CUDA this keeps switches and rectifier inputs on the GPU between the two sessions.
+    """
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        if isinstance(value, ort.OrtValue):
+            binding.bind_ortvalue_input(name, value)
+        else:
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    device = _device_type(session)
+    for name in outputs:
+        binding.bind_output(name, "cpu" if name in to_host else device)
+    session.run_with_iobinding(binding)
+    return dict(zip(outputs, binding.get_outputs(), strict=True))
