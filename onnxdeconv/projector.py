@@ -198,9 +198,30 @@ class Projector:
 
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
         """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
-        feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: self.signal(forward, selections)}
+        images = [s.image for s in selections]
+        return self.project_signal(forward, self.signal(forward, selections), images)
+
+    def project_signal(
+        self, forward: ForwardPass, signal: np.ndarray, images: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Project arbitrary signals ``[K, *layer_shape]`` at the target layer.
+
+        Args:
+            forward: The forward pass whose switches and rectifier inputs the deconv follows.
+            signal: One signal per row, in the layer's shape.
+            images: For each row, the index of its image in ``forward`` (default: row ``k`` uses
+                image ``k``).
+        """
+        signal = np.asarray(signal, np.float32)
+        if signal.shape[1:] != self.layer_shape:
+            raise SelectionError(
+                f"signal has shape {list(signal.shape)}; layer '{self.layer}' needs "
+                f"[K, {', '.join(map(str, self.layer_shape))}]"
+            )
+        feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: signal}
         if self.plan.forward_inputs:
-            feeds[BATCH_INDEX] = np.array([s.image for s in selections], np.int64)
+            rows = range(len(signal)) if images is None else images
+            feeds[BATCH_INDEX] = np.asarray(rows, np.int64)
             feeds.update(forward.forward_values)
         out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
         return np.asarray(out[PROJECTION].numpy())
