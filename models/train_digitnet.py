@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import cv2
@@ -447,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
             "numpy": np.__version__,
+            "mlxtend": version("mlxtend"),
+            "opencv": cv2.__version__,
         },
     }
     metrics_path = out_dir / "digitnet_metrics.json"

@@ -1,0 +1,1 @@
+"""The ``onnxdeconv`` command line: parse, call the library, show progress, write files."""

@@ -1,0 +1,210 @@
+"""Turn image files and arrays into model inputs: decoding, resizing and normalisation presets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from onnxdeconv.errors import InputError
+from onnxdeconv.graph.load import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Layout = Literal["NCHW", "NHWC"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """``value = (pixel * scale - mean) / std`` per channel, pixels in 0..255.
+
+    ``mean`` and ``std`` are in the model's channel order: BGR when ``bgr`` is set.
+    """
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    bgr: bool = False
+
+    def describe(self) -> str:
+        """A compact one-line description."""
+        order = "BGR" if self.bgr else "RGB"
+        return f"{order}, x*{self.scale:.6g}, mean {list(self.mean)}, std {list(self.std)}"
+
+
+PRESETS: dict[str, Preprocessing] = {
+    "imagenet": Preprocessing(1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "caffe": Preprocessing(1.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0), bgr=True),
+    "tf": Preprocessing(1 / 127.5, (1.0,), (1.0,)),
+    "raw": Preprocessing(1.0, (0.0,), (1.0,)),
+}
+METADATA_KEY = "onnxdeconv.preprocess"
+
+
+def preprocessing_from_metadata(loaded: LoadedModel) -> Preprocessing | None:
+    """The preprocessing a model declares in its ``onnxdeconv.preprocess`` metadata, if any."""
+    raw = loaded.metadata.get(METADATA_KEY)
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+        return Preprocessing(
+            scale=float(spec.get("scale", 1 / 255)),
+            mean=tuple(float(m) for m in spec.get("mean", [0.0])),
+            std=tuple(float(s) for s in spec.get("std", [1.0])),
+            bgr=bool(spec.get("bgr", False)),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"model metadata '{METADATA_KEY}' is malformed ({exc}): fix or remove it") from exc
+
+
+def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
+    """Guess the input layout and channel count from a per-sample shape like (3, H, W)."""
+    first, last = per_sample[0], per_sample[-1]
+    if first in (1, 3):
+        return "NCHW", int(first)
+    if last in (1, 3):
+        return "NHWC", int(last)
+    raise InputError(
+        f"the model input's per-sample shape {list(per_sample)} has no 1- or 3-channel axis, so "
+        "it does not take images: pass a .npy array in its input layout instead"
+    )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB uint8, honouring EXIF rotation; alpha is composited on white."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file '{path}' does not exist: check the path")
+    data = np.fromfile(path, np.uint8)
+    unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if unchanged is None:
+        raise InputError(
+            f"'{path}' is not a readable image (jpg, png, bmp, webp or tiff) or .npy array: "
+            "check the file"
+        )
+    if unchanged.ndim == 3 and unchanged.shape[2] == 4:
+        color = unchanged[..., :3].astype(np.float32)
+        if unchanged.dtype == np.uint16:
+            color /= 257.0
+        alpha = unchanged[..., 3:].astype(np.float32) / np.iinfo(unchanged.dtype).max
+        bgr = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    else:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def fit_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize the shorter side to fit ``size`` (H, W), then centre-crop to exactly ``size``."""
+    height, width = rgb.shape[:2]
+    want_h, want_w = size
+    factor = max(want_h / height, want_w / width)
+    new_h, new_w = max(want_h, round(height * factor)), max(want_w, round(width * factor))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - want_h) // 2, (new_w - want_w) // 2
+    return np.ascontiguousarray(resized[top : top + want_h, left : left + want_w])
+
+
+def normalise(
+    rgb: np.ndarray, preprocessing: Preprocessing, layout: Layout, channels: int, dtype: np.dtype
+) -> np.ndarray:
+    """Turn an RGB uint8 image ``[H, W, 3]`` into a batch of one model input."""
+    pixels = rgb.astype(np.float32)
+    if channels == 1:
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None]
+    elif preprocessing.bgr:
+        pixels = pixels[..., ::-1]
+    mean = np.asarray(preprocessing.mean, np.float32)
+    std = np.asarray(preprocessing.std, np.float32)
+    if channels == 1 and mean.size > 1:
+        mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+    if mean.size not in (1, channels) or std.size not in (1, channels):
+        raise InputError(
+            f"--mean/--std give {mean.size}/{std.size} values for a {channels}-channel input: "
+            f"give 1 or {channels} values"
+        )
+    values = (pixels * preprocessing.scale - mean) / std
+    if layout == "NCHW":
+        values = values.transpose(2, 0, 1)
+    return np.ascontiguousarray(values[None].astype(dtype))
+
+
+@dataclass
+class ModelInput:
+    """A model input ready to run, and the picture a person recognises it by."""
+
+    array: np.ndarray
+    #: RGB (or gray) uint8 picture of what the model sees, for display.
+    display: np.ndarray
+    layout: Layout
+    preprocessing: Preprocessing | None
+
+
+def load_input(
+    path: str | Path,
+    loaded: LoadedModel,
+    preprocessing: Preprocessing,
+    size: tuple[int, int] | None = None,
+) -> ModelInput:
+    """Load an image file (preprocessed) or a ``.npy`` array (fed as is) for ``loaded``."""
+    path = Path(path)
+    per_sample = tuple(loaded.input_shape[1:])
+    if path.suffix.lower() == ".npy":
+        return _load_array(path, loaded)
+    layout, channels = image_layout(per_sample)
+    spatial = per_sample[1:] if layout == "NCHW" else per_sample[:-1]
+    rgb = read_image(path)
+    if size is None:
+        fixed = all(isinstance(d, int) and d > 0 for d in spatial)
+        size = (int(spatial[0]), int(spatial[1])) if fixed else (rgb.shape[0], rgb.shape[1])
+    if len(spatial) != 2:
+        raise InputError(f"the model input {list(loaded.input_shape)} is not a 2-D image input")
+    fitted = fit_image(rgb, size)
+    array = normalise(fitted, preprocessing, layout, channels, loaded.input_dtype)
+    display = cv2.cvtColor(fitted, cv2.COLOR_RGB2GRAY) if channels == 1 else fitted
+    return ModelInput(array, display, layout, preprocessing)
+
+
+def _load_array(path: Path, loaded: LoadedModel) -> ModelInput:
+    if not path.is_file():
+        raise InputError(f"input file '{path}' does not exist: check the path")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"'{path}' is not a readable .npy array ({exc})") from exc
+    rank = len(loaded.input_shape)
+    if array.ndim == rank - 1:
+        array = array[None]
+    if array.ndim != rank or array.shape[0] != 1:
+        raise InputError(
+            f"'{path}' has shape {list(array.shape)}; give one input shaped like "
+            f"{list(loaded.input_shape)} (batch 1), or without the batch axis"
+        )
+    if array.dtype != loaded.input_dtype:
+        raise InputError(
+            f"'{path}' is {array.dtype}; input '{loaded.input_name}' is {loaded.input_dtype}: save "
+            f"it with array.astype('{loaded.input_dtype}')"
+        )
+    try:
+        layout, _ = image_layout(tuple(array.shape[1:]))
+    except InputError:
+        layout = "NCHW"
+    return ModelInput(array, display_array(array[0], layout), layout, None)
+
+
+def display_array(values: np.ndarray, layout: Layout) -> np.ndarray:
+    """Min-max scale one input array to a uint8 picture (HxW or HxWx3)."""
+    hwc = values.astype(np.float32)
+    if layout == "NCHW" and hwc.ndim == 3:
+        hwc = hwc.transpose(1, 2, 0)
+    low, high = float(hwc.min()), float(hwc.max())
+    scaled = (hwc - low) / (high - low) if high > low else np.zeros_like(hwc)
+    picture = (scaled * 255).round().astype(np.uint8)
+    return picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture

@@ -1,0 +1,76 @@
+"""The picture ``onnxdeconv project`` writes: the input beside its projections."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from onnxdeconv.files import atomic_path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One tile of a figure: an HxW or HxWx3 picture (uint8 or float in [0, 1]) and its title."""
+
+    picture: np.ndarray
+    title: str
+
+
+def display_projection(projection: np.ndarray, layout: str = "NCHW", bgr: bool = False) -> np.ndarray:
+    """Contrast-normalise one projection for display: zero is mid-grey, the peak is 0 or 1.
+
+    Args:
+        projection: One projection in the model's per-sample input layout.
+        layout: ``NCHW`` or ``NHWC``: where the channel axis is.
+        bgr: Whether the channels are in BGR order (flipped to RGB for display).
+    """
+    values = np.asarray(projection, np.float32)
+    if values.ndim == 3 and layout == "NCHW":
+        values = values.transpose(1, 2, 0)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    elif values.ndim == 3 and bgr:
+        values = values[..., ::-1]
+    magnitude = np.abs(values[values != 0])
+    # A projection is sparse and peaky; a high percentile keeps its faint structure visible.
+    peak = float(np.percentile(magnitude, 99.5)) if magnitude.size else 0.0
+    return np.clip(values / (2 * peak) + 0.5 if peak > 0 else values + 0.5, 0.0, 1.0)
+
+
+def projection_figure(panels: Sequence[Panel], title: str = "", max_columns: int = 9) -> Figure:
+    """Lay out panels in a balanced grid with their titles."""
+    rows = max(1, math.ceil(len(panels) / max_columns))
+    columns = max(1, math.ceil(len(panels) / rows))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns, 2.7 * rows + (0.4 if title else 0)), squeeze=False
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, panel in zip(axes.flat, panels, strict=False):
+        gray = panel.picture.ndim == 2
+        axis.imshow(panel.picture, cmap="gray" if gray else None, vmin=0, vmax=1 if
+                    panel.picture.dtype.kind == "f" else 255, interpolation="nearest")
+        axis.set_title(panel.title, fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 110) -> None:
+    """Write ``figure`` to ``path`` atomically and release it."""
+    try:
+        with atomic_path(path) as temp:
+            figure.savefig(temp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
