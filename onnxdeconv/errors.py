@@ -50,7 +50,7 @@ class SelectionError(OnnxDeconvError):
     """A channel or position is out of range for the chosen layer."""
 
 
-class CheckFailed(OnnxDeconvError):
+class CheckFailedError(OnnxDeconvError):
     """A model check ran and found a problem (exit status 1, unlike usage errors)."""
 
     exit_code = 1

@@ -32,6 +32,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise OnnxDeconvError(f"cannot write to '{folder}': {exc.strerror}") from exc
     os.close(handle)
     temp = Path(temp_name)
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     try:
         yield temp
         os.replace(temp, target)

@@ -61,7 +61,9 @@ def preprocessing_from_metadata(loaded: LoadedModel) -> Preprocessing | None:
             bgr=bool(spec.get("bgr", False)),
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"model metadata '{METADATA_KEY}' is malformed ({exc}): fix or remove it") from exc
+        raise InputError(
+            f"model metadata '{METADATA_KEY}' is malformed ({exc}): fix or remove it"
+        ) from exc
 
 
 def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
@@ -90,10 +92,9 @@ def read_image(path: str | Path) -> np.ndarray:
             "check the file"
         )
     if unchanged.ndim == 3 and unchanged.shape[2] == 4:
-        color = unchanged[..., :3].astype(np.float32)
-        if unchanged.dtype == np.uint16:
-            color /= 257.0
-        alpha = unchanged[..., 3:].astype(np.float32) / np.iinfo(unchanged.dtype).max
+        deep = unchanged.dtype == np.uint16
+        color = unchanged[..., :3].astype(np.float32) / (257.0 if deep else 1.0)
+        alpha = unchanged[..., 3:].astype(np.float32) / (65535.0 if deep else 255.0)
         bgr = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
     else:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -123,12 +124,14 @@ def normalise(
         pixels = pixels[..., ::-1]
     mean = np.asarray(preprocessing.mean, np.float32)
     std = np.asarray(preprocessing.std, np.float32)
-    if channels == 1 and mean.size > 1:
+    if channels == 1 and mean.size == 3 and std.size == 3:
+        # An RGB preset on a gray model: use the channel average.
         mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
     if mean.size not in (1, channels) or std.size not in (1, channels):
+        allowed = "1 value" if channels == 1 else f"1 or {channels} values"
         raise InputError(
             f"--mean/--std give {mean.size}/{std.size} values for a {channels}-channel input: "
-            f"give 1 or {channels} values"
+            f"give {allowed}"
         )
     values = (pixels * preprocessing.scale - mean) / std
     if layout == "NCHW":
@@ -182,7 +185,11 @@ def _load_array(path: Path, loaded: LoadedModel) -> ModelInput:
     rank = len(loaded.input_shape)
     if array.ndim == rank - 1:
         array = array[None]
-    if array.ndim != rank or array.shape[0] != 1:
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in loaded.input_shape[1:]]
+    mismatch = array.ndim == rank and any(
+        want is not None and want != have for want, have in zip(fixed, array.shape[1:], strict=True)
+    )
+    if array.ndim != rank or array.shape[0] != 1 or mismatch:
         raise InputError(
             f"'{path}' has shape {list(array.shape)}; give one input shaped like "
             f"{list(loaded.input_shape)} (batch 1), or without the batch axis"
@@ -206,5 +213,5 @@ def display_array(values: np.ndarray, layout: Layout) -> np.ndarray:
         hwc = hwc.transpose(1, 2, 0)
     low, high = float(hwc.min()), float(hwc.max())
     scaled = (hwc - low) / (high - low) if high > low else np.zeros_like(hwc)
-    picture = (scaled * 255).round().astype(np.uint8)
+    picture: np.ndarray = (scaled * 255).round().astype(np.uint8)
     return picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture

@@ -182,7 +182,8 @@ class Projector:
                         f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
                         f"whose feature maps are {'x'.join(map(str, spatial))}"
                     )
-            picks.append(Selection(image, int(c), where, float(act[(c, *where)])))
+            index = (int(c), *where)
+            picks.append(Selection(image, int(c), where, float(act[index])))
         return picks
 
     def signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
@@ -193,7 +194,8 @@ class Projector:
             if pick.position is None:
                 signal[row, pick.channel] = act
             else:
-                signal[(row, pick.channel, *pick.position)] = act[pick.position]
+                index = (row, pick.channel, *pick.position)
+                signal[index] = act[pick.position]
         return signal
 
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:

@@ -6,19 +6,21 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
 from onnxdeconv import __version__
 from onnxdeconv.cli import options
-from onnxdeconv.deconv.rules import MODES
+from onnxdeconv.deconv.rules import MODES, Mode
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.files import save_npy
 from onnxdeconv.graph.layers import prepare
-from onnxdeconv.graph.load import load_model
+from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.inputs import PRESETS, image_layout, load_input
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render import Panel, display_projection, projection_figure, save_figure
+from onnxdeconv.runtime import Device
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,7 +29,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.version_option(__version__, prog_name="onnxdeconv")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the library does.")
 def cli(verbose: bool) -> None:
-    """Project convnet activations back to pixel space (Zeiler & Fergus deconvnet) on ONNX models."""
+    """Project convnet activations back to pixel space: the Zeiler & Fergus deconvnet."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
@@ -53,30 +55,49 @@ def layers(model: Path, size: str | None, as_json: bool) -> None:
     input_shape = _input_shape(loaded, options.int_pair(size, "--size"))
     rows = prepare(loaded, input_shape).layers()
     if as_json:
-        click.echo(json.dumps([
-            {
-                "name": r.name, "alias": r.alias, "op": r.op, "shape": list(r.shape),
-                "receptive_field": {
-                    "size": r.receptive_field.size, "stride": r.receptive_field.stride,
-                    "offset": r.receptive_field.offset,
-                },
-                "projectable": r.projectable, "reason": r.reason,
-            }
-            for r in rows
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "alias": r.alias,
+                        "op": r.op,
+                        "shape": list(r.shape),
+                        "receptive_field": {
+                            "size": r.receptive_field.size,
+                            "stride": r.receptive_field.stride,
+                            "offset": r.receptive_field.offset,
+                        },
+                        "projectable": r.projectable,
+                        "reason": r.reason,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     table = [("alias", "tensor", "op", "shape", "receptive field", "projectable")]
     for r in rows:
         status = "yes" if r.projectable else f"no: {r.reason}"
-        table.append((r.alias, r.name, r.op, "x".join(map(str, r.shape)),
-                      r.receptive_field.describe(), status))
+        table.append(
+            (
+                r.alias,
+                r.name,
+                r.op,
+                "x".join(map(str, r.shape)),
+                r.receptive_field.describe(),
+                status,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  "
-                   + row[5])
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
+        )
 
 
-def _input_shape(loaded, size: tuple[int, int] | None) -> tuple[int, ...] | None:  # type: ignore[no-untyped-def]
+def _input_shape(loaded: LoadedModel, size: tuple[int, int] | None) -> tuple[int, ...] | None:
     if size is None:
         return None
     per_sample = tuple(loaded.input_shape[1:])
@@ -90,8 +111,9 @@ def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
     try:
         return tuple(int(p) for p in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected H,W or 'all', got '{value}'",
-                                 param_hint="--position") from None
+        raise click.BadParameter(
+            f"expected H,W or 'all', got '{value}'", param_hint="--position"
+        ) from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -99,26 +121,60 @@ def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--layer", help="Tensor name or alias (see 'layers'); default: deepest projectable.")
 @click.option("--channel", type=int, help="Channel to project; default: the strongest.")
-@click.option("--position", metavar="H,W|all",
-              help="Position in the feature map; 'all' projects the whole map; default: arg-max.")
-@click.option("--top", type=int, help="Project the K strongest channels, each at its arg-max.")
-@click.option("--rule", type=click.Choice(MODES), default="deconvnet", show_default=True,
-              help="What rectifiers pass back (see README).")
+@click.option(
+    "--position",
+    metavar="H,W|all",
+    help="Position in the feature map; 'all' projects the whole map; default: arg-max.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    help="Project the K strongest channels, each at its arg-max.",
+)
+@click.option(
+    "--rule",
+    type=click.Choice(MODES),
+    default="deconvnet",
+    show_default=True,
+    help="What rectifiers pass back (see README).",
+)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
 @click.option("--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order.")
 @click.option("--std", metavar="S[,S,S]", help="Per-channel standard deviation.")
 @click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean.")
 @click.option("--bgr", is_flag=True, help="Feed channels in BGR order.")
 @click.option("--size", metavar="H,W", help="Resize the image to H,W (models with dynamic size).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where ONNX Runtime runs.")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="OUT.png (picture) or OUT.npy (float32 [K, *input_shape]); "
-                   "default: INPUT-stem_projection.png")
-def project(model: Path, input: Path, layer: str | None, channel: int | None,
-            position: str | None, top: int | None, rule: str, preset: str | None,
-            mean: str | None, std: str | None, scale: float | None, bgr: bool,
-            size: str | None, device: str, output: Path | None) -> None:
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where ONNX Runtime runs.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="OUT.png (picture) or OUT.npy (float32 [K, *input_shape]); "
+    "default: INPUT-stem_projection.png",
+)
+def project(
+    model: Path,
+    input: Path,
+    layer: str | None,
+    channel: int | None,
+    position: str | None,
+    top: int | None,
+    rule: str,
+    preset: str | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    bgr: bool,
+    size: str | None,
+    device: str,
+    output: Path | None,
+) -> None:
     """Project the strongest activations of a layer back to the input image.
 
     INPUT is an image (jpg, png, bmp, webp) preprocessed by --preset, or a .npy array in the
@@ -131,17 +187,26 @@ def project(model: Path, input: Path, layer: str | None, channel: int | None,
         raise click.BadParameter(f"'{output}' must end in .png or .npy", param_hint="-o")
     if channel is not None and top is not None:
         raise click.UsageError("use --channel or --top, not both")
+    if not (output.parent if str(output.parent) else Path(".")).is_dir():
+        raise click.BadParameter(
+            f"output folder '{output.parent}' does not exist: create it first", param_hint="-o"
+        )
     where = _parse_position(position)
     loaded = load_model(model)
     preprocessing, source = options.resolve_preprocessing(loaded, preset, mean, std, scale, bgr)
     model_input = load_input(input, loaded, preprocessing, options.int_pair(size, "--size"))
-    projector = Projector(loaded, layer, rule, device,  # type: ignore[arg-type]
-                          input_shape=tuple(model_input.array.shape[1:]))
+    projector = Projector(
+        loaded,
+        layer,
+        cast(Mode, rule),
+        cast(Device, device),
+        input_shape=tuple(model_input.array.shape[1:]),
+    )
+    forward = projector.forward(model_input.array)
+    picks = projector.strongest(forward, top=top or 1, channel=channel, position=where)
     if input.suffix.lower() != ".npy":
         _info(f"preprocessing: {source}: {preprocessing.describe()}")
     _info(f"running on {projector.provider}")
-    forward = projector.forward(model_input.array)
-    picks = projector.strongest(forward, top=top or 1, channel=channel, position=where)
     projections = projector.project(forward, picks)
     if output.suffix.lower() == ".npy":
         save_npy(output, projections)
@@ -152,10 +217,21 @@ def project(model: Path, input: Path, layer: str | None, channel: int | None,
         bgr_order = bool(model_input.preprocessing and model_input.preprocessing.bgr)
         outputs = [o.name for o in loaded.model.graph.output]
         labels = loaded.labels if projector.layer in outputs else None
-        panels += [
-            Panel(display_projection(p, model_input.layout, bgr_order), _label(name, pick, labels))
-            for p, pick in zip(projections, picks, strict=True)
-        ]
+        field = projector.prepared.receptive_fields[projector.layer]
+        for projection, pick in zip(projections, picks, strict=True):
+            picture = display_projection(projection, model_input.layout, bgr_order)
+            label = _label(name, pick, labels)
+            box = field.box(pick.position) if pick.position else None
+            if box is not None and len(box) == 2:
+                # Deep units see a small patch; show that patch, as Zeiler & Fergus do.
+                (top, bottom), (left, right) = box
+                height, width = picture.shape[:2]
+                top, left = max(top, 0), max(left, 0)
+                bottom, right = min(bottom, height), min(right, width)
+                if (bottom - top) * (right - left) < height * width / 2:
+                    picture = picture[top:bottom, left:right]
+                    label += f" · crop y{top}:{bottom} x{left}:{right}"
+            panels.append(Panel(picture, label))
         title = f"{model.name} · layer {name} · rule {rule}"
         save_figure(projection_figure(panels, title), output)
     _info(f"projected {len(picks)} from layer {projector.layer}")

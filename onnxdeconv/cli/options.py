@@ -18,8 +18,9 @@ def int_pair(value: str | None, option: str) -> tuple[int, int] | None:
     except ValueError:
         pair = ()
     if len(pair) != 2 or min(pair) < 0:
-        raise click.BadParameter(f"expected two integers H,W such as 224,224, got '{value}'",
-                                 param_hint=option)
+        raise click.BadParameter(
+            f"expected two integers H,W such as 224,224, got '{value}'", param_hint=option
+        )
     return pair[0], pair[1]
 
 
@@ -30,8 +31,9 @@ def floats(value: str | None, option: str) -> tuple[float, ...] | None:
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected numbers separated by commas, got '{value}'",
-                                 param_hint=option) from None
+        raise click.BadParameter(
+            f"expected numbers separated by commas, got '{value}'", param_hint=option
+        ) from None
 
 
 def resolve_preprocessing(

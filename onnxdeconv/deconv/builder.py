@@ -43,7 +43,9 @@ def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
     return names
 
 
-def path_tensors(graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]) -> set[str]:
+def path_tensors(
+    graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]
+) -> set[str]:
     """Float tensors that depend on the image input: the only tensors a signal can reach."""
     reached = {input_name}
     for node in graph.node:
@@ -55,9 +57,7 @@ def path_tensors(graph: onnx.GraphProto, input_name: str, info: Mapping[str, Ten
     return reached
 
 
-def _path_nodes(
-    graph: onnx.GraphProto, target: str, reached: set[str]
-) -> list[onnx.NodeProto]:
+def _path_nodes(graph: onnx.GraphProto, target: str, reached: set[str]) -> list[onnx.NodeProto]:
     needed = {target}
     nodes = []
     for node in reversed(graph.node):

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.passes import TensorInfo
 
 #: Generated graphs stay at opset 18 or lower so that every op has a CUDA kernel (see NOTES).
@@ -34,7 +35,10 @@ class DeconvGraph:
         ]
         self.forward_inputs: list[str] = []
         self._info = info
-        self._names: set[str] = {SIGNAL}
+        # Every forward tensor name is reserved: any of them may later enter as a forward input,
+        # and a generated tensor of the same name would break single assignment.
+        self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, *info}
+        self._consts: dict[str, list[str]] = {}
         self._gathered: dict[str, str] = {}
         self._batch_size: str | None = None
 
@@ -55,11 +59,14 @@ class DeconvGraph:
             array = array.astype(np.float32)
         elif array.dtype.kind in "iub":
             array = array.astype(np.int64)
-        if hint in self.initializers:
-            existing = numpy_helper.to_array(self.initializers[hint])
-            if existing.shape == array.shape and np.array_equal(existing, array):
-                return hint
+        for existing_name in self._consts.get(hint, []):
+            existing = numpy_helper.to_array(self.initializers[existing_name])
+            if existing.dtype == array.dtype and existing.shape == array.shape and np.array_equal(
+                existing, array
+            ):
+                return existing_name
         name = self.fresh(hint)
+        self._consts.setdefault(hint, []).append(name)
         self.initializers[name] = numpy_helper.from_array(array, name)
         return name
 
@@ -81,11 +88,15 @@ class DeconvGraph:
     def _add_forward_input(self, name: str) -> None:
         if name in self.forward_inputs:
             return
+        if name in (SIGNAL, BATCH_INDEX, PROJECTION):
+            raise OnnxDeconvError(
+                f"the deconv graph needs forward tensor '{name}', whose name it reserves for "
+                "its own inputs and output: rename that tensor in the model"
+            )
         if not self.forward_inputs:
             self.inputs.append(
                 helper.make_tensor_value_info(BATCH_INDEX, onnx.TensorProto.INT64, ["K"])
             )
-            self._names.add(BATCH_INDEX)
         info = self._info[name]
         self.inputs.append(
             helper.make_tensor_value_info(name, info.elem_type, ["N", *info.per_sample])
@@ -140,7 +151,11 @@ class DeconvGraph:
             self.nodes,
             "onnxdeconv_deconv",
             self.inputs,
-            [helper.make_tensor_value_info(PROJECTION, onnx.TensorProto.FLOAT, ["K", *input_shape])],
+            [
+                helper.make_tensor_value_info(
+                    PROJECTION, onnx.TensorProto.FLOAT, ["K", *input_shape]
+                )
+            ],
             initializer=list(self.initializers.values()),
         )
         opsets = [helper.make_opsetid("", DECONV_OPSET)]

@@ -14,7 +14,12 @@ from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
 from onnxdeconv.deconv.rules import Mode
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.graph.passes import TensorInfo, constant_tensors, infer_tensor_info, with_input_shape
+from onnxdeconv.graph.passes import (
+    TensorInfo,
+    constant_tensors,
+    infer_tensor_info,
+    with_input_shape,
+)
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import external_data_helper, helper, numpy_helper
 
 from onnxdeconv.errors import ModelLoadError
@@ -100,7 +100,7 @@ def _image_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
             f"{where} has {len(inputs)} graph inputs ({names}); onnxdeconv needs exactly one "
             "image input: export the model with a single input"
         )
-    value = inputs[0]
+    value: onnx.ValueInfoProto = inputs[0]
     elem_type = value.type.tensor_type.elem_type
     if elem_type not in FLOAT_TYPES:
         type_name = onnx.TensorProto.DataType.Name(elem_type)

@@ -74,9 +74,10 @@ def constant_tensors(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
         for attr in node.attribute:
             if attr.name == "value":
                 values[node.output[0]] = numpy_helper.to_array(attr.t)
-            elif attr.name in ("value_float", "value_int"):
-                values[node.output[0]] = np.array(helper.get_attribute_value(attr))
-            elif attr.name in ("value_floats", "value_ints"):
+            elif attr.name in ("value_float", "value_int") or attr.name in (
+                "value_floats",
+                "value_ints",
+            ):
                 values[node.output[0]] = np.array(helper.get_attribute_value(attr))
     return values
 

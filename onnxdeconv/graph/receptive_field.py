@@ -66,7 +66,9 @@ def _window(node: onnx.NodeProto, field: ReceptiveField, kernel: list[int]) -> R
             for r, k, d, j in zip(field.size, kernel, dilations, field.stride, strict=True)
         ),
         stride=tuple(j * s for j, s in zip(field.stride, strides, strict=True)),
-        offset=tuple(o - p * j for o, p, j in zip(field.offset, pads[:rank], field.stride, strict=True)),
+        offset=tuple(
+            o - p * j for o, p, j in zip(field.offset, pads[:rank], field.stride, strict=True)
+        ),
     )
 
 
@@ -94,7 +96,9 @@ def receptive_fields(
     it global otherwise.
     """
     spatial_rank = len(info[input_name].shape) - 2
-    fields = {input_name: ReceptiveField((1,) * spatial_rank, (1,) * spatial_rank, (0,) * spatial_rank)}
+    fields = {
+        input_name: ReceptiveField((1,) * spatial_rank, (1,) * spatial_rank, (0,) * spatial_rank)
+    }
     for node in graph.node:
         sources = [fields[name] for name in node.input if name in fields]
         if not sources:

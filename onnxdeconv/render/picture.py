@@ -11,11 +11,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from onnxdeconv.files import atomic_path  # noqa: E402
+from onnxdeconv.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class Panel:
     title: str
 
 
-def display_projection(projection: np.ndarray, layout: str = "NCHW", bgr: bool = False) -> np.ndarray:
+def display_projection(
+    projection: np.ndarray, layout: str = "NCHW", bgr: bool = False
+) -> np.ndarray:
     """Contrast-normalise one projection for display: zero is mid-grey, the peak is 0 or 1.
 
     Args:
@@ -43,8 +45,9 @@ def display_projection(projection: np.ndarray, layout: str = "NCHW", bgr: bool =
         values = values[..., ::-1]
     magnitude = np.abs(values[values != 0])
     # A projection is sparse and peaky; a high percentile keeps its faint structure visible.
-    peak = float(np.percentile(magnitude, 99.5)) if magnitude.size else 0.0
-    return np.clip(values / (2 * peak) + 0.5 if peak > 0 else values + 0.5, 0.0, 1.0)
+    peak = float(np.percentile(magnitude, 99.9)) if magnitude.size else 0.0
+    shown: np.ndarray = np.clip(values / (2 * peak) + 0.5 if peak > 0 else values + 0.5, 0, 1)
+    return shown
 
 
 def projection_figure(panels: Sequence[Panel], title: str = "", max_columns: int = 9) -> Figure:
@@ -58,8 +61,13 @@ def projection_figure(panels: Sequence[Panel], title: str = "", max_columns: int
         axis.axis("off")
     for axis, panel in zip(axes.flat, panels, strict=False):
         gray = panel.picture.ndim == 2
-        axis.imshow(panel.picture, cmap="gray" if gray else None, vmin=0, vmax=1 if
-                    panel.picture.dtype.kind == "f" else 255, interpolation="nearest")
+        axis.imshow(
+            panel.picture,
+            cmap="gray" if gray else None,
+            vmin=0,
+            vmax=1 if panel.picture.dtype.kind == "f" else 255,
+            interpolation="nearest",
+        )
         axis.set_title(panel.title, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)

@@ -39,13 +39,19 @@ def max_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
     return {0: graph.op("Reshape", [unpooled, graph.const([-1, *in_shape], "unpooled_shape")])}
 
 
-def _divisors(window: Window, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...],
-              include_pad: bool) -> np.ndarray:
+def _divisors(
+    window: Window, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...], include_pad: bool
+) -> np.ndarray:
     """Number of elements each output averages, as ONNX Runtime and PyTorch count them."""
     per_dim = []
     for size, out, k, s, b, e in zip(
-        in_spatial, out_spatial, window.kernel, window.strides, window.pads_begin,
-        window.pads_end, strict=True,
+        in_spatial,
+        out_spatial,
+        window.kernel,
+        window.strides,
+        window.pads_begin,
+        window.pads_end,
+        strict=True,
     ):
         starts = np.arange(out) * s - b
         ends = starts + k
@@ -69,10 +75,13 @@ def average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
     include_pad = bool(ctx.attr("count_include_pad", 0))
     divisors = _divisors(window, in_shape[1:], out_shape[1:], include_pad)
     graph = ctx.graph
-    if np.all(divisors == divisors.flat[0]):
-        scale = graph.const(np.array(1.0 / divisors.flat[0]), "avg_scale")
+    # A window with no element to average cannot come from ONNX Runtime; its output position can
+    # only be a shape-inference artefact, so it sends nothing back (not 1/0 = inf).
+    weights = np.where(divisors > 0, 1.0 / np.maximum(divisors, 1), 0.0)
+    if np.all(weights == weights.flat[0]):
+        scale = graph.const(np.array(weights.flat[0]), "avg_scale")
     else:
-        scale = graph.const(1.0 / divisors, "avg_scale")
+        scale = graph.const(weights, "avg_scale")
     scaled = graph.op("Mul", [signal, scale], hint="avg_scaled")
     channels = in_shape[0]
     ones = graph.const(np.ones((channels, 1, *kernel), np.float32), "avg_kernel")

@@ -11,6 +11,13 @@ from onnxdeconv.deconv.rules import RuleContext, transpose_rule
 def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
     """Pass the signal through (Dropout is the identity at inference)."""
     ctx.only_first_input_on_path()
+    if ctx.node.op_type == "Dropout" and len(ctx.node.input) > 2 and ctx.node.input[2]:
+        training = ctx.optional_constant(2)
+        if training is None or bool(training):
+            raise ctx.unsupported(
+                "only inference mode is supported: the training_mode input must be a constant "
+                "false"
+            )
     return {0: signal}
 
 

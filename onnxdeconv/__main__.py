@@ -1,0 +1,7 @@
+"""``python -m onnxdeconv`` runs the command line."""
+
+from __future__ import annotations
+
+from onnxdeconv.cli.main import main
+
+main()

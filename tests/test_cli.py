@@ -1,0 +1,325 @@
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from conftest import DIGIT_7, DIGITNET, ROOT
+from helpers import conv_relu_pool_model
+
+from onnxdeconv import Projector
+from onnxdeconv.cli.main import cli, main
+from onnxdeconv.inputs import load_input, preprocessing_from_metadata
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["onnxdeconv", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+# --- success paths ------------------------------------------------------------------------
+
+
+def test_project_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.png"
+    code, stdout, err = run(["project", DIGITNET, DIGIT_7, "--top", "4", "-o", out], capsys)
+    assert code == 0, err
+    assert "running on CPUExecutionProvider" in err
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[1] > picture.shape[0]
+    assert stdout.strip() == str(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+def test_project_npy_equals_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.npy"
+    args = ["project", DIGITNET, DIGIT_7, "--layer", "relu2", "--top", "3", "-o", out]
+    assert run(args, capsys)[0] == 0
+    projections = np.load(out)
+    assert projections.shape == (3, 1, 28, 28) and projections.dtype == np.float32
+    projector = Projector(DIGITNET, layer="relu2")
+    from onnxdeconv import load_model
+
+    loaded = load_model(DIGITNET)
+    declared = preprocessing_from_metadata(loaded)
+    assert declared is not None
+    forward = projector.forward(load_input(DIGIT_7, loaded, declared).array)
+    picks = projector.strongest(forward, top=3)
+    assert [p.value for p in picks] == sorted((p.value for p in picks), reverse=True)
+    np.testing.assert_array_equal(projections, projector.project(forward, picks))
+
+
+def test_default_is_one_projection_from_deepest_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.npy"
+    code, _, err = run(["project", DIGITNET, DIGIT_7, "-o", out], capsys)
+    assert code == 0
+    assert np.load(out).shape == (1, 1, 28, 28)
+    assert "from layer logits" in err
+
+
+def test_position_all_is_sum_of_positions_under_gradient(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The gradient rule is linear in the signal, so the whole map projects to the sum of its
+    # single-position projections.
+    out = tmp_path / "all.npy"
+    args = [
+        "project",
+        DIGITNET,
+        DIGIT_7,
+        "--layer",
+        "conv3",
+        "--channel",
+        "5",
+        "--position",
+        "all",
+        "--rule",
+        "gradient",
+        "-o",
+        out,
+    ]
+    assert run(args, capsys)[0] == 0
+    whole = np.load(out)[0]
+    projector = Projector(DIGITNET, layer="conv3", rule="gradient")
+    loaded = projector.prepared.loaded
+    declared = preprocessing_from_metadata(loaded)
+    assert declared is not None
+    forward = projector.forward(load_input(DIGIT_7, loaded, declared).array)
+    picks = [
+        projector.strongest(forward, channel=5, position=(h, w))[0]
+        for h in range(7)
+        for w in range(7)
+    ]
+    total = projector.project(forward, picks).sum(axis=0)
+    np.testing.assert_allclose(whole, total, rtol=1e-4, atol=1e-5 * np.abs(total).max())
+
+
+def test_npy_input_and_explicit_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.random.default_rng(1).normal(size=(1, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "p.npy"
+    args = [
+        "project",
+        DIGITNET,
+        tmp_path / "x.npy",
+        "--layer",
+        "/conv2/Conv_output_0",
+        "--channel",
+        "3",
+        "--position",
+        "4,5",
+        "-o",
+        out,
+    ]
+    assert run(args, capsys)[0] == 0
+    projector = Projector(DIGITNET, layer="conv2")
+    forward = projector.forward(x)
+    expected = projector.project(forward, projector.strongest(forward, channel=3, position=(4, 5)))
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_layers_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["layers", DIGITNET], capsys)
+    assert code == 0
+    assert re.search(r"conv2\s+/conv2/Conv_output_0\s+Conv\s+32x14x14\s+11x11 /2\s+yes", out)
+    code, out, _ = run(["layers", DIGITNET, "--json"], capsys)
+    rows = json.loads(out)
+    assert rows[-1]["name"] == "logits" and rows[-1]["projectable"]
+    assert rows[0]["receptive_field"]["size"] == [5, 5]
+
+
+def test_layers_reports_unprojectable_with_reason(
+    squeezenet_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["layers", squeezenet_path], capsys)
+    assert code == 0
+    softmax = [line for line in out.splitlines() if line.startswith("softmax1")]
+    assert softmax and "no: cannot project through node" in softmax[0] and "(Softmax)" in softmax[0]
+
+
+# --- user errors: one line, exit 2, no partial output ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["project", "missing.onnx", DIGIT_7], r"model file 'missing.onnx' does not exist"),
+        (["project", DIGITNET, "missing.png"], r"input file 'missing.png' does not exist"),
+        (
+            ["project", DIGITNET, DIGIT_7, "--layer", "conv9"],
+            r"unknown layer 'conv9'.*did you mean",
+        ),
+        (
+            ["project", DIGITNET, DIGIT_7, "--layer", "/conv2/Conv_outptu_0"],
+            r"did you mean '/conv2/Conv_output_0'",
+        ),
+        (
+            ["project", DIGITNET, DIGIT_7, "--layer", "conv2", "--channel", "99"],
+            r"channel 99 is out of range.*32 channels",
+        ),
+        (
+            [
+                "project",
+                DIGITNET,
+                DIGIT_7,
+                "--layer",
+                "conv2",
+                "--channel",
+                "1",
+                "--position",
+                "20,3",
+            ],
+            r"position 20,3 is outside.*14x14",
+        ),
+        (["project", DIGITNET, DIGIT_7, "--position", "a,b"], r"expected H,W or 'all'"),
+        (["project", DIGITNET, DIGIT_7, "--top", "0"], r"Invalid value for '--top'"),
+        (["project", DIGITNET, DIGIT_7, "--top", "2", "--channel", "1"], r"--channel or --top"),
+        (["project", DIGITNET, DIGIT_7, "--preset", "caffe", "--mean", "1"], r"either --preset"),
+        (["project", DIGITNET, DIGIT_7, "--mean", "1,2"], r"give 1 value"),
+        (["project", DIGITNET, DIGIT_7, "--rule", "magic"], r"Invalid value for '--rule'"),
+        (["project", DIGITNET, DIGIT_7, "-o", "out.jpg"], r"must end in .png or .npy"),
+        (["project", DIGITNET, DIGIT_7, "-o", "no/such/dir/p.png"], r"output folder .* not exist"),
+        (["project", DIGITNET, DIGIT_7, "--size", "28"], r"two integers H,W"),
+        (["project", DIGITNET], r"Missing argument 'INPUT'"),
+        (["layers", DIGITNET, "--size", "x"], r"two integers"),
+        (["nonsense"], r"No such command 'nonsense'"),
+    ],
+)
+def test_user_errors(
+    args: list[object],
+    pattern: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run([str(a) for a in args], capsys)
+    assert_user_error(code, err, pattern)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07garbage" * 3)
+    assert_user_error(*run(["layers", garbage], capsys)[::2], r"garbage.onnx")
+    assert_user_error(*run(["layers", tmp_path], capsys)[::2], r"is a folder")
+
+
+def test_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    assert_user_error(*run(["project", DIGITNET, text], capsys)[::2], r"not a readable image")
+    np.save(tmp_path / "f64.npy", np.zeros((1, 1, 28, 28)))
+    assert_user_error(
+        *run(["project", DIGITNET, tmp_path / "f64.npy"], capsys)[::2], r"float64.*float32"
+    )
+    np.save(tmp_path / "big.npy", np.zeros((2, 1, 28, 28), np.float32))
+    assert_user_error(*run(["project", DIGITNET, tmp_path / "big.npy"], capsys)[::2], r"batch 1")
+
+
+def test_unsupported_op_names_node(
+    squeezenet_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "project",
+        squeezenet_path,
+        DIGIT_7,
+        "--preset",
+        "caffe",
+        "--layer",
+        "softmax1",
+        "-o",
+        tmp_path / "p.png",
+    ]
+    assert_user_error(*run(args, capsys)[::2], r"node 'Softmax_\d+' \(Softmax\)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_requested_without_cuda(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        probe = ort.InferenceSession(
+            conv_relu_pool_model().SerializeToString(),
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+        if "CUDAExecutionProvider" in probe.get_providers():
+            pytest.skip("this machine has a working CUDA provider")
+    args = ["project", DIGITNET, DIGIT_7, "--device", "cuda", "-o", tmp_path / "p.png"]
+    assert_user_error(*run(args, capsys)[::2], r"CUDA execution provider does not load")
+
+
+def test_real_process_exit_codes_and_quiet_stderr(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "onnxdeconv"]
+    ok = subprocess.run(
+        [*exe, "project", DIGITNET, DIGIT_7, "-o", tmp_path / "p.png"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    # No ONNX Runtime chatter (e.g. failed CUDA loading) beyond our own lines.
+    assert all(
+        line.startswith(("preprocessing:", "running on", "projected"))
+        for line in ok.stderr.splitlines()
+    ), ok.stderr
+    bad = subprocess.run(
+        [*exe, "project", DIGITNET, DIGIT_7, "--layer", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+# --- meta: every command has help with an example and a README entry ---------------------------
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_command_help_and_readme(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run([name, "--help"], capsys)
+    assert code == 0
+    assert "Example:" in out and f"onnxdeconv {name}" in out
+    readme = (ROOT / "README.md").read_text()
+    assert f"onnxdeconv {name}" in readme, f"README has no entry for 'onnxdeconv {name}'"
+
+
+def test_input_size_for_dynamic_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = conv_relu_pool_model(size=16)
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "S"
+    onnx.save(model, str(tmp_path / "dyn.onnx"))
+    code, _, err = run(["layers", tmp_path / "dyn.onnx"], capsys)
+    assert_user_error(code, err, r"dynamic dims.*--size")
+    code, out, err = run(["layers", tmp_path / "dyn.onnx", "--size", "16,16"], capsys)
+    assert code == 0, err
+    assert "4x16x16" in out

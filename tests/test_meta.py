@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from conftest import ROOT
+
+TEST_COMMAND = 'pip install -e ".[test]" && pytest'
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert TEST_COMMAND in readme
+    assert any(line.strip() == TEST_COMMAND for line in ci.splitlines())
+
+
+def test_cli_package_lives_under_the_namespace() -> None:
+    import onnxdeconv.cli.main as entry
+
+    assert entry.__name__ == "onnxdeconv.cli.main"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'onnxdeconv = "onnxdeconv.cli.main:main"' in pyproject
+    assert 'include = ["onnxdeconv*"]' in pyproject
