@@ -61,8 +61,10 @@ class DeconvGraph:
             array = array.astype(np.int64)
         for existing_name in self._consts.get(hint, []):
             existing = numpy_helper.to_array(self.initializers[existing_name])
-            if existing.dtype == array.dtype and existing.shape == array.shape and np.array_equal(
-                existing, array
+            if (
+                existing.dtype == array.dtype
+                and existing.shape == array.shape
+                and np.array_equal(existing, array)
             ):
                 return existing_name
         name = self.fresh(hint)

@@ -60,7 +60,7 @@ def _divisors(
     counts = per_dim[0].astype(np.float64)
     for extra in per_dim[1:]:
         counts = np.multiply.outer(counts, extra)
-    return counts
+    return np.asarray(counts, dtype=np.float64)
 
 
 @transpose_rule("AveragePool")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,11 @@ def transpose_window(
     ]
     symmetric = window.pads_begin == window.pads_end
     extra = [i - f + 2 * p for i, f, p in zip(in_spatial, full, window.pads_begin, strict=True)]
-    common = {"strides": list(window.strides), "dilations": list(window.dilations), "group": group}
+    common: dict[str, Any] = {
+        "strides": list(window.strides),
+        "dilations": list(window.dilations),
+        "group": group,
+    }
     if symmetric and all(0 <= x < s for x, s in zip(extra, window.strides, strict=True)):
         return graph.op(
             "ConvTranspose",

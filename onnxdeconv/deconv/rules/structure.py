@@ -15,8 +15,7 @@ def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
         training = ctx.optional_constant(2)
         if training is None or bool(training):
             raise ctx.unsupported(
-                "only inference mode is supported: the training_mode input must be a constant "
-                "false"
+                "only inference mode is supported: the training_mode input must be a constant false"
             )
     return {0: signal}
 
