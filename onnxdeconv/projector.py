@@ -85,6 +85,7 @@ class Projector:
             expose=[self.layer, *self.plan.forward_inputs],
             switches_of=self.plan.switches,
             info=self.prepared.info,
+            batch=self._batch or "N",
         )
         onnx.checker.check_model(self.forward_model, full_check=True)
         self.forward_session = create_session(self.forward_model, device)

@@ -331,11 +331,6 @@ def test_maxpool_uses_scatter_add_not_maxunpool() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ONNX shape inference (opset < 22) keeps a ceil-mode window that starts in the end "
-    "padding; ONNX Runtime drops it, so the inferred layer shape is one too large",
-)
 @pytest.mark.parametrize("case", rc.PHANTOM_WINDOW, ids=lambda c: c.id)
 def test_adjoint_ceil_window_in_end_padding(case: rc.AdjointCase) -> None:
     assert_adjoint(case)
@@ -452,17 +447,12 @@ def test_float16_model_adjoint() -> None:
     check_deconv_model(p)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shapes are inferred at batch 1, where Flatten(axis=0) and Unsqueeze(axes=[0]) look "
-    "batch-preserving; with a dynamic batch they mix the batch into one row",
-)
 @pytest.mark.parametrize(
     ("op_type", "extra", "inits", "attrs"),
     [("Flatten", [], {}, {"axis": 0}), ("Unsqueeze", ["a"], {"a": np.array([0])}, {})],
     ids=["flatten_axis0", "unsqueeze_axis0"],
 )
-def test_batch_mixing_hidden_at_batch_one(
+def test_batch_mixing_at_dynamic_batch(
     op_type: str, extra: list, inits: dict, attrs: dict
 ) -> None:
     model = rc.make_model(

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
 from onnxdeconv.deconv.rules import Mode
@@ -18,6 +19,7 @@ from onnxdeconv.graph.passes import (
     TensorInfo,
     constant_tensors,
     infer_tensor_info,
+    measure_shapes,
     with_input_shape,
 )
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
@@ -169,7 +171,17 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
             f"input '{loaded.input_name}' has rank {len(declared) + 1}; got per-sample shape "
             f"{list(input_shape)}"
         )
-    # Inference at batch 1 makes every shape static; the batch stays free when the graph runs.
-    sized = with_input_shape(loaded.model, loaded.input_name, (1, *input_shape))
-    info = infer_tensor_info(sized)
+    # Shapes come from one run at a probe batch: static everywhere, and a dynamic batch of 2 shows
+    # which reshapes keep the batch axis. The batch stays free when the graphs run.
+    batch = loaded.input_shape[0]
+    probe_batch = batch if isinstance(batch, int) and batch > 0 else 2
+    sized = with_input_shape(loaded.model, loaded.input_name, (probe_batch, *input_shape))
+    zeros = np.zeros((probe_batch, *input_shape), loaded.input_dtype)
+    try:
+        info = measure_shapes(sized, {loaded.input_name: zeros}, infer_tensor_info(sized))
+    except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+        raise InputError(
+            f"the model does not run on an input of shape {[probe_batch, *input_shape]}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
     return PreparedModel(loaded, input_shape, info, constant_tensors(loaded.model.graph))

@@ -173,11 +173,43 @@ def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     return info
 
 
+def measure_shapes(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], info: Mapping[str, TensorInfo]
+) -> dict[str, TensorInfo]:
+    """Run the model once on ``feeds`` and record the actual shape of every node output.
+
+    ONNX shape inference can disagree with ONNX Runtime (ceil-mode pools whose last window starts
+    in the padding, below opset 22), and at batch 1 it cannot tell which reshapes move the batch;
+    a real run at the probe batch settles both. Does not mutate ``model``.
+    """
+    import onnxruntime as ort
+
+    probe = copy_model(model)
+    present = {o.name for o in probe.graph.output}
+    names = [out for node in probe.graph.node for out in node.output if out and out in info]
+    for name in names:
+        if name not in present:
+            probe.graph.output.append(
+                helper.make_tensor_value_info(name, info[name].elem_type, None)
+            )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    values = session.run(names, dict(feeds))
+    measured = dict(info)
+    for name, value in zip(names, values, strict=True):
+        measured[name] = TensorInfo(tuple(np.shape(value)), info[name].elem_type)
+    return measured
+
+
 def instrument(
     model: onnx.ModelProto,
     expose: Iterable[str],
     switches_of: Iterable[str],
     info: Mapping[str, TensorInfo],
+    batch: int | str = "N",
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """Make a forward graph emit what the deconv graph needs; returns a new model.
 
@@ -190,6 +222,7 @@ def instrument(
         expose: Names of tensors to append to the graph outputs.
         switches_of: Output names of the MaxPool nodes whose switches are needed.
         info: Tensor types and shapes, used to type the new outputs.
+        batch: The batch dimension the new outputs declare.
 
     Returns:
         The instrumented model, and a map from each MaxPool output to its switches tensor name.
@@ -212,16 +245,18 @@ def instrument(
             switches = gs.Variable(pooled + SWITCHES_SUFFIX, dtype=np.int64)
             node.outputs = [node.outputs[0], switches]
         switches.dtype = np.int64
-        switches.shape = list(node.outputs[0].shape or info[pooled].shape)
+        # Only the rank is declared: below opset 22 ONNX infers some ceil-mode pool sizes
+        # differently from ONNX Runtime, and full_check must not see a conflict.
+        switches.shape = [batch] + [None] * len(info[pooled].per_sample)
         switch_names[pooled] = switches.name
         add_output(switches)
     tensors = graph.tensors()
     for name in expose:
+        if name in output_names:
+            continue
         tensor = tensors[name]
-        if tensor.dtype is None and name in info:
-            tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
-        if tensor.shape is None and name in info:
-            tensor.shape = list(info[name].shape)
+        tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
+        tensor.shape = [batch] + [None] * len(info[name].per_sample)
         add_output(tensor)
     out = gs.export_onnx(graph, do_type_check=True)
     out.ir_version = model.ir_version
