@@ -600,6 +600,26 @@ def _golden_global_average_pool() -> list[GoldenCase]:
     ]
 
 
+def _golden_reduce_mean() -> list[GoldenCase]:
+    # Mean over H and W of a 2x2 map: each of the 4 inputs gets a quarter of the signal.
+    return [
+        GoldenCase(
+            "reducemean_hw_keepdims",
+            one_node("ReduceMean", (2, 2, 2), axes=[2, 3], keepdims=1),
+            rand(60, 1, 2, 2, 2),
+            signal=batch1([[[4]], [[-8]]]),
+            expected=batch1([[[1, 1], [1, 1]], [[-2, -2], [-2, -2]]]),
+        ),
+        GoldenCase(
+            "reducemean_w_dropped",
+            one_node("ReduceMean", (1, 2, 3), axes=[-1], keepdims=0),
+            rand(61, 1, 1, 2, 3),
+            signal=batch1([[3, 6]]),
+            expected=batch1([[[1, 1, 1], [2, 2, 2]]]),
+        ),
+    ]
+
+
 def _golden_batch_normalization() -> list[GoldenCase]:
     # slope = gamma / sqrt(var + eps) = [2 / 2, 6 / 3] = [1, 2]; mean and beta do not matter.
     inits = {"g": arr([2, 6]), "b": arr([10, -10]), "m": arr([5, 7]), "v": arr([3.75, 8.75])}
@@ -791,6 +811,7 @@ def _build_golden() -> dict[str, list[GoldenCase]]:
         "Relu": _golden_relu(),
         "AveragePool": _golden_average_pool(),
         "GlobalAveragePool": _golden_global_average_pool(),
+        "ReduceMean": _golden_reduce_mean(),
         "BatchNormalization": _golden_batch_normalization(),
         "Gemm": _golden_gemm(),
         "MatMul": _golden_matmul(),
@@ -1224,6 +1245,14 @@ def _build_adjoint() -> dict[str, list[AdjointCase]]:
         "MaxPool": _adjoint_max_pool(),
     }
     table.update(_adjoint_small())
+    table["ReduceMean"] = [
+        AdjointCase(f"reducemean_{name}", one_node("ReduceMean", (3, 4, 5), **attrs), (3, 4, 5))
+        for name, attrs in [
+            ("hw", {"axes": [2, 3], "keepdims": 1}),
+            ("hw_dropped", {"axes": [-2, -1], "keepdims": 0}),
+            ("channels", {"axes": [1], "keepdims": 1}),
+        ]
+    ]
     return table
 
 

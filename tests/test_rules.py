@@ -452,10 +452,16 @@ def test_float16_model_adjoint() -> None:
     [("Flatten", [], {}, {"axis": 0}), ("Unsqueeze", ["a"], {"a": np.array([0])}, {})],
     ids=["flatten_axis0", "unsqueeze_axis0"],
 )
-def test_batch_mixing_at_dynamic_batch(
-    op_type: str, extra: list, inits: dict, attrs: dict
-) -> None:
+def test_batch_mixing_at_dynamic_batch(op_type: str, extra: list, inits: dict, attrs: dict) -> None:
     model = rc.make_model(
         [rc.node(op_type, ["x", *extra], ["y"], name="mixer", **attrs)], (2, 3), inits
     )
     _raises_naming(model, "mixer", op_type)
+
+
+@pytest.mark.parametrize(
+    "attrs", [{"axes": [0, 2]}, {"keepdims": 1}], ids=["batch_axis", "all_axes"]
+)
+def test_reduce_mean_over_batch_is_refused(attrs: dict) -> None:
+    model = rc.make_model([rc.node("ReduceMean", ["x"], ["y"], name="mean", **attrs)], (2, 3))
+    _raises_naming(model, "mean", "ReduceMean")

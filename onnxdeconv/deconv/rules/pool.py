@@ -100,3 +100,28 @@ def global_average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
     )
     target = graph.const([1, 1, *in_shape[1:]], "gap_shape")
     return {0: graph.op("Expand", [scaled, target], hint="gap_spread")}
+
+
+@transpose_rule("ReduceMean")
+def reduce_mean(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Spread the signal evenly over the reduced axes (which must not include the batch)."""
+    in_shape = ctx.input_shape()
+    rank = len(in_shape) + 1
+    if len(ctx.node.input) > 1 and ctx.node.input[1]:
+        axes = [int(a) for a in ctx.constant(1, "axes")]
+    else:
+        axes = [int(a) for a in ctx.attr("axes", [])]
+    if not axes:
+        if int(ctx.attr("noop_with_empty_axes", 0)):
+            return {0: signal}
+        raise ctx.unsupported("reducing over every axis mixes the batch; give explicit axes")
+    axes = sorted(a + rank if a < 0 else a for a in axes)
+    if 0 in axes:
+        raise ctx.unsupported("reducing over the batch axis is not supported")
+    graph = ctx.graph
+    kept = [1 if axis + 1 in axes else size for axis, size in enumerate(in_shape)]
+    restored = graph.op("Reshape", [signal, graph.const([-1, *kept], "mean_kept_shape")])
+    count = math.prod(in_shape[a - 1] for a in axes)
+    scaled = graph.op("Mul", [restored, graph.const(np.array(1.0 / count), "mean_scale")])
+    target = graph.const([1, *in_shape], "mean_shape")
+    return {0: graph.op("Expand", [scaled, target], hint="mean_spread")}
