@@ -323,3 +323,18 @@ def test_input_size_for_dynamic_model(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, err = run(["layers", tmp_path / "dyn.onnx", "--size", "16,16"], capsys)
     assert code == 0, err
     assert "4x16x16" in out
+
+
+def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.onnx"
+    code, stdout, err = run(["export", DIGITNET, "--layer", "relu2", "--batch", "-o", out], capsys)
+    assert stdout.strip() == str(out)
+    assert code == 0, err
+    assert "opset 17, IR 8" in err
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["image", "channel"]
+    code, _, err = run(["export", DIGITNET, "--layer", "nope", "-o", tmp_path / "q.onnx"], capsys)
+    assert_user_error(code, err, r"unknown layer 'nope'")
+    code, _, err = run(["export", DIGITNET, "-o", tmp_path / "q.txt"], capsys)
+    assert_user_error(code, err, r"must end in .onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.onnx"]

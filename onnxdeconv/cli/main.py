@@ -22,7 +22,7 @@ from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render import Panel, display_projection, projection_figure, save_figure
 from onnxdeconv.runtime import Device
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT = options.CONTEXT
 
 
 @click.group(context_settings=CONTEXT)
@@ -265,3 +265,12 @@ def main() -> None:
     except OnnxDeconvError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+def _register_commands() -> None:
+    from onnxdeconv.cli.export_command import export
+
+    cli.add_command(export)
+
+
+_register_commands()

@@ -7,6 +7,8 @@ import click
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.inputs import PRESETS, Preprocessing, preprocessing_from_metadata
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
+
 
 def int_pair(value: str | None, option: str) -> tuple[int, int] | None:
     """Parse ``H,W``."""

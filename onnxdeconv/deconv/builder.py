@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxdeconv.deconv.emitter import DeconvGraph
+from onnxdeconv.deconv.emitter import DECONV_OPSET, OPSET_RANGE, DeconvGraph
 from onnxdeconv.deconv.rules import MODES, RULES, Mode, RuleContext
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX, TensorInfo
@@ -74,6 +74,7 @@ def build_deconv(
     info: Mapping[str, TensorInfo],
     mode: Mode = "deconvnet",
     constants: Mapping[str, np.ndarray] | None = None,
+    opset: int = DECONV_OPSET,
 ) -> DeconvPlan:
     """Build the deconv graph that projects signals at ``target`` back to ``input_name``.
 
@@ -84,6 +85,7 @@ def build_deconv(
         info: Types and batch-first shapes of every tensor, from shape inference.
         mode: ``deconvnet``, ``guided`` or ``gradient``: what the rectifiers pass back.
         constants: Initializer and Constant values; read from ``model`` when omitted.
+        opset: Opset of the generated graph, within :data:`OPSET_RANGE`.
 
     Returns:
         The deconv model (not yet run through the checker) and its forward needs.
@@ -94,6 +96,8 @@ def build_deconv(
     """
     if mode not in MODES:
         raise OnnxDeconvError(f"unknown rule '{mode}': use one of {', '.join(MODES)}")
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ValueError(f"deconv graphs are built at opset {OPSET_RANGE}, not {opset}")
     graph = model.graph
     if constants is None:
         from onnxdeconv.graph.passes import constant_tensors
@@ -150,7 +154,7 @@ def build_deconv(
     if not arrived_at_input:
         raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
     projection = deconv.sum(arrived_at_input, input_name)
-    deconv_model = deconv.to_model(projection, all_info[input_name].per_sample)
+    deconv_model = deconv.to_model(projection, all_info[input_name].per_sample, opset)
     logger.debug("deconv graph for %s: %d nodes", target, len(deconv_model.graph.node))
     return DeconvPlan(
         model=deconv_model,

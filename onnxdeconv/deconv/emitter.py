@@ -12,8 +12,10 @@ from onnx import helper, numpy_helper
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.passes import TensorInfo
 
-#: Generated graphs stay at opset 18 or lower so that every op has a CUDA kernel (see NOTES).
+#: Generated graphs stay at opset 18 or lower so that every op has a CUDA kernel (see NOTES);
+#: ScatterElements needs 16 for ``reduction``. The ops the rules emit mean the same from 16 to 18.
 DECONV_OPSET = 17
+OPSET_RANGE = (16, 18)
 SIGNAL = "signal"
 BATCH_INDEX = "batch_index"
 PROJECTION = "projection"
@@ -146,7 +148,9 @@ class DeconvGraph:
             return signals[0]
         return self.op("Sum", list(signals), hint=f"{hint}_sum")
 
-    def to_model(self, projection: str, input_shape: Sequence[int]) -> onnx.ModelProto:
+    def to_model(
+        self, projection: str, input_shape: Sequence[int], opset: int = DECONV_OPSET
+    ) -> onnx.ModelProto:
         """Finish the graph with ``projection`` as its single output and return the model."""
         self.nodes.append(helper.make_node("Identity", [projection], [PROJECTION]))
         graph = helper.make_graph(
@@ -160,7 +164,7 @@ class DeconvGraph:
             ],
             initializer=list(self.initializers.values()),
         )
-        opsets = [helper.make_opsetid("", DECONV_OPSET)]
+        opsets = [helper.make_opsetid("", opset)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="onnxdeconv")
         model.ir_version = helper.find_min_ir_version_for(opsets)
         return model

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
+from onnxdeconv.deconv.emitter import DECONV_OPSET
 from onnxdeconv.deconv.rules import Mode
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
 from onnxdeconv.graph.load import LoadedModel
@@ -48,7 +49,7 @@ class PreparedModel:
     input_shape: tuple[int, ...]
     info: dict[str, TensorInfo]
     constants: dict[str, np.ndarray]
-    _plans: dict[tuple[str, str], DeconvPlan] = field(default_factory=dict, repr=False)
+    _plans: dict[tuple[str, str, int], DeconvPlan] = field(default_factory=dict, repr=False)
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -95,9 +96,9 @@ class PreparedModel:
             return self.aliases[layer]
         raise UnknownLayerError(layer, [*self.candidates, *self.aliases])
 
-    def plan(self, target: str, mode: Mode = "deconvnet") -> DeconvPlan:
+    def plan(self, target: str, mode: Mode = "deconvnet", opset: int = DECONV_OPSET) -> DeconvPlan:
         """The deconv graph for ``target`` under ``mode`` (built once, then cached)."""
-        key = (target, mode)
+        key = (target, mode, opset)
         if key not in self._plans:
             self._plans[key] = build_deconv(
                 self.loaded.model,
@@ -106,6 +107,7 @@ class PreparedModel:
                 self.info,
                 mode,
                 self.constants,
+                opset,
             )
         return self._plans[key]
 

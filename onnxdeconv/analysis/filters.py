@@ -1,0 +1,476 @@
+"""Architecture-selection diagnostics for the first convolutional layer (Zeiler & Fergus, Fig. 6).
+
+Zeiler & Fergus found that AlexNet's first layer (11x11 filters at stride 4) was a mix of very high
+and very low frequency filters with little mid-frequency coverage, some dead filters, and that the
+large stride aliased the second layer's features. :func:`analyse_filters` measures the same three
+things on any ONNX convnet:
+
+* **Frequency bands.** The power spectrum of each filter (its 2-D DFT zero-padded to at least
+  32x32, summed over input channels) split by radial frequency ``r`` in cycles/pixel into
+  low (``r < 1/6``), mid (``1/6 <= r < 1/3``) and high (``r >= 1/3``).
+* **Dead and never-active filters.** A filter whose L2 norm is below ``dead_ratio`` times the
+  median norm is dead; with images, a filter whose rectified response is never above zero is never
+  active.
+* **Aliasing score.** The fraction of energy above the Nyquist limit ``0.5 / s`` of the layer's
+  stride ``s`` along either axis: the energy that subsampling by ``s`` folds back onto lower
+  frequencies. With images it is measured on the layer's feature maps computed at stride 1;
+  without images on the filters' own spectra.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxdeconv.deconv.builder import path_tensors
+from onnxdeconv.errors import InputError, OnnxDeconvError
+from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.runtime import create_session
+
+logger = logging.getLogger(__name__)
+
+#: Names of the frequency bands, in the order of ``band_energy`` columns and ``coverage``.
+BAND_NAMES = ("low", "mid", "high")
+#: Radial frequency limits (cycles/pixel) between low and mid, and between mid and high.
+BAND_EDGES = (1.0 / 6.0, 1.0 / 3.0)
+#: Filters are zero-padded to at least this size before their DFT.
+SPECTRUM_SIZE = 32
+#: Ops between the first Conv and its rectifier that act on each channel separately.
+_CHANNELWISE = {"BatchNormalization", "Identity", "Add", "Sub", "Mul", "Div"}
+_RECTIFIERS = {"Relu"}
+
+
+@dataclass
+class FilterReport:
+    """What :func:`analyse_filters` found about the first convolutional layer.
+
+    Attributes:
+        layer: Output tensor name of the first Conv fed by the image input.
+        weights: ``[M, C, kh, kw]`` float32 first-layer filters.
+        stride: The Conv's strides.
+        kernel: The Conv's kernel size.
+        band_energy: ``[M, 3]`` fraction of each filter's spectral energy in the low, mid and
+            high bands (zeros for a filter without energy).
+        coverage: ``[3]`` mean band fractions over the live filters: the frequency-coverage
+            histogram.
+        norms: ``[M]`` L2 norm of each filter.
+        dead: Filters whose norm is below ``dead_ratio`` times the median norm.
+        never_active: Filters whose rectified response is never above zero on the images
+            (``None`` without images).
+        aliasing: Aliasing score in [0, 1]: fraction of energy above the post-stride Nyquist limit.
+        aliasing_source: ``"images"`` or ``"filters"``: what the score was measured on.
+        verdict: Plain-language verdict.
+    """
+
+    layer: str
+    weights: np.ndarray
+    stride: tuple[int, ...]
+    kernel: tuple[int, ...]
+    band_energy: np.ndarray
+    coverage: np.ndarray
+    norms: np.ndarray
+    dead: list[int]
+    never_active: list[int] | None
+    aliasing: float
+    aliasing_source: str
+    verdict: str
+
+    def to_json(self) -> dict[str, object]:
+        """The report as JSON-ready values (the weights are left out; ``norms`` sizes them)."""
+        return {
+            "layer": self.layer,
+            "filters": int(self.weights.shape[0]),
+            "input_channels": int(self.weights.shape[1]),
+            "stride": list(self.stride),
+            "kernel": list(self.kernel),
+            "bands": {
+                "low": [0.0, BAND_EDGES[0]],
+                "mid": [BAND_EDGES[0], BAND_EDGES[1]],
+                "high": [BAND_EDGES[1], float(np.sqrt(0.5))],
+            },
+            "coverage": {
+                name: float(value) for name, value in zip(BAND_NAMES, self.coverage, strict=True)
+            },
+            "band_energy": [[float(v) for v in row] for row in self.band_energy],
+            "norms": [float(n) for n in self.norms],
+            "dead": list(self.dead),
+            "never_active": None if self.never_active is None else list(self.never_active),
+            "aliasing": float(self.aliasing),
+            "aliasing_source": self.aliasing_source,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class _FirstConv:
+    node: onnx.NodeProto
+    weights: np.ndarray
+    stride: tuple[int, ...]
+    kernel: tuple[int, ...]
+    response: str
+
+
+def analyse_filters(
+    model: PreparedModel,
+    images: np.ndarray | None = None,
+    *,
+    dead_ratio: float = 0.05,
+    aliasing_threshold: float = 0.1,
+) -> FilterReport:
+    """Diagnose the first convolutional layer of ``model`` as Zeiler & Fergus do in Fig. 6.
+
+    Args:
+        model: The prepared model (``prepare(load_model(path))``).
+        images: Optional preprocessed batch ``[N, *input_shape]`` in the model's input dtype and
+            layout; with it the aliasing score is measured on feature maps and never-active
+            filters are found.
+        dead_ratio: A filter is dead when its norm is below this fraction of the median norm.
+        aliasing_threshold: Aliasing scores above this are called high in the verdict.
+
+    Returns:
+        The report; its ``verdict`` says in plain words what was found.
+
+    Raises:
+        OnnxDeconvError: The model has no 2-D Conv fed by the image input with constant weights.
+        InputError: ``images`` does not match the model's input.
+    """
+    first = _first_conv(model)
+    weights = first.weights
+    norms = np.sqrt((weights.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).astype(np.float32)
+    median = float(np.median(norms))
+    dead = [int(i) for i in np.flatnonzero((norms < dead_ratio * median) | (norms == 0))]
+    live = np.setdiff1d(np.arange(len(norms)), dead)
+    band_energy = band_fractions(weights)
+    coverage = (
+        band_energy[live].mean(axis=0) if live.size else np.zeros(len(BAND_NAMES), np.float64)
+    )
+    never_active: list[int] | None = None
+    if images is not None:
+        _check_images(model, images)
+        conv_inputs, responses = _run_to_first_conv(model, first, images)
+        peak = responses.max(axis=(0, *range(2, responses.ndim)))
+        never_active = [int(i) for i in np.flatnonzero(peak <= 0)]
+        aliasing = _image_aliasing(first, conv_inputs)
+        source = "images"
+    else:
+        aliasing = filter_aliasing(weights[live], first.stride) if live.size else 0.0
+        source = "filters"
+    logger.info(
+        "first conv %s: %d filters %s, stride %s, aliasing %.3f from %s",
+        first.node.output[0],
+        weights.shape[0],
+        "x".join(map(str, first.kernel)),
+        first.stride,
+        aliasing,
+        source,
+    )
+    verdict = _verdict(
+        first.stride,
+        first.kernel,
+        coverage,
+        aliasing,
+        aliasing_threshold,
+        dead,
+        never_active,
+        len(norms),
+    )
+    return FilterReport(
+        layer=first.node.output[0],
+        weights=weights,
+        stride=first.stride,
+        kernel=first.kernel,
+        band_energy=band_energy.astype(np.float32),
+        coverage=np.asarray(coverage, np.float32),
+        norms=norms,
+        dead=dead,
+        never_active=never_active,
+        aliasing=float(aliasing),
+        aliasing_source=source,
+        verdict=verdict,
+    )
+
+
+def filter_spectra(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Power spectra of filters, summed over input channels.
+
+    Args:
+        weights: ``[M, C, kh, kw]`` filters.
+
+    Returns:
+        ``[M, S, S]`` power spectra (DFT zero-padded to ``S = max(32, 2 * max(kh, kw))``), and the
+        vertical and horizontal frequencies of the bins in cycles/pixel (``[S]`` each).
+    """
+    size = max(SPECTRUM_SIZE, 2 * max(weights.shape[2:]))
+    spectrum = np.fft.fft2(weights.astype(np.float64), s=(size, size), axes=(2, 3))
+    power = (np.abs(spectrum) ** 2).sum(axis=1)
+    frequencies = np.fft.fftfreq(size)
+    return power, frequencies, frequencies
+
+
+def band_fractions(weights: np.ndarray) -> np.ndarray:
+    """Fraction of each filter's spectral energy in the low, mid and high bands.
+
+    Args:
+        weights: ``[M, C, kh, kw]`` filters.
+
+    Returns:
+        ``[M, 3]`` fractions that sum to 1 per filter (all zeros for an all-zero filter).
+    """
+    power, fy, fx = filter_spectra(weights)
+    radius = np.hypot(fy[:, None], fx[None, :])
+    bands = np.stack(
+        [
+            radius < BAND_EDGES[0],
+            (radius >= BAND_EDGES[0]) & (radius < BAND_EDGES[1]),
+            radius >= BAND_EDGES[1],
+        ]
+    )
+    energy = np.einsum("mhw,bhw->mb", power, bands.astype(np.float64))
+    total = energy.sum(axis=1, keepdims=True)
+    fractions: np.ndarray = np.divide(
+        energy, total, out=np.zeros_like(energy), where=total > 1e-30
+    )
+    return fractions
+
+
+def above_nyquist(fy: np.ndarray, fx: np.ndarray, stride: Sequence[int]) -> np.ndarray:
+    """Mask of the frequency bins that subsampling by ``stride`` folds back (either axis)."""
+    sy, sx = stride
+    mask: np.ndarray = (np.abs(fy)[:, None] > 0.5 / sy) | (np.abs(fx)[None, :] > 0.5 / sx)
+    return mask
+
+
+def filter_aliasing(weights: np.ndarray, stride: Sequence[int]) -> float:
+    """Mean over filters of the fraction of spectral energy above the post-stride Nyquist limit.
+
+    Args:
+        weights: ``[M, C, kh, kw]`` filters (leave dead ones out).
+        stride: The layer's ``(sy, sx)`` stride.
+    """
+    power, fy, fx = filter_spectra(weights)
+    return _mean_fraction(power, above_nyquist(fy, fx, stride))
+
+
+def map_aliasing(maps: np.ndarray, stride: Sequence[int]) -> float:
+    """Mean over feature maps of the fraction of their energy above the post-stride Nyquist limit.
+
+    Each map has its mean removed (the DC term does not alias, and depends on the preprocessing's
+    offset and the bias) and is Hann-windowed, so the map's borders do not add spurious high
+    frequencies.
+
+    Args:
+        maps: ``[K, H, W]`` feature maps computed at stride 1.
+        stride: The layer's ``(sy, sx)`` stride.
+    """
+    values = maps.astype(np.float64)
+    values -= values.mean(axis=(1, 2), keepdims=True)
+    height, width = values.shape[1:]
+    values *= np.outer(np.hanning(height), np.hanning(width))[None]
+    power = np.abs(np.fft.fft2(values, axes=(1, 2))) ** 2
+    return _mean_fraction(power, above_nyquist(np.fft.fftfreq(height), np.fft.fftfreq(width), stride))
+
+
+def _mean_fraction(power: np.ndarray, mask: np.ndarray) -> float:
+    totals = power.sum(axis=(1, 2))
+    keep = totals > 1e-12 * max(float(totals.max(initial=0.0)), 1e-30)
+    if not keep.any():
+        return 0.0
+    return float((power[keep][:, mask].sum(axis=1) / totals[keep]).mean())
+
+
+def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    for attr in node.attribute:
+        if attr.name == name:
+            return list(attr.ints)
+    return default
+
+
+def _first_conv(model: PreparedModel) -> _FirstConv:
+    reached = path_tensors(model.graph, model.loaded.input_name, model.info)
+    node = next(
+        (n for n in model.graph.node if n.op_type == "Conv" and n.input[0] in reached), None
+    )
+    if node is None:
+        raise OnnxDeconvError(
+            "the model has no Conv fed by the image input: the filter diagnostics need a "
+            "convolutional first layer"
+        )
+    where = f"the first Conv '{node.name or node.output[0]}'"
+    if len(node.input) < 2 or node.input[1] not in model.constants:
+        raise OnnxDeconvError(
+            f"{where} takes its weights from a computed tensor, not a constant: export the model "
+            "with constant (folded) weights"
+        )
+    weights = np.asarray(model.constants[node.input[1]], np.float32)
+    if weights.ndim != 4:
+        raise OnnxDeconvError(
+            f"{where} is a {weights.ndim - 2}-D convolution; the filter diagnostics need a 2-D "
+            "image convolution"
+        )
+    stride = tuple(_ints(node, "strides", [1, 1]))
+    kernel = tuple(_ints(node, "kernel_shape", list(weights.shape[2:])))
+    return _FirstConv(node, weights, stride, kernel, _response_tensor(model, node))
+
+
+def _response_tensor(model: PreparedModel, conv: onnx.NodeProto) -> str:
+    """The tensor the rectifier after ``conv`` reads, or the conv output if none follows."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    tensor = conv.output[0]
+    while len(consumers.get(tensor, [])) == 1:
+        node = consumers[tensor][0]
+        if node.op_type in _RECTIFIERS:
+            return tensor
+        others = [name for name in node.input[1:] if name]
+        if node.op_type not in _CHANNELWISE or node.input[0] != tensor:
+            break
+        if not all(name in model.constants for name in others):
+            break
+        tensor = node.output[0]
+    return conv.output[0]
+
+
+def _check_images(model: PreparedModel, images: np.ndarray) -> None:
+    want = tuple(model.input_shape)
+    if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want or not len(images):
+        raise InputError(
+            f"the images have shape {list(images.shape)}; the model needs a batch shaped "
+            f"[N, {', '.join(map(str, want))}]: preprocess them with onnxdeconv.inputs.load_input"
+        )
+    if images.dtype != model.loaded.input_dtype:
+        raise InputError(
+            f"the images are {images.dtype}; input '{model.loaded.input_name}' is "
+            f"{model.loaded.input_dtype}: convert them with .astype('{model.loaded.input_dtype}')"
+        )
+
+
+def _subgraph(model: PreparedModel, outputs: list[str]) -> onnx.ModelProto:
+    """The part of the forward graph that computes ``outputs`` from the image input."""
+    graph = model.graph
+    needed = set(outputs)
+    nodes = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            nodes.append(node)
+            needed.update(name for name in node.input if name)
+    nodes.reverse()
+    source = next(v for v in graph.input if v.name == model.loaded.input_name)
+    image = onnx.ValueInfoProto()
+    image.CopyFrom(source)
+    dims = image.type.tensor_type.shape.dim
+    del dims[:]
+    for size in ("N", *model.input_shape):
+        dim = dims.add()
+        if isinstance(size, str):
+            dim.dim_param = size
+        else:
+            dim.dim_value = int(size)
+    sub = helper.make_graph(
+        nodes,
+        "first_conv",
+        [image],
+        [helper.make_tensor_value_info(name, model.info[name].elem_type, None) for name in outputs],
+        initializer=[t for t in graph.initializer if t.name in needed],
+    )
+    out = helper.make_model(sub, opset_imports=list(model.loaded.model.opset_import))
+    out.ir_version = model.loaded.model.ir_version
+    return out
+
+
+def _run_to_first_conv(
+    model: PreparedModel, first: _FirstConv, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compute the first Conv's input and its rectifier's input for every image (float32)."""
+    conv_input = first.node.input[0]
+    direct = conv_input == model.loaded.input_name
+    outputs = [first.response] if direct else [conv_input, first.response]
+    session = create_session(_subgraph(model, outputs), "cpu")
+    inputs, responses = [], []
+    for image in images:
+        values = session.run(outputs, {model.loaded.input_name: image[None]})
+        inputs.append(image[None] if direct else values[0])
+        responses.append(values[-1])
+    return (
+        np.concatenate(inputs).astype(np.float32),
+        np.concatenate(responses).astype(np.float32),
+    )
+
+
+def _image_aliasing(first: _FirstConv, conv_inputs: np.ndarray) -> float:
+    """Aliasing score on the first layer's feature maps computed at stride 1, without bias."""
+    attributes = {
+        attr.name: helper.get_attribute_value(attr)
+        for attr in first.node.attribute
+        if attr.name in ("pads", "dilations", "group", "auto_pad", "kernel_shape")
+    }
+    attributes["strides"] = [1] * len(first.stride)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attributes)],
+        "stride_one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *conv_inputs.shape[1:]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(first.weights, "w")],
+    )
+    tiny = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    tiny.ir_version = 7
+    session = create_session(tiny, "cpu")
+    scores = []
+    for sample in conv_inputs:
+        maps = session.run(["y"], {"x": sample[None]})[0][0]
+        scores.append(map_aliasing(maps, first.stride))
+    return float(np.mean(scores))
+
+
+def _describe(values: Sequence[int]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def suggestion(stride: Sequence[int], kernel: Sequence[int]) -> tuple[int, int]:
+    """A smaller stride and kernel, as Zeiler & Fergus went from 11x11/4 to 7x7/2."""
+    new_stride = max(1, max(stride) // 2)
+    size = max(kernel)
+    return new_stride, max(3, min(size, 2 * (size // 3) + 1))
+
+
+def _verdict(
+    stride: tuple[int, ...],
+    kernel: tuple[int, ...],
+    coverage: np.ndarray,
+    aliasing: float,
+    threshold: float,
+    dead: list[int],
+    never_active: list[int] | None,
+    count: int,
+) -> str:
+    shape = "x".join(map(str, kernel))
+    head = f"stride {_describe(stride)} with {shape} kernels"
+    if aliasing > threshold:
+        new_stride, new_kernel = suggestion(stride, kernel)
+        parts = [
+            f"{head}: high aliasing score {aliasing:.2f} (threshold {threshold:g}); consider "
+            f"stride {new_stride}, {new_kernel}x{new_kernel}"
+        ]
+    else:
+        parts = [f"{head}: aliasing score {aliasing:.2f} is within the threshold {threshold:g}"]
+    low, mid, high = (float(v) for v in coverage)
+    if mid < 0.15 and high > mid and low > mid:
+        parts.append(
+            f"filters mix low ({low:.0%}) and high ({high:.0%}) frequencies with little "
+            f"mid-frequency coverage ({mid:.0%})"
+        )
+    else:
+        parts.append(f"frequency coverage low {low:.0%}, mid {mid:.0%}, high {high:.0%}")
+    if dead:
+        parts.append(f"{len(dead)} of {count} filters are dead")
+    if never_active:
+        parts.append(f"{len(never_active)} of {count} filters never fire on the images")
+    if not dead and not never_active:
+        parts.append("no dead filters")
+    return "; ".join(parts)

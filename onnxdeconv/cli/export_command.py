@@ -1,0 +1,65 @@
+"""``onnxdeconv export``: write a self-contained projector graph for other runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import click
+import onnx
+
+from onnxdeconv.cli.options import CONTEXT
+from onnxdeconv.deconv.rules import MODES, Mode
+from onnxdeconv.export import ExportOptions, export_projector
+from onnxdeconv.files import atomic_path
+from onnxdeconv.graph.layers import prepare
+from onnxdeconv.graph.load import load_model
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--layer", help="Tensor name or alias (see 'layers'); default: deepest projectable.")
+@click.option(
+    "--rule",
+    type=click.Choice(MODES),
+    default="deconvnet",
+    show_default=True,
+    help="What rectifiers pass back.",
+)
+@click.option(
+    "--position-input",
+    is_flag=True,
+    help="Take the position as an input instead of finding the arg-max in the graph.",
+)
+@click.option("--batch", is_flag=True, help="Take K channels at once: channel is int64 [K].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the projector graph (.onnx).",
+)
+def export(
+    model: Path, layer: str | None, rule: str, position_input: bool, batch: bool, output: Path
+) -> None:
+    """Write one ONNX graph that projects a layer's activations, for any ONNX runtime.
+
+    The graph takes the model's input (batch 1) and `channel` (int64 [1], or [K] with --batch)
+    and returns `projection`, `activation` and `position` (see the README for a Node.js and a
+    C++ example). It uses opset 16 to 18 and the lowest IR version that opset allows.
+
+    Example: onnxdeconv export models/digitnet.onnx --layer relu2 -o digitnet_relu2.onnx
+    """
+    if output.suffix.lower() != ".onnx":
+        raise click.BadParameter(f"'{output}' must end in .onnx", param_hint="-o")
+    options = ExportOptions(layer, cast(Mode, rule), position_input, batch)
+    projector = export_projector(prepare(load_model(model)), options)
+    with atomic_path(output) as temp:
+        onnx.save(projector, str(temp))
+    layer_name = next(p.value for p in projector.metadata_props if p.key == "onnxdeconv.layer")
+    click.echo(
+        f"exported layer {layer_name} (rule {rule}, opset {projector.opset_import[0].version}, "
+        f"IR {projector.ir_version})",
+        err=True,
+    )
+    click.echo(str(output))

@@ -1,0 +1,305 @@
+"""Export one self-contained ONNX graph: forward pass, arg-max selection and deconv together.
+
+The exported graph needs no Python and no glue code, so other runtimes (C++, C#, JavaScript) can
+compute projections with a single session.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, version_converter
+
+from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, OPSET_RANGE, PROJECTION, SIGNAL
+from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.errors import ModelLoadError, OnnxDeconvError
+from onnxdeconv.graph.layers import PreparedModel, prepare
+from onnxdeconv.graph.load import LoadedModel
+from onnxdeconv.graph.passes import copy_model, default_opset, instrument, with_input_shape
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "channel"
+POSITION = "position"
+ACTIVATION = "activation"
+DECONV_PREFIX = "deconv/"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Choices for :func:`export_projector`.
+
+    Attributes:
+        layer: Tensor name or alias; default the deepest projectable layer.
+        rule: What the rectifiers pass back.
+        position_input: Take the spatial position as an input instead of finding the arg-max.
+        batch: Take K channels (``channel`` of shape [K]) and return K projections.
+    """
+
+    layer: str | None = None
+    rule: Mode = "deconvnet"
+    position_input: bool = False
+    batch: bool = False
+
+
+def _target_opset(loaded: LoadedModel) -> LoadedModel:
+    """Bring the forward model into the opset range the deconv graph is built for."""
+    opset = default_opset(loaded.model)
+    if OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        return loaded
+    try:
+        converted = version_converter.convert_version(loaded.model, DECONV_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
+        raise ModelLoadError(
+            f"cannot convert the model from opset {opset} to {DECONV_OPSET} for export ({exc}); "
+            f"re-export it at an opset from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}"
+        ) from exc
+    converted.ir_version = helper.find_min_ir_version_for(list(converted.opset_import))
+    _drop_reduce_noop(converted)
+    return LoadedModel(
+        converted,
+        loaded.input_name,
+        loaded.input_shape,
+        loaded.input_dtype,
+        loaded.path,
+        loaded.metadata,
+    )
+
+
+REDUCE_OPS = {
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+}
+
+
+def _drop_reduce_noop(model: onnx.ModelProto) -> None:
+    """Remove ``noop_with_empty_axes=0`` that onnx's converter leaves on reductions below 18.
+
+    Mutates ``model``. The attribute only exists from opset 18 on (13 for ReduceSum); its default
+    0 is the older behaviour, so dropping it changes nothing.
+    """
+    if default_opset(model) >= 18:
+        return
+    for node in model.graph.node:
+        if node.op_type in REDUCE_OPS:
+            kept = [
+                a
+                for a in node.attribute
+                if not (a.name == "noop_with_empty_axes" and helper.get_attribute_value(a) == 0)
+            ]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
+class _Nodes:
+    """Collects the selection nodes that sit between the forward and the deconv graph."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(value, f"select/{name}"))
+        return f"select/{name}"
+
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [output], name=f"select/{output}", **attrs)
+        )
+        return output
+
+
+def _selection(
+    nodes: _Nodes, target: str, target_shape: tuple[int, ...], position_input: bool
+) -> None:
+    """Pick the activation to project and build the one-hot signal for the deconv graph."""
+    channels, spatial = target_shape[0], target_shape[1:]
+    size = math.prod(spatial)
+    i64 = np.int64
+    acts = nodes.op("Cast", [target], "select/acts", to=TensorProto.FLOAT)
+    rows = nodes.op("Gather", [acts, CHANNEL], "select/rows", axis=1)  # [1, K, *spatial]
+    flat = nodes.op(
+        "Reshape", [rows, nodes.const("rows_shape", np.array([-1, size], i64))], "select/rows_flat"
+    )
+    if position_input:
+        strides = [math.prod(spatial[i + 1 :]) for i in range(len(spatial))]
+        weighted = nodes.op(
+            "Mul", [POSITION, nodes.const("strides", np.array(strides, i64))], "select/weighted"
+        )
+        where = nodes.op(
+            "ReduceSum",
+            [weighted, nodes.const("axis1", np.array([1], i64))],
+            "select/where",
+            keepdims=1,
+        )
+    else:
+        where = nodes.op("ArgMax", [flat], "select/where", axis=1, keepdims=1)  # [K, 1]
+        coords = []
+        for axis, extent in enumerate(spatial):
+            stride = math.prod(spatial[axis + 1 :])
+            step = nodes.op(
+                "Div",
+                [where, nodes.const(f"stride{axis}", np.array(stride, i64))],
+                f"select/step{axis}",
+            )
+            coords.append(
+                nodes.op(
+                    "Mod",
+                    [step, nodes.const(f"extent{axis}", np.array(extent, i64))],
+                    f"select/coord{axis}",
+                )
+            )
+        if coords:
+            nodes.op("Concat", coords, POSITION, axis=1)
+        else:
+            empty = nodes.op(
+                "Concat",
+                [nodes.op("Shape", [CHANNEL], "select/k"), nodes.const("zero", np.array([0], i64))],
+                "select/empty_shape",
+                axis=0,
+            )
+            nodes.op(
+                "ConstantOfShape",
+                [empty],
+                POSITION,
+                value=numpy_helper.from_array(np.zeros(1, i64)),
+            )
+    value = nodes.op("GatherElements", [flat, where], "select/value", axis=1)  # [K, 1]
+    nodes.op("Reshape", [value, nodes.const("vector", np.array([-1], i64))], ACTIVATION)
+    offset = nodes.op("Mul", [CHANNEL, nodes.const("size", np.array(size, i64))], "select/offset")
+    column = nodes.op(
+        "Unsqueeze", [offset, nodes.const("axis1b", np.array([1], i64))], "select/offset_col"
+    )
+    index = nodes.op("Add", [column, where], "select/index")
+    k = nodes.op("Shape", [CHANNEL], "select/count")
+    zeros_shape = nodes.op(
+        "Concat",
+        [k, nodes.const("numel", np.array([channels * size], i64))],
+        "select/zeros_shape",
+        axis=0,
+    )
+    zeros = nodes.op(
+        "ConstantOfShape",
+        [zeros_shape],
+        "select/zeros",
+        value=numpy_helper.from_array(np.zeros(1, np.float32)),
+    )
+    hot = nodes.op("ScatterElements", [zeros, index, value], "select/one_hot", axis=1)
+    nodes.op(
+        "Reshape",
+        [hot, nodes.const("signal_shape", np.array([-1, *target_shape], i64))],
+        DECONV_PREFIX + SIGNAL,
+    )
+    nodes.op(
+        "ConstantOfShape",
+        [k],
+        DECONV_PREFIX + BATCH_INDEX,
+        value=numpy_helper.from_array(np.zeros(1, i64)),
+    )
+
+
+def export_projector(
+    model: LoadedModel | PreparedModel, options: ExportOptions | None = None
+) -> onnx.ModelProto:
+    """Build the self-contained projector graph for one layer.
+
+    Inputs: the model's own image input (batch 1) and ``channel`` (int64 [1], or [K] with
+    ``batch``), plus ``position`` (int64 [K, spatial rank]) with ``position_input``. Outputs:
+    ``projection`` (float32, [K, *input_shape[1:]]), ``activation`` (float32 [K]) and
+    ``position`` (int64 [K, spatial rank]) unless it is an input.
+
+    Raises:
+        OnnxDeconvError: The layer cannot be projected, or the model cannot be brought to an
+            opset from 16 to 18.
+    """
+    options = options or ExportOptions()
+    loaded = model.loaded if isinstance(model, PreparedModel) else model
+    converted = _target_opset(loaded)
+    prepared = (
+        model if isinstance(model, PreparedModel) and converted is loaded else prepare(converted)
+    )
+    opset = default_opset(converted.model)
+    layer = prepared.resolve(options.layer) if options.layer else prepared.default_layer()
+    plan = prepared.plan(layer, options.rule, opset)
+    sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
+    forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)
+
+    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
+    selection = _Nodes()
+    _selection(selection, layer, plan.target_shape, options.position_input)
+    links = [
+        helper.make_node("Identity", [name], [DECONV_PREFIX + name], name=f"link/{name}")
+        for name in plan.forward_inputs
+    ]
+    graph = forward.graph
+    del graph.output[:]
+    # Weights the deconv shares with the forward graph are stored once.
+    forward_weights = {t.name: t for t in graph.initializer}
+    renames = {}
+    kept = []
+    for tensor in deconv.graph.initializer:
+        original = tensor.name[len(DECONV_PREFIX) :]
+        twin = forward_weights.get(original)
+        if (
+            twin is not None
+            and twin.data_type == tensor.data_type
+            and np.array_equal(numpy_helper.to_array(twin), numpy_helper.to_array(tensor))
+        ):
+            renames[tensor.name] = original
+        else:
+            kept.append(tensor)
+    for node in deconv.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    graph.node.extend([*selection.nodes, *links, *deconv.graph.node])
+    graph.initializer.extend([*selection.initializers, *kept])
+    rank = len(plan.target_shape) - 1
+    count: int | str = "K" if options.batch else 1
+    graph.input.append(helper.make_tensor_value_info(CHANNEL, TensorProto.INT64, [count]))
+    if options.position_input:
+        graph.input.append(
+            helper.make_tensor_value_info(POSITION, TensorProto.INT64, [count, rank])
+        )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(
+                PROJECTION, TensorProto.FLOAT, [count, *prepared.input_shape]
+            ),
+            helper.make_tensor_value_info(ACTIVATION, TensorProto.FLOAT, [count]),
+        ]
+    )
+    if not options.position_input:
+        graph.output.append(
+            helper.make_tensor_value_info(POSITION, TensorProto.INT64, [count, rank])
+        )
+    graph.node.append(
+        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name="output")
+    )
+    graph.name = "onnxdeconv_projector"
+    del graph.value_info[:]
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    out.ir_version = helper.find_min_ir_version_for(list(out.opset_import))
+    out.producer_name = "onnxdeconv"
+    for key, value in {
+        "onnxdeconv.layer": layer,
+        "onnxdeconv.rule": options.rule,
+        **{k: v for k, v in loaded.metadata.items() if k.startswith("onnxdeconv.")},
+    }.items():
+        entry = out.metadata_props.add()
+        entry.key, entry.value = key, value
+    try:
+        onnx.checker.check_model(out, full_check=True)
+    except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's
+        raise OnnxDeconvError(f"the exported graph is invalid: {exc}") from exc
+    return out
