@@ -232,9 +232,7 @@ def band_fractions(weights: np.ndarray) -> np.ndarray:
     )
     energy = np.einsum("mhw,bhw->mb", power, bands.astype(np.float64))
     total = energy.sum(axis=1, keepdims=True)
-    fractions: np.ndarray = np.divide(
-        energy, total, out=np.zeros_like(energy), where=total > 1e-30
-    )
+    fractions: np.ndarray = np.divide(energy, total, out=np.zeros_like(energy), where=total > 1e-30)
     return fractions
 
 
@@ -261,18 +259,39 @@ def map_aliasing(maps: np.ndarray, stride: Sequence[int]) -> float:
 
     Each map has its mean removed (the DC term does not alias, and depends on the preprocessing's
     offset and the bias) and is Hann-windowed, so the map's borders do not add spurious high
-    frequencies.
+    frequencies; the windowed map is zero-padded to a size the FFT handles fast.
 
     Args:
         maps: ``[K, H, W]`` feature maps computed at stride 1.
         stride: The layer's ``(sy, sx)`` stride.
     """
-    values = maps.astype(np.float64)
-    values -= values.mean(axis=(1, 2), keepdims=True)
+    values = np.asarray(maps, np.float32)
+    values = values - values.mean(axis=(1, 2), keepdims=True)
     height, width = values.shape[1:]
-    values *= np.outer(np.hanning(height), np.hanning(width))[None]
-    power = np.abs(np.fft.fft2(values, axes=(1, 2))) ** 2
-    return _mean_fraction(power, above_nyquist(np.fft.fftfreq(height), np.fft.fftfreq(width), stride))
+    values = values * np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)[None]
+    size = (_fast_length(height), _fast_length(width))
+    power = np.abs(np.fft.rfft2(values, s=size)).astype(np.float64) ** 2
+    # The half spectrum stands for both halves: count every bin but DC and Nyquist twice.
+    twice = np.full(size[1] // 2 + 1, 2.0)
+    twice[0] = 1.0
+    if size[1] % 2 == 0:
+        twice[-1] = 1.0
+    power *= twice
+    mask = above_nyquist(np.fft.fftfreq(size[0]), np.fft.rfftfreq(size[1]), stride)
+    return _mean_fraction(power, mask)
+
+
+def _fast_length(size: int) -> int:
+    """The smallest length >= ``size`` whose only prime factors are 2, 3 and 5."""
+    length = size
+    while True:
+        rest = length
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return length
+        length += 1
 
 
 def _mean_fraction(power: np.ndarray, mask: np.ndarray) -> float:
@@ -323,7 +342,7 @@ def _response_tensor(model: PreparedModel, conv: onnx.NodeProto) -> str:
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    tensor = conv.output[0]
+    tensor = str(conv.output[0])
     while len(consumers.get(tensor, [])) == 1:
         node = consumers[tensor][0]
         if node.op_type in _RECTIFIERS:
@@ -333,8 +352,8 @@ def _response_tensor(model: PreparedModel, conv: onnx.NodeProto) -> str:
             break
         if not all(name in model.constants for name in others):
             break
-        tensor = node.output[0]
-    return conv.output[0]
+        tensor = str(node.output[0])
+    return str(conv.output[0])
 
 
 def _check_images(model: PreparedModel, images: np.ndarray) -> None:
@@ -361,17 +380,11 @@ def _subgraph(model: PreparedModel, outputs: list[str]) -> onnx.ModelProto:
             nodes.append(node)
             needed.update(name for name in node.input if name)
     nodes.reverse()
-    source = next(v for v in graph.input if v.name == model.loaded.input_name)
-    image = onnx.ValueInfoProto()
-    image.CopyFrom(source)
-    dims = image.type.tensor_type.shape.dim
-    del dims[:]
-    for size in ("N", *model.input_shape):
-        dim = dims.add()
-        if isinstance(size, str):
-            dim.dim_param = size
-        else:
-            dim.dim_value = int(size)
+    name = model.loaded.input_name
+    source = next(v for v in graph.input if v.name == name)
+    # A free batch: the images run one at a time whatever batch the model declares.
+    dims: list[int | str] = ["N", *model.input_shape]
+    image = helper.make_tensor_value_info(name, source.type.tensor_type.elem_type, dims)
     sub = helper.make_graph(
         nodes,
         "first_conv",

@@ -16,8 +16,8 @@ from onnxdeconv.deconv.rules import MODES, Mode
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.files import save_npy
 from onnxdeconv.graph.layers import prepare
-from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.inputs import PRESETS, image_layout, load_input
+from onnxdeconv.graph.load import load_model
+from onnxdeconv.inputs import PRESETS, load_input
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render import Panel, display_projection, projection_figure, save_figure
 from onnxdeconv.runtime import Device
@@ -52,7 +52,7 @@ def layers(model: Path, size: str | None, as_json: bool) -> None:
     Example: onnxdeconv layers models/digitnet.onnx
     """
     loaded = load_model(model)
-    input_shape = _input_shape(loaded, options.int_pair(size, "--size"))
+    input_shape = options.input_shape_for(loaded, options.int_pair(size, "--size"))
     rows = prepare(loaded, input_shape).layers()
     if as_json:
         click.echo(
@@ -95,14 +95,6 @@ def layers(model: Path, size: str | None, as_json: bool) -> None:
         click.echo(
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
         )
-
-
-def _input_shape(loaded: LoadedModel, size: tuple[int, int] | None) -> tuple[int, ...] | None:
-    if size is None:
-        return None
-    per_sample = tuple(loaded.input_shape[1:])
-    layout, channels = image_layout(per_sample)
-    return (channels, *size) if layout == "NCHW" else (*size, channels)
 
 
 def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
@@ -268,9 +260,14 @@ def main() -> None:
 
 
 def _register_commands() -> None:
+    from onnxdeconv.cli.check_command import check
     from onnxdeconv.cli.export_command import export
 
     cli.add_command(export)
+    cli.add_command(check)
 
 
 _register_commands()
+from onnxdeconv.cli import filters_command  # noqa: E402
+
+cli.add_command(filters_command.filters)

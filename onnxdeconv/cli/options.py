@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import click
+from pathlib import Path
 
+import click
+import numpy as np
+
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.inputs import PRESETS, Preprocessing, preprocessing_from_metadata
+from onnxdeconv.inputs import (
+    IMAGE_SUFFIXES,
+    PRESETS,
+    Preprocessing,
+    image_layout,
+    load_input,
+    preprocessing_from_metadata,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
 
@@ -63,3 +74,53 @@ def resolve_preprocessing(
     if declared is not None:
         return declared, "from the model's metadata"
     return PRESETS["imagenet"], "preset imagenet (default; see --preset)"
+
+
+def input_shape_for(loaded: LoadedModel, size: tuple[int, int] | None) -> tuple[int, ...] | None:
+    """Per-sample input shape for ``--size H,W`` (None keeps the model's own)."""
+    if size is None:
+        return None
+    layout, channels = image_layout(tuple(loaded.input_shape[1:]))
+    return (channels, *size) if layout == "NCHW" else (*size, channels)
+
+
+def image_files(folder: Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted; at most ``limit``."""
+    if not folder.is_dir():
+        raise InputError(f"image folder '{folder}' does not exist: check the --images path")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise InputError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{folder}': point --images at a "
+            "folder of photos"
+        )
+    return files[:limit] if limit else files
+
+
+def load_images(
+    files: list[Path],
+    loaded: LoadedModel,
+    preprocessing: Preprocessing,
+    input_shape: tuple[int, ...],
+    folder: Path,
+) -> tuple[np.ndarray, list[str]]:
+    """Preprocess every readable image into one batch; skip and report the unreadable ones.
+
+    Returns:
+        The batch and the image names (paths relative to ``folder``).
+    """
+    layout, _ = image_layout(input_shape)
+    spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
+    arrays, names = [], []
+    for path in files:
+        try:
+            arrays.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])).array)
+            names.append(str(path.relative_to(folder)))
+        except InputError as exc:
+            click.echo(f"skipped {path}: {exc}", err=True)
+    if not arrays:
+        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
+    click.echo(f"using {len(arrays)} of {len(files)} images from {folder}", err=True)
+    return np.concatenate(arrays), names

@@ -266,3 +266,28 @@ def instrument(
     out.metadata_props.extend(model.metadata_props)
     out.producer_name = model.producer_name
     return out, switch_names
+
+
+def promote_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a float32 copy of a float16 model (weights, inputs, outputs, casts and constants).
+
+    Checks that compare finite differences need float32 precision; the user's model is untouched.
+    """
+    out = copy_model(model)
+    graph = out.graph
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == half:
+            wide = numpy_helper.to_array(tensor).astype(np.float32)
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(wide, tensor.name))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == half:
+            value.type.tensor_type.elem_type = single
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == half:
+                attribute.i = single
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == half:
+                wide = numpy_helper.to_array(attribute.t).astype(np.float32)
+                attribute.t.CopyFrom(numpy_helper.from_array(wide, attribute.t.name))
+    return out

@@ -1,0 +1,8 @@
+"""``onnxdeconv check``: a linter for exported convnets, for CI jobs."""
+
+from __future__ import annotations
+
+from onnxdeconv.check.config import CheckConfig, load_config
+from onnxdeconv.check.run import CheckReport, Finding, run_checks
+
+__all__ = ["CheckConfig", "CheckReport", "Finding", "load_config", "run_checks"]

@@ -1,0 +1,506 @@
+"""The checks themselves: analyzable, faithful, healthy filters, architecture, no regression."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
+from onnxdeconv.check.config import CheckConfig
+from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.graph.layers import PreparedModel, prepare
+from onnxdeconv.graph.load import LoadedModel
+from onnxdeconv.graph.passes import instrument, promote_float16, with_input_shape
+from onnxdeconv.projector import Projector
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["pass", "fail", "warn", "skip"]
+BASELINE_SCHEMA = "onnxdeconv.baseline/1"
+RECTIFIERS = {"Relu", "Clip", "LeakyRelu"}
+FINGERPRINT = 16
+
+
+@dataclass
+class Finding:
+    """One result: which check, about what, and whether it passed."""
+
+    check: str
+    subject: str
+    status: Status
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class CheckReport:
+    """All findings for one model, and the statistics a baseline stores."""
+
+    model: str
+    findings: list[Finding]
+    baseline: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when no finding failed."""
+        return not any(f.status == "fail" for f in self.findings)
+
+    def counts(self) -> dict[str, int]:
+        """Number of findings per status."""
+        return {
+            s: sum(f.status == s for f in self.findings) for s in ("pass", "fail", "warn", "skip")
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON form (schema ``onnxdeconv.check/1``)."""
+        return {
+            "schema": "onnxdeconv.check/1",
+            "model": self.model,
+            "passed": self.passed,
+            "summary": self.counts(),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+class _Checker:
+    def __init__(self, config: CheckConfig) -> None:
+        self.config = config
+        self.findings: list[Finding] = []
+
+    def add(
+        self,
+        group: str,
+        check: str,
+        subject: str,
+        ok: bool,
+        message: str,
+        value: float | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        severity = self.config.severity.get(group, "error")
+        if severity == "off":
+            return
+        status: Status = "pass" if ok else ("fail" if severity == "error" else "warn")
+        self.findings.append(
+            Finding(f"{group}.{check}", subject, status, message, value, threshold)
+        )
+
+    def skip(self, group: str, check: str, subject: str, message: str) -> None:
+        if self.config.severity.get(group, "error") != "off":
+            self.findings.append(Finding(f"{group}.{check}", subject, "skip", message))
+
+
+def _float32(loaded: LoadedModel) -> PreparedModel:
+    if loaded.input_dtype == np.float32:
+        return prepare(loaded)
+    promoted = promote_float16(loaded.model)
+    return prepare(
+        LoadedModel(
+            promoted,
+            loaded.input_name,
+            loaded.input_shape,
+            np.dtype(np.float32),
+            loaded.path,
+            loaded.metadata,
+        )
+    )
+
+
+def _all_values(
+    prepared: PreparedModel, x: np.ndarray, names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Run the forward graph once, returning every tensor in ``names``."""
+    loaded = prepared.loaded
+    batch = loaded.input_shape[0]
+    fixed = batch if isinstance(batch, int) and batch > 0 else None
+    sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
+    model, _ = instrument(sized, names, [], prepared.info, batch=fixed or "N")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    step = fixed or len(x)
+    for start in range(0, len(x), step):
+        results = session.run(None, {loaded.input_name: x[start : start + step]})
+        for name, value in zip(outputs, results, strict=True):
+            parts[name].append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def check_analyzable(prepared: PreparedModel, checker: _Checker) -> None:
+    """Every layer is projectable, or reported with the node and op that stop it."""
+    for layer in prepared.layers():
+        if layer.projectable:
+            checker.add("analyzable", "projectable", layer.name, True, "projectable")
+            continue
+        blocked_by_head = any(
+            f"({op})" in layer.reason for op in checker.config.allowed_unprojectable_ops
+        )
+        status_ok = blocked_by_head
+        checker.add(
+            "analyzable",
+            "projectable",
+            layer.name,
+            status_ok,
+            layer.reason + (" (allowed: classifier head)" if blocked_by_head else ""),
+        )
+
+
+def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> None:
+    """The instrumented forward graph reproduces the original outputs."""
+    loaded = prepared.loaded
+    original = ort.InferenceSession(
+        loaded.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    projectable = [layer.name for layer in prepared.layers() if layer.projectable]
+    sized = with_input_shape(
+        loaded.model,
+        loaded.input_name,
+        (
+            loaded.input_shape[0]
+            if isinstance(loaded.input_shape[0], int) and loaded.input_shape[0] > 0
+            else "N",
+            *prepared.input_shape,
+        ),
+    )
+    pools = [n.output[0] for n in loaded.model.graph.node if n.op_type == "MaxPool"]
+    model, _ = instrument(sized, projectable, pools, prepared.info)
+    instrumented = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    sample = x[:1]
+    before = original.run(None, {loaded.input_name: sample})
+    after = instrumented.run(None, {loaded.input_name: sample})
+    for output, old, new in zip(original.get_outputs(), before, after, strict=False):
+        old32, new32 = np.asarray(old, np.float64), np.asarray(new, np.float64)
+        scale = max(float(np.abs(old32).max()), 1e-12)
+        error = float(np.abs(old32 - new32).max()) / scale
+        # Exposing tensors of a float16 model moves where ONNX Runtime's CPU casts to float32,
+        # which changes results by float16 rounding.
+        rounding = float(np.finfo(old.dtype).eps) if np.asarray(old).dtype.kind == "f" else 0.0
+        tolerance = max(checker.config.output_tolerance, 4 * rounding)
+        checker.add(
+            "faithful",
+            "outputs",
+            output.name,
+            error <= tolerance,
+            f"instrumented graph changes the output by {error:.2e} (relative)"
+            if error > tolerance
+            else f"identical outputs (max relative difference {error:.1e})",
+            error,
+            tolerance,
+        )
+
+
+def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None:
+    """The deconv graph of each layer is the adjoint of the forward graph linearised at ``x``.
+
+    With ``J`` the Jacobian of the layer at ``x`` (switches and rectifier masks fixed) and a
+    random direction ``d``: ``<J d, J d> == <d, J^T (J d)>``, where ``J d`` comes from a central
+    finite difference of the forward pass and ``J^T`` is the generated graph under the gradient
+    rule. Float16 models are checked on a float32 copy, since the difference needs the precision.
+    The point is the first image plus 1% noise, so that no max-pool window holds a tie.
+    """
+    config = checker.config
+    prepared = _float32(loaded)
+    layers = [layer.name for layer in prepared.layers() if layer.projectable]
+    if config.adjoint_layers and len(layers) > config.adjoint_layers:
+        picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
+        layers = [layers[i] for i in sorted(set(picks))]
+    rng = np.random.default_rng(0)
+    scale = float(x[:1].astype(np.float32).std() or 1.0)
+    # Flat image regions tie max-pool windows exactly, where the map has no derivative; a little
+    # noise moves the linearisation point to where it has one.
+    point = x[:1].astype(np.float32) + 0.01 * scale * rng.normal(size=x[:1].shape).astype(
+        np.float32
+    )
+    direction = rng.normal(size=point.shape).astype(np.float32) * scale
+    epsilon = 1e-4  # small enough to cross few rectifier kinks, large for float32 noise
+    plus = _all_values(prepared, point + epsilon * direction, layers)
+    minus = _all_values(prepared, point - epsilon * direction, layers)
+    for name in layers:
+        jvp = (plus[name].astype(np.float64) - minus[name].astype(np.float64)) / (2 * epsilon)
+        projector = Projector(prepared, layer=name, rule="gradient", device="cpu")
+        forward = projector.forward(point)
+        back = projector.project_signal(forward, jvp.astype(np.float32))
+        lhs = float((jvp * jvp).sum())
+        rhs = float((direction.astype(np.float64) * back.astype(np.float64)).sum())
+        if lhs <= 1e-20:
+            checker.skip(
+                "faithful", "adjoint", name, "the layer does not respond to the input here"
+            )
+            continue
+        error = abs(lhs - rhs) / lhs
+        checker.add(
+            "faithful",
+            "adjoint",
+            name,
+            error <= config.adjoint_tolerance,
+            f"dot-product test: relative error {error:.2e}",
+            error,
+            config.adjoint_tolerance,
+        )
+
+
+def _rectified_layers(prepared: PreparedModel) -> list[str]:
+    return [
+        n
+        for n in prepared.candidates
+        if prepared.producers[n].op_type in RECTIFIERS and len(prepared.info[n].per_sample) >= 2
+    ]
+
+
+def check_filters(
+    prepared: PreparedModel, values: dict[str, np.ndarray] | None, checker: _Checker
+) -> None:
+    """Dead filters in every Conv; never-active and saturated channels on the images."""
+    config = checker.config
+    for node in prepared.graph.node:
+        if node.op_type != "Conv" or node.input[1] not in prepared.constants:
+            continue
+        weights = np.asarray(prepared.constants[node.input[1]], np.float64)
+        norms = np.sqrt((weights.reshape(len(weights), -1) ** 2).sum(axis=1))
+        dead = np.flatnonzero(norms < config.dead_ratio * float(np.median(norms)))
+        checker.add(
+            "filters",
+            "dead",
+            node.output[0],
+            dead.size == 0,
+            f"{dead.size} dead filters: {_list(dead)}"
+            if dead.size
+            else f"no dead filters among {len(norms)}",
+            float(dead.size),
+            0.0,
+        )
+    if values is None:
+        return
+    for name in _rectified_layers(prepared):
+        acts = values[name]
+        per_channel = np.moveaxis(acts, 1, 0).reshape(acts.shape[1], -1)
+        active = (per_channel > 0).mean(axis=1)
+        never = np.flatnonzero(active == 0)
+        saturated = np.flatnonzero(active >= config.saturated_fraction)
+        limit = config.max_inactive_fraction
+        for check, channels, what in (
+            ("never_active", never, "never active"),
+            ("saturated", saturated, "always active"),
+        ):
+            fraction = channels.size / len(active)
+            checker.add(
+                "filters",
+                check,
+                name,
+                fraction <= limit,
+                f"{channels.size}/{len(active)} channels {what} on the images"
+                + (f": {_list(channels)}" if channels.size else ""),
+                fraction,
+                limit,
+            )
+
+
+def check_architecture(
+    prepared: PreparedModel, images: np.ndarray | None, checker: _Checker
+) -> None:
+    """Aliasing and frequency coverage of the first layer (see ``onnxdeconv filters``)."""
+    config = checker.config
+    try:
+        report = analyse_filters(
+            prepared,
+            images,
+            dead_ratio=config.dead_ratio,
+            aliasing_threshold=config.aliasing_threshold,
+        )
+    except OnnxDeconvError as exc:
+        checker.skip("architecture", "aliasing", "-", str(exc))
+        return
+    checker.add(
+        "architecture",
+        "aliasing",
+        report.layer,
+        report.aliasing <= config.aliasing_threshold,
+        f"aliasing score {report.aliasing:.3f} ({report.aliasing_source}): {report.verdict}",
+        report.aliasing,
+        config.aliasing_threshold,
+    )
+    low = min(range(len(BAND_NAMES)), key=lambda i: report.coverage[i])
+    share = float(report.coverage[low])
+    checker.add(
+        "architecture",
+        "coverage",
+        report.layer,
+        share >= config.min_band_coverage,
+        "frequency coverage "
+        + ", ".join(
+            f"{name} {value:.2f}" for name, value in zip(BAND_NAMES, report.coverage, strict=True)
+        )
+        + (
+            f"; too little {BAND_NAMES[low]}-frequency energy"
+            if share < config.min_band_coverage
+            else ""
+        ),
+        share,
+        config.min_band_coverage,
+    )
+
+
+def _fingerprint(projection: np.ndarray, layout_channels_first: bool) -> list[float]:
+    magnitude = np.abs(projection)
+    magnitude = magnitude.sum(axis=0) if layout_channels_first else magnitude.sum(axis=-1)
+    small = cv2.resize(
+        magnitude.astype(np.float32), (FINGERPRINT, FINGERPRINT), interpolation=cv2.INTER_AREA
+    ).ravel()
+    norm = float(np.linalg.norm(small))
+    return [round(float(v), 6) for v in (small / norm if norm else small)]
+
+
+def make_baseline(
+    prepared: PreparedModel,
+    x: np.ndarray,
+    names: Sequence[str],
+    values: dict[str, np.ndarray],
+    config: CheckConfig,
+) -> dict[str, Any]:
+    """Per-layer statistics and top-k projections that a later run is compared with."""
+    layers = {
+        name: {
+            "mean": float(values[name].astype(np.float64).mean()),
+            "active": float((values[name] > 0).mean()),
+        }
+        for name in _rectified_layers(prepared)
+    }
+    spatial = [layer for layer in prepared.layers() if layer.projectable and len(layer.shape) >= 3]
+    topk: dict[str, Any] = {}
+    if spatial:
+        target = spatial[-1].name
+        projector = Projector(prepared, layer=target, device="cpu")
+        channels_first = prepared.input_shape[0] in (1, 3)
+        forward = projector.forward(x)
+        for index, name in enumerate(names):
+            picks = projector.strongest(forward, top=config.topk, image=index)
+            projections = projector.project(forward, picks)
+            topk[name] = {
+                "layer": target,
+                "channels": [p.channel for p in picks],
+                "fingerprints": [_fingerprint(p, channels_first) for p in projections],
+            }
+    return {"schema": BASELINE_SCHEMA, "images": list(names), "layers": layers, "topk": topk}
+
+
+def compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker) -> None:
+    """Report drift of per-layer statistics and top-k projections beyond the thresholds."""
+    config = checker.config
+    if old.get("schema") != BASELINE_SCHEMA:
+        raise OnnxDeconvError(
+            f"the baseline is not an onnxdeconv baseline ({BASELINE_SCHEMA}): write one with "
+            "--write-baseline"
+        )
+    if old.get("images") != new.get("images"):
+        raise OnnxDeconvError(
+            "the baseline was written for other images: run with the same --images, or write a "
+            "new baseline with --write-baseline"
+        )
+    for name, stats in old["layers"].items():
+        if name not in new["layers"]:
+            checker.add("regression", "layers", name, False, "layer missing from the model")
+            continue
+        for key in ("mean", "active"):
+            before, after = stats[key], new["layers"][name][key]
+            drift = abs(after - before) / max(abs(before), 1e-6)
+            checker.add(
+                "regression",
+                f"stat_{key}",
+                name,
+                drift <= config.stat_drift,
+                f"{key} {before:.4g} -> {after:.4g} (drift {drift:.1%})",
+                drift,
+                config.stat_drift,
+            )
+    for image, entry in old["topk"].items():
+        current = new["topk"].get(image)
+        if current is None or current["layer"] != entry["layer"]:
+            checker.add(
+                "regression",
+                "topk",
+                image,
+                False,
+                f"top-k layer {entry['layer']} is gone from the model",
+            )
+            continue
+        shared = set(entry["channels"]) & set(current["channels"])
+        overlap = len(shared) / max(len(entry["channels"]), 1)
+        checker.add(
+            "regression",
+            "topk_overlap",
+            image,
+            overlap >= config.min_topk_overlap,
+            f"top-{len(entry['channels'])} channels {entry['channels']} -> "
+            f"{current['channels']} (overlap {overlap:.0%})",
+            overlap,
+            config.min_topk_overlap,
+        )
+        for channel in sorted(shared):
+            a = np.asarray(entry["fingerprints"][entry["channels"].index(channel)])
+            b = np.asarray(current["fingerprints"][current["channels"].index(channel)])
+            similarity = float(a @ b)
+            checker.add(
+                "regression",
+                "projection",
+                f"{image} channel {channel}",
+                similarity >= config.min_projection_similarity,
+                f"projection similarity {similarity:.3f}",
+                similarity,
+                config.min_projection_similarity,
+            )
+
+
+def _list(indices: np.ndarray, limit: int = 12) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
+
+
+def run_checks(
+    model: LoadedModel,
+    images: np.ndarray | None = None,
+    image_names: Sequence[str] = (),
+    baseline: dict[str, Any] | None = None,
+    config: CheckConfig | None = None,
+) -> CheckReport:
+    """Run every check on ``model``.
+
+    Args:
+        model: The loaded model.
+        images: Preprocessed inputs ``[N, *input_shape]``; without them one seeded random input
+            stands in, and the never-active and saturated checks are skipped.
+        image_names: One name per image, used as keys of the baseline.
+        baseline: A baseline written earlier (``CheckReport.baseline``) to compare with.
+        config: Thresholds; defaults when None.
+    """
+    config = config or CheckConfig()
+    checker = _Checker(config)
+    prepared = prepare(model)
+    if images is None:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(1, *prepared.input_shape)).astype(model.input_dtype)
+        names: Sequence[str] = ["random"]
+    else:
+        x, names = images, list(image_names) or [f"image{i}" for i in range(len(images))]
+    check_analyzable(prepared, checker)
+    check_outputs(prepared, x, checker)
+    check_adjoint(model, x, checker)
+    rectified = _rectified_layers(prepared)
+    values = _all_values(prepared, x, rectified) if rectified else {}
+    check_filters(prepared, values if images is not None else None, checker)
+    if images is None:
+        checker.skip("filters", "never_active", "-", "give --images to check channel activity")
+    check_architecture(prepared, images, checker)
+    current = make_baseline(prepared, x, names, values, config)
+    if baseline is not None:
+        compare_baseline(baseline, current, checker)
+    name = model.path.name if model.path else "model"
+    return CheckReport(name, checker.findings, current)

@@ -1,0 +1,117 @@
+"""``onnxdeconv check``: lint a convnet for CI (exit 0 pass, 1 a check failed, 2 usage error)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from onnxdeconv.check import load_config, run_checks
+from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
+from onnxdeconv.cli import options
+from onnxdeconv.cli.options import CONTEXT
+from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
+from onnxdeconv.files import atomic_path
+from onnxdeconv.graph.layers import prepare
+from onnxdeconv.graph.load import load_model
+from onnxdeconv.inputs import PRESETS
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temp:
+        temp.write_text(text)
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise OnnxDeconvError(f"cannot read baseline '{path}': {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise OnnxDeconvError(
+            f"baseline '{path}' is not JSON ({exc.msg}): write it again with --write-baseline"
+        ) from exc
+    if not isinstance(data, dict):
+        raise OnnxDeconvError(f"baseline '{path}' is not an onnxdeconv baseline")
+    return data
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    help="Folder of images (recursive) for activity, drift and projection checks.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    help="Image preprocessing (default: the model's metadata, else imagenet).",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    help="Compare with a baseline written by --write-baseline.",
+)
+@click.option(
+    "--write-baseline",
+    type=click.Path(path_type=Path),
+    help="Write this run's statistics and top-k projections as a baseline.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="TOML file with thresholds (see the README for keys and defaults).",
+)
+@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+@click.option("--verbose", "show_all", is_flag=True, help="List passed findings too.")
+def check(
+    model: Path,
+    images: Path | None,
+    limit: int | None,
+    preset: str | None,
+    baseline: Path | None,
+    write_baseline: Path | None,
+    config_path: Path | None,
+    junit: Path | None,
+    json_path: Path | None,
+    show_all: bool,
+) -> None:
+    """Check that a model is analyzable, that its projections are faithful and its filters healthy.
+
+    Runs the analyzable, faithful, filters, architecture and regression checks, prints a summary,
+    and exits with 0 when all pass, 1 when a check fails and 2 for a usage or model error.
+    GitHub Actions annotations are printed when GITHUB_ACTIONS=true.
+
+    Example: onnxdeconv check models/digitnet.onnx --images models/examples --junit check.xml
+    """
+    config = load_config(config_path)
+    old = _read_baseline(baseline) if baseline is not None else None
+    loaded = load_model(model)
+    batch = names = None
+    if images is not None:
+        preprocessing, _ = options.resolve_preprocessing(loaded, preset, None, None, None, False)
+        files = options.image_files(images, limit)
+        batch, names = options.load_images(
+            files, loaded, preprocessing, prepare(loaded).input_shape, images
+        )
+    report = run_checks(loaded, batch, names or (), old, config)
+    click.echo(summary_table(report, show_all))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in github_annotations(report):
+            click.echo(line)
+    if json_path is not None:
+        _write_text(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    if junit is not None:
+        _write_text(junit, junit_xml(report))
+    if write_baseline is not None:
+        _write_text(write_baseline, json.dumps(report.baseline, indent=1) + "\n")
+    if not report.passed:
+        failed = report.counts()["fail"]
+        raise CheckFailedError(f"{failed} check(s) failed on {model.name}: see the summary above")
