@@ -16,7 +16,13 @@ from onnxdeconv.check.config import CheckConfig
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.graph.passes import instrument, promote_float16, with_input_shape
+from onnxdeconv.graph.passes import (
+    SWITCHES_SUFFIX,
+    instrument,
+    linearize,
+    promote_float16,
+    with_input_shape,
+)
 from onnxdeconv.projector import Projector
 
 logger = logging.getLogger(__name__)
@@ -114,14 +120,14 @@ def _float32(loaded: LoadedModel) -> PreparedModel:
 
 
 def _all_values(
-    prepared: PreparedModel, x: np.ndarray, names: Sequence[str]
+    prepared: PreparedModel, x: np.ndarray, names: Sequence[str], pools: Sequence[str] = ()
 ) -> dict[str, np.ndarray]:
-    """Run the forward graph once, returning every tensor in ``names``."""
+    """Run the forward graph once, returning every tensor in ``names`` and the pools' switches."""
     loaded = prepared.loaded
     batch = loaded.input_shape[0]
     fixed = batch if isinstance(batch, int) and batch > 0 else None
     sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
-    model, _ = instrument(sized, names, [], prepared.info, batch=fixed or "N")
+    model, _ = instrument(sized, names, pools, prepared.info, batch=fixed or "N")
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
@@ -199,13 +205,13 @@ def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> 
 
 
 def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None:
-    """The deconv graph of each layer is the adjoint of the forward graph linearised at ``x``.
+    """The deconv graph of each layer is the exact adjoint of the forward graph's linear path.
 
-    With ``J`` the Jacobian of the layer at ``x`` (switches and rectifier masks fixed) and a
-    random direction ``d``: ``<J d, J d> == <d, J^T (J d)>``, where ``J d`` comes from a central
-    finite difference of the forward pass and ``J^T`` is the generated graph under the gradient
-    rule. Float16 models are checked on a float32 copy, since the difference needs the precision.
-    The point is the first image plus 1% noise, so that no max-pool window holds a tie.
+    The forward pass at ``x`` is frozen into an affine model (rectifier masks and max-pool
+    switches fixed, see :func:`~onnxdeconv.graph.passes.linearize`), whose difference
+    ``J d = f(x + d) - f(x)`` is the layer's Jacobian times a random direction ``d``. The
+    generated graph under the gradient rule must then satisfy ``<J d, J d> == <d, J^T (J d)>``.
+    Float16 models are checked on a float32 copy.
     """
     config = checker.config
     prepared = _float32(loaded)
@@ -213,22 +219,36 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
     if config.adjoint_layers and len(layers) > config.adjoint_layers:
         picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
         layers = [layers[i] for i in sorted(set(picks))]
-    rng = np.random.default_rng(0)
-    scale = float(x[:1].astype(np.float32).std() or 1.0)
-    # Flat image regions tie max-pool windows exactly, where the map has no derivative; a little
-    # noise moves the linearisation point to where it has one.
-    point = x[:1].astype(np.float32) + 0.01 * scale * rng.normal(size=x[:1].shape).astype(
-        np.float32
+    point = x[:1].astype(np.float32)
+    graph = prepared.graph
+    relu_inputs = [n.input[0] for n in graph.node if n.op_type == "Relu"]
+    pools = [n.output[0] for n in graph.node if n.op_type == "MaxPool"]
+    frozen = _all_values(prepared, point, relu_inputs, pools)
+    switches = {pool: frozen[pool + SWITCHES_SUFFIX] for pool in pools}
+    linear = PreparedModel(
+        LoadedModel(
+            linearize(
+                with_input_shape(
+                    prepared.loaded.model, prepared.loaded.input_name, (1, *prepared.input_shape)
+                ),
+                frozen,
+                switches,
+            ),
+            prepared.loaded.input_name,
+            [1, *prepared.input_shape],
+            np.dtype(np.float32),
+        ),
+        prepared.input_shape,
+        prepared.info,
+        prepared.constants,
     )
-    direction = rng.normal(size=point.shape).astype(np.float32) * scale
-    epsilon = 1e-4  # small enough to cross few rectifier kinks, large for float32 noise
-    plus = _all_values(prepared, point + epsilon * direction, layers)
-    minus = _all_values(prepared, point - epsilon * direction, layers)
+    direction = np.random.default_rng(0).normal(size=point.shape).astype(np.float32)
+    moved = _all_values(linear, point + direction, layers)
+    still = _all_values(linear, point, layers)
     for name in layers:
-        jvp = (plus[name].astype(np.float64) - minus[name].astype(np.float64)) / (2 * epsilon)
+        jvp = moved[name].astype(np.float64) - still[name].astype(np.float64)
         projector = Projector(prepared, layer=name, rule="gradient", device="cpu")
-        forward = projector.forward(point)
-        back = projector.project_signal(forward, jvp.astype(np.float32))
+        back = projector.project_signal(projector.forward(point), jvp.astype(np.float32))
         lhs = float((jvp * jvp).sum())
         rhs = float((direction.astype(np.float64) * back.astype(np.float64)).sum())
         if lhs <= 1e-20:

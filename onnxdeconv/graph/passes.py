@@ -291,3 +291,55 @@ def promote_float16(model: onnx.ModelProto) -> onnx.ModelProto:
                 wide = numpy_helper.to_array(attribute.t).astype(np.float32)
                 attribute.t.CopyFrom(numpy_helper.from_array(wide, attribute.t.name))
     return out
+
+
+def linearize(
+    model: onnx.ModelProto,
+    rectifier_inputs: Mapping[str, np.ndarray],
+    switches: Mapping[str, np.ndarray],
+) -> onnx.ModelProto:
+    """Freeze the nonlinear choices of a forward pass; returns a new, affine model (batch 1).
+
+    Each Relu becomes a product with its recorded mask ``x > 0`` and each MaxPool a gather at its
+    recorded switches, so the model is exactly affine in its input around that pass: ``f(x0 + d)
+    - f(x0)`` is the Jacobian times ``d`` for any ``d``. Every other op of the rule set is affine.
+
+    Args:
+        model: Forward model with batch 1 (not mutated).
+        rectifier_inputs: Input tensor of each Relu (by that tensor's name) at the frozen pass.
+        switches: MaxPool output name -> its switches at the frozen pass.
+    """
+    out = copy_model(model)
+    nodes = []
+    for node in out.graph.node:
+        if node.op_type == "Relu" and node.input[0] in rectifier_inputs:
+            mask = (np.asarray(rectifier_inputs[node.input[0]]) > 0).astype(np.float32)
+            name = f"{node.output[0]}__frozen_mask"
+            out.graph.initializer.append(numpy_helper.from_array(mask, name))
+            nodes.append(
+                helper.make_node("Mul", [node.input[0], name], [node.output[0]], name=node.name)
+            )
+        elif node.op_type == "MaxPool" and node.output[0] in switches:
+            indices = np.asarray(switches[node.output[0]], np.int64)
+            stem = f"{node.output[0]}__frozen"
+            out.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(indices.reshape(1, -1), f"{stem}_switches"),
+                    numpy_helper.from_array(np.array([1, -1], np.int64), f"{stem}_flat"),
+                    numpy_helper.from_array(np.array(indices.shape, np.int64), f"{stem}_shape"),
+                ]
+            )
+            nodes += [
+                helper.make_node("Reshape", [node.input[0], f"{stem}_flat"], [f"{stem}_in"]),
+                helper.make_node(
+                    "GatherElements", [f"{stem}_in", f"{stem}_switches"], [f"{stem}_picked"], axis=1
+                ),
+                helper.make_node(
+                    "Reshape", [f"{stem}_picked", f"{stem}_shape"], [node.output[0]], name=node.name
+                ),
+            ]
+        else:
+            nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out

@@ -1,0 +1,263 @@
+"""`onnxdeconv check`: each finding planted in a small model, the formats and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import DIGITNET, ROOT
+from onnx import TensorProto, helper, numpy_helper
+from test_cli import run
+
+from onnxdeconv import load_model
+from onnxdeconv.check import CheckConfig, run_checks
+from onnxdeconv.deconv import rules
+
+
+def small_net(
+    *,
+    kernel: int = 3,
+    stride: int = 1,
+    dead: bool = False,
+    bias_shift: dict[int, float] | None = None,
+    head: str = "Gemm",
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """x[N,3,32,32] -> Conv(8) -> Relu -> MaxPool 3x3/2 -> Conv(8) -> Relu -> GAP -> Flatten -> head."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(8, 3, kernel, kernel)).astype(np.float32) / kernel
+    b1 = np.full(8, 0.1, np.float32)
+    if dead:
+        w1[5] = 0.0
+    for channel, shift in (bias_shift or {}).items():
+        b1[channel] = shift
+    w2 = rng.normal(size=(8, 8, 3, 3)).astype(np.float32) / 3
+    fc = rng.normal(size=(4, 8)).astype(np.float32)
+    pad = kernel // 2
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["conv1"], name="conv1", pads=[pad] * 4,
+                         strides=[stride, stride]),
+        helper.make_node("Relu", ["conv1"], ["relu1"], name="relu1"),
+        helper.make_node("MaxPool", ["relu1"], ["pool1"], name="pool1", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["pool1", "w2"], ["conv2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv2"], ["relu2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["relu2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+        helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc", transB=1),
+    ]
+    output = "logits"
+    if head != "Gemm":
+        nodes.append(helper.make_node(head, ["logits"], ["head"], name="head"))
+        output = "head"
+    graph = helper.make_graph(
+        nodes, "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(a, n) for n, a in
+                     (("w1", w1), ("b1", b1), ("w2", w2), ("fc", fc))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model
+
+
+IMAGES = np.random.default_rng(7).normal(size=(3, 3, 32, 32)).astype(np.float32)
+NAMES = ["a", "b", "c"]
+
+
+def statuses(model: onnx.ModelProto, check: str, **kwargs: object) -> dict[str, str]:
+    report = run_checks(load_model(model), IMAGES, NAMES, **kwargs)  # type: ignore[arg-type]
+    return {f.subject: f.status for f in report.findings if f.check == check}
+
+
+def test_clean_model_passes() -> None:
+    report = run_checks(load_model(small_net()), IMAGES, NAMES)
+    failed = [(f.check, f.subject, f.message) for f in report.findings if f.status == "fail"]
+    assert failed == []
+    checks = {f.check for f in report.findings}
+    assert {"analyzable.projectable", "faithful.outputs", "faithful.adjoint", "filters.dead",
+            "filters.never_active", "filters.saturated", "architecture.aliasing",
+            "architecture.coverage"} <= checks
+
+
+def test_planted_dead_filter() -> None:
+    assert statuses(small_net(dead=True), "filters.dead") == {"conv1": "fail", "conv2": "pass"}
+
+
+def test_never_active_and_saturated_channels() -> None:
+    model = small_net(bias_shift={0: -100.0, 1: -100.0, 2: -100.0, 3: 100.0, 4: 100.0, 5: 100.0})
+    assert statuses(model, "filters.never_active")["relu1"] == "fail"
+    assert statuses(model, "filters.saturated")["relu1"] == "fail"
+    assert statuses(small_net(), "filters.never_active")["relu1"] == "pass"
+
+
+def test_unprojectable_layer_fails_but_softmax_head_is_allowed() -> None:
+    assert set(statuses(small_net(head="Softmax"), "analyzable.projectable").values()) == {"pass"}
+    tanh = statuses(small_net(head="Tanh"), "analyzable.projectable")
+    assert tanh["head"] == "fail"
+
+
+def test_corrupted_rule_fails_the_adjoint_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = rules.RULES["Conv"]
+
+    def flipped(ctx: rules.RuleContext, signal: str) -> dict[int, str]:
+        # Plant a classic bug: transpose with a spatially flipped kernel.
+        name = ctx.node.input[1]
+        weights = np.asarray(ctx.constants[name])
+        constants = dict(ctx.constants)
+        constants[name] = weights[:, :, ::-1, ::-1].copy()
+        ctx.constants = constants
+        return original(ctx, signal)
+
+    monkeypatch.setitem(rules.RULES, "Conv", flipped)
+    adjoint = statuses(small_net(kernel=3, seed=3), "faithful.adjoint")
+    assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"
+
+
+def test_changed_outputs_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxdeconv.check.run as check_run
+
+    real = check_run.instrument
+
+    def tampering(model: onnx.ModelProto, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        out, switches = real(model, *args, **kwargs)  # type: ignore[arg-type]
+        for tensor in out.graph.initializer:
+            if tensor.name == "fc":
+                tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 1.01, "fc"))
+        return out, switches
+
+    monkeypatch.setattr(check_run, "instrument", tampering)
+    assert statuses(small_net(), "faithful.outputs") == {"logits": "fail"}
+
+
+def test_aliasing_stride4_kernel11_fails_where_stride1_passes() -> None:
+    coarse = run_checks(load_model(small_net(kernel=11, stride=4)), IMAGES, NAMES)
+    fine = run_checks(load_model(small_net(kernel=3, stride=1)), IMAGES, NAMES)
+    coarse_score = next(f for f in coarse.findings if f.check == "architecture.aliasing")
+    fine_score = next(f for f in fine.findings if f.check == "architecture.aliasing")
+    assert coarse_score.value is not None and fine_score.value is not None
+    assert coarse_score.value > fine_score.value
+    assert coarse_score.status == "fail" and fine_score.status == "pass"
+
+
+def test_drifted_baseline() -> None:
+    model = small_net()
+    baseline = run_checks(load_model(model), IMAGES, NAMES).baseline
+    same = run_checks(load_model(model), IMAGES, NAMES, baseline=baseline)
+    assert not [f for f in same.findings if f.check.startswith("regression") and f.status != "pass"]
+    drifted = onnx.ModelProto()
+    drifted.CopyFrom(model)
+    for tensor in drifted.graph.initializer:
+        if tensor.name == "w2":
+            noisy = numpy_helper.to_array(tensor) + np.random.default_rng(1).normal(
+                size=tuple(tensor.dims)).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(noisy, "w2"))
+    report = run_checks(load_model(drifted), IMAGES, NAMES, baseline=baseline)
+    failed = {f.check for f in report.findings if f.status == "fail"}
+    assert "regression.stat_mean" in failed
+    assert failed & {"regression.topk_overlap", "regression.projection"}
+
+
+def test_severity_warning_and_off() -> None:
+    config = CheckConfig()
+    config.severity["filters"] = "warning"
+    report = run_checks(load_model(small_net(dead=True)), IMAGES, NAMES, config=config)
+    dead = [f for f in report.findings if f.check == "filters.dead" and f.subject == "conv1"]
+    assert dead[0].status == "warn" and report.passed
+    config.severity["filters"] = "off"
+    report = run_checks(load_model(small_net(dead=True)), IMAGES, NAMES, config=config)
+    assert not [f for f in report.findings if f.check.startswith("filters")]
+
+
+# --- the command: exit codes, outputs, config ----------------------------------------------------
+
+
+def write(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check", DIGITNET, "--images", ROOT / "models" / "examples",
+            "--json", tmp_path / "c.json", "--junit", tmp_path / "c.xml",
+            "--write-baseline", tmp_path / "b.json"]
+    code, out, err = run(args, capsys)
+    assert code == 0, out + err
+    assert "passed, 0 failed" in out
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["schema"] == "onnxdeconv.check/1" and report["passed"] is True
+    assert set(report["findings"][0]) == {"check", "subject", "status", "message", "value",
+                                         "threshold"}
+    suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0"
+    assert int(suite.get("tests", "0")) == len(report["findings"])
+    args = ["check", DIGITNET, "--images", ROOT / "models" / "examples", "--baseline",
+            tmp_path / "b.json"]
+    code, out, _ = run(args, capsys)
+    assert code == 0 and "regression.projection" in out
+
+
+def test_cli_exit_1_with_annotations_and_junit_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    model = write(small_net(dead=True), tmp_path / "dead.onnx")
+    code, out, err = run(["check", model, "--junit", tmp_path / "j.xml"], capsys)
+    assert code == 1
+    assert "::error title=onnxdeconv filters.dead::conv1: 1 dead filters: 5" in out
+    assert err.strip().splitlines()[-1].startswith("error: 1 check(s) failed")
+    failures = ET.parse(tmp_path / "j.xml").getroot().iter("failure")
+    assert [f.get("message") for f in failures] == ["1 dead filters: 5"]
+
+
+def test_cli_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write(small_net(dead=True), tmp_path / "dead.onnx")
+    relaxed = tmp_path / "check.toml"
+    relaxed.write_text('[check]\ndead_ratio = 0.0\n\n[check.severity]\nregression = "off"\n')
+    code, out, _ = run(["check", model, "--config", relaxed], capsys)
+    assert code == 0, out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[check]\ndead_ration = 0.1\n")
+    code, _, err = run(["check", model, "--config", bad], capsys)
+    assert code == 2 and "unknown key check.dead_ration" in err
+
+
+@pytest.mark.parametrize(
+    ("make_args", "pattern"),
+    [
+        (lambda t: ["check", t / "missing.onnx"], "does not exist"),
+        (lambda t: ["check", DIGITNET, "--images", t / "nope"], "image folder"),
+        (lambda t: ["check", DIGITNET, "--baseline", t / "none.json"], "cannot read baseline"),
+        (lambda t: ["check", DIGITNET, "--config", t / "none.toml"], "cannot read config"),
+    ],
+)
+def test_cli_exit_2(
+    make_args: Callable[[Path], list[object]], pattern: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(make_args(tmp_path), capsys)
+    assert code == 2 and pattern in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_squeezenet_check_runs(squeezenet_path: Path, images_dir: Path) -> None:
+    from onnxdeconv.inputs import PRESETS, load_input
+
+    loaded = load_model(squeezenet_path)
+    files = sorted(images_dir.glob("*.jpg"))[:2]
+    x = np.concatenate([load_input(f, loaded, PRESETS["caffe"]).array for f in files])
+    config = CheckConfig(adjoint_layers=8)
+    report = run_checks(loaded, x, [f.name for f in files], config=config)
+    by_check: dict[str, set[str]] = {}
+    for finding in report.findings:
+        by_check.setdefault(finding.check, set()).add(finding.status)
+    assert by_check["faithful.adjoint"] == {"pass"}
+    assert by_check["faithful.outputs"] == {"pass"}
+    # The softmax head is the only unprojectable part, and it is allowed.
+    assert by_check["analyzable.projectable"] == {"pass"}
