@@ -13,3 +13,5 @@ onnxdeconv project "$squeezenet" "$shared/images/cat.jpg" --preset caffe --layer
   -o "$out/squeezenet_cat_relu18.png"
 onnxdeconv project "$squeezenet" "$shared/images/dogs.jpg" --preset caffe --layer relu10 --top 8 \
   -o "$out/squeezenet_dogs_relu10.png"
+onnxdeconv filters "$squeezenet" --images "$shared/images" --preset caffe \
+  -o "$out/squeezenet_filters.png"

@@ -25,7 +25,7 @@ class CheckConfig:
     #: Ops after which unprojectable layers are expected (classifier heads): reported, not failed.
     allowed_unprojectable_ops: list[str] = field(default_factory=lambda: ["Softmax", "LogSoftmax"])
     #: Largest relative error of the dot-product (adjoint) test per layer.
-    adjoint_tolerance: float = 0.02
+    adjoint_tolerance: float = 1e-3
     #: Test this many layers, evenly spread (0 = every projectable layer).
     adjoint_layers: int = 0
     #: Largest relative difference between original and instrumented outputs.

@@ -10,17 +10,14 @@ import numpy as np
 
 from onnxdeconv.analysis.filters import BAND_NAMES, FilterReport, analyse_filters
 from onnxdeconv.cli import options
-from onnxdeconv.errors import InputError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import prepare
-from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.inputs import PRESETS, Preprocessing, image_layout, load_input
+from onnxdeconv.graph.load import load_model
+from onnxdeconv.inputs import PRESETS
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.filters import filters_figure
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-#: Image files ``--images`` reads, searched recursively.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CONTEXT = options.CONTEXT
 #: Aliasing scores above this are called high.
 ALIASING_THRESHOLD = 0.1
 
@@ -70,9 +67,9 @@ def filters(
             raise click.BadParameter(
                 f"output folder '{path.parent}' does not exist: create it first", param_hint=hint
             )
-    files = _image_files(images, limit) if images is not None else []
+    files = options.image_files(images, limit) if images is not None else []
     loaded = load_model(model)
-    input_shape = _input_shape(loaded, options.int_pair(size, "--size"))
+    input_shape = options.input_shape_for(loaded, options.int_pair(size, "--size"))
     prepared = prepare(loaded, input_shape)
     batch: np.ndarray | None = None
     bgr = False
@@ -82,7 +79,7 @@ def filters(
         )
         bgr = preprocessing.bgr
         click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-        batch = _load_images(files, loaded, preprocessing, prepared.input_shape, images)
+        batch, _ = options.load_images(files, loaded, preprocessing, prepared.input_shape, images)
     report = analyse_filters(prepared, batch, aliasing_threshold=ALIASING_THRESHOLD)
     title = f"{model.name} · first layer {report.layer}"
     figure = filters_figure(report, title=title, bgr=bgr, aliasing_threshold=ALIASING_THRESHOLD)
@@ -95,49 +92,6 @@ def filters(
     click.echo(str(output))
     if json_path is not None:
         click.echo(str(json_path))
-
-
-def _input_shape(loaded: LoadedModel, size: tuple[int, int] | None) -> tuple[int, ...] | None:
-    if size is None:
-        return None
-    layout, channels = image_layout(tuple(loaded.input_shape[1:]))
-    return (channels, *size) if layout == "NCHW" else (*size, channels)
-
-
-def _image_files(folder: Path, limit: int | None) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"image folder '{folder}' does not exist: check the --images path")
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise InputError(
-            f"no images ({', '.join(IMAGE_SUFFIXES)}) in '{folder}': point --images at a folder "
-            "of photos"
-        )
-    return files[:limit] if limit else files
-
-
-def _load_images(
-    files: list[Path],
-    loaded: LoadedModel,
-    preprocessing: Preprocessing,
-    input_shape: tuple[int, ...],
-    folder: Path,
-) -> np.ndarray:
-    """Preprocess every readable image; say which were skipped, one line each."""
-    layout, _ = image_layout(input_shape)
-    spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
-    arrays = []
-    for path in files:
-        try:
-            arrays.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])).array)
-        except InputError as exc:
-            click.echo(f"skipped {path}: {exc}", err=True)
-    if not arrays:
-        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
-    click.echo(f"using {len(arrays)} of {len(files)} images from {folder}", err=True)
-    return np.concatenate(arrays)
 
 
 def _indices(values: list[int] | None, count: int, images: int) -> str:

@@ -262,12 +262,10 @@ def main() -> None:
 def _register_commands() -> None:
     from onnxdeconv.cli.check_command import check
     from onnxdeconv.cli.export_command import export
+    from onnxdeconv.cli.filters_command import filters
 
-    cli.add_command(export)
-    cli.add_command(check)
+    for command in (filters, export, check):
+        cli.add_command(command)
 
 
 _register_commands()
-from onnxdeconv.cli import filters_command  # noqa: E402
-
-cli.add_command(filters_command.filters)
