@@ -28,7 +28,7 @@ def small_net(
     head: str = "Gemm",
     seed: int = 0,
 ) -> onnx.ModelProto:
-    """x[N,3,32,32] -> Conv(8) -> Relu -> MaxPool 3x3/2 -> Conv(8) -> Relu -> GAP -> Flatten -> head."""
+    """x[N,3,32,32] -> Conv -> Relu -> MaxPool 3x3/2 -> Conv -> Relu -> GAP -> Flatten -> head."""
     rng = np.random.default_rng(seed)
     w1 = rng.normal(size=(8, 3, kernel, kernel)).astype(np.float32) / kernel
     b1 = np.full(8, 0.1, np.float32)
@@ -40,11 +40,24 @@ def small_net(
     fc = rng.normal(size=(4, 8)).astype(np.float32)
     pad = kernel // 2
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["conv1"], name="conv1", pads=[pad] * 4,
-                         strides=[stride, stride]),
+        helper.make_node(
+            "Conv",
+            ["x", "w1", "b1"],
+            ["conv1"],
+            name="conv1",
+            pads=[pad] * 4,
+            strides=[stride, stride],
+        ),
         helper.make_node("Relu", ["conv1"], ["relu1"], name="relu1"),
-        helper.make_node("MaxPool", ["relu1"], ["pool1"], name="pool1", kernel_shape=[3, 3],
-                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "MaxPool",
+            ["relu1"],
+            ["pool1"],
+            name="pool1",
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+        ),
         helper.make_node("Conv", ["pool1", "w2"], ["conv2"], name="conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv2"], ["relu2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["relu2"], ["gap"], name="gap"),
@@ -56,11 +69,14 @@ def small_net(
         nodes.append(helper.make_node(head, ["logits"], ["head"], name="head"))
         output = "head"
     graph = helper.make_graph(
-        nodes, "small",
+        nodes,
+        "small",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", 4])],
-        initializer=[numpy_helper.from_array(a, n) for n, a in
-                     (("w1", w1), ("b1", b1), ("w2", w2), ("fc", fc))],
+        initializer=[
+            numpy_helper.from_array(a, n)
+            for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("fc", fc))
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
@@ -81,9 +97,16 @@ def test_clean_model_passes() -> None:
     failed = [(f.check, f.subject, f.message) for f in report.findings if f.status == "fail"]
     assert failed == []
     checks = {f.check for f in report.findings}
-    assert {"analyzable.projectable", "faithful.outputs", "faithful.adjoint", "filters.dead",
-            "filters.never_active", "filters.saturated", "architecture.aliasing",
-            "architecture.coverage"} <= checks
+    assert {
+        "analyzable.projectable",
+        "faithful.outputs",
+        "faithful.adjoint",
+        "filters.dead",
+        "filters.never_active",
+        "filters.saturated",
+        "architecture.aliasing",
+        "architecture.coverage",
+    } <= checks
 
 
 def test_planted_dead_filter() -> None:
@@ -156,7 +179,8 @@ def test_drifted_baseline() -> None:
     for tensor in drifted.graph.initializer:
         if tensor.name == "w2":
             noisy = numpy_helper.to_array(tensor) + np.random.default_rng(1).normal(
-                size=tuple(tensor.dims)).astype(np.float32)
+                size=tuple(tensor.dims)
+            ).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(noisy, "w2"))
     report = run_checks(load_model(drifted), IMAGES, NAMES, baseline=baseline)
     failed = {f.check for f in report.findings if f.status == "fail"}
@@ -184,21 +208,42 @@ def write(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["check", DIGITNET, "--images", ROOT / "models" / "examples",
-            "--json", tmp_path / "c.json", "--junit", tmp_path / "c.xml",
-            "--write-baseline", tmp_path / "b.json"]
+    args = [
+        "check",
+        DIGITNET,
+        "--images",
+        ROOT / "models" / "examples",
+        "--json",
+        tmp_path / "c.json",
+        "--junit",
+        tmp_path / "c.xml",
+        "--write-baseline",
+        tmp_path / "b.json",
+    ]
     code, out, err = run(args, capsys)
     assert code == 0, out + err
     assert "passed, 0 failed" in out
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["schema"] == "onnxdeconv.check/1" and report["passed"] is True
-    assert set(report["findings"][0]) == {"check", "subject", "status", "message", "value",
-                                         "threshold"}
+    assert set(report["findings"][0]) == {
+        "check",
+        "subject",
+        "status",
+        "message",
+        "value",
+        "threshold",
+    }
     suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "0"
     assert int(suite.get("tests", "0")) == len(report["findings"])
-    args = ["check", DIGITNET, "--images", ROOT / "models" / "examples", "--baseline",
-            tmp_path / "b.json"]
+    args = [
+        "check",
+        DIGITNET,
+        "--images",
+        ROOT / "models" / "examples",
+        "--baseline",
+        tmp_path / "b.json",
+    ]
     code, out, _ = run(args, capsys)
     assert code == 0 and "regression.projection" in out
 
@@ -238,7 +283,9 @@ def test_cli_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_cli_exit_2(
-    make_args: Callable[[Path], list[object]], pattern: str, tmp_path: Path,
+    make_args: Callable[[Path], list[object]],
+    pattern: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, _, err = run(make_args(tmp_path), capsys)
@@ -261,3 +308,25 @@ def test_squeezenet_check_runs(squeezenet_path: Path, images_dir: Path) -> None:
     assert by_check["faithful.outputs"] == {"pass"}
     # The softmax head is the only unprojectable part, and it is allowed.
     assert by_check["analyzable.projectable"] == {"pass"}
+
+
+@pytest.mark.parametrize("arch", ["zfnet", "vgg", "resnet", "mobilenet", "squeeze"])
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_pytorch_architectures_check(arch: str, exporter: str, tmp_path: Path) -> None:
+    import torch
+    from oracle_nets import build_net, export, make_input
+
+    x = make_input(arch, batch=2)
+    model = export(build_net(arch), torch.from_numpy(x[:1]), exporter, tmp_path / "m.onnx")
+    report = run_checks(
+        load_model(model), x, ["first", "second"], config=CheckConfig(adjoint_layers=6)
+    )
+    statuses_by_check: dict[str, set[str]] = {}
+    for finding in report.findings:
+        statuses_by_check.setdefault(finding.check, set()).add(finding.status)
+    assert statuses_by_check["analyzable.projectable"] == {"pass"}
+    assert statuses_by_check["faithful.adjoint"] == {"pass"}, [
+        (f.subject, f.message) for f in report.findings if f.check == "faithful.adjoint"
+    ]
+    assert statuses_by_check["faithful.outputs"] == {"pass"}
+    assert report.baseline["topk"]["first"]["channels"]
