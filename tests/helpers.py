@@ -1,10 +1,15 @@
-"""Small ONNX models built in code for tests."""
+"""Small ONNX models built in code, and an in-process CLI runner, for tests."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from onnxdeconv.cli.main import main
 
 
 def conv_relu_pool_model(
@@ -45,3 +50,18 @@ def conv_relu_pool_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     return model
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["onnxdeconv", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 from conftest import DIGITNET, ROOT
+from helpers import run
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import run
 
 from onnxdeconv import load_model
 from onnxdeconv.check import CheckConfig, run_checks

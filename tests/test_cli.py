@@ -11,26 +11,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
-from helpers import conv_relu_pool_model
+from helpers import conv_relu_pool_model, run
 
 from onnxdeconv import Projector
-from onnxdeconv.cli.main import cli, main
+from onnxdeconv.cli.main import cli
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; return (exit status, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["onnxdeconv", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(code: int, err: str, pattern: str) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import DIGITNET, ROOT
+from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import OnnxDeconvError, load_model, prepare
 from onnxdeconv.analysis import BAND_NAMES, FilterReport, analyse_filters, band_fractions
-from onnxdeconv.cli.main import main
 from onnxdeconv.errors import InputError
 from onnxdeconv.inputs import IMAGE_SUFFIXES, PRESETS, load_input
 
@@ -253,20 +252,6 @@ def test_library_errors(photos: np.ndarray) -> None:
 
 
 # --- command line -------------------------------------------------------------------------
-
-
-def run(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["onnxdeconv", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_digitnet_skips_corrupt_image(
