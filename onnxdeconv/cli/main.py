@@ -260,12 +260,17 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from onnxdeconv.cli.check_command import check
-    from onnxdeconv.cli.export_command import export
-    from onnxdeconv.cli.filters_command import filters
+    # Every module onnxdeconv/cli/<name>_command.py holds one click command named <name>.
+    import importlib
+    import pkgutil
 
-    for command in (filters, export, check):
-        cli.add_command(command)
+    import onnxdeconv.cli as package
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        if module.endswith("_command"):
+            name = module.removesuffix("_command")
+            command = getattr(importlib.import_module(f"onnxdeconv.cli.{module}"), name)
+            cli.add_command(command)
 
 
 _register_commands()
