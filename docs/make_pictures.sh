@@ -15,3 +15,7 @@ onnxdeconv project "$squeezenet" "$shared/images/dogs.jpg" --preset caffe --laye
   -o "$out/squeezenet_dogs_relu10.png"
 onnxdeconv filters "$squeezenet" --images "$shared/images" --preset caffe \
   -o "$out/squeezenet_filters.png"
+# The analyses' pictures, one script per command.
+for script in docs/pictures/*.sh; do
+  bash "$script"
+done

@@ -1,0 +1,736 @@
+"""Correspondence analysis (Zeiler & Fergus, Table 1): do parts mask alike across images?
+
+Does masking the same object part change a deep layer's features in the same way in every image?
+
+For images ``i = 1..N`` and a layer ``l``, ``ε_i = x_i - x̃_i`` is the layer's feature vector of
+image ``i`` minus that of its copy with the part masked by a grey box, flattened to ``D``
+features. The consistency of a masking is
+
+    Δ_l = Σ_{i ≠ j} H(sign ε_i, sign ε_j)
+
+over the ``N(N-1)`` *ordered* pairs, ``H`` being the Hamming distance: the number of features
+whose signs differ. ``sign`` takes the values -1, 0 and +1, and 0 is a sign of its own: a feature
+that the mask leaves unchanged in one image and moves in the other differs; one that it leaves
+unchanged in both does not. The normalised form ``Δ_l / (N(N-1)·D)`` is the mean fraction of
+differing signs over the pairs (the paper reports 0.07-0.11). A part that a layer represents
+consistently scores lower than a box of the same size at a random place.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixels: ``x0, y0`` the top-left corner, ``x1, y1`` exclusive,
+so ``x1 - x0`` is the width.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxdeconv.errors import InputError, SelectionError
+from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.inputs import PRESETS, Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.runtime import Device, create_session
+
+logger = logging.getLogger(__name__)
+
+#: A box in input pixels.
+Box = tuple[int, int, int, int]
+#: A box in the original image's pixels (may be fractional).
+SourceBox = tuple[float, float, float, float]
+#: The grey that masks a part, as the paper's grey square: a pixel value before preprocessing.
+MASK_VALUE = 128
+#: Ops that only rescale or rectify their input: a layer followed by one of them is not a feature
+#: map of its own for the default layer choice (conv10 and its Relu are one layer).
+ELEMENTWISE_OPS = frozenset(
+    {
+        "BatchNormalization",
+        "Clip",
+        "Dropout",
+        "Elu",
+        "HardSigmoid",
+        "HardSwish",
+        "Identity",
+        "LeakyRelu",
+        "PRelu",
+        "Relu",
+        "Selu",
+        "Sigmoid",
+        "Softplus",
+        "Tanh",
+    }
+)
+
+
+# --- geometry -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitGeometry:
+    """How :func:`onnxdeconv.inputs.fit_image` maps an original image onto the model input.
+
+    The image is resized by ``scale_y``, ``scale_x`` (the shorter side fits), then the centre crop
+    of ``size`` starts at ``top``, ``left`` of the resized image. An original pixel edge ``x`` lands
+    at ``x · scale_x - left`` in the input.
+    """
+
+    scale_y: float
+    scale_x: float
+    top: int
+    left: int
+    size: tuple[int, int]
+
+    def to_input(self, box: Sequence[float]) -> Box | None:
+        """Map an original-image box to input pixels, clipped to the input; None if none is left.
+
+        Edges are rounded to the nearest pixel edge; a box that would shrink below one pixel keeps
+        one.
+        """
+        x0, y0, x1, y1 = (float(v) for v in box)
+        left = _round(x0 * self.scale_x - self.left)
+        top = _round(y0 * self.scale_y - self.top)
+        right = max(_round(x1 * self.scale_x - self.left), left + 1)
+        bottom = max(_round(y1 * self.scale_y - self.top), top + 1)
+        height, width = self.size
+        clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
+        if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+            return None
+        return clipped
+
+
+def _round(value: float) -> int:
+    # Half up, not half to even: a box edge at .5 should not move with its parity.
+    return math.floor(value + 0.5)
+
+
+def fit_geometry(height: int, width: int, size: tuple[int, int]) -> FitGeometry:
+    """The resize and centre crop that :func:`onnxdeconv.inputs.fit_image` applies.
+
+    Args:
+        height: Original image height.
+        width: Original image width.
+        size: The model's input ``(H, W)``.
+    """
+    want_h, want_w = size
+    factor = max(want_h / height, want_w / width)
+    new_h, new_w = max(want_h, round(height * factor)), max(want_w, round(width * factor))
+    return FitGeometry(
+        scale_y=new_h / height,
+        scale_x=new_w / width,
+        top=(new_h - want_h) // 2,
+        left=(new_w - want_w) // 2,
+        size=(want_h, want_w),
+    )
+
+
+def mask_box(rgb: np.ndarray, box: Box, value: int = MASK_VALUE) -> np.ndarray:
+    """A copy of ``rgb`` (``[H, W]`` or ``[H, W, C]``) with ``box`` filled with ``value``."""
+    x0, y0, x1, y1 = box
+    masked: np.ndarray = rgb.copy()
+    masked[y0:y1, x0:x1] = value
+    return masked
+
+
+def random_boxes(
+    sizes: Sequence[tuple[int, int]],
+    regions: Sequence[Sequence[int]] | np.ndarray,
+    draws: int,
+    seed: int,
+) -> np.ndarray:
+    """Boxes of the given sizes at uniformly random places inside each image's region.
+
+    Args:
+        sizes: ``(height, width)`` of the box for each image.
+        regions: ``(x0, y0, x1, y1)`` for each image: where the boxes may lie (the whole input, or
+            the object). A box larger than its region is centred on it, cut to the region.
+        draws: How many sets of boxes to draw.
+        seed: Seed of the generator; the same seed gives the same boxes.
+
+    Returns:
+        ``[draws, images, 4]`` int64 boxes ``(x0, y0, x1, y1)``, drawn draw by draw, image by image:
+        the top, then the left edge.
+    """
+    rng = np.random.default_rng(seed)
+    boxes = np.zeros((draws, len(sizes), 4), np.int64)
+    for draw in range(draws):
+        for image, ((box_h, box_w), region) in enumerate(zip(sizes, regions, strict=True)):
+            x0, y0, x1, y1 = (int(v) for v in region)
+            box_h, box_w = min(box_h, y1 - y0), min(box_w, x1 - x0)
+            top = int(rng.integers(y0, y1 - box_h + 1))
+            left = int(rng.integers(x0, x1 - box_w + 1))
+            boxes[draw, image] = (left, top, left + box_w, top + box_h)
+    return boxes
+
+
+# --- the score ----------------------------------------------------------------------------------
+
+
+def signs(eps: np.ndarray) -> np.ndarray:
+    """``sign`` of each difference as int8 -1, 0 or +1 (NaN counts as 0)."""
+    eps = np.asarray(eps)
+    return (eps > 0).astype(np.int8) - (eps < 0).astype(np.int8)
+
+
+def sign_hamming(eps: np.ndarray) -> np.ndarray:
+    """``H(sign ε_i, sign ε_j)`` for every pair: an ``[N, N]`` int64 matrix, zero diagonal.
+
+    Args:
+        eps: ``[N, D]`` differences (any shape ``[N, ...]`` is flattened).
+    """
+    flat = signs(np.asarray(eps).reshape(len(eps), -1))
+    features = flat.shape[1]
+    agree = np.zeros((len(flat), len(flat)), np.float64)
+    for value in (-1, 0, 1):
+        onehot = (flat == value).astype(np.float64)
+        agree += onehot @ onehot.T
+    # Counts up to 2^53 are exact in float64.
+    hamming: np.ndarray = np.rint(features - agree).astype(np.int64)
+    return hamming
+
+
+def consistency(eps: np.ndarray) -> tuple[int, float]:
+    """Δ = Σ over ordered pairs ``i ≠ j`` of ``H(sign ε_i, sign ε_j)``, and Δ / (N(N-1)·D).
+
+    Args:
+        eps: ``[N, D]`` feature differences, one row per image, ``N ≥ 2``.
+
+    Returns:
+        The total ``Δ`` and its normalised form: the mean fraction of features whose sign differs.
+    """
+    found = score(eps)
+    return found.total, found.normalised
+
+
+@dataclass(frozen=True)
+class Score:
+    """Δ of one masking (a part, or one random draw) at one layer."""
+
+    #: Δ_l: the sum of Hamming distances over the ordered pairs i ≠ j.
+    total: int
+    #: Δ_l / (N(N-1)·D): the mean fraction of features whose sign differs.
+    normalised: float
+    #: The standard deviation of ``H_ij / D`` over the unordered pairs i < j.
+    pair_std: float
+    #: The mean fraction of features the mask changes (``ε != 0``): with sign(0) a sign of its
+    #: own, a mask that changes more features has more signs to disagree on.
+    changed: float
+
+
+def score(eps: np.ndarray) -> Score:
+    """The :class:`Score` of ``[N, D]`` differences (``N ≥ 2``, ``D ≥ 1``)."""
+    eps = np.asarray(eps)
+    count, features = len(eps), int(np.prod(eps.shape[1:]))
+    if count < 2 or features < 1:
+        raise InputError(
+            f"consistency needs at least 2 images and 1 feature, got {count} x {features}"
+        )
+    hamming = sign_hamming(eps)
+    total = int(hamming.sum())
+    upper = hamming[np.triu_indices(count, k=1)] / features
+    changed = float(np.count_nonzero(signs(eps)) / (count * features))
+    return Score(total, total / (count * (count - 1) * features), float(upper.std()), changed)
+
+
+# --- boxes files --------------------------------------------------------------------------------
+
+
+@dataclass
+class BoxesFile:
+    """The content of a boxes file: part boxes per image, optional crops and object regions."""
+
+    #: ``{image key: {part: box}}`` in the original image's pixels.
+    images: dict[str, dict[str, SourceBox]]
+    #: ``{image key: box}``: the part of the photo used as the image, before it is fitted.
+    crops: dict[str, SourceBox]
+    #: ``{image key: box}``: where random boxes are drawn (the object); others use the whole input.
+    objects: dict[str, SourceBox]
+
+
+def parse_boxes(data: Any, source: str = "the boxes file") -> BoxesFile:
+    """Check the structure of a boxes file.
+
+    The file is ``{"images": {"A.jpg": {"nose": [x0, y0, x1, y1], ...}, ...}}`` with boxes in the
+    original image's pixels. Optional: ``"crops": {"A.jpg": [x0, y0, x1, y1]}`` (use only that
+    part of the photo, e.g. to centre a face), ``"objects"`` in the same form (the region random
+    boxes are drawn in) and a ``"description"`` string, which is ignored.
+
+    Raises:
+        InputError: The structure or a box is malformed.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        raise InputError(
+            f"{source} must be a JSON object like "
+            '{"images": {"A.jpg": {"nose": [x0, y0, x1, y1]}}}'
+        )
+    unknown = sorted(set(data) - {"images", "crops", "objects", "description"})
+    if unknown:
+        raise InputError(
+            f"{source} has unknown key(s) {', '.join(map(repr, unknown))}: only 'images', "
+            "'crops', 'objects' and 'description' are read"
+        )
+    if not data["images"]:
+        raise InputError(f"{source} lists no images: add at least two under 'images'")
+    images: dict[str, dict[str, SourceBox]] = {}
+    for key, parts in data["images"].items():
+        if not isinstance(parts, dict) or not parts:
+            raise InputError(
+                f"{source}: image '{key}' must map part names to boxes, like "
+                '{"nose": [x0, y0, x1, y1]}'
+            )
+        images[key] = {
+            part: _source_box(box, f"{source}: box '{part}' of image '{key}'")
+            for part, box in parts.items()
+        }
+    regions = []
+    for section in ("crops", "objects"):
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            raise InputError(
+                f"{source}: '{section}' must map images to boxes, like "
+                '{"A.jpg": [x0, y0, x1, y1]}'
+            )
+        stray = [key for key in given if key not in images]
+        if stray:
+            raise InputError(
+                f"{source}: '{section}' names '{stray[0]}', which is not under 'images': use the "
+                "same key"
+            )
+        regions.append(
+            {
+                key: _source_box(box, f"{source}: {section} box of image '{key}'")
+                for key, box in given.items()
+            }
+        )
+    return BoxesFile(images, regions[0], regions[1])
+
+
+def _source_box(box: Any, what: str) -> SourceBox:
+    valid = (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        and all(math.isfinite(v) for v in box)
+    )
+    if not valid:
+        raise InputError(
+            f"{what} is {json_text(box)}; give four numbers [x0, y0, x1, y1] in the original "
+            "image's pixels"
+        )
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise InputError(
+            f"{what} is {json_text(box)}; it needs x0 < x1 and y0 < y1 (x1, y1 are the "
+            "bottom-right corner, exclusive)"
+        )
+    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
+def json_text(value: Any) -> str:
+    """A short one-line rendering of a JSON value for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def boxes_by_part(
+    entries: Sequence[Mapping[str, SourceBox]],
+    names: Sequence[str],
+    parts: Sequence[str] | None = None,
+) -> dict[str, list[SourceBox]]:
+    """Regroup per-image boxes by part: ``{part: [box of image 0, box of image 1, ...]}``.
+
+    Args:
+        entries: Each image's ``{part: box}``.
+        names: The images' names, for messages.
+        parts: The parts to keep (default: every part, in order of first appearance).
+
+    Raises:
+        InputError: A part lacks a box in some image.
+    """
+    if parts is None:
+        parts = list(dict.fromkeys(part for entry in entries for part in entry))
+    grouped: dict[str, list[SourceBox]] = {}
+    for part in parts:
+        missing = [name for name, entry in zip(names, entries, strict=True) if part not in entry]
+        if len(missing) == len(names):
+            known = sorted({p for entry in entries for p in entry})
+            raise InputError(
+                f"no image has a box for part '{part}': the parts are {', '.join(known)}"
+            )
+        if missing:
+            raise InputError(
+                f"image '{missing[0]}' has no box for part '{part}': every image needs a box for "
+                "every part; add it, or choose the parts with --parts"
+            )
+        grouped[part] = [entry[part] for entry in entries]
+    return grouped
+
+
+# --- layers and features ------------------------------------------------------------------------
+
+
+def default_layers(prepared: PreparedModel) -> list[str]:
+    """The deepest spatial layer and the one before it.
+
+    A tensor that an elementwise op turns into another of the same shape (a Conv before its Relu,
+    a Concat before its Dropout) counts as that op's output, so the two layers are distinct
+    feature maps.
+
+    Raises:
+        SelectionError: The model has no spatial layer.
+    """
+    info = prepared.info
+    spatial = [
+        name
+        for name in prepared.candidates
+        if prepared.receptive_fields[name].size is not None and len(info[name].per_sample) >= 3
+    ]
+    absorbed = set()
+    for name in spatial:
+        node = prepared.producers[name]
+        if node.op_type in ELEMENTWISE_OPS and node.input and node.input[0] in prepared.info:
+            source = node.input[0]
+            if info[source].per_sample == info[name].per_sample:
+                absorbed.add(source)
+    kept = [name for name in spatial if name not in absorbed]
+    if not kept:
+        raise SelectionError(
+            "the model has no spatial feature map: choose the layers with --layers "
+            "(see 'onnxdeconv layers MODEL')"
+        )
+    return kept[-2:]
+
+
+def layer_features(
+    prepared: PreparedModel,
+    inputs: Callable[[int, int], np.ndarray],
+    count: int,
+    layers: Sequence[str],
+    device: Device = "cpu",
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run one session that exposes ``layers`` over ``count`` inputs, chunk by chunk.
+
+    Args:
+        prepared: The model.
+        inputs: ``inputs(start, stop)`` builds the batch of inputs ``start..stop-1``, so the whole
+            batch never has to be in memory at once.
+        count: How many inputs.
+        layers: Tensor names to return.
+        device: Where to run.
+        batch_size: Inputs per run (a model with a fixed batch runs at that batch).
+        progress: Called with the number of inputs done after each chunk.
+
+    Returns:
+        Each layer's features ``[count, D]`` in the layer's dtype.
+    """
+    loaded = prepared.loaded
+    batch = loaded.input_shape[0]
+    fixed = batch if isinstance(batch, int) and batch > 0 else None
+    sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
+    model, _ = instrument(sized, layers, (), prepared.info, batch=fixed or "N")
+    session = create_session(model, device)
+    step = fixed or batch_size
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        chunk = inputs(start, stop)
+        if fixed and len(chunk) < fixed:
+            # A fixed-batch model runs only full batches: pad the last one and drop the padding.
+            padding = np.repeat(chunk[-1:], fixed - len(chunk), axis=0)
+            chunk = np.concatenate([chunk, padding])
+        values = session.run(list(layers), {loaded.input_name: chunk})
+        for name, value in zip(layers, values, strict=True):
+            parts[name].append(np.asarray(value)[: stop - start].reshape(stop - start, -1))
+        if progress is not None:
+            progress(stop)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+# --- the analysis -------------------------------------------------------------------------------
+
+
+@dataclass
+class CorrespondenceResult:
+    """Δ per part and layer, and the random baseline, for one set of images."""
+
+    #: Tensor names of the layers, in the order given.
+    layers: list[str]
+    #: Features (D) per layer.
+    features: dict[str, int]
+    parts: list[str]
+    #: The images as the model sees them (resized and cropped), RGB uint8, unmasked.
+    fitted: list[np.ndarray]
+    #: Each part's box in every image, in input pixels: ``{part: [N, 4]}``.
+    boxes: dict[str, np.ndarray]
+    #: Where the random boxes were drawn in each image, in input pixels, ``[N, 4]``.
+    regions: np.ndarray
+    #: The random boxes in input pixels, ``[draws, N, 4]``.
+    random_boxes: np.ndarray
+    seed: int
+    #: ``{part: {layer: Score}}``.
+    part_scores: dict[str, dict[str, Score]] = field(default_factory=dict)
+    #: ``{layer: [Score of each random draw]}``.
+    random_scores: dict[str, list[Score]] = field(default_factory=dict)
+
+    @property
+    def image_count(self) -> int:
+        """N, the number of images."""
+        return len(self.fitted)
+
+    @property
+    def draws(self) -> int:
+        """How many random draws."""
+        return len(self.random_boxes)
+
+    def random_mean(self, layer: str) -> tuple[float, float]:
+        """Mean and standard deviation of the normalised Δ over the random draws (NaN if none)."""
+        values = np.array([s.normalised for s in self.random_scores.get(layer, [])])
+        if not values.size:
+            return math.nan, math.nan
+        return float(values.mean()), float(values.std())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per part and layer, then the random baseline per layer."""
+        rows: list[dict[str, Any]] = []
+        count = self.image_count
+        for part in self.parts:
+            for layer in self.layers:
+                found = self.part_scores[part][layer]
+                baseline, _ = self.random_mean(layer)
+                rows.append(
+                    {
+                        "part": part,
+                        "layer": layer,
+                        "kind": "part",
+                        "delta": found.total,
+                        "normalised": found.normalised,
+                        "std": found.pair_std,
+                        "std_over": plural(count * (count - 1) // 2, "image pair"),
+                        "vs_random": found.normalised / baseline if baseline > 0 else None,
+                        "changed": found.changed,
+                        "features": self.features[layer],
+                    }
+                )
+        for layer in self.layers:
+            scores = self.random_scores.get(layer, [])
+            if not scores:
+                continue
+            mean, std = self.random_mean(layer)
+            rows.append(
+                {
+                    "part": "random",
+                    "layer": layer,
+                    "kind": "random",
+                    "delta": float(np.mean([s.total for s in scores])),
+                    "normalised": mean,
+                    "std": std,
+                    "std_over": plural(len(scores), "random draw"),
+                    "vs_random": 1.0,
+                    "changed": float(np.mean([s.changed for s in scores])),
+                    "features": self.features[layer],
+                }
+            )
+        return rows
+
+
+def correspondence_scores(
+    prepared: PreparedModel,
+    images: Sequence[np.ndarray],
+    boxes: Mapping[str, Sequence[Sequence[float]]],
+    layers: Sequence[str] | None = None,
+    preprocessing: Preprocessing = PRESETS["imagenet"],
+    random_draws: int = 10,
+    seed: int = 0,
+    *,
+    crops: Sequence[Sequence[float] | None] | None = None,
+    objects: Sequence[Sequence[float] | None] | None = None,
+    names: Sequence[str] | None = None,
+    device: Device = "cpu",
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> CorrespondenceResult:
+    """Measure how consistently ``layers`` respond to masking each part across ``images``.
+
+    Every image (or its crop) is resized and centre-cropped as
+    :func:`onnxdeconv.inputs.fit_image` does; each part's box (given in the original image's
+    pixels) is mapped the same way and filled with grey (pixel 128, before preprocessing). The
+    random baseline masks, in each image, a box of the mean size of that image's part boxes at a
+    random place inside the image's object region (the whole input where none is given),
+    ``random_draws`` times. The originals and every masked copy run through one session that
+    exposes the layers.
+
+    Args:
+        prepared: The model, from :func:`onnxdeconv.prepare`.
+        images: The original images, RGB uint8 ``[H, W, 3]``, any size.
+        boxes: ``{part: [box in image 0, box in image 1, ...]}``, boxes ``(x0, y0, x1, y1)``.
+        layers: Tensor names or aliases (default: :func:`default_layers`).
+        preprocessing: How pixels become input values.
+        random_draws: How many random boxes per image (0 for no baseline).
+        seed: Seed of the random boxes.
+        crops: Per image, the part of the photo to use (original pixels, rounded to whole
+            pixels), or None for all of it; boxes stay in the photo's coordinates.
+        objects: Per image, the region random boxes are drawn in (original pixels), or None.
+        names: The images' names, for messages.
+        device: Where to run.
+        batch_size: Inputs per run.
+        progress: Called with (inputs done, inputs in all).
+
+    Raises:
+        InputError: Fewer than two images, a box outside its image or outside the part the model
+            sees, or an image the model cannot take.
+    """
+    count = len(images)
+    names = list(names) if names is not None else [f"image {i}" for i in range(count)]
+    objects = list(objects) if objects is not None else [None] * count
+    crops = list(crops) if crops is not None else [None] * count
+    if count < 2:
+        raise InputError(f"correspondence needs at least 2 images, got {count}: give more images")
+    if not boxes:
+        raise InputError("no parts to mask: give at least one part box per image")
+    for part, per_image in boxes.items():
+        if len(per_image) != count:
+            raise InputError(
+                f"part '{part}' has {len(per_image)} boxes for {count} images: give one per image"
+            )
+    layer_names = (
+        [prepared.resolve(layer) for layer in layers] if layers else default_layers(prepared)
+    )
+    layer_names = list(dict.fromkeys(layer_names))
+    layout, channels = image_layout(prepared.input_shape)
+    spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
+    size = (int(spatial[0]), int(spatial[1]))
+
+    fitted = []
+    input_boxes = {part: np.zeros((count, 4), np.int64) for part in boxes}
+    regions = np.zeros((count, 4), np.int64)
+    sizes = []
+    for index, (rgb, name) in enumerate(zip(images, names, strict=True)):
+        crop = crops[index]
+        origin = (0.0, 0.0)
+        if crop is not None:
+            x0, y0, x1, y1 = _source_box_inside(crop, rgb.shape, "crop", name)
+            rgb = rgb[_round(y0) : _round(y1), _round(x0) : _round(x1)]
+            origin = (float(_round(x0)), float(_round(y0)))
+        geometry = fit_geometry(rgb.shape[0], rgb.shape[1], size)
+        fitted.append(fit_image(rgb, size))
+        for part, per_image in boxes.items():
+            input_boxes[part][index] = _map_box(
+                per_image[index], origin, geometry, images[index].shape, part, name
+            )
+        region = objects[index]
+        regions[index] = (
+            (0, 0, size[1], size[0])
+            if region is None
+            else _map_box(region, origin, geometry, images[index].shape, "object", name)
+        )
+        stacked = np.stack([input_boxes[part][index] for part in boxes])
+        sizes.append(
+            (
+                max(1, round(float((stacked[:, 3] - stacked[:, 1]).mean()))),
+                max(1, round(float((stacked[:, 2] - stacked[:, 0]).mean()))),
+            )
+        )
+    chance = random_boxes(sizes, regions, random_draws, seed)
+
+    # Jobs: the originals, then each part's masked copies, then each random draw's.
+    jobs: list[tuple[int, Box | None]] = [(i, None) for i in range(count)]
+    for part in boxes:
+        jobs += [(i, _box(input_boxes[part][i])) for i in range(count)]
+    for draw in range(random_draws):
+        jobs += [(i, _box(chance[draw, i])) for i in range(count)]
+    dtype = prepared.loaded.input_dtype
+
+    def build(start: int, stop: int) -> np.ndarray:
+        batch = []
+        for image, box in jobs[start:stop]:
+            rgb = fitted[image] if box is None else mask_box(fitted[image], box)
+            batch.append(normalise(rgb, preprocessing, layout, channels, dtype))
+        return np.concatenate(batch)
+
+    features = layer_features(
+        prepared,
+        build,
+        len(jobs),
+        layer_names,
+        device,
+        batch_size,
+        None if progress is None else (lambda done: progress(done, len(jobs))),
+    )
+    result = CorrespondenceResult(
+        layers=layer_names,
+        features={name: int(values.shape[1]) for name, values in features.items()},
+        parts=list(boxes),
+        fitted=fitted,
+        boxes=input_boxes,
+        regions=regions,
+        random_boxes=chance,
+        seed=seed,
+    )
+    for name, values in features.items():
+        # Signs of fp16 differences are exact in float32: a - b is zero only where a == b.
+        original = values[:count].astype(np.float32)
+        parts = list(boxes)
+        result.random_scores[name] = []
+        for group in range(1, len(jobs) // count):
+            masked = values[group * count : (group + 1) * count].astype(np.float32)
+            found = score(original - masked)
+            if group <= len(parts):
+                result.part_scores.setdefault(parts[group - 1], {})[name] = found
+            else:
+                result.random_scores[name].append(found)
+        logger.info(
+            "%s: %s",
+            name,
+            {part: round(result.part_scores[part][name].normalised, 4) for part in boxes},
+        )
+    return result
+
+
+def _source_box_inside(
+    box: Sequence[float], shape: tuple[int, ...], part: str, name: str
+) -> SourceBox:
+    height, width = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height or x0 >= x1 or y0 >= y1:
+        raise InputError(
+            f"box '{part}' [{', '.join(f'{v:g}' for v in box)}] of '{name}' is not inside "
+            f"the {width}x{height} image: give [x0, y0, x1, y1] with 0 <= x0 < x1 <= "
+            f"{width} and 0 <= y0 < y1 <= {height}"
+        )
+    return x0, y0, x1, y1
+
+
+def _map_box(
+    box: Sequence[float],
+    origin: tuple[float, float],
+    geometry: FitGeometry,
+    shape: tuple[int, ...],
+    part: str,
+    name: str,
+) -> Box:
+    x0, y0, x1, y1 = _source_box_inside(box, shape, part, name)
+    left, top = origin
+    mapped = geometry.to_input((x0 - left, y0 - top, x1 - left, y1 - top))
+    if mapped is None:
+        size_h, size_w = geometry.size
+        raise InputError(
+            f"box '{part}' of '{name}' lies outside the part of the image the model sees "
+            f"(x {left + geometry.left / geometry.scale_x:.0f}..."
+            f"{left + (geometry.left + size_w) / geometry.scale_x:.0f}, "
+            f"y {top + geometry.top / geometry.scale_y:.0f}..."
+            f"{top + (geometry.top + size_h) / geometry.scale_y:.0f} of the original): move it, "
+            "or crop or choose another image"
+        )
+    return mapped
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image pair``, ``3 image pairs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _box(values: np.ndarray) -> Box:
+    return (int(values[0]), int(values[1]), int(values[2]), int(values[3]))

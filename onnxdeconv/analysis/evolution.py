@@ -1,0 +1,671 @@
+"""Feature evolution during training (Zeiler & Fergus 2014, Fig. 4).
+
+For chosen feature maps of chosen layers, each checkpoint of a training run is asked for the
+strongest activation of the map over a whole image set (the maximum over images and positions),
+and that activation is projected back to pixel space with the deconvnet. Shown side by side, the
+projections reveal when a feature settles: Zeiler & Fergus saw the lower layers converge within a
+few epochs and the upper ones only after many.
+
+The stability of a layer is measured between consecutive checkpoints: the cosine similarity of the
+projections of each chosen map, each cropped to the receptive field of its unit (so that the same
+pattern found at another position, or in another image, still compares as the same), averaged over
+the maps. A layer *converges* at the first checkpoint after which every step keeps that similarity
+at or above a threshold (0.9 by default).
+
+Everything here is arrays in, arrays out: :func:`trace_checkpoint` runs one model,
+:func:`stability` scores a sequence of crops, :func:`trace_evolution` does both for a series.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
+from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.graph.receptive_field import ReceptiveField
+from onnxdeconv.inputs import Layout, image_layout
+from onnxdeconv.projector import ForwardPass, Projector, Selection
+from onnxdeconv.runtime import Device, create_session, run_bound
+
+logger = logging.getLogger(__name__)
+
+#: Default similarity a layer must keep between consecutive checkpoints to count as converged.
+THRESHOLD = 0.9
+#: Default number of feature maps followed per layer.
+CHANNELS_PER_LAYER = 4
+#: At most this many layers are chosen by default, spread evenly over the depth.
+MAX_DEFAULT_LAYERS = 5
+#: Ops whose outputs count as rectified layers for the default choice.
+RECTIFIERS = {"Relu"}
+#: Metadata key holding a checkpoint's number of training epochs.
+EPOCH_KEY = "onnxdeconv.epoch"
+
+
+@dataclass
+class LayerTrace:
+    """One layer at one checkpoint: the strongest activation of each chosen map, projected.
+
+    Attributes:
+        layer: Tensor name.
+        channels: The chosen feature maps, in row order.
+        picks: For each channel, its strongest activation over all images and positions.
+        projections: ``[K, *input_shape]`` float32 deconvnet projections of ``picks``.
+        crops: ``[K, *crop]`` each projection cut to its unit's receptive field, zero where the
+            field reaches past the image border, in the model's input layout (all the same shape).
+        boxes: For each pick, the ``[begin, end)`` input range per spatial dim that was cut out
+            (may extend past the border); None for a unit that sees the whole input.
+    """
+
+    layer: str
+    channels: list[int]
+    picks: list[Selection]
+    projections: np.ndarray
+    crops: np.ndarray
+    boxes: list[tuple[tuple[int, int], ...] | None]
+
+
+@dataclass
+class LayerStability:
+    """How a layer's projections change from checkpoint to checkpoint.
+
+    Attributes:
+        channel_similarity: ``[K, T-1]`` cosine similarity of each map's cropped projection
+            between checkpoints ``t`` and ``t+1``.
+        similarity: ``[T-1]`` its mean over the maps: the layer's stability score per step.
+        same_argmax: ``[T-1]`` fraction of the maps whose strongest activation stayed in the same
+            image at the same position (None when the picks were not given).
+        converged_at: Index of the first checkpoint after which ``similarity`` stays at or above
+            the threshold; None if the last step is below it.
+        threshold: The threshold used.
+    """
+
+    channel_similarity: np.ndarray
+    similarity: np.ndarray
+    same_argmax: np.ndarray | None
+    converged_at: int | None
+    threshold: float
+
+
+@dataclass
+class EvolutionReport:
+    """A series of checkpoints traced layer by layer, with each layer's stability.
+
+    Attributes:
+        labels: One label per checkpoint (``epoch 4``, or the file name).
+        epochs: Each checkpoint's ``onnxdeconv.epoch`` metadata as a number, or None.
+        layers: The traced tensor names, shallow to deep.
+        aliases: Short alias of each traced tensor (``relu2``).
+        channels: The feature maps followed in each layer.
+        traces: ``traces[t][layer]``: the layer at checkpoint ``t``.
+        stability: Each layer's :class:`LayerStability`.
+        fields: Each layer's receptive field (the same at every checkpoint).
+        threshold: The similarity a step needs to count as stable.
+    """
+
+    labels: list[str]
+    epochs: list[float | None]
+    layers: list[str]
+    aliases: dict[str, str]
+    channels: dict[str, list[int]]
+    traces: list[dict[str, LayerTrace]]
+    stability: dict[str, LayerStability]
+    fields: dict[str, ReceptiveField] = field(default_factory=dict)
+    threshold: float = THRESHOLD
+
+    def converged_label(self, layer: str) -> str | None:
+        """The label of the checkpoint where ``layer`` converges, or None."""
+        index = self.stability[layer].converged_at
+        return None if index is None else self.labels[index]
+
+    def to_json(
+        self, image_names: Sequence[str] | None = None, paths: Sequence[str] | None = None
+    ) -> dict[str, object]:
+        """The report as JSON-ready values (projections left out; crops are in the picture).
+
+        Args:
+            image_names: The name of each image, to say where each strongest activation is.
+            paths: The file of each checkpoint.
+        """
+        layers = []
+        for name in self.layers:
+            stable = self.stability[name]
+            field_ = self.fields.get(name)
+            converged = stable.converged_at
+            features = []
+            for row, channel in enumerate(self.channels[name]):
+                picks = [trace[name].picks[row] for trace in self.traces]
+                features.append(
+                    {
+                        "channel": channel,
+                        "similarity": _floats(stable.channel_similarity[row]),
+                        "strongest": [
+                            {
+                                "image": pick.image,
+                                "image_name": image_names[pick.image] if image_names else None,
+                                "position": list(pick.position or ()),
+                                "value": float(pick.value),
+                            }
+                            for pick in picks
+                        ],
+                    }
+                )
+            layers.append(
+                {
+                    "layer": self.aliases.get(name, name),
+                    "tensor": name,
+                    "channels": list(self.channels[name]),
+                    "receptive_field": None
+                    if field_ is None
+                    else {
+                        "size": None if field_.size is None else list(field_.size),
+                        "stride": list(field_.stride),
+                        "offset": list(field_.offset),
+                    },
+                    "similarity": _floats(stable.similarity),
+                    "same_argmax": None
+                    if stable.same_argmax is None
+                    else _floats(stable.same_argmax),
+                    "converged_at": None
+                    if converged is None
+                    else {
+                        "index": converged,
+                        "label": self.labels[converged],
+                        "epoch": self.epochs[converged],
+                    },
+                    "features": features,
+                }
+            )
+        return {
+            "schema": "onnxdeconv.evolution/1",
+            "similarity": "cosine similarity of receptive-field crops, consecutive checkpoints",
+            "threshold": float(self.threshold),
+            "checkpoints": [
+                {"label": label, "epoch": epoch, "path": paths[index] if paths else None}
+                for index, (label, epoch) in enumerate(zip(self.labels, self.epochs, strict=True))
+            ],
+            "steps": [f"{a} -> {b}" for a, b in zip(self.labels, self.labels[1:], strict=False)],
+            "images": len(image_names) if image_names is not None else None,
+            "image_names": list(image_names) if image_names is not None else None,
+            "layers": layers,
+        }
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(values).ravel()]
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def checkpoint_epoch(prepared: PreparedModel) -> float | None:
+    """The checkpoint's ``onnxdeconv.epoch`` metadata as a number, if it has a numeric one."""
+    raw = prepared.loaded.metadata.get(EPOCH_KEY)
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def checkpoint_label(prepared: PreparedModel, fallback: str = "") -> str:
+    """``epoch N`` from the metadata, else the file name (or ``fallback``)."""
+    raw = prepared.loaded.metadata.get(EPOCH_KEY)
+    if raw:
+        return f"epoch {raw}"
+    path = prepared.loaded.path
+    return path.name if path is not None else fallback
+
+
+def default_layers(prepared: PreparedModel, limit: int = MAX_DEFAULT_LAYERS) -> list[str]:
+    """The projectable rectified layers with spatial maps, at most ``limit`` spread over depth."""
+    found = []
+    for name in prepared.candidates:
+        if prepared.producers[name].op_type not in RECTIFIERS:
+            continue
+        if len(prepared.info[name].per_sample) < 2:
+            continue
+        try:
+            prepared.plan(name)
+        except OnnxDeconvError:
+            continue
+        found.append(name)
+    if not found:
+        raise SelectionError(
+            "the model has no projectable Relu layer with spatial feature maps: choose layers "
+            "with --layers (see 'onnxdeconv layers MODEL')"
+        )
+    if len(found) <= limit:
+        return found
+    # Keep the first and the last, as the paper's rows span the whole depth.
+    picks = sorted({round(i * (len(found) - 1) / (limit - 1)) for i in range(limit)})
+    return [found[i] for i in picks]
+
+
+def check_same_architecture(
+    checkpoints: Sequence[PreparedModel], layers: Sequence[str], names: Sequence[str]
+) -> None:
+    """Check that every checkpoint shares the first one's input and the layers' shapes.
+
+    Args:
+        checkpoints: The prepared checkpoints, first one the reference.
+        layers: Tensor names (resolved on the first checkpoint).
+        names: A name for each checkpoint, for the error message.
+
+    Raises:
+        OnnxDeconvError: A checkpoint differs, in one line naming it and what differs.
+    """
+    first = checkpoints[0]
+    reference = names[0]
+    for prepared, name in zip(checkpoints[1:], names[1:], strict=True):
+        hint = "give checkpoints of one architecture, in training order"
+        mine, theirs = prepared.loaded, first.loaded
+        if (mine.input_name, prepared.input_shape, mine.input_dtype) != (
+            theirs.input_name,
+            first.input_shape,
+            theirs.input_dtype,
+        ):
+            raise OnnxDeconvError(
+                f"checkpoint '{name}' takes input '{mine.input_name}' "
+                f"{_shape(prepared.input_shape)} {mine.input_dtype}, but '{reference}' takes "
+                f"'{theirs.input_name}' {_shape(first.input_shape)} {theirs.input_dtype}: {hint}"
+            )
+        for layer in layers:
+            if layer not in prepared.candidates:
+                raise OnnxDeconvError(
+                    f"checkpoint '{name}' has no layer '{layer}', which '{reference}' has: {hint}"
+                )
+            have, want = prepared.info[layer].per_sample, first.info[layer].per_sample
+            if have != want:
+                raise OnnxDeconvError(
+                    f"layer '{layer}' is {_shape(have)} in checkpoint '{name}' but "
+                    f"{_shape(want)} in '{reference}': {hint}"
+                )
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+# --- one checkpoint -----------------------------------------------------------------------
+
+
+def strongest_over_images(
+    activations: np.ndarray, channels: Sequence[int] | None = None
+) -> list[Selection]:
+    """For each channel, its strongest activation over every image and position.
+
+    Args:
+        activations: ``[N, C, *spatial]`` activations of one layer over an image set.
+        channels: The channels to look at (all, in order, when None).
+
+    Returns:
+        One :class:`~onnxdeconv.projector.Selection` per channel; a tie goes to the first image,
+        then the first position in row-major order.
+    """
+    values = np.asarray(activations)
+    count = values.shape[1]
+    wanted = list(range(count)) if channels is None else [int(c) for c in channels]
+    for channel in wanted:
+        if not 0 <= channel < count:
+            raise SelectionError(
+                f"channel {channel} is out of range: the layer has {count} channels "
+                f"(0..{count - 1}); fix --channels"
+            )
+    spatial = values.shape[2:]
+    picks = []
+    for channel in wanted:
+        # [N, C, ...] -> [N * prod(spatial)] in image-major order, so argmax's first hit is the
+        # earliest image.
+        flat = values[:, channel].reshape(-1).astype(np.float32)
+        best = int(np.argmax(flat))
+        image, *where = np.unravel_index(best, (values.shape[0], *spatial))
+        position = tuple(int(p) for p in where)
+        picks.append(Selection(int(image), channel, position, float(flat[best])))
+    return picks
+
+
+def strongest_channels(picks: Sequence[Selection], count: int) -> list[int]:
+    """The ``count`` channels with the highest strongest activation, in channel order."""
+    order = sorted(picks, key=lambda pick: (-pick.value, pick.channel))[:count]
+    return sorted(pick.channel for pick in order)
+
+
+def crop_to_field(
+    projection: np.ndarray,
+    field: ReceptiveField,
+    position: tuple[int, ...] | None,
+    layout: Layout = "NCHW",
+) -> tuple[np.ndarray, tuple[tuple[int, int], ...] | None]:
+    """Cut one projection to the receptive field of the unit at ``position``.
+
+    The crop always has the field's size: where the field reaches past the image border, the crop
+    holds zeros, so that the unit's own pixel grid lines up across checkpoints and positions.
+
+    Args:
+        projection: One projection, in the model's per-sample input layout.
+        field: The layer's receptive field.
+        position: The unit's spatial position in the layer (None or a global field: no crop).
+        layout: ``NCHW`` (channels first) or ``NHWC``.
+
+    Returns:
+        The crop and the ``[begin, end)`` box per spatial dim (None when nothing was cut).
+    """
+    values = np.asarray(projection, np.float32)
+    box = field.box(position) if position is not None and field.size is not None else None
+    if box is None or not box:
+        return values, None
+    first = 1 if layout == "NCHW" else 0
+    spatial = values.shape[first : first + len(box)]
+    shape = list(values.shape)
+    source: list[slice] = [slice(None)] * values.ndim
+    target: list[slice] = [slice(None)] * values.ndim
+    for axis, ((begin, end), size) in enumerate(zip(box, spatial, strict=True)):
+        shape[first + axis] = end - begin
+        low, high = max(begin, 0), min(end, size)
+        source[first + axis] = slice(low, max(low, high))
+        target[first + axis] = slice(low - begin, low - begin + max(0, high - low))
+    crop = np.zeros(shape, np.float32)
+    crop[tuple(target)] = values[tuple(source)]
+    return crop, box
+
+
+class LayerForwards:
+    """Projectors for several layers of one model that share one instrumented forward pass.
+
+    :class:`~onnxdeconv.projector.Projector` runs its own forward pass per layer; this runs the
+    model once with every layer and everything their deconv graphs need as outputs.
+
+    Example:
+        >>> run = LayerForwards(prepared, ["relu1", "relu2"])
+        >>> passes = run.forward(images)                       # one forward run
+        >>> run.projectors["relu2"].project(passes["relu2"], picks)
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        layers: Sequence[str],
+        rule: Mode = "deconvnet",
+        device: Device = "auto",
+    ) -> None:
+        self.prepared = prepared
+        self.layers = [prepared.resolve(layer) for layer in layers]
+        self.projectors = {layer: Projector(prepared, layer, rule, device) for layer in self.layers}
+        loaded = prepared.loaded
+        batch = loaded.input_shape[0]
+        self._batch = batch if isinstance(batch, int) and batch > 0 else None
+        needed: dict[str, None] = {}
+        switches: dict[str, None] = {}
+        for projector in self.projectors.values():
+            needed.update(dict.fromkeys(projector.plan.forward_inputs))
+            switches.update(dict.fromkeys(projector.plan.switches))
+        self._names = list(dict.fromkeys([*self.layers, *needed]))
+        sized = with_input_shape(
+            loaded.model, loaded.input_name, (self._batch or "N", *prepared.input_shape)
+        )
+        model, _ = instrument(
+            sized,
+            expose=self._names,
+            switches_of=list(switches),
+            info=prepared.info,
+            batch=self._batch or "N",
+        )
+        self.session = create_session(model, device)
+
+    def forward(self, inputs: np.ndarray) -> dict[str, ForwardPass]:
+        """Run the model once on ``[N, *input_shape]``; one ForwardPass per layer."""
+        first = self.projectors[self.layers[0]]
+        first._check_inputs(inputs)
+        feed = self.prepared.loaded.input_name
+        chunk = self._batch or len(inputs)
+        values: dict[str, ort.OrtValue | np.ndarray]
+        if chunk == len(inputs):
+            values = dict(run_bound(self.session, {feed: inputs}, self._names, self.layers))
+        else:
+            # A model with a fixed batch runs chunk by chunk; the parts meet on the host.
+            parts = [
+                run_bound(self.session, {feed: inputs[i : i + chunk]}, self._names, self._names)
+                for i in range(0, len(inputs), chunk)
+            ]
+            values = {
+                name: np.concatenate([part[name].numpy() for part in parts]) for name in self._names
+            }
+        passes = {}
+        for layer, projector in self.projectors.items():
+            activations = values[layer]
+            host = activations if isinstance(activations, np.ndarray) else activations.numpy()
+            passes[layer] = ForwardPass(
+                inputs,
+                np.asarray(host),
+                {name: values[name] for name in projector.plan.forward_inputs},
+            )
+        return passes
+
+
+def trace_checkpoint(
+    prepared: PreparedModel,
+    images: np.ndarray,
+    channels: Mapping[str, Sequence[int] | None],
+    count: int = CHANNELS_PER_LAYER,
+    rule: Mode = "deconvnet",
+    device: Device = "auto",
+) -> dict[str, LayerTrace]:
+    """Project each chosen map's strongest activation over ``images`` at one checkpoint.
+
+    One forward pass over the whole batch serves every layer; each layer's projections run as one
+    batched deconv.
+
+    Args:
+        prepared: The checkpoint.
+        images: Preprocessed inputs ``[N, *input_shape]`` in the model's input dtype.
+        channels: Tensor name -> the maps to follow; None picks the ``count`` maps with the
+            highest strongest activation here.
+        count: Maps per layer when a layer's channels are None.
+        rule: The projection rule (``deconvnet`` in the paper).
+        device: Where ONNX Runtime runs.
+
+    Returns:
+        Tensor name -> :class:`LayerTrace`, in the order of ``channels``.
+    """
+    if count < 1:
+        raise SelectionError(f"the number of channels per layer must be at least 1, got {count}")
+    runner = LayerForwards(prepared, list(channels), rule, device)
+    passes = runner.forward(images)
+    layout, _ = _layout(prepared)
+    traces = {}
+    for name, wanted in zip(runner.layers, channels.values(), strict=True):
+        forward = passes[name]
+        if wanted is None:
+            chosen = strongest_channels(strongest_over_images(forward.activations), count)
+        else:
+            chosen = [int(c) for c in wanted]
+        picks = strongest_over_images(forward.activations, chosen)
+        projections = runner.projectors[name].project(forward, picks)
+        field_ = prepared.receptive_fields[name]
+        cut = [
+            crop_to_field(projection, field_, pick.position, layout)
+            for projection, pick in zip(projections, picks, strict=True)
+        ]
+        traces[name] = LayerTrace(
+            layer=name,
+            channels=chosen,
+            picks=picks,
+            projections=projections,
+            crops=np.stack([crop for crop, _ in cut]),
+            boxes=[box for _, box in cut],
+        )
+    return traces
+
+
+def _layout(prepared: PreparedModel) -> tuple[Layout, int]:
+    try:
+        return image_layout(prepared.input_shape)
+    except InputError:
+        return "NCHW", int(prepared.input_shape[0])
+
+
+# --- stability ----------------------------------------------------------------------------
+
+
+def cosine_similarity(first: np.ndarray, second: np.ndarray) -> float:
+    """Cosine similarity of two arrays of one shape, flattened.
+
+    Two all-zero arrays (a map that never fires at either checkpoint) count as identical (1);
+    one all-zero array against a non-zero one as unrelated (0).
+    """
+    a = np.asarray(first, np.float64).ravel()
+    b = np.asarray(second, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare arrays of {a.size} and {b.size} values")
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 1.0 if norm_a == norm_b else 0.0
+    return float(np.clip(np.dot(a, b) / (norm_a * norm_b), -1.0, 1.0))
+
+
+def converged_at(
+    similarities: Sequence[float] | np.ndarray, threshold: float = THRESHOLD
+) -> int | None:
+    """The first checkpoint after which the similarity of every step stays at or above threshold.
+
+    ``similarities[t]`` compares checkpoints ``t`` and ``t+1``. E.g. ``[0.2, 0.5, 0.95, 0.97]``
+    (five checkpoints) converges at checkpoint 2 (the third): from there on nothing changes.
+
+    Returns:
+        The checkpoint index, 0 when every step is stable, None when the last step is not (or
+        there is no step).
+    """
+    values = [float(s) for s in similarities]
+    stable = 0
+    for value in reversed(values):
+        if not value >= threshold:
+            break
+        stable += 1
+    return None if stable == 0 else len(values) - stable
+
+
+def stability(
+    crops: Sequence[np.ndarray],
+    threshold: float = THRESHOLD,
+    picks: Sequence[Sequence[Selection]] | None = None,
+) -> LayerStability:
+    """Score how one layer's chosen maps change over a series of checkpoints.
+
+    Args:
+        crops: Per checkpoint, ``[K, ...]`` the cropped projections of the same K maps.
+        threshold: The similarity a step must reach to count as stable.
+        picks: Per checkpoint, the K selections the crops came from (for ``same_argmax``).
+
+    Returns:
+        The per-map and mean cosine similarities of consecutive checkpoints and where the layer
+        converges.
+    """
+    if not crops:
+        raise ValueError("stability needs the crops of at least one checkpoint")
+    rows = len(crops[0])
+    if any(len(c) != rows for c in crops):
+        raise ValueError("every checkpoint must give the same number of crops")
+    steps = len(crops) - 1
+    per_map = np.ones((rows, steps), np.float64)
+    for step in range(steps):
+        for row in range(rows):
+            per_map[row, step] = cosine_similarity(crops[step][row], crops[step + 1][row])
+    mean = per_map.mean(axis=0) if rows else np.ones(steps)
+    same = None
+    if picks is not None:
+        same = np.array(
+            [
+                np.mean(
+                    [
+                        (a.image, a.position) == (b.image, b.position)
+                        for a, b in zip(picks[step], picks[step + 1], strict=True)
+                    ]
+                )
+                if rows
+                else 1.0
+                for step in range(steps)
+            ],
+            np.float64,
+        )
+    return LayerStability(per_map, mean, same, converged_at(mean, threshold), threshold)
+
+
+# --- a whole series -----------------------------------------------------------------------
+
+
+def trace_evolution(
+    checkpoints: Sequence[PreparedModel],
+    images: np.ndarray,
+    layers: Sequence[str] | None = None,
+    channels: Sequence[int] | None = None,
+    count: int = CHANNELS_PER_LAYER,
+    threshold: float = THRESHOLD,
+    device: Device = "auto",
+) -> EvolutionReport:
+    """Trace chosen feature maps through a training run, as in Zeiler & Fergus' Fig. 4.
+
+    Args:
+        checkpoints: Prepared checkpoints of one architecture, in training order.
+        images: Preprocessed inputs ``[N, *input_shape]`` in the model's input dtype.
+        layers: Tensor names or aliases (default: :func:`default_layers` of the first checkpoint).
+        channels: The maps to follow in every layer; default: per layer, the ``count`` maps with
+            the highest strongest activation at the last checkpoint (the trained model).
+        count: Maps per layer when ``channels`` is None.
+        threshold: Similarity a layer must keep between consecutive checkpoints.
+        device: Where ONNX Runtime runs.
+    """
+    if len(checkpoints) < 2:
+        raise OnnxDeconvError(
+            f"feature evolution needs at least two checkpoints, got {len(checkpoints)}"
+        )
+    first = checkpoints[0]
+    names = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
+    chosen = [first.resolve(layer) for layer in layers] if layers else default_layers(first)
+    check_same_architecture(checkpoints, chosen, names)
+    wanted: dict[str, Sequence[int] | None] = dict.fromkeys(chosen, channels)
+    last = trace_checkpoint(checkpoints[-1], images, wanted, count, device=device)
+    fixed: dict[str, Sequence[int] | None] = {n: t.channels for n, t in last.items()}
+    traces = [trace_checkpoint(p, images, fixed, count, device=device) for p in checkpoints[:-1]]
+    traces.append(last)
+    return build_report(checkpoints, traces, threshold)
+
+
+def build_report(
+    checkpoints: Sequence[PreparedModel],
+    traces: Sequence[dict[str, LayerTrace]],
+    threshold: float = THRESHOLD,
+) -> EvolutionReport:
+    """Combine per-checkpoint traces (same layers and maps) into an :class:`EvolutionReport`."""
+    first = checkpoints[0]
+    layers = list(traces[0])
+    inverse = {name: alias for alias, name in first.aliases.items()}
+    labels = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
+    if len(set(labels)) < len(labels):
+        # Same-named files from different folders still need columns one can tell apart.
+        labels = [f"{i + 1}: {label}" for i, label in enumerate(labels)]
+    return EvolutionReport(
+        labels=labels,
+        epochs=[checkpoint_epoch(p) for p in checkpoints],
+        layers=layers,
+        aliases={name: inverse.get(name, name) for name in layers},
+        channels={name: list(traces[0][name].channels) for name in layers},
+        traces=list(traces),
+        stability={
+            name: stability(
+                [trace[name].crops for trace in traces],
+                threshold,
+                [trace[name].picks for trace in traces],
+            )
+            for name in layers
+        },
+        fields={name: first.receptive_fields[name] for name in layers},
+        threshold=threshold,
+    )

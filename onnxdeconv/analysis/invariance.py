@@ -1,0 +1,458 @@
+"""Feature invariance under translation, scaling and rotation (Zeiler & Fergus, Fig. 5).
+
+Zeiler & Fergus translated, rotated and scaled five images by varying amounts and plotted, against
+the amount, the Euclidean distance between the feature vectors of the original and the transformed
+image at a bottom and a top layer, and the probability of the image's true label. Small
+transformations changed the first layer a lot and the top feature layer much less; the output was
+not invariant to rotation except for rotationally symmetric objects.
+
+:func:`invariance_curves` measures the same on any ONNX convnet:
+
+* The transform (:func:`transform_image`) is applied to the RGB image at the model's input
+  resolution, before preprocessing, with ``cv2.warpAffine`` (bilinear) about the image centre. The
+  pixels it brings in from outside the image are filled by reflection (``reflect``, OpenCV's
+  ``BORDER_REFLECT_101``) or by repeating the edge pixels (``replicate``), never with black, so
+  the border adds no artificial edge.
+* For each layer the feature vector is the flattened activation of the image. The distance is the
+  Euclidean distance ``||f(T x) - f(x)||`` (what the paper plots) and the relative distance divides
+  it by ``||f(x)||``, which makes layers of different scale comparable.
+* The probability is that of the label under the model's class output (the last graph output),
+  through a softmax unless that output already comes out of one.
+
+All transformed copies of one image run through one instrumented forward session that exposes
+every chosen layer and the class output together, in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import onnx
+
+from onnxdeconv.errors import InputError, OnnxDeconvError
+from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.inputs import Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.runtime import Device, create_session
+
+logger = logging.getLogger(__name__)
+
+TransformKind = Literal["translate", "scale", "rotate"]
+Border = Literal["reflect", "replicate"]
+OutputKind = Literal["softmax", "log_softmax", "logits"]
+#: The transforms, in the order the paper shows them.
+TRANSFORMS: tuple[TransformKind, ...] = ("translate", "scale", "rotate")
+BORDERS: tuple[Border, ...] = ("reflect", "replicate")
+#: The amount that leaves an image unchanged.
+IDENTITY: dict[TransformKind, float] = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
+#: What an amount means, for axis labels.
+UNITS: dict[TransformKind, str] = {
+    "translate": "vertical shift (px, + is down)",
+    "scale": "scale factor",
+    "rotate": "rotation (degrees, counter-clockwise)",
+}
+#: Default sweep of each transform: (low, high, steps). Translation is a fraction of the height:
+#: ±60 px at 224 px, as in the paper's figure.
+DEFAULT_SWEEPS: dict[TransformKind, tuple[float, float, int]] = {
+    "translate": (-60 / 224, 60 / 224, 13),
+    "scale": (0.6, 1.6, 11),
+    "rotate": (0.0, 360.0, 25),
+}
+_BORDER_MODES = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
+#: Ops that only reshape, copy or normalise a tensor on the way to the class output.
+_PASSIVE = {
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Softmax",
+    "LogSoftmax",
+}
+
+
+def _check_kind(kind: str) -> TransformKind:
+    if kind not in TRANSFORMS:
+        raise InputError(f"unknown transform '{kind}': use one of {', '.join(TRANSFORMS)}")
+    return kind
+
+
+def transform_matrix(kind: TransformKind, amount: float, size: tuple[int, int]) -> np.ndarray:
+    """The 2x3 affine map from source to destination pixel coordinates (x right, y down).
+
+    Args:
+        kind: ``translate`` moves the content down by ``amount`` pixels (up when negative);
+            ``scale`` magnifies it by the factor ``amount`` about the centre; ``rotate`` turns it
+            ``amount`` degrees counter-clockwise as displayed, about the centre.
+        amount: How much.
+        size: The image's ``(height, width)``. The centre is ``((width-1)/2, (height-1)/2)`` in
+            pixel-centre coordinates, so a square image rotated by 90 degrees maps its pixel grid
+            onto itself exactly.
+    """
+    kind = _check_kind(kind)
+    height, width = size
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    if kind == "translate":
+        return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, float(amount)]])
+    if kind == "scale":
+        if not amount > 0:
+            raise InputError(f"scale factor {amount:g} must be above 0: give factors like 0.6..1.6")
+        s = float(amount)
+        return np.array([[s, 0.0, (1 - s) * cx], [0.0, s, (1 - s) * cy]])
+    quarter = float(amount) / 90.0
+    if quarter == round(quarter):
+        # cos/sin of right angles are exact here, so a 90-degree turn is a pure pixel permutation.
+        cos, sin = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[round(quarter) % 4]
+    else:
+        cos, sin = math.cos(math.radians(amount)), math.sin(math.radians(amount))
+    # In y-down coordinates a counter-clockwise turn on screen is x' = c x + s y, y' = -s x + c y.
+    return np.array(
+        [
+            [cos, sin, (1 - cos) * cx - sin * cy],
+            [-sin, cos, sin * cx + (1 - cos) * cy],
+        ]
+    )
+
+
+def transform_image(
+    rgb: np.ndarray, kind: TransformKind, amount: float, border: Border = "reflect"
+) -> np.ndarray:
+    """Translate, scale or rotate an image, keeping its size (see :func:`transform_matrix`).
+
+    Args:
+        rgb: ``[H, W, 3]`` or ``[H, W]`` uint8 image.
+        kind: ``translate``, ``scale`` or ``rotate``.
+        amount: Pixels down, magnification factor, or degrees counter-clockwise.
+        border: How pixels from outside the image are filled: ``reflect`` (mirrored without
+            repeating the edge, OpenCV's ``BORDER_REFLECT_101``) or ``replicate`` (the edge pixel
+            repeated).
+
+    Returns:
+        The transformed image, same shape and dtype; bilinear interpolation.
+    """
+    if border not in _BORDER_MODES:
+        raise InputError(f"unknown border '{border}': use one of {', '.join(BORDERS)}")
+    height, width = rgb.shape[:2]
+    matrix = transform_matrix(kind, amount, (height, width))
+    if np.array_equal(matrix, np.eye(2, 3)):
+        unchanged: np.ndarray = rgb.copy()
+        return unchanged
+    warped: np.ndarray = cv2.warpAffine(
+        np.ascontiguousarray(rgb),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=_BORDER_MODES[border],
+    )
+    return warped.reshape(rgb.shape)
+
+
+def sweep(
+    kind: TransformKind,
+    height: int,
+    steps: int | None = None,
+    low: float | None = None,
+    high: float | None = None,
+) -> np.ndarray:
+    """Evenly spaced amounts of a transform, always including the identity.
+
+    Args:
+        kind: The transform.
+        height: Input height in pixels; the default translation range is ±60/224 of it.
+        steps: How many evenly spaced amounts from ``low`` to ``high`` (default: 13 shifts,
+            11 scale factors 0.6..1.6, 25 rotations 0..360 degrees, every 15).
+        low: Start of the range, in the transform's unit (pixels, factor, degrees).
+        high: End of the range.
+
+    Returns:
+        Sorted unique float64 amounts; the identity is added when the grid misses it.
+    """
+    kind = _check_kind(kind)
+    default_low, default_high, default_steps = DEFAULT_SWEEPS[kind]
+    if kind == "translate":
+        default_low, default_high = round(default_low * height), round(default_high * height)
+    low = default_low if low is None else low
+    high = default_high if high is None else high
+    steps = default_steps if steps is None else steps
+    if steps < 2 or not high > low:
+        raise InputError(
+            f"a sweep needs at least 2 steps over a range low < high; got {steps} steps over "
+            f"{low:g}..{high:g}"
+        )
+    if kind == "scale" and not low > 0:
+        raise InputError(f"scale factors must be above 0, got the range {low:g}..{high:g}")
+    amounts = np.linspace(low, high, steps)
+    return np.unique(np.round(np.append(amounts, IDENTITY[kind]), 9))
+
+
+@dataclass(frozen=True)
+class ClassOutput:
+    """The model's class output: the tensor, and whether it holds probabilities or logits."""
+
+    name: str
+    #: ``softmax`` when it already comes out of a Softmax, ``log_softmax`` out of a LogSoftmax,
+    #: ``logits`` otherwise.
+    kind: OutputKind
+
+
+def class_output(model: PreparedModel) -> ClassOutput:
+    """The last graph output, and whether a Softmax (through reshapes) produced it."""
+    name = model.graph.output[-1].name
+    tensor = name
+    while tensor in model.producers:
+        node = model.producers[tensor]
+        if node.op_type == "Softmax":
+            return ClassOutput(name, "softmax")
+        if node.op_type == "LogSoftmax":
+            return ClassOutput(name, "log_softmax")
+        if node.op_type not in _PASSIVE or not node.input:
+            break
+        tensor = node.input[0]
+    return ClassOutput(name, "logits")
+
+
+def probabilities(values: np.ndarray, kind: OutputKind) -> np.ndarray:
+    """Class probabilities ``[N, K]`` (float64) from a class output ``[N, ...]``."""
+    flat = np.asarray(values, np.float64).reshape(len(values), -1)
+    if kind == "softmax":
+        return flat
+    if kind == "log_softmax":
+        return np.exp(flat)
+    shifted = np.exp(flat - flat.max(axis=1, keepdims=True))
+    result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return result
+
+
+def default_layers(model: PreparedModel) -> list[str]:
+    """The paper's bottom and top layers, in graph order, without repeats.
+
+    * bottom: the first Relu output (the first Conv output, or the first layer, when there is none);
+    * the deepest spatial layer: the last one with more than one position (the dims after the
+      channel axis);
+    * top: the last layer with one position before the class output (its softmax and reshapes
+      aside), like the paper's layer 7: DigitNet's ``relu4``, SqueezeNet's pooled class scores.
+
+    Among layers that hold the same values (a Flatten or Dropout of another), the one an op
+    computes is taken.
+    """
+    candidates = model.candidates
+    if not candidates:
+        raise OnnxDeconvError("the model has no layer computed from its input: nothing to measure")
+    ops = {name: model.producers[name].op_type for name in candidates}
+    bottom = next(
+        (n for n in candidates if ops[n] == "Relu"),
+        next((n for n in candidates if ops[n] == "Conv"), candidates[0]),
+    )
+    head = _output_chain(model)
+    inner = [n for n in candidates if n not in head]
+    computed = [n for n in inner if ops[n] not in _PASSIVE] or inner
+    spatial = [n for n in computed if math.prod(model.info[n].per_sample[1:]) > 1]
+    vectors = [n for n in computed if math.prod(model.info[n].per_sample[1:]) == 1]
+    chosen = {bottom, *spatial[-1:], *vectors[-1:]}
+    return [n for n in candidates if n in chosen]
+
+
+def _output_chain(model: PreparedModel) -> set[str]:
+    """The class output and the tensors it only reshapes or normalises (its softmax input...)."""
+    tensor = model.graph.output[-1].name
+    chain = {tensor}
+    while tensor in model.producers:
+        node = model.producers[tensor]
+        if node.op_type not in _PASSIVE or not node.input:
+            break
+        tensor = node.input[0]
+        if tensor in model.producers and model.producers[tensor].op_type in _PASSIVE:
+            chain.add(tensor)
+    return chain
+
+
+class FeatureReader:
+    """One forward session that returns several layers and the class output of a batch.
+
+    Args:
+        model: The prepared model.
+        layers: Tensor names to return (resolved names, not aliases).
+        device: Where ONNX Runtime runs.
+    """
+
+    def __init__(self, model: PreparedModel, layers: Sequence[str], device: Device = "auto"):
+        self.model = model
+        self.layers = list(layers)
+        self.output = class_output(model)
+        loaded = model.loaded
+        batch = loaded.input_shape[0]
+        #: A model exported with a fixed batch runs that many inputs at a time.
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        dim: int | str = self.fixed_batch or "N"
+        sized = with_input_shape(loaded.model, loaded.input_name, (dim, *model.input_shape))
+        instrumented, _ = instrument(sized, self.layers, (), model.info, batch=dim)
+        onnx.checker.check_model(instrumented)
+        self.session = create_session(instrumented, device)
+        # A chosen layer may be the class output itself; fetch each tensor once.
+        self._names = list(dict.fromkeys([self.output.name, *self.layers]))
+
+    def run(self, inputs: np.ndarray, chunk: int = 32) -> dict[str, np.ndarray]:
+        """The chosen layers and the class output for ``inputs [N, *input_shape]``, chunked."""
+        step = self.fixed_batch or max(1, chunk)
+        feed = self.model.loaded.input_name
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self._names}
+        for start in range(0, len(inputs), step):
+            values = self.session.run(self._names, {feed: inputs[start : start + step]})
+            for name, value in zip(self._names, values, strict=True):
+                parts[name].append(np.asarray(value))
+        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+@dataclass
+class InvarianceCurves:
+    """What :func:`invariance_curves` measured for one transform.
+
+    Attributes:
+        kind: The transform.
+        amounts: ``[A]`` amounts, in the transform's unit.
+        layers: The layers' tensor names.
+        labels: ``[I]`` the class whose probability is tracked, per image.
+        distances: ``[I, A, L]`` Euclidean distance between the flattened activations of the
+            original and of the transformed image.
+        norms: ``[I, L]`` norm of each original image's flattened activations.
+        probabilities: ``[I, A]`` probability of the label for each transformed image.
+        original_probabilities: ``[I]`` probability of the label for the original image.
+    """
+
+    kind: TransformKind
+    amounts: np.ndarray
+    layers: list[str]
+    labels: np.ndarray
+    distances: np.ndarray
+    norms: np.ndarray
+    probabilities: np.ndarray
+    original_probabilities: np.ndarray
+
+    @property
+    def relative_distances(self) -> np.ndarray:
+        """``[I, A, L]`` distances divided by the original's norm (NaN where that norm is 0)."""
+        norms = self.norms[:, None, :]
+        out = np.full_like(self.distances, np.nan)
+        np.divide(self.distances, norms, out=out, where=norms > 0)
+        return out
+
+
+def model_image_size(model: PreparedModel) -> tuple[int, int]:
+    """The model's input ``(height, width)``."""
+    layout, _ = image_layout(model.input_shape)
+    spatial = model.input_shape[1:] if layout == "NCHW" else model.input_shape[:-1]
+    if len(spatial) != 2:
+        raise InputError(f"the model input {list(model.input_shape)} is not a 2-D image input")
+    return int(spatial[0]), int(spatial[1])
+
+
+def invariance_curves(
+    model: PreparedModel,
+    images: Sequence[np.ndarray],
+    preprocessing: Preprocessing,
+    kind: TransformKind,
+    amounts: Sequence[float] | np.ndarray,
+    layers: Sequence[str] | None = None,
+    label: int | Sequence[int] | None = None,
+    *,
+    border: Border = "reflect",
+    reader: FeatureReader | None = None,
+    device: Device = "auto",
+    chunk: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> InvarianceCurves:
+    """Feature distances and label probability of transformed copies of each image.
+
+    Args:
+        model: The prepared model.
+        images: RGB (or gray) uint8 images; any other size than the model's input is first
+            resized on its shorter side and centre-cropped, as ``onnxdeconv project`` does.
+        preprocessing: How pixels become model inputs.
+        kind: ``translate``, ``scale`` or ``rotate`` (see :func:`transform_image`).
+        amounts: The amounts to apply (e.g. from :func:`sweep`).
+        layers: Tensor names or aliases (default: :func:`default_layers`).
+        label: The class whose probability is tracked: one index for every image, one per image,
+            or None for each original image's predicted class.
+        border: How transforms fill the pixels they bring in.
+        reader: A :class:`FeatureReader` to reuse across calls (its layers win over ``layers``).
+        device: Where ONNX Runtime runs, when no reader is given.
+        chunk: Inputs per forward run (a model with a fixed batch runs that batch).
+        progress: Called with 1 after each image.
+
+    Returns:
+        The curves, with the original as reference for every distance.
+    """
+    kind = _check_kind(kind)
+    if not images:
+        raise InputError("no images to transform: give at least one")
+    if reader is None:
+        names = [model.resolve(n) for n in layers] if layers else default_layers(model)
+        reader = FeatureReader(model, names, device)
+    names = reader.layers
+    steps = np.asarray(amounts, np.float64).reshape(-1)
+    if steps.size == 0:
+        raise InputError("no transform amounts given: give at least one")
+    size = model_image_size(model)
+    layout, channels = image_layout(model.input_shape)
+    dtype = model.loaded.input_dtype
+    labels = _labels(label, len(images))
+    distances = np.zeros((len(images), len(steps), len(names)))
+    norms = np.zeros((len(images), len(names)))
+    probs = np.zeros((len(images), len(steps)))
+    originals = np.zeros(len(images))
+    chosen = np.zeros(len(images), np.int64)
+    for index, image in enumerate(images):
+        rgb = _fit(np.asarray(image), size)
+        batch = [rgb] + [transform_image(rgb, kind, float(a), border) for a in steps]
+        inputs = np.concatenate(
+            [normalise(picture, preprocessing, layout, channels, dtype) for picture in batch]
+        )
+        values = reader.run(inputs, chunk)
+        class_probs = probabilities(values[reader.output.name], reader.output.kind)
+        wanted = labels[index] if labels is not None else int(class_probs[0].argmax())
+        if not 0 <= wanted < class_probs.shape[1]:
+            raise InputError(
+                f"label {wanted} is out of range: the model has {class_probs.shape[1]} classes "
+                f"(0..{class_probs.shape[1] - 1})"
+            )
+        chosen[index] = wanted
+        originals[index] = class_probs[0, wanted]
+        probs[index] = class_probs[1:, wanted]
+        for column, name in enumerate(names):
+            features = values[name].reshape(len(inputs), -1).astype(np.float64)
+            norms[index, column] = np.linalg.norm(features[0])
+            distances[index, :, column] = np.linalg.norm(features[1:] - features[0], axis=1)
+        if progress is not None:
+            progress(1)
+    return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals)
+
+
+def _labels(label: int | Sequence[int] | None, count: int) -> list[int] | None:
+    if label is None:
+        return None
+    if isinstance(label, (int, np.integer)):
+        return [int(label)] * count
+    labels = [int(x) for x in label]
+    if len(labels) != count:
+        raise InputError(f"got {len(labels)} labels for {count} images: give one per image")
+    return labels
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise InputError(
+            f"images must be uint8 [H, W, 3] or [H, W] arrays, got {image.dtype} {image.shape}"
+        )
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.shape[:2] != size:
+        image = fit_image(image, size)
+    return np.ascontiguousarray(image)
