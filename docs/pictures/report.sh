@@ -5,7 +5,7 @@ set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 onnxdeconv report models/digitnet.onnx --images models/examples -o "$work/report"
-# Also time the SqueezeNet run quoted in docs/sections/report.md, when the shared model is here.
+# Also time the SqueezeNet run quoted in the README, when the shared model is here.
 if [ -f ../shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx ]; then
   onnxdeconv report ../shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx --images ../shared/images \
     --preset caffe --labels ../shared/models/squeezenet1.1-fp16/Labels.txt -o "$work/squeezenet"
