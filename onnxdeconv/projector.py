@@ -16,7 +16,7 @@ from onnxdeconv.deconv.rules import Mode
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.graph.passes import instrument, prune_to, skeleton, with_input_shape
 from onnxdeconv.runtime import Device, create_session, provider_of, run_bound
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,12 @@ class Projector:
         onnx.checker.check_model(self.plan.model, full_check=True)
         batch = loaded.input_shape[0]
         self._batch = batch if isinstance(batch, int) and batch > 0 else None
+        # The forward graph keeps only what the layer depends on: the rest of a classifier (often
+        # most of its weights) would only slow loading. check's faithful.outputs verifies that
+        # instrumenting the whole graph leaves the model's outputs unchanged.
+        pruned = prune_to(loaded.model, [self.layer])
         sized = with_input_shape(
-            loaded.model, loaded.input_name, (self._batch or "N", *self.prepared.input_shape)
+            pruned, loaded.input_name, (self._batch or "N", *self.prepared.input_shape)
         )
         self.forward_model, _ = instrument(
             sized,
@@ -87,7 +91,7 @@ class Projector:
             info=self.prepared.info,
             batch=self._batch or "N",
         )
-        onnx.checker.check_model(self.forward_model, full_check=True)
+        onnx.checker.check_model(skeleton(self.forward_model), full_check=True)
         self.forward_session = create_session(self.forward_model, device)
         self.deconv_session = create_session(self.plan.model, device)
         self.provider = provider_of(self.forward_session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -9,6 +10,7 @@ from typing import Literal
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
 
@@ -32,6 +34,26 @@ def _quiet_cuda_session(payload: bytes, options: ort.SessionOptions) -> ort.Infe
         options.log_severity_level = previous
 
 
+@functools.cache
+def cuda_loads() -> bool:
+    """Whether the CUDA provider loads here, tried once per process on a one-node graph.
+
+    Asking a large model for CUDA on a machine without it would build that session twice.
+    """
+    if CUDA not in ort.get_available_providers():
+        return False
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    options = ort.SessionOptions()
+    return CUDA in _quiet_cuda_session(model.SerializeToString(), options).get_providers()
+
+
 def create_session(
     model: onnx.ModelProto, device: Device = "auto", threads: int | None = None
 ) -> ort.InferenceSession:
@@ -45,7 +67,7 @@ def create_session(
     if threads:
         options.intra_op_num_threads = threads
     payload = model.SerializeToString()
-    if device != "cpu" and CUDA in ort.get_available_providers():
+    if device != "cpu" and cuda_loads():
         session = _quiet_cuda_session(payload, options)
         if CUDA in session.get_providers():
             return session

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import pkgutil
 import sys
 from pathlib import Path
 from typing import cast
@@ -19,13 +21,38 @@ from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import PRESETS, load_input
 from onnxdeconv.projector import Projector, Selection
-from onnxdeconv.render import Panel, display_projection, projection_figure, save_figure
 from onnxdeconv.runtime import Device
 
 CONTEXT = options.CONTEXT
 
 
-@click.group(context_settings=CONTEXT)
+class _LazyGroup(click.Group):
+    """Loads each command module of onnxdeconv/cli/<name>_command.py only when it is run.
+
+    Importing every analysis (and matplotlib) would cost a one-off projection a second.
+    """
+
+    def _modules(self) -> dict[str, str]:
+        import onnxdeconv.cli as package
+
+        return {
+            m.name.removesuffix("_command"): f"onnxdeconv.cli.{m.name}"
+            for m in pkgutil.iter_modules(package.__path__)
+            if m.name.endswith("_command")
+        }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._modules()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self._modules():
+            module = importlib.import_module(self._modules()[cmd_name])
+            command = getattr(module, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="onnxdeconv")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the library does.")
 def cli(verbose: bool) -> None:
@@ -203,6 +230,9 @@ def project(
     if output.suffix.lower() == ".npy":
         save_npy(output, projections)
     else:
+        # matplotlib loads only for pictures, not for a run that writes arrays.
+        from onnxdeconv.render import Panel, display_projection, projection_figure, save_figure
+
         alias = {v: k for k, v in projector.prepared.aliases.items()}.get(projector.layer)
         name = alias or projector.layer
         panels = [Panel(model_input.display, input.name)]
@@ -257,20 +287,3 @@ def main() -> None:
     except OnnxDeconvError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-
-
-def _register_commands() -> None:
-    # Every module onnxdeconv/cli/<name>_command.py holds one click command named <name>.
-    import importlib
-    import pkgutil
-
-    import onnxdeconv.cli as package
-
-    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-        if module.endswith("_command"):
-            name = module.removesuffix("_command")
-            command = getattr(importlib.import_module(f"onnxdeconv.cli.{module}"), name)
-            cli.add_command(command)
-
-
-_register_commands()

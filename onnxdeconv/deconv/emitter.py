@@ -108,18 +108,23 @@ class DeconvGraph:
         self.forward_inputs.append(name)
         self._names.add(name)
 
-    def forward(self, name: str, as_float: bool = True) -> str:
+    def forward(self, name: str, as_float: bool = True, modulo: int | None = None) -> str:
         """Return forward tensor ``name`` gathered to one row per projection.
 
         Args:
             name: A tensor of the instrumented forward graph.
             as_float: Cast floating point tensors to float32 (integer tensors are kept).
+            modulo: Take integer values modulo this first (on the N forward rows, which are
+                fewer than the K projection rows).
         """
-        key = f"{name}|{as_float}"
+        key = f"{name}|{as_float}|{modulo}"
         if key in self._gathered:
             return self._gathered[key]
         self._add_forward_input(name)
-        gathered = self.op("Gather", [name, BATCH_INDEX], hint=f"{name}_rows", axis=0)
+        source = name
+        if modulo is not None:
+            source = self.op("Mod", [name, self.const(np.array(modulo), "modulus")], hint="local")
+        gathered = self.op("Gather", [source, BATCH_INDEX], hint=f"{name}_rows", axis=0)
         if as_float and self._info[name].is_float and self._info[name].elem_type != 1:
             gathered = self.op("Cast", [gathered], hint=f"{name}_f32", to=onnx.TensorProto.FLOAT)
         self._gathered[key] = gathered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +22,7 @@ from onnxdeconv.graph.passes import (
     constant_tensors,
     infer_tensor_info,
     measure_shapes,
+    skeleton,
     with_input_shape,
 )
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
@@ -48,7 +50,7 @@ class PreparedModel:
     loaded: LoadedModel
     input_shape: tuple[int, ...]
     info: dict[str, TensorInfo]
-    constants: dict[str, np.ndarray]
+    constants: Mapping[str, np.ndarray]
     _plans: dict[tuple[str, str, int], DeconvPlan] = field(default_factory=dict, repr=False)
 
     @property
@@ -173,17 +175,40 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
             f"input '{loaded.input_name}' has rank {len(declared) + 1}; got per-sample shape "
             f"{list(input_shape)}"
         )
-    # Shapes come from one run at a probe batch: static everywhere, and a dynamic batch of 2 shows
-    # which reshapes keep the batch axis. The batch stays free when the graphs run.
+    # Shapes are inferred at a probe batch: static everywhere, and a dynamic batch of 2 shows which
+    # reshapes keep the batch axis. The batch stays free when the graphs run.
     batch = loaded.input_shape[0]
     probe_batch = batch if isinstance(batch, int) and batch > 0 else 2
-    sized = with_input_shape(loaded.model, loaded.input_name, (probe_batch, *input_shape))
-    zeros = np.zeros((probe_batch, *input_shape), loaded.input_dtype)
-    try:
-        info = measure_shapes(sized, {loaded.input_name: zeros}, infer_tensor_info(sized))
-    except ort.capi.onnxruntime_pybind11_state.Fail as exc:
-        raise InputError(
-            f"the model does not run on an input of shape {[probe_batch, *input_shape]}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from exc
+    shape = (probe_batch, *input_shape)
+    info = infer_tensor_info(with_input_shape(skeleton(loaded.model), loaded.input_name, shape))
+    if _needs_measuring(loaded.model.graph, loaded.input_name, info):
+        sized = with_input_shape(loaded.model, loaded.input_name, shape)
+        zeros = np.zeros(shape, loaded.input_dtype)
+        try:
+            info = measure_shapes(sized, {loaded.input_name: zeros}, info)
+        except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+            raise InputError(
+                f"the model does not run on an input of shape {list(shape)}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
     return PreparedModel(loaded, input_shape, info, constant_tensors(loaded.model.graph))
+
+
+def _needs_measuring(
+    graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]
+) -> bool:
+    """Whether inferred shapes may be wrong or missing, so that one real run must settle them.
+
+    Below opset 22, ONNX shape inference keeps a ceil-mode pooling window that starts in the end
+    padding, which ONNX Runtime drops; and some graphs leave shapes unknown.
+    """
+    for node in graph.node:
+        if node.op_type in ("MaxPool", "AveragePool") and any(
+            a.name == "ceil_mode" and a.i for a in node.attribute
+        ):
+            return True
+    for name in path_tensors(graph, input_name, info):
+        dims = info[name].shape
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            return True
+    return False

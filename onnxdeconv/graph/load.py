@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class LoadedModel:
         raw = self.metadata.get("onnxdeconv.labels")
         return list(json.loads(raw)) if raw else None
 
-    def constants(self) -> dict[str, np.ndarray]:
+    def constants(self) -> Mapping[str, np.ndarray]:
         """Initializers and outputs of ``Constant`` nodes, by tensor name."""
         return passes.constant_tensors(self.model.graph)
 
@@ -132,13 +133,12 @@ def load_model(source: str | Path | onnx.ModelProto) -> LoadedModel:
         path = Path(source)
         model = _read(path)
         where = f"'{path}'"
+    model = passes.strip_initializer_inputs(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(passes.skeleton(model))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelLoadError(f"{where} is not a valid ONNX model: {first}") from exc
-
-    model = passes.strip_initializer_inputs(model)
     model = passes.upgrade_opset(model)
     value = _image_input(model, where)
     shape: list[int | str] = [

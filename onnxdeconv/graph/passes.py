@@ -7,7 +7,7 @@ one they were given, so a caller can keep the user's model pristine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,29 +65,62 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def constant_tensors(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+class ConstantValues(Mapping[str, np.ndarray]):
+    """Initializers and ``Constant`` node values of a graph by name, converted when first read.
+
+    Converting every weight of a large model up front costs time and memory that a projection
+    from an early layer never needs.
+    """
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._protos: dict[str, onnx.TensorProto | onnx.AttributeProto] = {
+            t.name: t for t in graph.initializer
+        }
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name in (
+                        "value",
+                        "value_float",
+                        "value_int",
+                        "value_floats",
+                        "value_ints",
+                    ):
+                        self._protos[node.output[0]] = attr
+        self._values: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._values:
+            proto = self._protos[name]
+            if isinstance(proto, onnx.TensorProto):
+                self._values[name] = numpy_helper.to_array(proto)
+            elif proto.name == "value":
+                self._values[name] = numpy_helper.to_array(proto.t)
+            else:
+                self._values[name] = np.array(helper.get_attribute_value(proto))
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+
+def constant_tensors(graph: onnx.GraphProto) -> ConstantValues:
     """Initializers and ``Constant`` node values of ``graph`` by name (does not mutate)."""
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type != "Constant":
-            continue
-        for attr in node.attribute:
-            if attr.name == "value":
-                values[node.output[0]] = numpy_helper.to_array(attr.t)
-            elif attr.name in ("value_float", "value_int") or attr.name in (
-                "value_floats",
-                "value_ints",
-            ):
-                values[node.output[0]] = np.array(helper.get_attribute_value(attr))
-    return values
+    return ConstantValues(graph)
 
 
 def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop graph inputs that only restate initializers (IR-3 style); returns a new model.
+    """Drop graph inputs that only restate initializers (IR-3 style); mutates and returns ``model``.
 
     Also gives every unnamed node a unique name so that errors can point at it.
     """
-    out = copy_model(model)
+    out = model
     initializers = {t.name for t in out.graph.initializer}
     kept = [i for i in out.graph.input if i.name not in initializers]
     del out.graph.input[:]
@@ -107,11 +140,11 @@ def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     """Convert models older than ``minimum`` to :data:`UPGRADE_OPSET`; returns a new model.
 
-    Models already at ``minimum`` or newer are returned as a copy, unchanged.
+    Models already at ``minimum`` or newer are returned as they are (not copied).
     """
     opset = default_opset(model)
     if opset >= minimum:
-        return copy_model(model)
+        return model
     try:
         upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
@@ -124,6 +157,75 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     )
     logger.info("upgraded the model from opset %d to %d", opset, UPGRADE_OPSET)
     return upgraded
+
+
+#: Float initializers with more elements than this are left out of a skeleton.
+SKELETON_LIMIT = 64
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without the large float weights, which become graph inputs of the same type and shape.
+
+    Shape inference, the checker and graph surgery cost time in proportion to the bytes of a
+    model; on its skeleton they cost what the graph's structure costs. Small and integer
+    initializers (shapes, axes) keep their values. Does not mutate ``model``.
+    """
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.metadata_props.extend(model.metadata_props)
+    graph, source = out.graph, model.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+    for tensor in source.initializer:
+        size = int(np.prod(tensor.dims)) if tensor.dims else 1
+        if tensor.data_type in floats and size > SKELETON_LIMIT:
+            graph.input.append(
+                helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+        else:
+            graph.initializer.append(tensor)
+    return out
+
+
+def prune_to(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
+    """A copy that computes only ``outputs`` (its graph outputs), without unused nodes or weights.
+
+    Does not mutate ``model``.
+    """
+    needed = set(outputs)
+    kept = []
+    for node in reversed(model.graph.node):
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.metadata_props.extend(model.metadata_props)
+    graph = out.graph
+    graph.name = model.graph.name
+    graph.node.extend(reversed(kept))
+    graph.input.extend(i for i in model.graph.input if i.name in needed)
+    graph.initializer.extend(t for t in model.graph.initializer if t.name in needed)
+    known = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
+    graph.value_info.extend(v for v in model.graph.value_info if v.name in needed)
+    for name in outputs:
+        graph.output.append(
+            known[name] if name in known else helper.make_empty_tensor_value_info(name)
+        )
+    return out
 
 
 def with_input_shape(
@@ -252,9 +354,13 @@ def instrument(
         add_output(switches)
     tensors = graph.tensors()
     for name in expose:
-        if name in output_names:
-            continue
         tensor = tensors[name]
+        if name in output_names:
+            # An output that a pruning pass left untyped gets its type; others stay as they are.
+            if tensor.dtype is None and name in info:
+                tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
+                tensor.shape = [batch] + [None] * len(info[name].per_sample)
+            continue
         tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
         tensor.shape = [batch] + [None] * len(info[name].per_sample)
         add_output(tensor)

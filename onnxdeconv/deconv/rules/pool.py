@@ -23,9 +23,8 @@ def max_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     graph = ctx.graph
     in_size, out_size = math.prod(in_shape), math.prod(out_shape)
-    switches = graph.forward(ctx.switches[ctx.node.output[0]], as_float=False)
     # Forward switches count over the whole N*C*H*W tensor; keep the offset within one sample.
-    local = graph.op("Mod", [switches, graph.const(np.array(in_size), "sample_size")])
+    local = graph.forward(ctx.switches[ctx.node.output[0]], as_float=False, modulo=in_size)
     flat_shape = graph.const([-1, out_size], "pooled_flat_shape")
     flat_switches = graph.op("Reshape", [local, flat_shape], hint="switches_flat")
     flat_signal = graph.op("Reshape", [signal, flat_shape], hint="signal_flat")

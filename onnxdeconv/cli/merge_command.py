@@ -1,0 +1,135 @@
+"""``onnxdeconv merge``: combine the shard states of ``onnxdeconv features`` into one result."""
+
+from __future__ import annotations
+
+import os
+from functools import reduce
+from pathlib import Path
+from typing import cast
+
+import click
+
+from onnxdeconv.analysis.topk import TopK
+from onnxdeconv.cli import options
+from onnxdeconv.cli.features_command import (
+    MATCHING,
+    default_batch,
+    model_digest,
+    preprocessing_of,
+    write_outputs,
+)
+from onnxdeconv.errors import InputError
+from onnxdeconv.graph.layers import prepare
+from onnxdeconv.graph.load import load_model
+from onnxdeconv.runtime import Device
+
+CONTEXT = options.CONTEXT
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("states", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder (created).",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    help="Where to write the merged state; default: OUTDIR/features_state.npz.",
+)
+@click.option("--model", type=click.Path(path_type=Path), help="The model, if it moved.")
+@click.option("--images", type=click.Path(path_type=Path), help="The image folder, if it moved.")
+@click.option("--partial", is_flag=True, help="Render even if some images were not processed.")
+@click.option("--per-page", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per forward pass; default: as many as fill 8 MB of input, from 32 to 256.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Image decoding threads; default: min(4, CPUs)."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where ONNX Runtime runs.",
+)
+def merge(
+    states: tuple[Path, ...],
+    outdir: Path,
+    state_path: Path | None,
+    model: Path | None,
+    images: Path | None,
+    partial: bool,
+    per_page: int,
+    batch_size: int | None,
+    workers: int | None,
+    device: str,
+) -> None:
+    """Merge the states of 'onnxdeconv features --shard i/n' runs and write the result.
+
+    The merged top-k equals that of one run over all the images, entry for entry. Every shard
+    must be complete (finish an interrupted one with --resume); the pictures and JSON are the
+    ones 'onnxdeconv features' writes, and so is the merged state.
+
+    Example: onnxdeconv merge out/features_state_0of2.npz out/features_state_1of2.npz -o out
+    """
+    loaded_states = [TopK.load(path) for path in states]
+    first = loaded_states[0]
+    for path, state in zip(states[1:], loaded_states[1:], strict=True):
+        differ = [key for key in MATCHING if state.meta.get(key) != first.meta.get(key)]
+        if differ:
+            raise InputError(
+                f"'{path}' was made with another {', '.join(differ)} than '{states[0]}': merge "
+                "only shards of one run"
+            )
+    merged = reduce(TopK.merge, loaded_states)
+    missing = len(merged.images) - merged.processed
+    if missing and not partial:
+        raise InputError(
+            f"{missing} of {len(merged.images)} images are in none of the states (a shard is "
+            "missing or unfinished): give every shard, finish one with --resume, or pass --partial"
+        )
+    model = model or Path(first.meta["model"])
+    if not model.is_file():
+        raise InputError(f"model '{model}' does not exist: give its new path with --model")
+    if model_digest(model) != first.meta["model_sha256"]:
+        raise InputError(f"'{model}' is not the model the states were made with: check --model")
+    folder = images or Path(first.meta["folder"])
+    if not folder.is_dir():
+        raise InputError(f"image folder '{folder}' does not exist: give it with --images")
+    loaded = load_model(model)
+    prepared = prepare(loaded, tuple(int(d) for d in first.meta["input_shape"]))
+    merged.meta = {**first.meta, "shard": [0, 1]}
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output '{outdir}' is a file: give a folder with -o")
+    outdir.mkdir(parents=True, exist_ok=True)
+    state_path = state_path or outdir / "features_state.npz"
+    merged.save(state_path)
+    click.echo(str(state_path))
+    click.echo(
+        f"merged {len(states)} states: {merged.processed} of {len(merged.images)} images, "
+        f"{len(merged.skipped)} skipped",
+        err=True,
+    )
+    for path in write_outputs(
+        merged,
+        prepared,
+        preprocessing_of(merged.meta),
+        folder,
+        outdir,
+        model_name=model.name,
+        per_page=per_page,
+        batch_size=batch_size or default_batch(prepared),
+        workers=workers or min(4, os.cpu_count() or 1),
+        device=cast(Device, device),
+        state_path=state_path,
+    ):
+        click.echo(str(path))
