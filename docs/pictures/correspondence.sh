@@ -10,3 +10,6 @@ squeezenet=$shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx
 onnxdeconv correspondence "$squeezenet" --images "$shared/images" \
   --boxes tests/data/correspondence_boxes.json --preset caffe --random 20 --seed 0 \
   -o "$out/squeezenet_correspondence.png"
+# The shipped model: the top and bottom thirds of the three example digits.
+onnxdeconv correspondence models/digitnet.onnx --images models/examples \
+  --boxes docs/pictures/digit_boxes.json --random 20 --seed 0 -o "$out/digitnet_correspondence.png"
