@@ -23,6 +23,7 @@ from onnxdeconv.analysis.topk import (
     Entry,
     LayerTopK,
     MaximaRunner,
+    PendingUpdates,
     TopK,
     crop_padded,
     feature_layers,
@@ -124,20 +125,20 @@ def parse_channels(value: str) -> list[int] | None:
     """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all."""
     if value.strip().lower() == "all":
         return None
-    chosen: list[int] = []
+    chosen: dict[int, None] = {}
     try:
         for part in value.split(","):
             low, _, high = part.strip().partition("-")
             first, last = int(low), int(high) if high else int(low)
             if first < 0 or last < first:
                 raise ValueError
-            chosen.extend(c for c in range(first, last + 1) if c not in chosen)
+            chosen.update(dict.fromkeys(range(first, last + 1)))
     except ValueError:
         raise click.BadParameter(
             f"expected 'all', a range such as 0-15 or a list such as 0,3,7, got '{value}'",
             param_hint="--channels",
         ) from None
-    return chosen
+    return list(chosen)
 
 
 def choose_layers(prepared: PreparedModel, layers: str | None) -> list[str]:
@@ -253,6 +254,7 @@ def stream(
 ) -> None:
     """Count the images ``todo`` into ``state``, checkpointing it every few batches."""
     saved = state.processed
+    pending = PendingUpdates(state)
     bar = tqdm(total=len(todo), unit="img", desc="streaming", file=sys.stderr, dynamic_ncols=True)
     try:
         for number, batch in enumerate(prefetch(todo, loader, batch_size, workers), start=1):
@@ -266,11 +268,13 @@ def stream(
                     good.append(image_id)
                     arrays.append(result.array)
             if good:
-                state.update_maxima(runner(np.concatenate(arrays)), good)
+                pending.add(runner(np.concatenate(arrays)), good)
             bar.update(len(batch))
             if number % checkpoint_every == 0:
+                pending.flush()
                 state.save(state_path)
                 saved = state.processed
+        pending.flush()
     except KeyboardInterrupt:
         _info(
             f"interrupted: the checkpoint {state_path} holds {saved} images; continue with --resume"
@@ -623,11 +627,12 @@ def features(
     """Find each channel's top-k activations over a folder of images and show them (Fig. 2).
 
     Streams every image under IMAGES_DIR (recursively) through the model in batches and keeps,
-    per layer and channel, the k images with the highest maximum activation (one per image), with
-    its position. Then projects each of them back to pixel space with the deconvnet and writes,
-    per layer, a picture of the projections beside the image patches their units see, and a JSON
-    of the entries. Unreadable images are skipped and listed. With --shard the run writes only its
-    state, for 'onnxdeconv merge'; an interrupted run continues with --resume.
+    per layer and channel, the k images with the highest maximum activation (one per image). Then
+    projects each of them, at the position of that maximum, back to pixel space with the
+    deconvnet and writes, per layer, a picture of the projections beside the image patches their
+    units see, and a JSON of the entries. Unreadable images are skipped and listed. With --shard
+    the run writes only its state, for 'onnxdeconv merge'; an interrupted run continues with
+    --resume.
 
     Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --top 4
     """
