@@ -28,7 +28,7 @@ from onnxdeconv.errors import InputError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, read_image
+from onnxdeconv.inputs import read_image
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.correspondence import correspondence_figure
 from onnxdeconv.runtime import Device
@@ -87,15 +87,9 @@ CSV_FIELDS = (
     help="Random boxes per image for the baseline (0: none).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random boxes.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.preset_option
+@options.size_option
+@options.device_option
 @click.option(
     "-o",
     "--output",

@@ -27,7 +27,7 @@ from onnxdeconv.errors import SelectionError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, image_layout
+from onnxdeconv.inputs import image_layout
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.evolution import evolution_figure
 from onnxdeconv.runtime import Device
@@ -69,16 +69,10 @@ CONTEXT = options.CONTEXT
     show_default=True,
     help="Similarity a layer must keep to the next checkpoint from where it converges on.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most N images (sorted by path).")
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.size_option
+@options.device_option
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="OUT.png; default: evolution.png"
 )

@@ -34,7 +34,7 @@ from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, ModelInput, Preprocessing, image_layout, load_input
+from onnxdeconv.inputs import ModelInput, Preprocessing, image_layout, load_input
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render import display_projection, save_figure
 from onnxdeconv.render.features import FeatureBlock, features_figure
@@ -586,19 +586,13 @@ def folder_images(folder: Path) -> list[str]:
     show_default=True,
     help="Save the state every N batches.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
+@options.preset_option
+@options.size_option
 @click.option("--per-page", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
     "--workers", type=click.IntRange(min=1), help="Image decoding threads; default: min(4, CPUs)."
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.device_option
 @click.option(
     "-o",
     "--output",

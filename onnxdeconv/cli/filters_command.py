@@ -13,7 +13,6 @@ from onnxdeconv.cli import options
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.filters import filters_figure
 
@@ -29,9 +28,9 @@ ALIASING_THRESHOLD = 0.1
     type=click.Path(path_type=Path),
     help="Folder of images (searched recursively) to measure aliasing and never-active filters on.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most N images (sorted by path).")
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
+@options.size_option
 @click.option(
     "-o",
     "--output",

@@ -30,7 +30,7 @@ from onnxdeconv.errors import InputError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import IMAGE_SUFFIXES, PRESETS, fit_image, read_image
+from onnxdeconv.inputs import IMAGE_SUFFIXES, fit_image, read_image
 from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.invariance import Distance, invariance_figure
@@ -101,15 +101,9 @@ CSV_COLUMNS = (
     show_default=True,
     help="Plot ||f(Tx)-f(x)|| divided by ||f(x)||, or the raw Euclidean distance.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.preset_option
+@options.size_option
+@options.device_option
 @click.option(
     "-o",
     "--output",

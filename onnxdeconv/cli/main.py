@@ -19,7 +19,7 @@ from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.files import save_npy
 from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, load_input
+from onnxdeconv.inputs import load_input
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.runtime import Device
 
@@ -68,7 +68,7 @@ def _info(message: str) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
+@options.size_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def layers(model: Path, size: str | None, as_json: bool) -> None:
     """List the tensors a projection can start from.
@@ -157,19 +157,13 @@ def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
     show_default=True,
     help="What rectifiers pass back (see README).",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option("--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order.")
 @click.option("--std", metavar="S[,S,S]", help="Per-channel standard deviation.")
 @click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean.")
 @click.option("--bgr", is_flag=True, help="Feed channels in BGR order.")
 @click.option("--size", metavar="H,W", help="Resize the image to H,W (models with dynamic size).")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.device_option
 @click.option(
     "-o",
     "--output",

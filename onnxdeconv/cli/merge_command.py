@@ -54,13 +54,7 @@ CONTEXT = options.CONTEXT
 @click.option(
     "--workers", type=click.IntRange(min=1), help="Image decoding threads; default: min(4, CPUs)."
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.device_option
 def merge(
     states: tuple[Path, ...],
     outdir: Path,

@@ -26,7 +26,7 @@ from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, load_input
+from onnxdeconv.inputs import load_input
 from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.projector import Projector
 from onnxdeconv.render import save_figure
@@ -66,7 +66,7 @@ CONTEXT = options.CONTEXT
     show_default=True,
     help="Occluder positions shown in the projection panel (c).",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option("--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order.")
 @click.option("--std", metavar="S[,S,S]", help="Per-channel standard deviation.")
 @click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean.")
@@ -81,13 +81,7 @@ CONTEXT = options.CONTEXT
     show_default=True,
     help="Occluded images per forward run.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.device_option
 @click.option(
     "-o",
     "--output",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import numpy as np
@@ -17,6 +19,8 @@ from onnxdeconv.inputs import (
     load_input,
     preprocessing_from_metadata,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
 
@@ -124,3 +128,28 @@ def load_images(
         raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
     click.echo(f"using {len(arrays)} of {len(files)} images from {folder}", err=True)
     return np.concatenate(arrays), names
+
+
+def device_option(function: F) -> F:
+    """The ``--device`` option shared by the commands that run ONNX Runtime."""
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where ONNX Runtime runs.",
+    )(function)
+
+
+def preset_option(function: F) -> F:
+    """The ``--preset`` option shared by the commands that read images."""
+    return click.option(
+        "--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset."
+    )(function)
+
+
+def size_option(function: F) -> F:
+    """The ``--size`` option shared by the commands that read images."""
+    return click.option(
+        "--size", metavar="H,W", help="Input size, for models with dynamic spatial dims."
+    )(function)

@@ -36,7 +36,6 @@ from onnxdeconv.graph.layers import Layer, PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import (
-    PRESETS,
     ModelInput,
     Preprocessing,
     fit_image,
@@ -79,7 +78,7 @@ ALIASING_THRESHOLD = 0.1
     required=True,
     help="Folder of images (searched recursively) to analyse.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option(
     "--labels",
     "labels_path",
@@ -106,14 +105,8 @@ ALIASING_THRESHOLD = 0.1
     show_default=True,
     help="Strongest channels projected per image and layer.",
 )
-@click.option("--size", metavar="H,W", help="Input size, for models with dynamic spatial dims.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.size_option
+@options.device_option
 @click.option(
     "-o",
     "--output",

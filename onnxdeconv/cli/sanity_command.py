@@ -26,7 +26,7 @@ from onnxdeconv.deconv.rules import Mode
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS, load_input
+from onnxdeconv.inputs import load_input
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.sanity import sanity_figure
 from onnxdeconv.runtime import Device
@@ -87,15 +87,9 @@ def _check_output(path: Path | None, suffix: str, hint: str) -> None:
     help="Cascade steps after the original, spread over the layers; default: one per layer.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Image preprocessing preset.")
+@options.preset_option
 @click.option("--size", metavar="H,W", help="Resize the image to H,W (models with dynamic size).")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
+@options.device_option
 @click.option(
     "-o",
     "--output",
