@@ -55,6 +55,9 @@ class Projector:
         >>> result = projector.forward(images)             # images: [N, 1, 28, 28] float32
         >>> picks = projector.strongest(result, top=4)
         >>> projections = projector.project(result, picks)  # [4, 1, 28, 28] float32
+
+    ``keep_outputs=True`` keeps the model's own outputs in ``forward_session`` (for analyses that
+    read the class scores too); by default the forward graph is pruned to the layer.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Projector:
         rule: Mode = "deconvnet",
         device: Device = "auto",
         input_shape: tuple[int, ...] | None = None,
+        keep_outputs: bool = False,
     ) -> None:
         if isinstance(model, PreparedModel):
             self.prepared = model
@@ -77,10 +81,12 @@ class Projector:
         onnx.checker.check_model(self.plan.model, full_check=True)
         batch = loaded.input_shape[0]
         self._batch = batch if isinstance(batch, int) and batch > 0 else None
-        # The forward graph keeps only what the layer depends on: the rest of a classifier (often
-        # most of its weights) would only slow loading. check's faithful.outputs verifies that
-        # instrumenting the whole graph leaves the model's outputs unchanged.
-        pruned = prune_to(loaded.model, [self.layer])
+        # Unless the model's outputs are wanted too, the forward graph keeps only what the layer
+        # depends on: the rest of a classifier (often most of its weights) would only slow
+        # loading. check's faithful.outputs verifies that instrumenting the whole graph leaves
+        # the model's outputs unchanged.
+        self.keeps_outputs = keep_outputs
+        pruned = loaded.model if keep_outputs else prune_to(loaded.model, [self.layer])
         sized = with_input_shape(
             pruned, loaded.input_name, (self._batch or "N", *self.prepared.input_shape)
         )

@@ -102,7 +102,7 @@ def planted() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def blob() -> Projector:
-    return Projector(prepare(load_model(blob_net())), layer="relu", device="cpu")
+    return Projector(prepare(load_model(blob_net())), layer="relu", device="cpu", keep_outputs=True)
 
 
 def occlusion_cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -280,9 +280,14 @@ def _projector(model: PreparedModel | Projector, layer: str | None, device: Devi
                 f"the projector is for layer '{model.layer}', not '{layer}': pass the model or a "
                 "projector for that layer"
             )
+        if not model.keeps_outputs:
+            raise SelectionError(
+                "occlusion reads the model's class output: build the projector with "
+                "keep_outputs=True, or pass the prepared model"
+            )
         return model
     target = model.resolve(layer) if layer else deepest_spatial_layer(model)
-    return Projector(model, layer=target, device=device)
+    return Projector(model, layer=target, device=device, keep_outputs=True)
 
 
 def occlusion_maps(

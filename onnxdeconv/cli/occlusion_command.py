@@ -146,6 +146,7 @@ def occlusion(
         prepared,
         layer=prepared.resolve(layer) if layer else deepest_spatial_layer(prepared),
         device=cast(Device, device),
+        keep_outputs=True,
     )
     channels = projector.layer_shape[0]
     if channel is not None and not 0 <= channel < channels:

@@ -354,7 +354,9 @@ def _filters(context: _Context) -> Section:
 def _occlusion(context: _Context) -> Section:
     prepared = context.prepared
     first = context.inputs[0]
-    projector = Projector(prepared, deepest_spatial_layer(prepared), device=context.device)
+    projector = Projector(
+        prepared, deepest_spatial_layer(prepared), device=context.device, keep_outputs=True
+    )
     fill = None
     if first.preprocessing is not None:
         fill = mid_grey(first.preprocessing, prepared.input_shape, prepared.loaded.input_dtype)
