@@ -1,4 +1,9 @@
-"""Analyses of a model beyond single projections: first-layer filter diagnostics."""
+"""Analyses of a model beyond single projections (arrays in, arrays out).
+
+One module per experiment of Zeiler & Fergus: ``topk`` (feature top-k, Fig. 2), ``evolution``
+(Fig. 4), ``invariance`` (Fig. 5), ``filters`` (Fig. 6), ``occlusion`` (Fig. 7),
+``correspondence`` (Table 1), and ``sanity`` (the weight-randomisation test).
+"""
 
 from __future__ import annotations
 

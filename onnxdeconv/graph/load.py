@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
-from onnx import external_data_helper, helper, numpy_helper
+from onnx import external_data_helper, helper
 
 from onnxdeconv.errors import ModelLoadError
 from onnxdeconv.graph import passes
@@ -154,8 +154,3 @@ def load_model(source: str | Path | onnx.ModelProto) -> LoadedModel:
     metadata = {p.key: p.value for p in model.metadata_props}
     logger.debug("loaded %s: input %s %s %s", where, value.name, shape, dtype)
     return LoadedModel(model, value.name, shape, dtype, path, metadata)
-
-
-def to_numpy(tensor: onnx.TensorProto) -> np.ndarray:
-    """Convert a tensor proto to a numpy array."""
-    return numpy_helper.to_array(tensor)
