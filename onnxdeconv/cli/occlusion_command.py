@@ -40,12 +40,7 @@ CONTEXT = options.CONTEXT
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--label", help="Class to track, as an index or a name; default: the predicted one.")
-@click.option(
-    "--labels",
-    "labels_path",
-    type=click.Path(path_type=Path),
-    help="Class names, one per line or 'index,name'; default: the model's metadata.",
-)
+@options.labels_option
 @click.option(
     "--size",
     type=click.IntRange(min=1),

@@ -153,3 +153,13 @@ def size_option(function: F) -> F:
     return click.option(
         "--size", metavar="H,W", help="Input size, for models with dynamic spatial dims."
     )(function)
+
+
+def labels_option(function: F) -> F:
+    """The ``--labels FILE`` option of the commands that name classes."""
+    return click.option(
+        "--labels",
+        "labels_path",
+        type=click.Path(path_type=Path),
+        help="Class names, one per line or 'index,name'; default: the model's metadata.",
+    )(function)

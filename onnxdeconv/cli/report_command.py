@@ -79,12 +79,7 @@ ALIASING_THRESHOLD = 0.1
     help="Folder of images (searched recursively) to analyse.",
 )
 @options.preset_option
-@click.option(
-    "--labels",
-    "labels_path",
-    type=click.Path(path_type=Path),
-    help="Class names, one per line or 'index,name'; default: the model's metadata.",
-)
+@options.labels_option
 @click.option(
     "--layers",
     help=f"Comma-separated tensor names or aliases to project; default: up to {DEFAULT_LAYERS} "
