@@ -1269,6 +1269,25 @@ NONLINEAR: dict[str, str] = {
 }
 
 
+def _merge_extensions() -> None:
+    """Add the tables of the ``rule_cases_*.py`` modules next to this one (one per rule family)."""
+    import importlib
+    import pathlib
+
+    for path in sorted(pathlib.Path(__file__).parent.glob("rule_cases_*.py")):
+        module = importlib.import_module(path.stem)
+        for table, extra in (
+            (GOLDEN, getattr(module, "GOLDEN", {})),
+            (ADJOINT, getattr(module, "ADJOINT", {})),
+            (NONLINEAR, getattr(module, "NONLINEAR", {})),
+        ):
+            clash = set(table) & set(extra)
+            if clash:
+                raise ValueError(f"{path.name} redefines cases for {sorted(clash)}")
+            table.update(extra)
+        CHAINS.extend(getattr(module, "CHAINS", []))
+
+
 def missing_coverage(rules: Sequence[str] | set[str]) -> list[str]:
     """Problems with the coverage of ``rules`` by the tables; empty when every rule is covered."""
     problems = []
@@ -1302,3 +1321,6 @@ def all_golden() -> list[GoldenCase]:
 
 def all_adjoint() -> list[AdjointCase]:
     return [case for cases in ADJOINT.values() for case in cases] + CHAINS
+
+
+_merge_extensions()

@@ -130,7 +130,7 @@ def build_deconv(
     used_switches: dict[str, str] = {}
     for node in nodes:  # already in reverse topological order
         arrived = [pending.pop(output, []) for output in node.output]
-        if not arrived[0]:
+        if not any(arrived):
             continue
         rule = RULES.get(node.op_type)
         if rule is None:
@@ -144,8 +144,12 @@ def build_deconv(
             on_path=[name in reached for name in node.input],
             graph=deconv,
             switches=switches,
+            output_signals=[
+                deconv.sum(signals, output) if signals else None
+                for signals, output in zip(arrived, node.output, strict=True)
+            ],
         )
-        signal = deconv.sum(arrived[0], node.output[0])
+        signal = context.output_signals[0] or deconv.zeros(context.output_shape(0))
         for index, produced in rule(context, signal).items():
             pending[node.input[index]].append(produced)
         if node.op_type == "MaxPool":

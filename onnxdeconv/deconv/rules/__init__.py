@@ -34,6 +34,9 @@ class RuleContext:
     on_path: Sequence[bool]
     graph: DeconvGraph
     switches: Mapping[str, str]
+    #: The summed signal at each output of the node, ``None`` where none arrives. Rules of
+    #: single-output ops read the ``signal`` argument; multi-output ones (Split) read this.
+    output_signals: Sequence[str | None] = ()
 
     def attr(self, name: str, default: Any = None) -> Any:
         """Return attribute ``name`` of the node, or ``default``."""
@@ -97,10 +100,12 @@ def transpose_rule(*op_types: str) -> Callable[[Rule], Rule]:
 
 
 def _load_rule_modules() -> None:
-    # Importing the modules runs their @transpose_rule decorators.
-    from onnxdeconv.deconv.rules import activation, conv, linear, pool, structure
+    # Importing every module of this package runs its @transpose_rule decorators.
+    import importlib
+    import pkgutil
 
-    del activation, conv, linear, pool, structure
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 _load_rule_modules()
