@@ -14,15 +14,10 @@ import onnxruntime as ort
 from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
 from onnxdeconv.check.config import CheckConfig
 from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.graph.freeze import linearize, recorded_tensors
 from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.graph.passes import (
-    SWITCHES_SUFFIX,
-    instrument,
-    linearize,
-    promote_float16,
-    with_input_shape,
-)
+from onnxdeconv.graph.passes import instrument, promote_float16, with_input_shape
 from onnxdeconv.projector import Projector
 
 logger = logging.getLogger(__name__)
@@ -208,7 +203,7 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
     """The deconv graph of each layer is the exact adjoint of the forward graph's linear path.
 
     The forward pass at ``x`` is frozen into an affine model (rectifier masks and max-pool
-    switches fixed, see :func:`~onnxdeconv.graph.passes.linearize`), whose difference
+    switches fixed, see :func:`~onnxdeconv.graph.freeze.linearize`), whose difference
     ``J d = f(x + d) - f(x)`` is the layer's Jacobian times a random direction ``d``. The
     generated graph under the gradient rule must then satisfy ``<J d, J d> == <d, J^T (J d)>``.
     Float16 models are checked on a float32 copy.
@@ -220,11 +215,8 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
         picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
         layers = [layers[i] for i in sorted(set(picks))]
     point = x[:1].astype(np.float32)
-    graph = prepared.graph
-    relu_inputs = [n.input[0] for n in graph.node if n.op_type == "Relu"]
-    pools = [n.output[0] for n in graph.node if n.op_type == "MaxPool"]
-    frozen = _all_values(prepared, point, relu_inputs, pools)
-    switches = {pool: frozen[pool + SWITCHES_SUFFIX] for pool in pools}
+    recorded, pools = recorded_tensors(prepared.graph)
+    frozen = _all_values(prepared, point, recorded, pools)
     linear = PreparedModel(
         LoadedModel(
             linearize(
@@ -232,7 +224,6 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
                     prepared.loaded.model, prepared.loaded.input_name, (1, *prepared.input_shape)
                 ),
                 frozen,
-                switches,
             ),
             prepared.loaded.input_name,
             [1, *prepared.input_shape],
