@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL
+from onnxdeconv.deconv.builder import DeconvPlan
+from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN
 from onnxdeconv.deconv.rules import Mode
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.layers import PreparedModel, prepare
@@ -99,9 +101,23 @@ class Projector:
         )
         onnx.checker.check_model(skeleton(self.forward_model), full_check=True)
         self.forward_session = create_session(self.forward_model, device)
-        self.deconv_session = create_session(self.plan.model, device)
+        self._device = device
         self.provider = provider_of(self.forward_session)
         logger.info("running on %s", self.provider)
+
+    @cached_property
+    def deconv_session(self) -> ort.InferenceSession:
+        """The session of the dense deconv graph (created on first use)."""
+        return create_session(self.plan.model, self._device)
+
+    @cached_property
+    def windowed(self) -> tuple[DeconvPlan, ort.InferenceSession] | None:
+        """The windowed deconv graph and its session, where the layer's path allows one."""
+        plan = self.prepared.windowed_plan(self.layer, self.rule)
+        if plan is None:
+            return None
+        onnx.checker.check_model(plan.model, full_check=True)
+        return plan, create_session(plan.model, self._device)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -212,7 +228,30 @@ class Projector:
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
         """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
         images = [s.image for s in selections]
-        return self.project_signal(forward, self.signal(forward, selections), images)
+        signal = self.signal(forward, selections)
+        windowed = self.windowed if self.layer_shape[1:] else None
+        if windowed is None or any(s.position is None for s in selections):
+            return self.project_signal(forward, signal, images)
+        plan, session = windowed
+        origins = np.array([s.position for s in selections], np.int64)
+        feeds = self._feeds(forward, plan, signal, images)
+        feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
+        out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
+        return np.asarray(out[PROJECTION].numpy())
+
+    def _feeds(
+        self,
+        forward: ForwardPass,
+        plan: DeconvPlan,
+        signal: np.ndarray,
+        images: Sequence[int] | None,
+    ) -> dict[str, np.ndarray | ort.OrtValue]:
+        feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: signal}
+        if plan.forward_inputs:
+            rows = range(len(signal)) if images is None else images
+            feeds[BATCH_INDEX] = np.asarray(rows, np.int64)
+            feeds.update({name: forward.forward_values[name] for name in plan.forward_inputs})
+        return feeds
 
     def project_signal(
         self, forward: ForwardPass, signal: np.ndarray, images: Sequence[int] | None = None
@@ -231,10 +270,6 @@ class Projector:
                 f"signal has shape {list(signal.shape)}; layer '{self.layer}' needs "
                 f"[K, {', '.join(map(str, self.layer_shape))}]"
             )
-        feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: signal}
-        if self.plan.forward_inputs:
-            rows = range(len(signal)) if images is None else images
-            feeds[BATCH_INDEX] = np.asarray(rows, np.int64)
-            feeds.update(forward.forward_values)
+        feeds = self._feeds(forward, self.plan, signal, images)
         out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
         return np.asarray(out[PROJECTION].numpy())

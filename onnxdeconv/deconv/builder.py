@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from onnxdeconv.deconv.emitter import DECONV_OPSET, OPSET_RANGE, DeconvGraph
+from onnxdeconv.deconv.fusion import rewrite_path
 from onnxdeconv.deconv.rules import MODES, RULES, Mode, RuleContext
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX, TensorInfo
@@ -31,6 +32,8 @@ class DeconvPlan:
     switches: dict[str, str]
     input_shape: tuple[int, ...]
     target_shape: tuple[int, ...]
+    #: A windowed graph (see :mod:`onnxdeconv.deconv.window`): it also takes ``window_origin``.
+    windowed: bool = False
 
 
 def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
@@ -57,7 +60,8 @@ def path_tensors(
     return reached
 
 
-def _path_nodes(graph: onnx.GraphProto, target: str, reached: set[str]) -> list[onnx.NodeProto]:
+def path_nodes(graph: onnx.GraphProto, target: str, reached: set[str]) -> list[onnx.NodeProto]:
+    """The nodes the target depends on through ``reached`` tensors, in reverse graph order."""
     needed = {target}
     nodes = []
     for node in reversed(graph.node):
@@ -109,7 +113,7 @@ def build_deconv(
             f"tensor '{target}' does not carry float data computed from input '{input_name}': "
             "choose a feature map listed as projectable by 'onnxdeconv layers'"
         )
-    nodes = _path_nodes(graph, target, reached)
+    nodes = rewrite_path(graph, path_nodes(graph, target, reached), reached, info, constants)
     all_info = dict(info)
     switches = switch_names(graph)
     for pooled, name in switches.items():

@@ -19,6 +19,8 @@ OPSET_RANGE = (16, 18)
 SIGNAL = "signal"
 BATCH_INDEX = "batch_index"
 PROJECTION = "projection"
+#: Windowed graphs: the position of each row's one activation in the target layer, ``[K, rank]``.
+WINDOW_ORIGIN = "window_origin"
 
 
 class DeconvGraph:
@@ -39,7 +41,7 @@ class DeconvGraph:
         self._info = info
         # Every forward tensor name is reserved: any of them may later enter as a forward input,
         # and a generated tensor of the same name would break single assignment.
-        self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, *info}
+        self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN, *info}
         self._consts: dict[str, list[str]] = {}
         self._gathered: dict[str, str] = {}
         self._batch_size: str | None = None
@@ -89,10 +91,17 @@ class DeconvGraph:
         self.nodes.append(node)
         return outputs
 
-    def _add_forward_input(self, name: str) -> None:
+    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
+        """Declare an extra graph input (such as the window origins) and return its name."""
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        self._names.add(name)
+        return name
+
+    def add_forward_input(self, name: str) -> None:
+        """Declare forward tensor ``name`` an input (with the forward batch ``N``)."""
         if name in self.forward_inputs:
             return
-        if name in (SIGNAL, BATCH_INDEX, PROJECTION):
+        if name in (SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN):
             raise OnnxDeconvError(
                 f"the deconv graph needs forward tensor '{name}', whose name it reserves for "
                 "its own inputs and output: rename that tensor in the model"
@@ -120,7 +129,7 @@ class DeconvGraph:
         key = f"{name}|{as_float}|{modulo}"
         if key in self._gathered:
             return self._gathered[key]
-        self._add_forward_input(name)
+        self.add_forward_input(name)
         source = name
         if modulo is not None:
             source = self.op("Mod", [name, self.const(np.array(modulo), "modulus")], hint="local")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -15,7 +15,10 @@ import onnxruntime as ort
 from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
 from onnxdeconv.deconv.emitter import DECONV_OPSET
 from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.window import build_windowed
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
+from onnxdeconv.graph.fold import fold_constants
+from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     TensorInfo,
@@ -52,6 +55,9 @@ class PreparedModel:
     info: dict[str, TensorInfo]
     constants: Mapping[str, np.ndarray]
     _plans: dict[tuple[str, str, int], DeconvPlan] = field(default_factory=dict, repr=False)
+    _windowed: dict[tuple[str, str, int], DeconvPlan | None] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -112,6 +118,24 @@ class PreparedModel:
                 opset,
             )
         return self._plans[key]
+
+    def windowed_plan(self, target: str, mode: Mode = "deconvnet") -> DeconvPlan | None:
+        """The windowed deconv graph for ``target``, or None where its path is no plain chain.
+
+        See :mod:`onnxdeconv.deconv.window`; it serves signals that are one-hot in space.
+        """
+        self.plan(target, mode)  # validates every node on the path
+        key = (target, mode, -1)
+        if key not in self._windowed:
+            self._windowed[key] = build_windowed(
+                self.loaded.model,
+                self.loaded.input_name,
+                target,
+                self.info,
+                mode,
+                self.constants,
+            )
+        return self._windowed[key]
 
     def layers(self) -> list[Layer]:
         """Every candidate tensor with its alias, shape, receptive field and projectability."""
@@ -178,7 +202,14 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
     # Shapes are inferred at a probe batch: static everywhere, and a dynamic batch of 2 shows which
     # reshapes keep the batch axis. The batch stays free when the graphs run.
     batch = loaded.input_shape[0]
-    probe_batch = batch if isinstance(batch, int) and batch > 0 else 2
+    fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+    # Shape arithmetic that the input size settles becomes constants that rules can read; then
+    # PyTorch's decomposed LocalResponseNorm (whose pads old exports compute) is one LRN again.
+    folded = fold_constants(loaded.model, loaded.input_name, input_shape, fixed_batch)
+    folded = fuse_local_response_norm(folded)
+    if folded is not loaded.model:
+        loaded = replace(loaded, model=folded)
+    probe_batch = fixed_batch or 2
     shape = (probe_batch, *input_shape)
     info = infer_tensor_info(with_input_shape(skeleton(loaded.model), loaded.input_name, shape))
     if _needs_measuring(loaded.model.graph, loaded.input_name, info):
