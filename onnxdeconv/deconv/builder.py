@@ -46,13 +46,42 @@ def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
     return names
 
 
+#: Ops whose output depends on the input's values in a way no fixed linear map describes: which
+#: elements, branch or iteration count they pass is decided by the data.
+DATA_DEPENDENT = frozenset(
+    {"NonZero", "TopK", "Where", "If", "Loop", "Scan", "ArgMax", "ArgMin", "Unique", "Compress"}
+    | {"NonMaxSuppression"}
+)
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads from the enclosing scope."""
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    read: set[str] = set()
+    for node in graph.node:
+        read.update(node_inputs(node))
+        local.update(node.output)
+    return read - local
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """The node's inputs and what its subgraphs (If, Loop, Scan bodies) read from outside."""
+    names = [name for name in node.input if name]
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
+        graphs += list(attribute.graphs)
+        for subgraph in graphs:
+            names += sorted(_outer_names(subgraph))
+    return names
+
+
 def path_tensors(
     graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]
 ) -> set[str]:
     """Float tensors that depend on the image input: the only tensors a signal can reach."""
     reached = {input_name}
     for node in graph.node:
-        if not any(name in reached for name in node.input):
+        if not any(name in reached for name in node_inputs(node)):
             continue
         for output in node.output:
             if output and output in info and info[output].is_float:
@@ -138,6 +167,13 @@ def build_deconv(
             continue
         rule = RULES.get(node.op_type)
         if rule is None:
+            if node.op_type in DATA_DEPENDENT:
+                raise UnsupportedOpError(
+                    node.name,
+                    node.op_type,
+                    "it is a data-dependent op (what it passes on is decided by the input's "
+                    "values), which has no transpose: project from a layer before it",
+                )
             supported = ", ".join(sorted(RULES))
             raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")
         context = RuleContext(

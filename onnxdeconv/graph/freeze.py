@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxdeconv.graph.passes import SWITCHES_SUFFIX, copy_model
+from onnxdeconv.graph.passes import SWITCHES_SUFFIX, constant_tensors, copy_model
 
 
 @dataclass
@@ -60,11 +60,17 @@ def recorded_tensors(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
     """Tensors a pass must record to freeze ``graph``: (float tensors, MaxPool outputs)."""
     names: list[str] = []
     pools: list[str] = []
+    # Weights are read from the graph itself (see linearize), not recorded by a run.
+    constants = set(constant_tensors(graph))
     for node in graph.node:
         if node.op_type == "MaxPool":
             pools.append(node.output[0])
         elif node.op_type in FREEZERS:
-            names += [n for n in [*node.input, *node.output] if n and n not in names]
+            names += [
+                n
+                for n in [*node.input, *node.output]
+                if n and n not in names and n not in constants
+            ]
     return names, pools
 
 
@@ -137,15 +143,25 @@ def linearize(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.
             MaxPool's switches under ``<output>__switches``.
     """
     out = copy_model(model)
+    # A freezer sees the recorded tensors and the graph's constants (weights, slopes) alike.
+    constants = constant_tensors(model.graph)
+    known: dict[str, np.ndarray] = {
+        name: constants[name]
+        for node in model.graph.node
+        if node.op_type in FREEZERS
+        for name in node.input
+        if name in constants
+    }
+    known.update(values)
     nodes: list[onnx.NodeProto] = []
     for node in out.graph.node:
         frozen: Frozen | None = None
         if node.op_type == "MaxPool" and node.output[0] + SWITCHES_SUFFIX in values:
             frozen = _freeze_max_pool(node, values[node.output[0] + SWITCHES_SUFFIX])
         elif node.op_type in FREEZERS and all(
-            name in values for name in [*node.input, *node.output] if name
+            name in known for name in [*node.input, *node.output] if name
         ):
-            frozen = FREEZERS[node.op_type](node, values)
+            frozen = FREEZERS[node.op_type](node, known)
         if frozen is None:
             nodes.append(node)
             continue
@@ -154,3 +170,10 @@ def linearize(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+# The freezer modules register themselves on import.
+from onnxdeconv.graph import (  # noqa: E402
+    freeze_activation,  # noqa: F401  (activations, Mul, Div, Where)
+    freeze_norm,  # noqa: F401  (registers LRN, InstanceNormalization)
+)

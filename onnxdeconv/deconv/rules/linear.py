@@ -26,16 +26,38 @@ def gemm(ctx: RuleContext, signal: str) -> dict[int, str]:
     return {0: projected}
 
 
+def _constant_matrix(ctx: RuleContext, index: int, what: str, other_rank: int) -> np.ndarray:
+    """A constant operand as a 2-D matrix; leading 1s go when they only broadcast."""
+    weight = ctx.constant(index, what)
+    while weight.ndim > 2 and weight.shape[0] == 1 and weight.ndim <= other_rank:
+        weight = weight[0]
+    if weight.ndim != 2:
+        raise ctx.unsupported(f"only a 2-D constant {what} is supported")
+    return weight
+
+
 @transpose_rule("MatMul")
 def matmul(ctx: RuleContext, signal: str) -> dict[int, str]:
-    """Multiply by the transposed constant right operand."""
-    ctx.only_first_input_on_path()
-    weight = ctx.constant(1, "right operand")
-    if weight.ndim != 2:
-        raise ctx.unsupported("only a 2-D constant right operand is supported")
+    """Multiply by the transposed constant operand, on whichever side it stands.
+
+    ``y = x W`` sends back ``s W^T``; ``y = W x`` (x with at least two per-sample axes, so that
+    the product does not contract the batch) sends back ``W^T s``.
+    """
     graph = ctx.graph
-    transposed = graph.const(weight.T.astype(np.float32), f"{ctx.node.input[1]}_T")
-    return {0: graph.op("MatMul", [signal, transposed], hint="matmul_t")}
+    ranks = [len(ctx.info[name].shape) for name in ctx.node.input[:2]]
+    if ctx.on_path[0] and not ctx.on_path[1]:
+        weight = _constant_matrix(ctx, 1, "right operand", ranks[0])
+        transposed = graph.const(weight.T.astype(np.float32), f"{ctx.node.input[1]}_T")
+        return {0: graph.op("MatMul", [signal, transposed], hint="matmul_t")}
+    if ctx.on_path[1] and not ctx.on_path[0]:
+        if ranks[1] < 3:
+            raise ctx.unsupported(
+                "a constant left operand times [N, k] would contract the batch axis"
+            )
+        weight = _constant_matrix(ctx, 0, "left operand", ranks[1])
+        transposed = graph.const(weight.T.astype(np.float32), f"{ctx.node.input[0]}_T")
+        return {1: graph.op("MatMul", [transposed, signal], hint="matmul_t")}
+    raise ctx.unsupported("exactly one operand may depend on the image; the other is a constant")
 
 
 @transpose_rule("BatchNormalization")
