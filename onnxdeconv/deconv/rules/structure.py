@@ -1,4 +1,4 @@
-"""Ops that move or copy values without arithmetic: Add, Concat, reshapes and identities."""
+"""Ops that move or copy values without arithmetic: Concat, reshapes and identities."""
 
 from __future__ import annotations
 
@@ -18,30 +18,6 @@ def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
                 "only inference mode is supported: the training_mode input must be a constant false"
             )
     return {0: signal}
-
-
-@transpose_rule("Add")
-def add(ctx: RuleContext, signal: str) -> dict[int, str]:
-    """Send the signal to every input that depends on the image, summing over broadcast axes."""
-    out_shape = ctx.output_shape()
-    signals: dict[int, str] = {}
-    for index, on_path in enumerate(ctx.on_path):
-        if not on_path:
-            continue
-        in_shape = ctx.input_shape(index)
-        if in_shape == out_shape:
-            signals[index] = signal
-            continue
-        padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
-        axes = [a + 1 for a, (i, o) in enumerate(zip(padded, out_shape, strict=True)) if i != o]
-        graph = ctx.graph
-        summed = graph.op(
-            "ReduceSum", [signal, graph.const(axes, "bcast_axes")], hint="unbroadcast", keepdims=1
-        )
-        signals[index] = graph.op(
-            "Reshape", [summed, graph.const([-1, *in_shape], "unbroadcast_shape")]
-        )
-    return signals
 
 
 @transpose_rule("Concat")
