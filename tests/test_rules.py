@@ -46,10 +46,10 @@ def test_every_rule_is_covered() -> None:
 
 
 def test_meta_test_notices_a_rule_without_cases() -> None:
-    problems = rc.missing_coverage({*RULES, "Softplus"})
+    problems = rc.missing_coverage({*RULES, "Exp"})
     assert problems == [
-        "Softplus: no golden case",
-        "Softplus: no adjoint case and not listed in NONLINEAR",
+        "Exp: no golden case",
+        "Exp: no adjoint case and not listed in NONLINEAR",
     ]
     assert "Relu: in GOLDEN but has no rule" in rc.missing_coverage(set(RULES) - {"Relu"})
 
@@ -197,7 +197,7 @@ def _raises_naming(model: onnx.ModelProto, node_name: str, op_type: str, layer: 
     return message
 
 
-@pytest.mark.parametrize("op_type", ["Softmax", "Tanh", "Sigmoid", "LeakyRelu"])
+@pytest.mark.parametrize("op_type", ["Softmax", "Exp", "Log", "Sin"])
 def test_op_without_rule_names_node(op_type: str) -> None:
     model = rc.make_model(
         [
