@@ -19,3 +19,17 @@ def test_cli_package_lives_under_the_namespace() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'onnxdeconv = "onnxdeconv.cli.main:main"' in pyproject
     assert 'include = ["onnxdeconv*"]' in pyproject
+
+
+def test_every_rule_has_a_row_in_the_readme_table() -> None:
+    import re
+
+    from onnxdeconv.deconv.rules import RULES
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Transpose rules") : readme.index("#### Activation functions")]
+    named: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith(("| op ", "| ---")):
+            named.update(re.findall(r"\b[A-Z][A-Za-z]+\b", line.split("|")[1]))
+    assert sorted(set(RULES) - named) == []
