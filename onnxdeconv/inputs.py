@@ -32,6 +32,11 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0,)
     bgr: bool = False
 
+    @property
+    def is_raw(self) -> bool:
+        """Whether pixels pass unchanged (channel order aside)."""
+        return self.scale == 1.0 and set(self.mean) == {0.0} and set(self.std) == {1.0}
+
     def describe(self) -> str:
         """A compact one-line description."""
         order = "BGR" if self.bgr else "RGB"
@@ -117,6 +122,11 @@ def normalise(
     rgb: np.ndarray, preprocessing: Preprocessing, layout: Layout, channels: int, dtype: np.dtype
 ) -> np.ndarray:
     """Turn an RGB uint8 image ``[H, W, 3]`` into a batch of one model input."""
+    if dtype.kind in "iu" and not preprocessing.is_raw:
+        raise InputError(
+            f"the model's input is {dtype} pixels, which it preprocesses itself: use --preset raw "
+            "(values 0-255 as they are)"
+        )
     pixels = rgb.astype(np.float32)
     if channels == 1:
         pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None]

@@ -111,3 +111,12 @@ def test_image_for_digitnet_matches_metadata_preprocessing() -> None:
     np.testing.assert_allclose(
         model_input.array[0, 0], (pixels / 255 - 0.1307) / 0.3081, rtol=1e-5, atol=1e-6
     )
+
+
+def test_integer_input_takes_raw_pixels_only() -> None:
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    raw = normalise(rgb, PRESETS["raw"], "NHWC", 3, np.dtype(np.uint8))
+    assert raw.dtype == np.uint8 and np.array_equal(raw[0], rgb)
+    with pytest.raises(InputError, match="--preset raw"):
+        normalise(rgb, PRESETS["imagenet"], "NHWC", 3, np.dtype(np.uint8))

@@ -76,7 +76,7 @@ def test_missing_external_file(tmp_path: Path) -> None:
         load_model(tmp_path / "m.onnx")
 
 
-def test_two_inputs_and_integer_input_are_refused() -> None:
+def test_two_inputs_and_a_bool_input_are_refused() -> None:
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["c"])],
         "two",
@@ -88,13 +88,16 @@ def test_two_inputs_and_integer_input_are_refused() -> None:
     )
     with pytest.raises(ModelLoadError, match="exactly one image input"):
         load_model(helper.make_model(graph))
+    # uint8 pixels are an image input (cast inside the graph); a bool input is not.
     graph = helper.make_graph(
         [helper.make_node("Cast", ["a"], ["c"], to=TensorProto.FLOAT)],
         "int",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3, 4, 4])],
     )
-    with pytest.raises(ModelLoadError, match="float input"):
+    assert load_model(helper.make_model(graph)).input_dtype == np.uint8
+    graph.input[0].type.tensor_type.elem_type = TensorProto.BOOL
+    with pytest.raises(ModelLoadError, match="float or integer"):
         load_model(helper.make_model(graph))
 
 

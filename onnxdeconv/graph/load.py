@@ -92,6 +92,20 @@ def _read(path: Path) -> onnx.ModelProto:
     return model
 
 
+#: Integer inputs carry pixels (a uint8 image cast to float inside the graph); the projection
+#: comes back as float32 in the input's shape.
+INTEGER_TYPES = {
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.UINT64,
+    onnx.TensorProto.INT64,
+}
+
+
 def _image_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
@@ -103,11 +117,11 @@ def _image_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
         )
     value: onnx.ValueInfoProto = inputs[0]
     elem_type = value.type.tensor_type.elem_type
-    if elem_type not in FLOAT_TYPES:
+    if elem_type not in FLOAT_TYPES and elem_type not in INTEGER_TYPES:
         type_name = onnx.TensorProto.DataType.Name(elem_type)
         raise ModelLoadError(
-            f"input '{value.name}' of {where} is {type_name}; projections need a float input: "
-            "export the model without the integer preprocessing (cast) in front"
+            f"input '{value.name}' of {where} is {type_name}; onnxdeconv needs a float or "
+            "integer (pixel) image input: export the model with one"
         )
     return value
 

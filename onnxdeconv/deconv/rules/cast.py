@@ -1,0 +1,38 @@
+"""Cast: the identity on the signal, including the Cast of an integer image input to float."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+
+#: Integer element types an image input may have; its Cast to float starts the float path.
+_INTEGER_TYPES = {
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.UINT64,
+    onnx.TensorProto.INT64,
+}
+
+
+@transpose_rule("Cast", "CastLike")
+def cast(ctx: RuleContext, signal: str) -> dict[int, str]:
+    """Pass the signal through: the derivative of a change of float precision is 1.
+
+    Only float tensors carry a signal, so an integer input on the path can only be the image
+    input itself (say uint8 pixels that the graph casts to float). Its projection is then the
+    float32 signal in the input's shape: what the pixels would have to change by, which no
+    integer type could hold. ``CastLike`` reads only the type of its second input, which gets
+    no signal.
+    """
+    if not ctx.on_path[0]:
+        raise ctx.unsupported("only the data input (input 0) may depend on the image input")
+    source = ctx.info[ctx.node.input[0]]
+    if not source.is_float and source.elem_type not in _INTEGER_TYPES:
+        name = onnx.TensorProto.DataType.Name(source.elem_type)
+        raise ctx.unsupported(f"a cast from {name} is not supported; only float or integer data")
+    return {0: signal}
