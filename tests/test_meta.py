@@ -27,7 +27,8 @@ def test_every_rule_has_a_row_in_the_readme_table() -> None:
     from onnxdeconv.deconv.rules import RULES
 
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Transpose rules") : readme.index("#### Activation functions")]
+    start, end = readme.index("### Transpose rules"), readme.index("#### Activation functions")
+    section = readme[start:end]
     named: set[str] = set()
     for line in section.splitlines():
         if line.startswith("| ") and not line.startswith(("| op ", "| ---")):
