@@ -108,6 +108,7 @@ def build_deconv(
     mode: Mode = "deconvnet",
     constants: Mapping[str, np.ndarray] | None = None,
     opset: int = DECONV_OPSET,
+    reached: set[str] | None = None,
 ) -> DeconvPlan:
     """Build the deconv graph that projects signals at ``target`` back to ``input_name``.
 
@@ -119,6 +120,7 @@ def build_deconv(
         mode: ``deconvnet``, ``guided`` or ``gradient``: what the rectifiers pass back.
         constants: Initializer and Constant values; read from ``model`` when omitted.
         opset: Opset of the generated graph, within :data:`OPSET_RANGE`.
+        reached: :func:`path_tensors` of the model, when the caller has it already.
 
     Returns:
         The deconv model (not yet run through the checker) and its forward needs.
@@ -136,7 +138,8 @@ def build_deconv(
         from onnxdeconv.graph.passes import constant_tensors
 
         constants = constant_tensors(graph)
-    reached = path_tensors(graph, input_name, info)
+    if reached is None:
+        reached = path_tensors(graph, input_name, info)
     if target not in reached:
         raise OnnxDeconvError(
             f"tensor '{target}' does not carry float data computed from input '{input_name}': "

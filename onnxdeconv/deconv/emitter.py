@@ -42,7 +42,7 @@ class DeconvGraph:
         # Every forward tensor name is reserved: any of them may later enter as a forward input,
         # and a generated tensor of the same name would break single assignment.
         self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN, *info}
-        self._consts: dict[str, list[str]] = {}
+        self._consts: dict[str, list[tuple[str, np.ndarray]]] = {}
         self._gathered: dict[str, str] = {}
         self._batch_size: str | None = None
 
@@ -63,8 +63,7 @@ class DeconvGraph:
             array = array.astype(np.float32)
         elif array.dtype.kind in "iub":
             array = array.astype(np.int64)
-        for existing_name in self._consts.get(hint, []):
-            existing = numpy_helper.to_array(self.initializers[existing_name])
+        for existing_name, existing in self._consts.get(hint, []):
             if (
                 existing.dtype == array.dtype
                 and existing.shape == array.shape
@@ -72,7 +71,7 @@ class DeconvGraph:
             ):
                 return existing_name
         name = self.fresh(hint)
-        self._consts.setdefault(hint, []).append(name)
+        self._consts.setdefault(hint, []).append((name, array))
         self.initializers[name] = numpy_helper.from_array(array, name)
         return name
 

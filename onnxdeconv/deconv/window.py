@@ -61,10 +61,15 @@ class Placement:
 
 
 def chain_to(
-    graph: onnx.GraphProto, input_name: str, target: str, info: Mapping[str, TensorInfo]
+    graph: onnx.GraphProto,
+    input_name: str,
+    target: str,
+    info: Mapping[str, TensorInfo],
+    reached: set[str] | None = None,
 ) -> list[onnx.NodeProto] | None:
     """The nodes from ``target`` back to ``input_name`` if they form a windowable chain."""
-    reached = path_tensors(graph, input_name, info)
+    if reached is None:
+        reached = path_tensors(graph, input_name, info)
     if target not in reached:
         return None
     nodes = path_nodes(graph, target, reached)
@@ -222,6 +227,7 @@ def build_windowed(
     mode: Mode,
     constants: Mapping[str, np.ndarray],
     opset: int = DECONV_OPSET,
+    reached: set[str] | None = None,
 ) -> DeconvPlan | None:
     """Build the windowed deconv graph of ``target``, or None where the path is no plain chain.
 
@@ -231,7 +237,7 @@ def build_windowed(
     target: that one validates the nodes' attributes.
     """
     graph = model.graph
-    nodes = chain_to(graph, input_name, target, info)
+    nodes = chain_to(graph, input_name, target, info, reached)
     target_shape = info[target].per_sample
     rank = len(target_shape) - 1
     if nodes is None or rank < 1:
