@@ -152,12 +152,15 @@ class Projector:
             values = run_bound(self.forward_session, {feed_name: inputs}, names, (self.layer,))
             activations = values.pop(self.layer).numpy()
             return ForwardPass(inputs, activations, dict(values))
-        # A model with a fixed batch runs chunk by chunk; the parts meet on the host.
-        parts = [
-            run_bound(self.forward_session, {feed_name: inputs[i : i + chunk]}, names, names)
-            for i in range(0, len(inputs), chunk)
-        ]
-        joined = {name: np.concatenate([p[name].numpy() for p in parts]) for name in names}
+        # A model with a fixed batch runs chunk by chunk (a short last one filled up with copies
+        # of its last row, dropped again); the parts meet on the host.
+        parts = []
+        for start in range(0, len(inputs), chunk):
+            rows = inputs[start : start + chunk]
+            filled = np.concatenate([rows, np.repeat(rows[-1:], chunk - len(rows), axis=0)])
+            values = run_bound(self.forward_session, {feed_name: filled}, names, names)
+            parts.append({name: value.numpy()[: len(rows)] for name, value in values.items()})
+        joined = {name: np.concatenate([p[name] for p in parts]) for name in names}
         activations = joined.pop(self.layer)
         return ForwardPass(inputs, activations, dict(joined))
 

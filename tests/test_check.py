@@ -330,3 +330,37 @@ def test_pytorch_architectures_check(arch: str, exporter: str, tmp_path: Path) -
     ]
     assert statuses_by_check["faithful.outputs"] == {"pass"}
     assert report.baseline["topk"]["first"]["channels"]
+
+
+def fixed_batch_net(seed: int = 0) -> onnx.ModelProto:
+    """``small_net`` as a static export with batch 2 writes it: it accepts only ``[2, ...]``."""
+    model = small_net(seed=seed)
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    return model
+
+
+def test_fixed_batch_of_two_runs_the_adjoint_test_at_that_batch() -> None:
+    # The point fills the batch and row 0 is compared.
+    report = run_checks(load_model(fixed_batch_net()), IMAGES[:2], NAMES[:2])
+    adjoint = [f for f in report.findings if f.check == "faithful.adjoint"]
+    assert adjoint and {f.status for f in adjoint} == {"pass"}, [f.message for f in adjoint]
+    assert {f.status for f in report.findings if f.check == "faithful.outputs"} == {"pass"}
+
+
+def test_fixed_batch_adjoint_test_still_catches_a_flipped_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = rules.RULES["Conv"]
+
+    def flipped(ctx: rules.RuleContext, signal: str) -> dict[int, str]:
+        name = ctx.node.input[1]
+        constants = dict(ctx.constants)
+        constants[name] = np.asarray(ctx.constants[name])[:, :, ::-1, ::-1].copy()
+        ctx.constants = constants
+        return original(ctx, signal)
+
+    monkeypatch.setitem(rules.RULES, "Conv", flipped)
+    report = run_checks(load_model(fixed_batch_net(seed=3)), IMAGES[:2], NAMES[:2])
+    adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}
+    assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"

@@ -204,3 +204,17 @@ def test_paths_that_are_not_chains_stay_dense() -> None:
     result = projector.forward(np.ones((1, 2, 8, 8), np.float32))
     picks = projector.strongest(result, top=2)
     assert projector.project(result, picks).shape == (2, 2, 8, 8)
+
+
+def test_fixed_batch_model_runs_a_short_last_chunk() -> None:
+    from helpers import conv_relu_pool_model
+
+    x = np.random.default_rng(3).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    results = []
+    for batch in (2, "N"):
+        projector = Projector(conv_relu_pool_model(batch=batch), layer="pool", device="cpu")
+        forward = projector.forward(x)
+        picks = projector.strongest(forward, top=2, image=2)
+        results.append((forward.activations, projector.project(forward, picks)))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)

@@ -370,6 +370,15 @@ def boxes_by_part(
 # --- layers and features ------------------------------------------------------------------------
 
 
+def _is_channels_first_map(prepared: PreparedModel, name: str) -> bool:
+    # A [C, H, W] map whose H and W are the input's (not an NHWC tensor of a TensorFlow model).
+    field = prepared.receptive_fields[name]
+    rank = len(prepared.info[name].per_sample)
+    if field.size is None or rank < 3:
+        return False
+    return field.axes is None or tuple(field.axes) == tuple(range(2, 1 + rank))
+
+
 def default_layers(prepared: PreparedModel) -> list[str]:
     """The deepest spatial layer and the one before it.
 
@@ -381,11 +390,7 @@ def default_layers(prepared: PreparedModel) -> list[str]:
         SelectionError: The model has no spatial layer.
     """
     info = prepared.info
-    spatial = [
-        name
-        for name in prepared.candidates
-        if prepared.receptive_fields[name].size is not None and len(info[name].per_sample) >= 3
-    ]
+    spatial = [name for name in prepared.candidates if _is_channels_first_map(prepared, name)]
     absorbed = set()
     for name in spatial:
         node = prepared.producers[name]

@@ -128,9 +128,14 @@ def _all_values(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     step = fixed or len(x)
     for start in range(0, len(x), step):
-        results = session.run(None, {loaded.input_name: x[start : start + step]})
+        chunk = x[start : start + step]
+        count = len(chunk)
+        if count < step:
+            # A fixed batch must be full: repeat the last row and drop what the copies give.
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)])
+        results = session.run(None, {loaded.input_name: chunk})
         for name, value in zip(outputs, results, strict=True):
-            parts[name].append(value)
+            parts[name].append(value if count == step else value[:count])
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
@@ -175,7 +180,8 @@ def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> 
     instrumented = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    sample = x[:1]
+    batch = loaded.input_shape[0]
+    sample = np.repeat(x[:1], batch if isinstance(batch, int) and batch > 0 else 1, axis=0)
     before = original.run(None, {loaded.input_name: sample})
     after = instrumented.run(None, {loaded.input_name: sample})
     for output, old, new in zip(original.get_outputs(), before, after, strict=False):
@@ -215,18 +221,25 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
         picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
         layers = [layers[i] for i in sorted(set(picks))]
     point = x[:1].astype(np.float32)
+    # A model exported with a fixed batch runs only at that batch (its reshapes may even name
+    # it): every row holds the point, and row 0 is the one compared.
+    batch = prepared.loaded.input_shape[0]
+    rows = batch if isinstance(batch, int) and batch > 0 else 1
+    filled = np.repeat(point, rows, axis=0)
     recorded, pools = recorded_tensors(prepared.graph)
-    frozen = _all_values(prepared, point, recorded, pools)
+    frozen = _all_values(prepared, filled, recorded, pools)
     linear = PreparedModel(
         LoadedModel(
             linearize(
                 with_input_shape(
-                    prepared.loaded.model, prepared.loaded.input_name, (1, *prepared.input_shape)
+                    prepared.loaded.model,
+                    prepared.loaded.input_name,
+                    (rows, *prepared.input_shape),
                 ),
                 frozen,
             ),
             prepared.loaded.input_name,
-            [1, *prepared.input_shape],
+            [rows, *prepared.input_shape],
             np.dtype(np.float32),
         ),
         prepared.input_shape,
@@ -234,12 +247,12 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
         prepared.constants,
     )
     direction = np.random.default_rng(0).normal(size=point.shape).astype(np.float32)
-    moved = _all_values(linear, point + direction, layers)
-    still = _all_values(linear, point, layers)
+    moved = _all_values(linear, filled + direction, layers)
+    still = _all_values(linear, filled, layers)
     for name in layers:
-        jvp = moved[name].astype(np.float64) - still[name].astype(np.float64)
+        jvp = moved[name][:1].astype(np.float64) - still[name][:1].astype(np.float64)
         projector = Projector(prepared, layer=name, rule="gradient", device="cpu")
-        back = projector.project_signal(projector.forward(point), jvp.astype(np.float32))
+        back = projector.project_signal(projector.forward(filled), jvp.astype(np.float32), [0])
         lhs = float((jvp * jvp).sum())
         rhs = float((direction.astype(np.float64) * back.astype(np.float64)).sum())
         if lhs <= 1e-20:

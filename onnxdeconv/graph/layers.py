@@ -94,7 +94,7 @@ class PreparedModel:
     @cached_property
     def receptive_fields(self) -> dict[str, ReceptiveField]:
         """Receptive field of every tensor computed from the input."""
-        return receptive_fields(self.graph, self.loaded.input_name, self.info)
+        return receptive_fields(self.graph, self.loaded.input_name, self.info, self.constants)
 
     def resolve(self, layer: str) -> str:
         """Return the tensor name for a tensor name or alias."""
@@ -116,8 +116,14 @@ class PreparedModel:
                 mode,
                 self.constants,
                 opset,
+                self.reached,
             )
         return self._plans[key]
+
+    @cached_property
+    def reached(self) -> set[str]:
+        """The float tensors computed from the image input (where a signal can go)."""
+        return path_tensors(self.graph, self.loaded.input_name, self.info)
 
     def windowed_plan(self, target: str, mode: Mode = "deconvnet") -> DeconvPlan | None:
         """The windowed deconv graph for ``target``, or None where its path is no plain chain.
@@ -134,6 +140,7 @@ class PreparedModel:
                 self.info,
                 mode,
                 self.constants,
+                reached=self.reached,
             )
         return self._windowed[key]
 
