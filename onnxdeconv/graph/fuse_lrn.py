@@ -45,6 +45,24 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
+def _zero_pads(
+    pad: onnx.NodeProto | None, constants: Mapping[str, np.ndarray]
+) -> list[int] | None:
+    """The pads of a constant-mode Pad with fill value 0, or None for any other node."""
+    if pad is None or _attr(pad, "mode", "constant") != "constant":
+        return None
+    if len(pad.input) < 2:
+        # Before opset 11, pads and value are attributes.
+        if float(_attr(pad, "value", 0.0)) != 0.0:
+            return None
+        return [int(p) for p in _attr(pad, "pads", [])]
+    if pad.input[1] not in constants:
+        return None
+    if len(pad.input) > 2 and pad.input[2] and _scalar(pad.input[2], constants) != 0:
+        return None
+    return [int(p) for p in np.asarray(constants[pad.input[1]]).reshape(-1)]
+
+
 def _other_input(
     node: onnx.NodeProto, constants: Mapping[str, np.ndarray]
 ) -> tuple[str, float] | None:
@@ -113,11 +131,9 @@ def _match(
         chain.append(view)
         view = producers.get(view.input[0])
     pool = view
-    if (
-        pool is None
-        or pool.op_type != "AveragePool"
-        or not int(_attr(pool, "count_include_pad", 0))
-    ):
+    # The pool itself must not pad (checked below), so count_include_pad makes no difference:
+    # the channel padding is an explicit Pad of zeros that the average counts.
+    if pool is None or pool.op_type != "AveragePool":
         return None
     kernel = [int(k) for k in _attr(pool, "kernel_shape", [])]
     strides = [int(s) for s in _attr(pool, "strides", [1] * len(kernel))]
@@ -126,12 +142,13 @@ def _match(
         return None
     size = kernel[0]
     pad = producer(pool.input[0], "Pad")
-    if pad is None or _attr(pad, "mode", "constant") != "constant":
-        return None
-    if len(pad.input) < 2 or pad.input[1] not in constants:
-        return None
-    pads = [int(p) for p in np.asarray(constants[pad.input[1]]).reshape(-1)]
-    if len(pad.input) > 2 and pad.input[2] and _scalar(pad.input[2], constants) != 0:
+    pads = _zero_pads(pad, constants)
+    # Old exports add a second Pad of zeros (the pooling's own padding) after the channel one.
+    while pad is not None and pads is not None and not any(pads):
+        chain.append(pad)
+        pad = producer(pad.input[0], "Pad")
+        pads = _zero_pads(pad, constants)
+    if pad is None or pads is None:
         return None
     # Rank 5 view [N, 1, C, H, W]: the channels are axis 2, padded (size // 2, (size - 1) // 2).
     expected = [0] * 10
