@@ -45,9 +45,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def _zero_pads(
-    pad: onnx.NodeProto | None, constants: Mapping[str, np.ndarray]
-) -> list[int] | None:
+def _zero_pads(pad: onnx.NodeProto | None, constants: Mapping[str, np.ndarray]) -> list[int] | None:
     """The pads of a constant-mode Pad with fill value 0, or None for any other node."""
     if pad is None or _attr(pad, "mode", "constant") != "constant":
         return None
