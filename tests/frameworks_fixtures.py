@@ -78,7 +78,7 @@ def rapidocr_models() -> dict[str, Path]:
 
 
 #: Set to 1 to project from every projectable layer of the PaddleOCR models, not an even spread
-#: (3 to 5 minutes per model on 2 busy cores).
+#: (about 2 minutes for the three models on 2 cores; .ci/run sets it).
 ALL_LAYERS = os.environ.get("ONNXDECONV_ALL_LAYERS") == "1"
 UNSUPPORTED = re.compile(r"cannot project through node '[^']+' \((\w+)\)")
 

@@ -4,7 +4,7 @@ Both ship in the ``rapidocr-onnxruntime`` wheel as paddle2onnx exports (see
 ``frameworks_fixtures`` for how they are fetched; the recognizer is in ``test_paddle_rec.py``).
 ``layers`` must mark every tensor projectable or name the node and op that stop it, and
 ``project`` must succeed from the projectable ones: from an even spread of them here (every one
-with ``ONNXDECONV_ALL_LAYERS=1``, which takes 3 to 5 minutes per model on 2 cores).
+with ``ONNXDECONV_ALL_LAYERS=1``, about 2 minutes for the three models on 2 cores; CI sets it).
 """
 
 from __future__ import annotations
