@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from oracle_nets import AddBlock, CatBlock
+from oracle_nets import module_outputs as oracle_module_outputs
 from torch import nn
 
 from onnxdeconv import load_model, prepare
@@ -660,23 +661,8 @@ def export(net: nn.Module, name: str, variant: str, path: Path) -> onnx.ModelPro
 
 
 def module_outputs(net: nn.Module, x: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The forward output of each named submodule of ``net`` on ``x``."""
-    modules = dict(net.named_modules())
-    captured: dict[str, np.ndarray] = {}
-    hooks = []
-    for name in names:
-
-        def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
-            captured[name] = out.detach().numpy().copy()
-
-        hooks.append(modules[name].register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            net(torch.from_numpy(x))
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return captured
+    """The forward output of each named submodule of ``net`` on the array ``x``."""
+    return oracle_module_outputs(net, torch.from_numpy(x), names)
 
 
 def candidate_values(

@@ -5,18 +5,7 @@ from __future__ import annotations
 import onnx
 
 from onnxdeconv.deconv.rules import RuleContext, transpose_rule
-
-#: Integer element types an image input may have; its Cast to float starts the float path.
-_INTEGER_TYPES = {
-    onnx.TensorProto.UINT8,
-    onnx.TensorProto.INT8,
-    onnx.TensorProto.UINT16,
-    onnx.TensorProto.INT16,
-    onnx.TensorProto.UINT32,
-    onnx.TensorProto.INT32,
-    onnx.TensorProto.UINT64,
-    onnx.TensorProto.INT64,
-}
+from onnxdeconv.graph.load import INTEGER_TYPES
 
 
 @transpose_rule("Cast", "CastLike")
@@ -32,7 +21,7 @@ def cast(ctx: RuleContext, signal: str) -> dict[int, str]:
     if not ctx.on_path[0]:
         raise ctx.unsupported("only the data input (input 0) may depend on the image input")
     source = ctx.info[ctx.node.input[0]]
-    if not source.is_float and source.elem_type not in _INTEGER_TYPES:
+    if not source.is_float and source.elem_type not in INTEGER_TYPES:
         name = onnx.TensorProto.DataType.Name(source.elem_type)
         raise ctx.unsupported(f"a cast from {name} is not supported; only float or integer data")
     return {0: signal}
