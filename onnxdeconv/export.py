@@ -232,6 +232,12 @@ def export_projector(
     )
     opset = default_opset(converted.model)
     layer = prepared.resolve(options.layer) if options.layer else prepared.default_layer()
+    if layer in prepared.channels_first_orders:
+        # The exported graph selects channels on axis 1 of the layer tensor itself.
+        raise OnnxDeconvError(
+            f"layer '{layer}' is channels-last (an NHWC map); export from the channels-first "
+            "map next to it (before the model's Transpose back to NHWC)"
+        )
     plan = prepared.plan(layer, options.rule, opset)
     sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
     forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)

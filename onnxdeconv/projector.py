@@ -103,6 +103,7 @@ class Projector:
         self.forward_session = create_session(self.forward_model, device)
         self._device = device
         self.provider = provider_of(self.forward_session)
+        self._to_channels_first = self.prepared.channels_first_orders.get(self.layer)
         logger.info("running on %s", self.provider)
 
     @cached_property
@@ -126,8 +127,21 @@ class Projector:
 
     @property
     def layer_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of the target layer."""
-        return self.plan.target_shape
+        """Per-sample shape of the target layer, channels first (``[C, *spatial]``)."""
+        shape = self.plan.target_shape
+        if self._to_channels_first is None:
+            return shape
+        return tuple(shape[axis - 1] for axis in self._to_channels_first[1:])
+
+    def channels_first(self, activations: np.ndarray) -> np.ndarray:
+        """The layer's batched values ``[N, ...]`` as ``[N, C, *spatial]``.
+
+        A channels-last map (an NHWC tensor of a TensorFlow model, found through the receptive
+        field's axes) is transposed, so that channels and positions mean the same on every layer.
+        """
+        if self._to_channels_first is None:
+            return activations
+        return np.ascontiguousarray(np.transpose(activations, self._to_channels_first))
 
     def _check_inputs(self, inputs: np.ndarray) -> None:
         loaded = self.prepared.loaded
@@ -150,7 +164,7 @@ class Projector:
         chunk = self._batch or len(inputs)
         if chunk == len(inputs):
             values = run_bound(self.forward_session, {feed_name: inputs}, names, (self.layer,))
-            activations = values.pop(self.layer).numpy()
+            activations = self.channels_first(values.pop(self.layer).numpy())
             return ForwardPass(inputs, activations, dict(values))
         # A model with a fixed batch runs chunk by chunk (a short last one filled up with copies
         # of its last row, dropped again); the parts meet on the host.
@@ -161,7 +175,7 @@ class Projector:
             values = run_bound(self.forward_session, {feed_name: filled}, names, names)
             parts.append({name: value.numpy()[: len(rows)] for name, value in values.items()})
         joined = {name: np.concatenate([p[name] for p in parts]) for name in names}
-        activations = joined.pop(self.layer)
+        activations = self.channels_first(joined.pop(self.layer))
         return ForwardPass(inputs, activations, dict(joined))
 
     def strongest(
@@ -232,7 +246,9 @@ class Projector:
         """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
         images = [s.image for s in selections]
         signal = self.signal(forward, selections)
-        windowed = self.windowed if self.layer_shape[1:] else None
+        windowed = (
+            self.windowed if self.layer_shape[1:] and self._to_channels_first is None else None
+        )
         if windowed is None or any(s.position is None for s in selections):
             return self.project_signal(forward, signal, images)
         plan, session = windowed
@@ -273,6 +289,9 @@ class Projector:
                 f"signal has shape {list(signal.shape)}; layer '{self.layer}' needs "
                 f"[K, {', '.join(map(str, self.layer_shape))}]"
             )
+        if self._to_channels_first is not None:
+            signal = np.ascontiguousarray(np.transpose(signal, np.argsort(self._to_channels_first)))
         feeds = self._feeds(forward, self.plan, signal, images)
         out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
         return np.asarray(out[PROJECTION].numpy())
+

@@ -377,3 +377,48 @@ def test_twin_projection_matches_captum(
     worst = max(relative_error(p, r) for p, r in zip(projections, references, strict=True))
     record_property("relative_error", worst)
     assert worst <= TOLERANCE, worst
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "gradient"])
+def test_nhwc_map_is_shown_channels_first(rule: str) -> None:
+    """An NHWC map (after tf2onnx's Transpose back) reads and projects like the NCHW one before.
+
+    ``[N, H, W, C]`` comes out of the projector as ``[N, C, H, W]``: channel c at (h, w) of it is
+    channel c at (h, w) of the Transpose's NCHW input, so both must give one projection.
+    """
+    prepared = prepare(load_model(DATA / "keras_nhwc.onnx"))
+    producers = {out: node for node in prepared.graph.node for out in node.output}
+    nhwc = [
+        name
+        for name in prepared.channels_first_orders
+        if name in prepared.candidates and producers[name].op_type == "Transpose"
+    ]
+    assert nhwc, "the Keras export has a Transpose back to NHWC"
+    layer = nhwc[0]
+    before = producers[layer].input[0]
+    assert prepared.channels_first_orders[layer] == (0, 3, 1, 2)
+    x = keras_input("keras_nhwc")
+    results = []
+    for name in (layer, before):
+        projector = Projector(prepared, layer=name, rule=rule, device="cpu")  # type: ignore[arg-type]
+        forward = projector.forward(x)
+        picks = projector.strongest(forward, top=3, image=1)
+        results.append(
+            (projector.layer_shape, forward.activations, picks, projector.project(forward, picks))
+        )
+    (shape_a, act_a, picks_a, proj_a), (shape_b, act_b, picks_b, proj_b) = results
+    assert shape_a == shape_b == tuple(np.asarray(prepared.info[before].per_sample))
+    np.testing.assert_array_equal(act_a, act_b)
+    assert [(p.channel, p.position) for p in picks_a] == [(p.channel, p.position) for p in picks_b]
+    np.testing.assert_allclose(proj_a, proj_b, rtol=1e-5, atol=1e-6 * np.abs(proj_b).max())
+    field_a = prepared.receptive_fields[layer].box(picks_a[0].position)
+    assert field_a == prepared.receptive_fields[before].box(picks_b[0].position)
+
+
+def test_export_refuses_an_nhwc_map(tmp_path: Path) -> None:
+    from onnxdeconv.export import ExportOptions, export_projector
+
+    prepared = prepare(load_model(DATA / "keras_nhwc.onnx"))
+    layer = next(n for n in prepared.channels_first_orders if n in prepared.candidates)
+    with pytest.raises(OnnxDeconvError, match="channels-last"):
+        export_projector(prepared, ExportOptions(layer=layer))

@@ -56,7 +56,7 @@ def build(
 
 
 def fields_of(model: onnx.ModelProto) -> dict[str, ReceptiveField]:
-    return prepare(load_model(model)).receptive_fields
+    return prepare(load_model(model)).tensor_fields
 
 
 def line(field: ReceptiveField) -> tuple[object, ...]:
@@ -78,7 +78,7 @@ def assert_holds_support(model: onnx.ModelProto, names: Sequence[str]) -> None:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     results = dict(zip(names, session.run(list(names), {"x": impulses}), strict=True))
     for name in names:
-        field = prepared.receptive_fields[name]
+        field = prepared.tensor_fields[name]
         out = results[name]
         # Rows: the impulse's pixel; columns: the units.
         reach = np.abs(out.reshape(len(out), -1)) > 1e-6
@@ -163,11 +163,14 @@ def test_keras_nhwc_export_has_local_fields_up_to_its_flatten() -> None:
     # tf2onnx writes TF's SAME as explicit pads, the odd pixel at the end (pads 0, 0, 1, 1):
     # conv1 3x3/2: 3 /2 offset 0; maxpool1 3x3/2: 3 + 2*2 = 7 /4 offset 0; conv2 3x3 pad 1:
     # 7 + 2*4 = 15 /4 offset -4. The NHWC input and the map transposed back keep them.
-    assert rows["add1"].axes == (1, 2) and line(rows["add1"]) == ((1, 1), (1, 1), (0, 0))
+    # `layers` shows each map channels first; the tensors' own axes are in tensor_fields.
+    assert rows["add1"].axes == (2, 3) and line(rows["add1"]) == ((1, 1), (1, 1), (0, 0))
+    assert prepared.tensor_fields[prepared.aliases["add1"]].axes == (1, 2)
     assert line(rows["conv1"]) == ((3, 3), (2, 2), (0, 0))
     assert line(rows["maxpool1"]) == ((7, 7), (4, 4), (0, 0))
     assert line(rows["conv2"]) == ((15, 15), (4, 4), (-4, -4))
-    assert line(rows["transpose2"]) == line(rows["conv2"]) and rows["transpose2"].axes == (1, 2)
+    assert line(rows["transpose2"]) == line(rows["conv2"]) and rows["transpose2"].axes == (2, 3)
+    assert prepared.tensor_fields[prepared.aliases["transpose2"]].axes == (1, 2)
     assert rows["reshape1"].size is None  # Flatten of an 8x8 map
 
 

@@ -68,7 +68,9 @@ def test_case_ids_are_unique() -> None:
 def test_golden(case: rc.GoldenCase) -> None:
     p = projector(case.model, case.layer, case.mode)
     forward = p.forward(case.x)
-    back = p.project_signal(forward, case.signal, case.images)
+    # Cases write the signal in the layer tensor's own layout; the projector shows every map
+    # channels first (an NHWC map is transposed), so the signal goes through the same view.
+    back = p.project_signal(forward, p.channels_first(case.signal), case.images)
     assert back.dtype == np.float32
     assert back.shape == case.expected.shape
     np.testing.assert_allclose(back, case.expected, rtol=1e-5, atol=1e-5)

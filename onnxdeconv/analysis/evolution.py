@@ -444,7 +444,7 @@ class LayerForwards:
             host = activations if isinstance(activations, np.ndarray) else activations.numpy()
             passes[layer] = ForwardPass(
                 inputs,
-                np.asarray(host),
+                projector.channels_first(np.asarray(host)),
                 {name: values[name] for name in projector.plan.forward_inputs},
             )
         return passes

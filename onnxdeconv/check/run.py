@@ -252,7 +252,8 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
     for name in layers:
         jvp = moved[name][:1].astype(np.float64) - still[name][:1].astype(np.float64)
         projector = Projector(prepared, layer=name, rule="gradient", device="cpu")
-        back = projector.project_signal(projector.forward(filled), jvp.astype(np.float32), [0])
+        signal = projector.channels_first(jvp.astype(np.float32))
+        back = projector.project_signal(projector.forward(filled), signal, [0])
         lhs = float((jvp * jvp).sum())
         rhs = float((direction.astype(np.float64) * back.astype(np.float64)).sum())
         if lhs <= 1e-20:

@@ -92,8 +92,52 @@ class PreparedModel:
         return aliases
 
     @cached_property
+    def channels_first_orders(self) -> dict[str, tuple[int, ...]]:
+        """Layers whose channel axis is not axis 1, and the axis order that puts it there.
+
+        A TensorFlow model's NHWC maps (``[N, H, W, C]``) come back as ``(0, 3, 1, 2)``: the
+        library shows every map channels first, so channels and positions mean the same on every
+        layer. Found from where the receptive field places the input's spatial axes, in models
+        that turn them channels first somewhere.
+        """
+        orders: dict[str, tuple[int, ...]] = {}
+        # Only where the model itself turns the input channels first (as ONNX Conv needs): a
+        # channels-last guess on an input the graph never transposes is not a layout.
+        fields = self.tensor_fields
+        if not any(
+            f.axes is not None and f.axes == tuple(range(2, 2 + len(f.axes)))
+            for f in fields.values()
+        ):
+            return orders
+        for name, tensor_field in fields.items():
+            axes = tensor_field.axes
+            shape = self.info[name].per_sample if name in self.info else ()
+            if axes is None or None in axes or len(shape) != len(axes) + 1:
+                continue
+            spatial = [int(a) for a in axes if a is not None]
+            channel = [a for a in range(1, len(shape) + 1) if a not in spatial]
+            order = (0, *channel, *spatial)
+            if order != tuple(range(len(order))):
+                orders[name] = order
+        return orders
+
+    @cached_property
     def receptive_fields(self) -> dict[str, ReceptiveField]:
-        """Receptive field of every tensor computed from the input."""
+        """Receptive field of every tensor computed from the input, for its channels-first view.
+
+        Positions index the map's spatial axes in the input's order (see
+        :attr:`channels_first_orders`).
+        """
+        fields = dict(self.tensor_fields)
+        for name in self.channels_first_orders:
+            view = fields[name]
+            assert view.axes is not None
+            fields[name] = replace(view, axes=tuple(range(2, 2 + len(view.axes))))
+        return fields
+
+    @cached_property
+    def tensor_fields(self) -> dict[str, ReceptiveField]:
+        """Receptive fields with their axes as they lie in each tensor (NHWC maps included)."""
         return receptive_fields(self.graph, self.loaded.input_name, self.info, self.constants)
 
     def resolve(self, layer: str) -> str:
