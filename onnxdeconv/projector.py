@@ -294,4 +294,3 @@ class Projector:
         feeds = self._feeds(forward, self.plan, signal, images)
         out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
         return np.asarray(out[PROJECTION].numpy())
-
