@@ -38,9 +38,12 @@ class Preprocessing:
         return self.scale == 1.0 and set(self.mean) == {0.0} and set(self.std) == {1.0}
 
     def describe(self) -> str:
-        """A compact one-line description."""
-        order = "BGR" if self.bgr else "RGB"
-        return f"{order}, x*{self.scale:.6g}, mean {list(self.mean)}, std {list(self.std)}"
+        """A compact one-line description; the channel order only where it matters."""
+        values = f"x*{self.scale:.6g}, mean {list(self.mean)}, std {list(self.std)}"
+        if self.bgr:
+            return f"BGR, {values}"
+        # One mean and std serve gray models too, which the word RGB would misdescribe.
+        return f"RGB, {values}" if len(self.mean) > 1 or len(self.std) > 1 else values
 
 
 PRESETS: dict[str, Preprocessing] = {

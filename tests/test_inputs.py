@@ -120,3 +120,10 @@ def test_integer_input_takes_raw_pixels_only() -> None:
     assert raw.dtype == np.uint8 and np.array_equal(raw[0], rgb)
     with pytest.raises(InputError, match="--preset raw"):
         normalise(rgb, PRESETS["imagenet"], "NHWC", 3, np.dtype(np.uint8))
+
+
+def test_description_names_the_channel_order_only_where_it_matters() -> None:
+    assert PRESETS["caffe"].describe().startswith("BGR, x*1, mean [104.0, 117.0, 123.0]")
+    assert PRESETS["imagenet"].describe().startswith("RGB, x*0.00392157")
+    gray = Preprocessing(1 / 255, (0.1307,), (0.3081,))
+    assert gray.describe() == "x*0.00392157, mean [0.1307], std [0.3081]"
