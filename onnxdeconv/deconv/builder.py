@@ -146,11 +146,7 @@ def build_deconv(
             "choose a feature map listed as projectable by 'onnxdeconv layers'"
         )
     nodes = rewrite_path(graph, path_nodes(graph, target, reached), reached, info, constants)
-    all_info = dict(info)
-    switches = switch_names(graph)
-    for pooled, name in switches.items():
-        if pooled in info:
-            all_info[name] = TensorInfo(info[pooled].shape, onnx.TensorProto.INT64)
+    all_info, switches = with_switches(graph, info)
     for name in {target, input_name} | {n for node in nodes for n in node.input if n in reached}:
         try:
             all_info[name].per_sample  # noqa: B018 - validates the shape
@@ -201,14 +197,43 @@ def build_deconv(
     if not arrived_at_input:
         raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
     projection = deconv.sum(arrived_at_input, input_name)
-    deconv_model = deconv.to_model(projection, all_info[input_name].per_sample, opset)
-    logger.debug("deconv graph for %s: %d nodes", target, len(deconv_model.graph.node))
+    return finish_plan(deconv, projection, all_info, input_name, target, mode, used_switches, opset)
+
+
+def with_switches(
+    graph: onnx.GraphProto, info: Mapping[str, TensorInfo]
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """``info`` plus the switches tensor of every MaxPool, and the switches' names."""
+    all_info = dict(info)
+    switches = switch_names(graph)
+    for pooled, name in switches.items():
+        if pooled in info:
+            all_info[name] = TensorInfo(info[pooled].shape, onnx.TensorProto.INT64)
+    return all_info, switches
+
+
+def finish_plan(
+    deconv: DeconvGraph,
+    projection: str,
+    info: Mapping[str, TensorInfo],
+    input_name: str,
+    target: str,
+    mode: Mode,
+    used_switches: dict[str, str],
+    opset: int,
+    windowed: bool = False,
+) -> DeconvPlan:
+    """Close ``deconv`` with ``projection`` as its output and describe it as a plan."""
+    model = deconv.to_model(projection, info[input_name].per_sample, opset)
+    kind = "windowed deconv" if windowed else "deconv"
+    logger.debug("%s graph for %s: %d nodes", kind, target, len(model.graph.node))
     return DeconvPlan(
-        model=deconv_model,
+        model=model,
         target=target,
         mode=mode,
         forward_inputs=list(deconv.forward_inputs),
         switches=used_switches,
-        input_shape=all_info[input_name].per_sample,
-        target_shape=all_info[target].per_sample,
+        input_shape=info[input_name].per_sample,
+        target_shape=info[target].per_sample,
+        windowed=windowed,
     )

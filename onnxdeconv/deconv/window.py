@@ -17,7 +17,6 @@ padding) are zeroed.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,13 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxdeconv.deconv.builder import DeconvPlan, path_nodes, path_tensors, switch_names
+from onnxdeconv.deconv.builder import (
+    DeconvPlan,
+    finish_plan,
+    path_nodes,
+    path_tensors,
+    with_switches,
+)
 from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, WINDOW_ORIGIN, DeconvGraph
 from onnxdeconv.deconv.rules import RULES, Mode, RuleContext
 from onnxdeconv.deconv.rules.spatial import read_window
 from onnxdeconv.graph.passes import TensorInfo
-
-logger = logging.getLogger(__name__)
 
 #: Ops a windowed chain may contain. The per-channel ones reuse their dense rule unchanged.
 CHAIN_OPS = {"Conv", "MaxPool", "Relu", "BatchNormalization", "Identity", "Dropout"}
@@ -242,11 +245,7 @@ def build_windowed(
     rank = len(target_shape) - 1
     if nodes is None or rank < 1:
         return None
-    all_info = dict(info)
-    switches = switch_names(graph)
-    for pooled, name in switches.items():
-        if pooled in info:
-            all_info[name] = TensorInfo(info[pooled].shape, onnx.TensorProto.INT64)
+    all_info, switches = with_switches(graph, info)
     deconv = DeconvGraph(target_shape, all_info)
     deconv.add_input(WINDOW_ORIGIN, onnx.TensorProto.INT64, ["K", rank])
     windows = _Windows(deconv, rank)
@@ -290,18 +289,8 @@ def build_windowed(
             signal, place = _max_pool(windows, context, signal, place)
     if not dense:
         signal = _paste(windows, signal, place, all_info[input_name].per_sample)
-    projection = signal
-    deconv_model = deconv.to_model(projection, all_info[input_name].per_sample, opset)
-    logger.debug("windowed deconv graph for %s: %d nodes", target, len(deconv_model.graph.node))
-    return DeconvPlan(
-        model=deconv_model,
-        target=target,
-        mode=mode,
-        forward_inputs=list(deconv.forward_inputs),
-        switches=used_switches,
-        input_shape=all_info[input_name].per_sample,
-        target_shape=target_shape,
-        windowed=True,
+    return finish_plan(
+        deconv, signal, all_info, input_name, target, mode, used_switches, opset, windowed=True
     )
 
 
