@@ -25,6 +25,7 @@ from oracle_nets import (
     make_input,
     map_modules_to_tensors,
     module_outputs,
+    one_torch_thread,
     path_op_types,
     relative_error,
 )
@@ -139,13 +140,8 @@ class Zoo:
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
-    # The nets are tiny: one torch thread is faster than two that compete with ONNX Runtime's.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield Zoo(tmp_path_factory.mktemp("oracle_exports"))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _cases() -> list[pytest.param]:

@@ -28,7 +28,7 @@ import torch
 import zoo_nets
 from helpers import run
 from onnx import TensorProto, helper, numpy_helper
-from oracle_nets import captum_references, path_op_types, relative_error
+from oracle_nets import captum_references, one_torch_thread, path_op_types, relative_error
 from torch import nn
 from zoo_nets import (
     RELU_ONLY,
@@ -145,13 +145,8 @@ class Zoo:
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
-    # The nets are tiny: one torch thread is faster than two that compete with ONNX Runtime's.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield Zoo(tmp_path_factory.mktemp("zoo_exports"))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from oracle_nets import AddBlock, CatBlock
+from oracle_nets import AddBlock, CatBlock, with_random_batch_norm
 from oracle_nets import module_outputs as oracle_module_outputs
 from torch import nn
 
@@ -566,15 +566,7 @@ RELU_ONLY = (
 def build(name: str, seed: int = 0) -> nn.Module:
     """The net with random weights from ``seed`` and non-trivial BN statistics, in eval mode."""
     torch.manual_seed(seed)
-    net = ZOO[name]()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.2)
-                module.running_mean.normal_(0.0, 0.3)
-                module.running_var.uniform_(0.3, 2.0)
-    return net.eval()
+    return with_random_batch_norm(ZOO[name]())
 
 
 def make_input(batch: int = 2, size: int = SIZE, seed: int = 1) -> np.ndarray:
