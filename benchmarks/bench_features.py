@@ -50,7 +50,8 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxdeconv import load_model, prepare
-from onnxdeconv.analysis.topk import MaximaRunner, PendingUpdates, TopK, feature_layers
+from onnxdeconv.analysis.layers import feature_layers
+from onnxdeconv.analysis.topk import MaximaRunner, PendingUpdates, TopK
 from onnxdeconv.cli.features_command import (
     ImageLoader,
     choose_channels,

@@ -10,8 +10,8 @@ from onnxdeconv.errors import (
     UnknownLayerError,
     UnsupportedOpError,
 )
-from onnxdeconv.graph.layers import Layer, PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel, load_model
+from onnxdeconv.prepared import Layer, PreparedModel, prepare
 from onnxdeconv.projector import ForwardPass, Projector, Selection
 
 __version__ = "0.1.0"

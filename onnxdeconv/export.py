@@ -16,11 +16,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, OPSET_RANGE, PROJECTION, SIGNAL
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import ModelLoadError, OnnxDeconvError
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import copy_model, default_opset, instrument, with_input_shape
+from onnxdeconv.prepared import PreparedModel, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ExportOptions:
     """
 
     layer: str | None = None
-    rule: Mode = "deconvnet"
+    rule: Rule = "deconvnet"
     position_input: bool = False
     batch: bool = False
 

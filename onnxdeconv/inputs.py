@@ -6,17 +6,38 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.load import LoadedModel
 
 logger = logging.getLogger(__name__)
 
 Layout = Literal["NCHW", "NHWC"]
+
+
+class ModelInputSpec(Protocol):
+    """What input loading needs to know of a model: its image input and metadata.
+
+    :class:`~onnxdeconv.graph.load.LoadedModel` has these; the protocol keeps this module at the
+    bottom of the package, below ``graph/``.
+    """
+
+    @property
+    def input_name(self) -> str: ...  # noqa: D102
+
+    @property
+    def input_shape(self) -> list[int | str]: ...  # noqa: D102
+
+    @property
+    def input_dtype(self) -> np.dtype: ...  # noqa: D102
+
+    @property
+    def metadata(self) -> dict[str, str]: ...  # noqa: D102
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -55,7 +76,7 @@ PRESETS: dict[str, Preprocessing] = {
 METADATA_KEY = "onnxdeconv.preprocess"
 
 
-def preprocessing_from_metadata(loaded: LoadedModel) -> Preprocessing | None:
+def preprocessing_from_metadata(loaded: ModelInputSpec) -> Preprocessing | None:
     """The preprocessing a model declares in its ``onnxdeconv.preprocess`` metadata, if any."""
     raw = loaded.metadata.get(METADATA_KEY)
     if not raw:
@@ -165,7 +186,7 @@ class ModelInput:
 
 def load_input(
     path: str | Path,
-    loaded: LoadedModel,
+    loaded: ModelInputSpec,
     preprocessing: Preprocessing,
     size: tuple[int, int] | None = None,
 ) -> ModelInput:
@@ -188,7 +209,7 @@ def load_input(
     return ModelInput(array, display, layout, preprocessing)
 
 
-def _load_array(path: Path, loaded: LoadedModel) -> ModelInput:
+def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
     if not path.is_file():
         raise InputError(f"input file '{path}' does not exist: check the path")
     try:

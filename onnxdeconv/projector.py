@@ -14,12 +14,11 @@ import onnxruntime as ort
 
 from onnxdeconv.deconv.builder import DeconvPlan
 from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN
-from onnxdeconv.deconv.rules import Mode
-from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.graph.layers import PreparedModel, prepare
+from onnxdeconv.deconv.rules import Rule
+from onnxdeconv.errors import SelectionError
 from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.graph.passes import instrument, prune_to, skeleton, with_input_shape
-from onnxdeconv.runtime import Device, create_session, provider_of, run_bound
+from onnxdeconv.prepared import PreparedModel, prepare
+from onnxdeconv.runtime import Device, ForwardRunner, create_session, run_bound
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class Projector:
         >>> picks = projector.strongest(result, top=4)
         >>> projections = projector.project(result, picks)  # [4, 1, 28, 28] float32
 
-    ``keep_outputs=True`` keeps the model's own outputs in ``forward_session`` (for analyses that
+    ``keep_outputs=True`` keeps the model's own outputs in its forward pass (for analyses that
     read the class scores too); by default the forward graph is pruned to the layer.
     """
 
@@ -66,7 +65,7 @@ class Projector:
         self,
         model: str | Path | onnx.ModelProto | LoadedModel | PreparedModel,
         layer: str | None = None,
-        rule: Mode = "deconvnet",
+        rule: Rule = "deconvnet",
         device: Device = "auto",
         input_shape: tuple[int, ...] | None = None,
         keep_outputs: bool = False,
@@ -76,35 +75,25 @@ class Projector:
         else:
             loaded = model if isinstance(model, LoadedModel) else load_model(model)
             self.prepared = prepare(loaded, input_shape)
-        loaded = self.prepared.loaded
         self.layer = self.prepared.resolve(layer) if layer else self.prepared.default_layer()
         self.rule = rule
         self.plan = self.prepared.plan(self.layer, rule)
         onnx.checker.check_model(self.plan.model, full_check=True)
-        batch = loaded.input_shape[0]
-        self._batch = batch if isinstance(batch, int) and batch > 0 else None
         # Unless the model's outputs are wanted too, the forward graph keeps only what the layer
         # depends on: the rest of a classifier (often most of its weights) would only slow
         # loading. check's faithful.outputs verifies that instrumenting the whole graph leaves
         # the model's outputs unchanged.
         self.keeps_outputs = keep_outputs
-        pruned = loaded.model if keep_outputs else prune_to(loaded.model, [self.layer])
-        sized = with_input_shape(
-            pruned, loaded.input_name, (self._batch or "N", *self.prepared.input_shape)
-        )
-        self.forward_model, _ = instrument(
-            sized,
+        self.runner = ForwardRunner(
+            self.prepared,
             expose=[self.layer, *self.plan.forward_inputs],
-            switches_of=self.plan.switches,
-            info=self.prepared.info,
-            batch=self._batch or "N",
+            switches_of=list(self.plan.switches),
+            keep_outputs=keep_outputs,
+            device=device,
         )
-        onnx.checker.check_model(skeleton(self.forward_model), full_check=True)
-        self.forward_session = create_session(self.forward_model, device)
         self._device = device
-        self.provider = provider_of(self.forward_session)
+        self.provider = self.runner.provider
         self._to_channels_first = self.prepared.channels_first_orders.get(self.layer)
-        logger.info("running on %s", self.provider)
 
     @cached_property
     def deconv_session(self) -> ort.InferenceSession:
@@ -143,40 +132,13 @@ class Projector:
             return activations
         return np.ascontiguousarray(np.transpose(activations, self._to_channels_first))
 
-    def _check_inputs(self, inputs: np.ndarray) -> None:
-        loaded = self.prepared.loaded
-        if inputs.ndim != len(self.input_shape) + 1 or inputs.shape[1:] != self.input_shape:
-            raise InputError(
-                f"input array has shape {list(inputs.shape)}; the model expects "
-                f"[N, {', '.join(map(str, self.input_shape))}]"
-            )
-        if inputs.dtype != loaded.input_dtype:
-            raise InputError(
-                f"input array is {inputs.dtype}; the model's input '{loaded.input_name}' is "
-                f"{loaded.input_dtype}: convert it with .astype(np.{loaded.input_dtype})"
-            )
-
     def forward(self, inputs: np.ndarray) -> ForwardPass:
         """Run the instrumented forward pass on a batch ``[N, *input_shape]``."""
-        self._check_inputs(inputs)
         names = [self.layer, *self.plan.forward_inputs]
-        feed_name = self.prepared.loaded.input_name
-        chunk = self._batch or len(inputs)
-        if chunk == len(inputs):
-            values = run_bound(self.forward_session, {feed_name: inputs}, names, (self.layer,))
-            activations = self.channels_first(values.pop(self.layer).numpy())
-            return ForwardPass(inputs, activations, dict(values))
-        # A model with a fixed batch runs chunk by chunk (a short last one filled up with copies
-        # of its last row, dropped again); the parts meet on the host.
-        parts = []
-        for start in range(0, len(inputs), chunk):
-            rows = inputs[start : start + chunk]
-            filled = np.concatenate([rows, np.repeat(rows[-1:], chunk - len(rows), axis=0)])
-            values = run_bound(self.forward_session, {feed_name: filled}, names, names)
-            parts.append({name: value.numpy()[: len(rows)] for name, value in values.items()})
-        joined = {name: np.concatenate([p[name] for p in parts]) for name in names}
-        activations = self.channels_first(joined.pop(self.layer))
-        return ForwardPass(inputs, activations, dict(joined))
+        values = self.runner.run_bound(inputs, names, to_host=(self.layer,))
+        layer = values.pop(self.layer)
+        host = layer if isinstance(layer, np.ndarray) else layer.numpy()
+        return ForwardPass(inputs, self.channels_first(np.asarray(host)), values)
 
     def strongest(
         self,

@@ -16,7 +16,7 @@ import onnx
 import rule_cases as rc
 
 F64 = np.float64
-MODES = ("deconvnet", "guided", "gradient")
+RULES = ("deconvnet", "guided", "gradient")
 #: Inputs away from the kinks and from the zeros of the derivatives (GELU -0.75, SiLU -1.28,
 #: Mish -1.19, HardSwish -1.5), so that the guided mask is well defined in float32.
 X_VALUES = [[-4.0, -2.5, -1.0, -0.3], [0.2, 0.7, 1.5, 3.5]]
@@ -96,7 +96,7 @@ def _three_modes(
     signal = rc.arr(SIGNAL).reshape(1, *x.shape[1:])
     return [
         rc.GoldenCase(f"{case_id}_{mode}", model, x, signal, expected(mode, signal, slope), mode)
-        for mode in MODES
+        for mode in RULES
     ]
 
 
@@ -193,7 +193,7 @@ def _golden_kinks() -> dict[str, list[rc.GoldenCase]]:
                 expected(mode, prelu_signal, prelu_expected_slope),
                 mode,
             )
-            for mode in MODES
+            for mode in RULES
         ],
         "Elu": _three_modes("elu_at_zero", _op("Elu", alpha=0.7), x_elu, elu_slope),
         "HardSigmoid": _three_modes(
@@ -633,7 +633,7 @@ def _golden_statistics() -> dict[str, list[rc.GoldenCase]]:
             (exact if mode == "gradient" else frozen)[None].astype(np.float32),
             mode,
         )
-        for mode in MODES
+        for mode in RULES
     ]
     xp = rc.arr([[[0.5, 2.0, 4.0]]])
     sp = rc.arr([[[1.0, -2.0, 3.0]]])
@@ -644,7 +644,7 @@ def _golden_statistics() -> dict[str, list[rc.GoldenCase]]:
             rc.GoldenCase(
                 f"{case_id}_{mode}", model, xp, sp, (sp64 * slope).astype(np.float32), mode
             )
-            for mode in MODES
+            for mode in RULES
         ]
 
     def power(p: float) -> onnx.ModelProto:
@@ -699,7 +699,7 @@ def _build_adjoint() -> dict[str, list[rc.AdjointCase]]:
                 shape,
                 mode=mode,
             )
-            for mode in MODES
+            for mode in RULES
         ]
         + [
             rc.AdjointCase(
@@ -715,7 +715,7 @@ def _build_adjoint() -> dict[str, list[rc.AdjointCase]]:
                 shape,
                 mode=mode,
             )
-            for mode in MODES
+            for mode in RULES
         ],
         "Neg": [rc.AdjointCase("neg", rc.one_node("Neg", shape), shape)],
         "Sub": [

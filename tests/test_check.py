@@ -127,9 +127,9 @@ def test_unprojectable_layer_fails_but_softmax_head_is_allowed() -> None:
 
 
 def test_corrupted_rule_fails_the_adjoint_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = rules.RULES["Conv"]
+    original = rules.TRANSPOSE_RULES["Conv"]
 
-    def flipped(ctx: rules.RuleContext, signal: str) -> dict[int, str]:
+    def flipped(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
         # Plant a classic bug: transpose with a spatially flipped kernel.
         name = ctx.node.input[1]
         weights = np.asarray(ctx.constants[name])
@@ -138,7 +138,7 @@ def test_corrupted_rule_fails_the_adjoint_test(monkeypatch: pytest.MonkeyPatch) 
         ctx.constants = constants
         return original(ctx, signal)
 
-    monkeypatch.setitem(rules.RULES, "Conv", flipped)
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", flipped)
     adjoint = statuses(small_net(kernel=3, seed=3), "faithful.adjoint")
     assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"
 
@@ -351,16 +351,16 @@ def test_fixed_batch_of_two_runs_the_adjoint_test_at_that_batch() -> None:
 def test_fixed_batch_adjoint_test_still_catches_a_flipped_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = rules.RULES["Conv"]
+    original = rules.TRANSPOSE_RULES["Conv"]
 
-    def flipped(ctx: rules.RuleContext, signal: str) -> dict[int, str]:
+    def flipped(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
         name = ctx.node.input[1]
         constants = dict(ctx.constants)
         constants[name] = np.asarray(ctx.constants[name])[:, :, ::-1, ::-1].copy()
         ctx.constants = constants
         return original(ctx, signal)
 
-    monkeypatch.setitem(rules.RULES, "Conv", flipped)
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", flipped)
     report = run_checks(load_model(fixed_batch_net(seed=3)), IMAGES[:2], NAMES[:2])
     adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}
     assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"

@@ -21,7 +21,6 @@ from onnxdeconv.analysis.correspondence import (
     boxes_by_part,
     consistency,
     correspondence_scores,
-    default_layers,
     fit_geometry,
     layer_features,
     mask_box,
@@ -30,6 +29,7 @@ from onnxdeconv.analysis.correspondence import (
     score,
     sign_hamming,
 )
+from onnxdeconv.analysis.layers import correspondence_layers
 from onnxdeconv.inputs import PRESETS, fit_image
 
 EXAMPLES = ROOT / "models" / "examples"
@@ -320,7 +320,7 @@ def test_boxes_by_part_and_parse() -> None:
 def test_default_layers_digitnet() -> None:
     prepared = prepare(load_model(DIGITNET))
     # conv3 feeds only its Relu, so the two deepest spatial maps are maxpool2 and relu3.
-    assert default_layers(prepared) == [
+    assert correspondence_layers(prepared) == [
         prepared.resolve("maxpool2"),
         prepared.resolve("relu3"),
     ]

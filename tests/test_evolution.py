@@ -23,12 +23,12 @@ from onnxdeconv.analysis.evolution import (
     converged_at,
     cosine_similarity,
     crop_to_field,
-    default_layers,
     stability,
     strongest_channels,
     strongest_over_images,
     trace_evolution,
 )
+from onnxdeconv.analysis.layers import evolution_layers
 from onnxdeconv.errors import SelectionError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, load_input
@@ -298,10 +298,10 @@ def test_a_layer_that_settles_late_converges_late() -> None:
 def test_default_layers_spread_over_depth() -> None:
     prepared = prepare(load_model(chain_net(list(range(7)))))
     # Evenly spread over 7: positions 0, 1.5, 3, 4.5, 6, rounded half to even: symmetric.
-    assert default_layers(prepared) == ["relu1", "relu3", "relu4", "relu5", "relu7"]
-    assert default_layers(prepared, limit=2) == ["relu1", "relu7"]
+    assert evolution_layers(prepared) == ["relu1", "relu3", "relu4", "relu5", "relu7"]
+    assert evolution_layers(prepared, limit=2) == ["relu1", "relu7"]
     digitnet = prepare(load_model(CHECKPOINTS[0]))
-    assert default_layers(digitnet) == [digitnet.resolve(f"relu{i}") for i in (1, 2, 3)]
+    assert evolution_layers(digitnet) == [digitnet.resolve(f"relu{i}") for i in (1, 2, 3)]
 
 
 def test_architecture_mismatch_names_the_checkpoint() -> None:

@@ -26,7 +26,7 @@ import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
 
 from onnxdeconv import Projector
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -157,7 +157,7 @@ def check(
     runner: list[str],
     graph: Path,
     image: tuple[np.ndarray, Path],
-    rule: Mode,
+    rule: Rule,
     channels: list[int],
     positions: list[tuple[int, int]] | None = None,
     layer: str = LAYER,

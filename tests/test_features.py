@@ -16,13 +16,13 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import OnnxDeconvError, Projector, load_model, prepare
+from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.analysis.topk import (
     EMPTY,
     MaximaRunner,
     PendingUpdates,
     TopK,
     crop_padded,
-    feature_layers,
     unit_box,
 )
 from onnxdeconv.cli import features_command

@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from onnxdeconv import OnnxDeconvError, Projector, Selection, load_model, prepare
-from onnxdeconv.graph.layers import PreparedModel
 from onnxdeconv.inputs import Preprocessing, load_input
+from onnxdeconv.prepared import PreparedModel
 
 RULES = ("deconvnet", "guided", "gradient")
 TOLERANCE = 1e-3

@@ -14,12 +14,12 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxdeconv import load_model, prepare
 from onnxdeconv.analysis.invariance import (
     class_output,
-    default_layers,
     invariance_curves,
     probabilities,
     sweep,
     transform_image,
 )
+from onnxdeconv.analysis.layers import invariance_layers
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
 from onnxdeconv.labels import read_labels, resolve_label
@@ -203,7 +203,7 @@ def test_digitnet_layers_output_and_probability() -> None:
     loaded = load_model(DIGITNET)
     model = prepare(loaded)
     aliases = {name: alias for alias, name in model.aliases.items()}
-    assert [aliases[n] for n in default_layers(model)] == ["relu1", "relu3", "relu4"]
+    assert [aliases[n] for n in invariance_layers(model)] == ["relu1", "relu3", "relu4"]
     assert class_output(model).kind == "logits"
     preprocessing = preprocessing_from_metadata(loaded)
     assert preprocessing is not None
@@ -226,7 +226,11 @@ def test_digitnet_layers_output_and_probability() -> None:
 def test_squeezenet_layers_and_softmax_output(squeezenet_path: Path) -> None:
     model = prepare(load_model(squeezenet_path))
     aliases = {name: alias for alias, name in model.aliases.items()}
-    assert [aliases[n] for n in default_layers(model)] == ["relu1", "relu26", "globalaveragepool1"]
+    assert [aliases[n] for n in invariance_layers(model)] == [
+        "relu1",
+        "relu26",
+        "globalaveragepool1",
+    ]
     assert class_output(model).kind == "softmax"
 
 

@@ -298,7 +298,7 @@ def test_check_notices_an_lrn_rule_without_its_cross_term(
     """Dropping the window coupling (a plain division by D^beta) fails the adjoint check."""
     from onnxdeconv.deconv.rules import norm
 
-    def diagonal_only(ctx: rules.RuleContext, signal: str) -> dict[int, str]:
+    def diagonal_only(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
         graph = ctx.graph
         x0 = graph.forward(ctx.node.input[0])
         size = int(ctx.attr("size"))
@@ -317,7 +317,7 @@ def test_check_notices_an_lrn_rule_without_its_cross_term(
         shaped = graph.op("Reshape", [scale, graph.const([-1, *ctx.input_shape()])])
         return {0: graph.op("Mul", [signal, shaped])}
 
-    monkeypatch.setitem(rules.RULES, "LRN", diagonal_only)
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "LRN", diagonal_only)
     images = np.random.default_rng(4).standard_normal((1, 3, 12, 12)).astype(np.float32)
     report = run_checks(load_model(_norm_net()), images, ["a"], config=CheckConfig())
     adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}

@@ -133,5 +133,5 @@ def test_instrumented_forward_keeps_original_outputs(rule: str, squeezenet_path:
     expected = dict(zip(outputs, after, strict=True))[plan.target]
     np.testing.assert_array_equal(projector.forward(x).activations, expected)
     assert not {o.name for o in loaded.model.graph.output} & {
-        o.name for o in projector.forward_model.graph.output
+        o.name for o in projector.runner.model.graph.output
     }

@@ -25,7 +25,7 @@ from onnxdeconv.analysis.sanity import (
     ssim,
     weighted_layers,
 )
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import SelectionError
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -240,7 +240,7 @@ def deconvnet_by_hand(w1: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_check(model: onnx.ModelProto, channel: int, rules: tuple[Mode, ...]) -> SanityReport:
+def run_check(model: onnx.ModelProto, channel: int, rules: tuple[Rule, ...]) -> SanityReport:
     x = np.random.default_rng(9).normal(size=(1, 1, SIZE, SIZE)).astype(np.float32)
     return sanity_check(
         prepare(load_model(model)),

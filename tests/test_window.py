@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from rule_cases import to_float16
 
 from onnxdeconv import Projector
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.prepared import prepare
 
 
 def chain_model(specs: list[tuple[str, dict[str, Any]]], shape: tuple[int, ...], seed: int = 0):

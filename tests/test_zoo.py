@@ -43,7 +43,7 @@ from zoo_nets import (
 from onnxdeconv import PreparedModel, Projector, Selection, load_model, prepare
 from onnxdeconv.deconv.builder import DeconvPlan
 from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.graph.fold import fold_constants
 from onnxdeconv.graph.passes import instrument, with_input_shape
 
@@ -257,8 +257,8 @@ def test_every_layer_projects_under_every_rule(zoo: Zoo, name: str, variant: str
     for plan in plans:
         signal = _strongest_signal(values[plan.target])
         projection = _project(plan, values, signal, range(len(signal)))
-        assert projection.shape == zoo.inputs.shape, (plan.target, plan.mode)
-        assert np.isfinite(projection).all(), (plan.target, plan.mode)
+        assert projection.shape == zoo.inputs.shape, (plan.target, plan.rule)
+        assert np.isfinite(projection).all(), (plan.target, plan.rule)
         nonzero += bool(np.abs(projection).max() > 0)
     # A deconvnet signal can die at a rectifier, but not on most layers of a random net.
     assert nonzero >= 0.8 * len(plans), f"{nonzero} of {len(plans)} projections are non-zero"
@@ -309,7 +309,7 @@ def _picks(activations: np.ndarray, top: int) -> list[Selection]:
 
 @pytest.mark.parametrize(("name", "variant", "rule"), _oracle_cases())
 def test_projection_matches_the_oracle(
-    zoo: Zoo, name: str, variant: str, rule: Mode, record_property: pytest.RecordProperty
+    zoo: Zoo, name: str, variant: str, rule: Rule, record_property: pytest.RecordProperty
 ) -> None:
     """The top-2 channels of two images, at their arg-max, from each of the net's oracle layers,
     equal the oracle's projection (times the activation) to 1e-3 of the peak.

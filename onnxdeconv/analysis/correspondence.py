@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.analysis.layers import correspondence_layers
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import PRESETS, Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime import Device, create_session
 
 logger = logging.getLogger(__name__)
@@ -43,26 +44,6 @@ Box = tuple[int, int, int, int]
 SourceBox = tuple[float, float, float, float]
 #: The grey that masks a part, as the paper's grey square: a pixel value before preprocessing.
 MASK_VALUE = 128
-#: Ops that only rescale or rectify their input: a layer followed by one of them is not a feature
-#: map of its own for the default layer choice (conv10 and its Relu are one layer).
-ELEMENTWISE_OPS = frozenset(
-    {
-        "BatchNormalization",
-        "Clip",
-        "Dropout",
-        "Elu",
-        "HardSigmoid",
-        "HardSwish",
-        "Identity",
-        "LeakyRelu",
-        "PRelu",
-        "Relu",
-        "Selu",
-        "Sigmoid",
-        "Softplus",
-        "Tanh",
-    }
-)
 
 
 # --- geometry -----------------------------------------------------------------------------------
@@ -370,43 +351,6 @@ def boxes_by_part(
 # --- layers and features ------------------------------------------------------------------------
 
 
-def _is_channels_first_map(prepared: PreparedModel, name: str) -> bool:
-    # A [C, H, W] map whose H and W are the input's (not an NHWC tensor of a TensorFlow model).
-    field = prepared.receptive_fields[name]
-    rank = len(prepared.info[name].per_sample)
-    if field.size is None or rank < 3:
-        return False
-    return field.axes is None or tuple(field.axes) == tuple(range(2, 1 + rank))
-
-
-def default_layers(prepared: PreparedModel) -> list[str]:
-    """The deepest spatial layer and the one before it.
-
-    A tensor that an elementwise op turns into another of the same shape (a Conv before its Relu,
-    a Concat before its Dropout) counts as that op's output, so the two layers are distinct
-    feature maps.
-
-    Raises:
-        SelectionError: The model has no spatial layer.
-    """
-    info = prepared.info
-    spatial = [name for name in prepared.candidates if _is_channels_first_map(prepared, name)]
-    absorbed = set()
-    for name in spatial:
-        node = prepared.producers[name]
-        if node.op_type in ELEMENTWISE_OPS and node.input and node.input[0] in prepared.info:
-            source = node.input[0]
-            if info[source].per_sample == info[name].per_sample:
-                absorbed.add(source)
-    kept = [name for name in spatial if name not in absorbed]
-    if not kept:
-        raise SelectionError(
-            "the model has no spatial feature map: choose the layers with --layers "
-            "(see 'onnxdeconv layers MODEL')"
-        )
-    return kept[-2:]
-
-
 def layer_features(
     prepared: PreparedModel,
     inputs: Callable[[int, int], np.ndarray],
@@ -571,7 +515,7 @@ def correspondence_scores(
         prepared: The model, from :func:`onnxdeconv.prepare`.
         images: The original images, RGB uint8 ``[H, W, 3]``, any size.
         boxes: ``{part: [box in image 0, box in image 1, ...]}``, boxes ``(x0, y0, x1, y1)``.
-        layers: Tensor names or aliases (default: :func:`default_layers`).
+        layers: Tensor names or aliases (default: :func:`correspondence_layers`).
         preprocessing: How pixels become input values.
         random_draws: How many random boxes per image (0 for no baseline).
         seed: Seed of the random boxes.
@@ -601,7 +545,7 @@ def correspondence_scores(
                 f"part '{part}' has {len(per_image)} boxes for {count} images: give one per image"
             )
     layer_names = (
-        [prepared.resolve(layer) for layer in layers] if layers else default_layers(prepared)
+        [prepared.resolve(layer) for layer in layers] if layers else correspondence_layers(prepared)
     )
     layer_names = list(dict.fromkeys(layer_names))
     layout, channels = image_layout(prepared.input_shape)

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.analysis.layers import evolution_layers
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
-from onnxdeconv.graph.layers import PreparedModel
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Layout, image_layout
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import ForwardPass, Projector, Selection
 from onnxdeconv.runtime import Device, create_session, run_bound
 
@@ -41,10 +42,6 @@ logger = logging.getLogger(__name__)
 THRESHOLD = 0.9
 #: Default number of feature maps followed per layer.
 CHANNELS_PER_LAYER = 4
-#: At most this many layers are chosen by default, spread evenly over the depth.
-MAX_DEFAULT_LAYERS = 5
-#: Ops whose outputs count as rectified layers for the default choice.
-RECTIFIERS = {"Relu"}
 #: Metadata key holding a checkpoint's number of training epochs.
 EPOCH_KEY = "onnxdeconv.epoch"
 
@@ -224,31 +221,6 @@ def checkpoint_label(prepared: PreparedModel, fallback: str = "") -> str:
     return path.name if path is not None else fallback
 
 
-def default_layers(prepared: PreparedModel, limit: int = MAX_DEFAULT_LAYERS) -> list[str]:
-    """The projectable rectified layers with spatial maps, at most ``limit`` spread over depth."""
-    found = []
-    for name in prepared.candidates:
-        if prepared.producers[name].op_type not in RECTIFIERS:
-            continue
-        if len(prepared.info[name].per_sample) < 2:
-            continue
-        try:
-            prepared.plan(name)
-        except OnnxDeconvError:
-            continue
-        found.append(name)
-    if not found:
-        raise SelectionError(
-            "the model has no projectable Relu layer with spatial feature maps: choose layers "
-            "with --layers (see 'onnxdeconv layers MODEL')"
-        )
-    if len(found) <= limit:
-        return found
-    # Keep the first and the last, as the paper's rows span the whole depth.
-    picks = sorted({round(i * (len(found) - 1) / (limit - 1)) for i in range(limit)})
-    return [found[i] for i in picks]
-
-
 def check_same_architecture(
     checkpoints: Sequence[PreparedModel], layers: Sequence[str], names: Sequence[str]
 ) -> None:
@@ -393,7 +365,7 @@ class LayerForwards:
         self,
         prepared: PreparedModel,
         layers: Sequence[str],
-        rule: Mode = "deconvnet",
+        rule: Rule = "deconvnet",
         device: Device = "auto",
     ) -> None:
         self.prepared = prepared
@@ -423,7 +395,7 @@ class LayerForwards:
     def forward(self, inputs: np.ndarray) -> dict[str, ForwardPass]:
         """Run the model once on ``[N, *input_shape]``; one ForwardPass per layer."""
         first = self.projectors[self.layers[0]]
-        first._check_inputs(inputs)
+        first.runner.check_inputs(inputs)
         feed = self.prepared.loaded.input_name
         chunk = self._batch or len(inputs)
         values: dict[str, ort.OrtValue | np.ndarray]
@@ -455,7 +427,7 @@ def trace_checkpoint(
     images: np.ndarray,
     channels: Mapping[str, Sequence[int] | None],
     count: int = CHANNELS_PER_LAYER,
-    rule: Mode = "deconvnet",
+    rule: Rule = "deconvnet",
     device: Device = "auto",
 ) -> dict[str, LayerTrace]:
     """Project each chosen map's strongest activation over ``images`` at one checkpoint.
@@ -615,7 +587,7 @@ def trace_evolution(
     Args:
         checkpoints: Prepared checkpoints of one architecture, in training order.
         images: Preprocessed inputs ``[N, *input_shape]`` in the model's input dtype.
-        layers: Tensor names or aliases (default: :func:`default_layers` of the first checkpoint).
+        layers: Tensor names or aliases (default: :func:`evolution_layers` of the first checkpoint).
         channels: The maps to follow in every layer; default: per layer, the ``count`` maps with
             the highest strongest activation at the last checkpoint (the trained model).
         count: Maps per layer when ``channels`` is None.
@@ -628,7 +600,7 @@ def trace_evolution(
         )
     first = checkpoints[0]
     names = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
-    chosen = [first.resolve(layer) for layer in layers] if layers else default_layers(first)
+    chosen = [first.resolve(layer) for layer in layers] if layers else evolution_layers(first)
     check_same_architecture(checkpoints, chosen, names)
     wanted: dict[str, Sequence[int] | None] = dict.fromkeys(chosen, channels)
     last = trace_checkpoint(checkpoints[-1], images, wanted, count, device=device)

@@ -27,9 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeconv.deconv.builder import path_tensors
 from onnxdeconv.errors import InputError, OnnxDeconvError
-from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.graph.paths import path_tensors
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime import create_session
 
 logger = logging.getLogger(__name__)

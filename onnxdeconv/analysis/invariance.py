@@ -35,10 +35,11 @@ import cv2
 import numpy as np
 import onnx
 
-from onnxdeconv.errors import InputError, OnnxDeconvError
-from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.analysis.layers import PASSIVE_OPS, invariance_layers
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime import Device, create_session
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,6 @@ DEFAULT_SWEEPS: dict[TransformKind, tuple[float, float, int]] = {
     "rotate": (0.0, 360.0, 25),
 }
 _BORDER_MODES = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
-#: Ops that only reshape, copy or normalise a tensor on the way to the class output.
-_PASSIVE = {
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "Softmax",
-    "LogSoftmax",
-}
 
 
 def _check_kind(kind: str) -> TransformKind:
@@ -213,7 +202,7 @@ def class_output(model: PreparedModel) -> ClassOutput:
             return ClassOutput(name, "softmax")
         if node.op_type == "LogSoftmax":
             return ClassOutput(name, "log_softmax")
-        if node.op_type not in _PASSIVE or not node.input:
+        if node.op_type not in PASSIVE_OPS or not node.input:
             break
         tensor = node.input[0]
     return ClassOutput(name, "logits")
@@ -229,49 +218,6 @@ def probabilities(values: np.ndarray, kind: OutputKind) -> np.ndarray:
     shifted = np.exp(flat - flat.max(axis=1, keepdims=True))
     result: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
     return result
-
-
-def default_layers(model: PreparedModel) -> list[str]:
-    """The paper's bottom and top layers, in graph order, without repeats.
-
-    * bottom: the first Relu output (the first Conv output, or the first layer, when there is none);
-    * the deepest spatial layer: the last one with more than one position (the dims after the
-      channel axis);
-    * top: the last layer with one position before the class output (its softmax and reshapes
-      aside), like the paper's layer 7: DigitNet's ``relu4``, SqueezeNet's pooled class scores.
-
-    Among layers that hold the same values (a Flatten or Dropout of another), the one an op
-    computes is taken.
-    """
-    candidates = model.candidates
-    if not candidates:
-        raise OnnxDeconvError("the model has no layer computed from its input: nothing to measure")
-    ops = {name: model.producers[name].op_type for name in candidates}
-    bottom = next(
-        (n for n in candidates if ops[n] == "Relu"),
-        next((n for n in candidates if ops[n] == "Conv"), candidates[0]),
-    )
-    head = _output_chain(model)
-    inner = [n for n in candidates if n not in head]
-    computed = [n for n in inner if ops[n] not in _PASSIVE] or inner
-    spatial = [n for n in computed if math.prod(model.info[n].per_sample[1:]) > 1]
-    vectors = [n for n in computed if math.prod(model.info[n].per_sample[1:]) == 1]
-    chosen = {bottom, *spatial[-1:], *vectors[-1:]}
-    return [n for n in candidates if n in chosen]
-
-
-def _output_chain(model: PreparedModel) -> set[str]:
-    """The class output and the tensors it only reshapes or normalises (its softmax input...)."""
-    tensor = model.graph.output[-1].name
-    chain = {tensor}
-    while tensor in model.producers:
-        node = model.producers[tensor]
-        if node.op_type not in _PASSIVE or not node.input:
-            break
-        tensor = node.input[0]
-        if tensor in model.producers and model.producers[tensor].op_type in _PASSIVE:
-            chain.add(tensor)
-    return chain
 
 
 class FeatureReader:
@@ -378,7 +324,7 @@ def invariance_curves(
         preprocessing: How pixels become model inputs.
         kind: ``translate``, ``scale`` or ``rotate`` (see :func:`transform_image`).
         amounts: The amounts to apply (e.g. from :func:`sweep`).
-        layers: Tensor names or aliases (default: :func:`default_layers`).
+        layers: Tensor names or aliases (default: :func:`invariance_layers`).
         label: The class whose probability is tracked: one index for every image, one per image,
             or None for each original image's predicted class.
         border: How transforms fill the pixels they bring in.
@@ -394,7 +340,7 @@ def invariance_curves(
     if not images:
         raise InputError("no images to transform: give at least one")
     if reader is None:
-        names = [model.resolve(n) for n in layers] if layers else default_layers(model)
+        names = [model.resolve(n) for n in layers] if layers else invariance_layers(model)
         reader = FeatureReader(model, names, device)
     names = reader.layers
     steps = np.asarray(amounts, np.float64).reshape(-1)

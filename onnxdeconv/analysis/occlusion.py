@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
-from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.analysis.layers import occlusion_layer
+from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, image_layout, normalise
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import Projector, Selection
-from onnxdeconv.runtime import Device, run_bound
+from onnxdeconv.runtime import Device
 
 logger = logging.getLogger(__name__)
 
@@ -257,22 +258,6 @@ def to_probabilities(scores: np.ndarray) -> tuple[np.ndarray, bool]:
     return shifted / shifted.sum(axis=1, keepdims=True), True
 
 
-def deepest_spatial_layer(model: PreparedModel) -> str:
-    """The last projectable tensor that still has a spatial map (more than one position)."""
-    for name in reversed(model.candidates):
-        shape = model.info[name].per_sample
-        if len(shape) < 3 or int(np.prod(shape[1:])) <= 1:
-            continue
-        try:
-            model.plan(name)
-        except OnnxDeconvError:
-            continue
-        return name
-    raise OnnxDeconvError(
-        "the model has no projectable layer with a spatial feature map: give one with --layer"
-    )
-
-
 def _projector(model: PreparedModel | Projector, layer: str | None, device: Device) -> Projector:
     if isinstance(model, Projector):
         if layer is not None and model.prepared.resolve(layer) != model.layer:
@@ -286,7 +271,7 @@ def _projector(model: PreparedModel | Projector, layer: str | None, device: Devi
                 "keep_outputs=True, or pass the prepared model"
             )
         return model
-    target = model.resolve(layer) if layer else deepest_spatial_layer(model)
+    target = model.resolve(layer) if layer else occlusion_layer(model)
     return Projector(model, layer=target, device=device, keep_outputs=True)
 
 
@@ -346,14 +331,9 @@ def occlusion_maps(
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Only the class output and the layer: the switches and rectifier inputs the deconv would
         # need are not computed for the many occluded copies.
-        values = run_bound(
-            projector.forward_session,
-            {loaded.input_name: batch},
-            [output, projector.layer],
-            (output, projector.layer),
-        )
-        scores = values[output].numpy().reshape(len(batch), -1)
-        maps = values[projector.layer].numpy()[:, pick.channel].reshape(len(batch), -1)
+        values = projector.runner.run(batch, [output, projector.layer])
+        scores = values[output].reshape(len(batch), -1)
+        maps = values[projector.layer][:, pick.channel].reshape(len(batch), -1)
         return scores, maps.astype(np.float64).sum(axis=1)
 
     base_scores, base_total = run(image)

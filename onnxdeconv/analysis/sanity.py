@@ -24,19 +24,17 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxdeconv.deconv.rules import Mode
-from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
-from onnxdeconv.graph.layers import PreparedModel
+from onnxdeconv.analysis.layers import WEIGHTED_OPS, sanity_layer
+from onnxdeconv.deconv.rules import RULES, Rule
+from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.passes import constant_tensors
 from onnxdeconv.inputs import Layout, image_layout
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.runtime import Device
 
 logger = logging.getLogger(__name__)
 
-#: Ops whose initializer inputs (weights and biases) the cascade re-initialises.
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-RULES: tuple[Mode, ...] = ("deconvnet", "guided", "gradient")
 Target = Literal["same", "own"]
 
 CAVEAT = (
@@ -332,7 +330,7 @@ class SanityReport:
     labels: list[str]
     #: How many of the top layers each step has randomised (0 for the original).
     steps: list[int]
-    rules: tuple[Mode, ...]
+    rules: tuple[Rule, ...]
     target: Target
     #: The unit the original model projects; with ``target="same"`` every step projects it.
     selection: Selection
@@ -374,28 +372,6 @@ class SanityReport:
                     }
                 )
         return rows
-
-
-def deepest_spatial_layer(prepared: PreparedModel) -> str:
-    """The deepest projectable output of a weighted layer that still has a feature map.
-
-    The output of a Conv, before its rectifier, plays the part of the logit that Adebayo et al.
-    explain: a rectified unit that stops firing under random weights passes no signal back under
-    the guided and gradient rules. Falls back on the deepest projectable feature map of any op.
-    """
-    spatial = [
-        name
-        for name in reversed(prepared.candidates)
-        if len(shape := prepared.info[name].per_sample) >= 3 and math.prod(shape[1:]) > 1
-    ]
-    weighted = [n for n in spatial if prepared.producers[n].op_type in WEIGHTED_OPS]
-    for name in [*weighted, *spatial]:
-        try:
-            prepared.plan(name)
-        except OnnxDeconvError:
-            continue
-        return name
-    return prepared.default_layer()
 
 
 def unit_region(
@@ -445,7 +421,7 @@ def sanity_check(
     inputs: np.ndarray,
     *,
     layer: str | None = None,
-    rules: Sequence[Mode] = RULES,
+    rules: Sequence[Rule] = RULES,
     steps: int | None = None,
     seed: int = 0,
     channel: int | None = None,
@@ -467,7 +443,7 @@ def sanity_check(
     Args:
         prepared: The model.
         inputs: One preprocessed input ``[1, *input_shape]`` in the model's input dtype.
-        layer: Tensor name or alias; default: :func:`deepest_spatial_layer`.
+        layer: Tensor name or alias; default: :func:`sanity_layer`.
         rules: The rules to run.
         steps: How many cascade steps after the original, spread over the layers; default: one
             per layer.
@@ -483,7 +459,7 @@ def sanity_check(
         raise InputError(f"the sanity check takes one input, got a batch of {len(inputs)}")
     if not rules:
         raise SelectionError("give at least one rule")
-    name = prepared.resolve(layer) if layer else deepest_spatial_layer(prepared)
+    name = prepared.resolve(layer) if layer else sanity_layer(prepared)
     layers = weighted_layers(prepared.loaded.model, name)
     if not layers:
         raise SelectionError(

@@ -31,9 +31,9 @@ from onnx import TensorProto, helper
 
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel
 from onnxdeconv.graph.passes import skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
+from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime import Device, create_session
 
 logger = logging.getLogger(__name__)
@@ -653,27 +653,3 @@ def crop_padded(
 
 
 # --- which layers to track by default ---
-
-
-def feature_layers(prepared: PreparedModel) -> list[str]:
-    """The deepest rectified layer at each spatial resolution, in graph order.
-
-    These are the layers whose outputs a pooling or strided stage reads, like the paper's layers
-    1 to 5. A model without Relu spatial layers gets the deepest spatial tensor per resolution.
-    """
-
-    def spatial(name: str) -> tuple[int, ...] | None:
-        shape = prepared.info[name].per_sample
-        if len(shape) < 2 or int(np.prod(shape[1:])) <= 1:
-            return None
-        return shape[1:]
-
-    candidates = [name for name in prepared.candidates if spatial(name) is not None]
-    rectified = [n for n in candidates if prepared.producers[n].op_type == "Relu"]
-    deepest: dict[tuple[int, ...], str] = {}
-    for name in rectified or candidates:
-        size = spatial(name)
-        assert size is not None
-        deepest[size] = name
-    order = {name: i for i, name in enumerate(prepared.candidates)}
-    return sorted(deepest.values(), key=order.__getitem__)

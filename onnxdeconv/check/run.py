@@ -15,9 +15,9 @@ from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
 from onnxdeconv.check.config import CheckConfig
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.freeze import linearize, recorded_tensors
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import instrument, promote_float16, with_input_shape
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from onnxdeconv.cli import options
 from onnxdeconv.cli.options import CONTEXT
 from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import PRESETS
+from onnxdeconv.prepared import prepare
 
 
 def _write_text(path: Path, text: str) -> None:

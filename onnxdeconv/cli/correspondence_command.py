@@ -26,9 +26,9 @@ from onnxdeconv.analysis.correspondence import (
 from onnxdeconv.cli import options
 from onnxdeconv.errors import InputError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import read_image
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.correspondence import correspondence_figure
 from onnxdeconv.runtime import Device

@@ -12,22 +12,21 @@ from tqdm import tqdm
 
 from onnxdeconv.analysis.evolution import (
     CHANNELS_PER_LAYER,
-    MAX_DEFAULT_LAYERS,
     THRESHOLD,
     EvolutionReport,
     LayerTrace,
     build_report,
     check_same_architecture,
     checkpoint_epoch,
-    default_layers,
     trace_checkpoint,
 )
+from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS, evolution_layers
 from onnxdeconv.cli import options
 from onnxdeconv.errors import SelectionError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import image_layout
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.evolution import evolution_figure
 from onnxdeconv.runtime import Device
@@ -131,7 +130,7 @@ def evolution(
     chosen = (
         [first.resolve(name.strip()) for name in layers.split(",") if name.strip()]
         if layers
-        else default_layers(first)
+        else evolution_layers(first)
     )
     if not chosen:
         raise click.BadParameter("name at least one layer", param_hint="--layers")

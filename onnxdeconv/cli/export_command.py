@@ -9,11 +9,11 @@ import click
 import onnx
 
 from onnxdeconv.cli.options import CONTEXT
-from onnxdeconv.deconv.rules import MODES, Mode
+from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.export import ExportOptions, export_projector
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=CONTEXT)
@@ -21,7 +21,7 @@ from onnxdeconv.graph.load import load_model
 @click.option("--layer", help="Tensor name or alias (see 'layers'); default: deepest projectable.")
 @click.option(
     "--rule",
-    type=click.Choice(MODES),
+    type=click.Choice(RULES),
     default="deconvnet",
     show_default=True,
     help="What rectifiers pass back.",
@@ -52,7 +52,7 @@ def export(
     """
     if output.suffix.lower() != ".onnx":
         raise click.BadParameter(f"'{output}' must end in .onnx", param_hint="-o")
-    options = ExportOptions(layer, cast(Mode, rule), position_input, batch)
+    options = ExportOptions(layer, cast(Rule, rule), position_input, batch)
     projector = export_projector(prepare(load_model(model)), options)
     with atomic_path(output) as temp:
         onnx.save(projector, str(temp))

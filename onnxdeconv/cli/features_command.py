@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.analysis.topk import (
     Entry,
     LayerTopK,
@@ -26,15 +27,14 @@ from onnxdeconv.analysis.topk import (
     PendingUpdates,
     TopK,
     crop_padded,
-    feature_layers,
     unit_box,
 )
 from onnxdeconv.cli import options
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import ModelInput, Preprocessing, image_layout, load_input
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render import display_projection, save_figure
 from onnxdeconv.render.features import FeatureBlock, features_figure

@@ -11,8 +11,8 @@ import numpy as np
 from onnxdeconv.analysis.filters import BAND_NAMES, FilterReport, analyse_filters
 from onnxdeconv.cli import options
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.filters import filters_figure
 

@@ -19,19 +19,19 @@ from onnxdeconv.analysis.invariance import (
     FeatureReader,
     InvarianceCurves,
     TransformKind,
-    default_layers,
     invariance_curves,
     model_image_size,
     sweep,
     transform_image,
 )
+from onnxdeconv.analysis.layers import invariance_layers
 from onnxdeconv.cli import options
 from onnxdeconv.errors import InputError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import IMAGE_SUFFIXES, fit_image, read_image
 from onnxdeconv.labels import read_labels, resolve_label
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.invariance import Distance, invariance_figure
 from onnxdeconv.runtime import Device, provider_of
@@ -159,7 +159,7 @@ def invariance(
     names = (
         [prepared.resolve(n.strip()) for n in layers.split(",") if n.strip()]
         if layers
-        else default_layers(prepared)
+        else invariance_layers(prepared)
     )
     if not names:
         raise click.BadParameter("give at least one layer, e.g. relu1,relu3", param_hint="--layers")

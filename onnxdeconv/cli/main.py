@@ -14,12 +14,12 @@ import click
 
 from onnxdeconv import __version__
 from onnxdeconv.cli import options
-from onnxdeconv.deconv.rules import MODES, Mode
+from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.files import save_npy
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
+from onnxdeconv.prepared import prepare
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.runtime import Device
 
@@ -152,7 +152,7 @@ def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
 )
 @click.option(
     "--rule",
-    type=click.Choice(MODES),
+    type=click.Choice(RULES),
     default="deconvnet",
     show_default=True,
     help="What rectifiers pass back (see README).",
@@ -211,7 +211,7 @@ def project(
     projector = Projector(
         loaded,
         layer,
-        cast(Mode, rule),
+        cast(Rule, rule),
         cast(Device, device),
         input_shape=tuple(model_input.array.shape[1:]),
     )

@@ -19,8 +19,8 @@ from onnxdeconv.cli.features_command import (
     write_outputs,
 )
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.prepared import prepare
 from onnxdeconv.runtime import Device
 
 CONTEXT = options.CONTEXT

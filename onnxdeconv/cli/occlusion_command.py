@@ -10,9 +10,9 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from onnxdeconv.analysis.layers import occlusion_layer
 from onnxdeconv.analysis.occlusion import (
     OcclusionResult,
-    deepest_spatial_layer,
     default_size,
     default_stride,
     mid_grey,
@@ -24,10 +24,10 @@ from onnxdeconv.analysis.occlusion import (
 from onnxdeconv.cli import options
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
 from onnxdeconv.labels import read_labels, resolve_label
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.occlusion import occlusion_figure, short_label
@@ -139,7 +139,7 @@ def occlusion(
     target = resolve_label(label, labels, _class_count(prepared)) if label is not None else None
     projector = Projector(
         prepared,
-        layer=prepared.resolve(layer) if layer else deepest_spatial_layer(prepared),
+        layer=prepared.resolve(layer) if layer else occlusion_layer(prepared),
         device=cast(Device, device),
         keep_outputs=True,
     )

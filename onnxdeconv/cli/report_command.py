@@ -12,7 +12,6 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from onnxdeconv.analysis.evolution import default_layers as spread_layers
 from onnxdeconv.analysis.filters import analyse_filters
 from onnxdeconv.analysis.invariance import (
     FeatureReader,
@@ -21,9 +20,8 @@ from onnxdeconv.analysis.invariance import (
     sweep,
     transform_image,
 )
-from onnxdeconv.analysis.invariance import default_layers as invariance_layers
+from onnxdeconv.analysis.layers import evolution_layers, invariance_layers, occlusion_layer
 from onnxdeconv.analysis.occlusion import (
-    deepest_spatial_layer,
     mid_grey,
     occlusion_maps,
     occlusion_projections,
@@ -32,7 +30,6 @@ from onnxdeconv.analysis.occlusion import (
 from onnxdeconv.cli import options
 from onnxdeconv.errors import InputError, OnnxDeconvError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import Layer, PreparedModel, prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import (
@@ -43,6 +40,7 @@ from onnxdeconv.inputs import (
     read_image,
 )
 from onnxdeconv.labels import read_labels
+from onnxdeconv.prepared import Layer, PreparedModel, prepare
 from onnxdeconv.projector import Projector
 from onnxdeconv.render import display_projection
 from onnxdeconv.render.filters import filters_figure
@@ -152,7 +150,7 @@ def report(
     rows = prepared.layers()
     if chosen is None:
         try:
-            chosen = spread_layers(prepared, DEFAULT_LAYERS)
+            chosen = evolution_layers(prepared, DEFAULT_LAYERS)
         except OnnxDeconvError as exc:
             click.echo(f"no layer to project: {exc}", err=True)
             chosen = []
@@ -350,7 +348,7 @@ def _occlusion(context: _Context) -> Section:
     prepared = context.prepared
     first = context.inputs[0]
     projector = Projector(
-        prepared, deepest_spatial_layer(prepared), device=context.device, keep_outputs=True
+        prepared, occlusion_layer(prepared), device=context.device, keep_outputs=True
     )
     fill = None
     if first.preprocessing is not None:

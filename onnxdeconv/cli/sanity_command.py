@@ -10,23 +10,22 @@ from typing import cast
 import click
 from tqdm import tqdm
 
+from onnxdeconv.analysis.layers import sanity_layer
 from onnxdeconv.analysis.sanity import (
     CAVEAT,
-    RULES,
     SanityReport,
     Target,
     cascade_steps,
-    deepest_spatial_layer,
     input_layout,
     sanity_check,
     weighted_layers,
 )
 from onnxdeconv.cli import options
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.layers import prepare
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
+from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.sanity import sanity_figure
 from onnxdeconv.runtime import Device
@@ -129,14 +128,14 @@ def sanity(
     output = output or Path(f"{image.stem}_sanity.png")
     _check_output(output, ".png", "-o")
     _check_output(csv_path, ".csv", "--csv")
-    chosen = cast(tuple[Mode, ...], RULES if not rules or "all" in rules else tuple(rules))
+    chosen = cast(tuple[Rule, ...], RULES if not rules or "all" in rules else tuple(rules))
     chosen = tuple(dict.fromkeys(chosen))
     where = _position(position)
     loaded = load_model(model)
     preprocessing, source = options.resolve_preprocessing(loaded, preset, None, None, None, False)
     model_input = load_input(image, loaded, preprocessing, options.int_pair(size, "--size"))
     prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
-    name = prepared.resolve(layer) if layer else deepest_spatial_layer(prepared)
+    name = prepared.resolve(layer) if layer else sanity_layer(prepared)
     total = len(cascade_steps(len(weighted_layers(loaded.model, name)), steps))
     with tqdm(
         total=total, desc="cascade steps", unit="step", leave=False, disable=None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
-from onnxdeconv.deconv.rules import RULES, Mode
+from onnxdeconv.deconv.builder import DeconvPlan, build_deconv
+from onnxdeconv.deconv.rules import TRANSPOSE_RULES, Rule
 
-__all__ = ["RULES", "DeconvPlan", "Mode", "build_deconv", "path_tensors"]
+__all__ = ["TRANSPOSE_RULES", "DeconvPlan", "Rule", "build_deconv"]

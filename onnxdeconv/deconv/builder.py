@@ -12,9 +12,10 @@ import onnx
 
 from onnxdeconv.deconv.emitter import DECONV_OPSET, OPSET_RANGE, DeconvGraph
 from onnxdeconv.deconv.fusion import rewrite_path
-from onnxdeconv.deconv.rules import MODES, RULES, Mode, RuleContext
+from onnxdeconv.deconv.rules import RULES, TRANSPOSE_RULES, Rule, TransposeContext
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
-from onnxdeconv.graph.passes import SWITCHES_SUFFIX, TensorInfo
+from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class DeconvPlan:
 
     model: onnx.ModelProto
     target: str
-    mode: Mode
+    rule: Rule
     #: Forward tensors the deconv graph takes as inputs (switches, rectifier inputs), in order.
     forward_inputs: list[str]
     #: Output name of each MaxPool on the path -> the name of its switches tensor.
@@ -36,76 +37,12 @@ class DeconvPlan:
     windowed: bool = False
 
 
-def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
-    """Name the switches tensor of every MaxPool: its own ``Indices`` output or a new one."""
-    names = {}
-    for node in graph.node:
-        if node.op_type == "MaxPool":
-            existing = node.output[1] if len(node.output) > 1 and node.output[1] else ""
-            names[node.output[0]] = existing or node.output[0] + SWITCHES_SUFFIX
-    return names
-
-
-#: Ops whose output depends on the input's values in a way no fixed linear map describes: which
-#: elements, branch or iteration count they pass is decided by the data.
-DATA_DEPENDENT = frozenset(
-    {"NonZero", "TopK", "Where", "If", "Loop", "Scan", "ArgMax", "ArgMin", "Unique", "Compress"}
-    | {"NonMaxSuppression"}
-)
-
-
-def _outer_names(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph reads from the enclosing scope."""
-    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    read: set[str] = set()
-    for node in graph.node:
-        read.update(node_inputs(node))
-        local.update(node.output)
-    return read - local
-
-
-def node_inputs(node: onnx.NodeProto) -> list[str]:
-    """The node's inputs and what its subgraphs (If, Loop, Scan bodies) read from outside."""
-    names = [name for name in node.input if name]
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
-        graphs += list(attribute.graphs)
-        for subgraph in graphs:
-            names += sorted(_outer_names(subgraph))
-    return names
-
-
-def path_tensors(
-    graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]
-) -> set[str]:
-    """Float tensors that depend on the image input: the only tensors a signal can reach."""
-    reached = {input_name}
-    for node in graph.node:
-        if not any(name in reached for name in node_inputs(node)):
-            continue
-        for output in node.output:
-            if output and output in info and info[output].is_float:
-                reached.add(output)
-    return reached
-
-
-def path_nodes(graph: onnx.GraphProto, target: str, reached: set[str]) -> list[onnx.NodeProto]:
-    """The nodes the target depends on through ``reached`` tensors, in reverse graph order."""
-    needed = {target}
-    nodes = []
-    for node in reversed(graph.node):
-        if any(output in needed for output in node.output):
-            nodes.append(node)
-            needed.update(name for name in node.input if name in reached)
-    return nodes
-
-
 def build_deconv(
     model: onnx.ModelProto,
     input_name: str,
     target: str,
     info: Mapping[str, TensorInfo],
-    mode: Mode = "deconvnet",
+    rule: Rule = "deconvnet",
     constants: Mapping[str, np.ndarray] | None = None,
     opset: int = DECONV_OPSET,
     reached: set[str] | None = None,
@@ -117,7 +54,7 @@ def build_deconv(
         input_name: The image input the projection ends at.
         target: The tensor whose activations are projected.
         info: Types and batch-first shapes of every tensor, from shape inference.
-        mode: ``deconvnet``, ``guided`` or ``gradient``: what the rectifiers pass back.
+        rule: ``deconvnet``, ``guided`` or ``gradient``: what the rectifiers pass back.
         constants: Initializer and Constant values; read from ``model`` when omitted.
         opset: Opset of the generated graph, within :data:`OPSET_RANGE`.
         reached: :func:`path_tensors` of the model, when the caller has it already.
@@ -129,8 +66,8 @@ def build_deconv(
         UnsupportedOpError: A node on the path has no rule or an unsupported attribute.
         OnnxDeconvError: The target does not depend on the input or has no static shape.
     """
-    if mode not in MODES:
-        raise OnnxDeconvError(f"unknown rule '{mode}': use one of {', '.join(MODES)}")
+    if rule not in RULES:
+        raise OnnxDeconvError(f"unknown rule '{rule}': use one of {', '.join(RULES)}")
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ValueError(f"deconv graphs are built at opset {OPSET_RANGE}, not {opset}")
     graph = model.graph
@@ -164,8 +101,8 @@ def build_deconv(
         arrived = [pending.pop(output, []) for output in node.output]
         if not any(arrived):
             continue
-        rule = RULES.get(node.op_type)
-        if rule is None:
+        transpose = TRANSPOSE_RULES.get(node.op_type)
+        if transpose is None:
             if node.op_type in DATA_DEPENDENT:
                 raise UnsupportedOpError(
                     node.name,
@@ -173,11 +110,11 @@ def build_deconv(
                     "it is a data-dependent op (what it passes on is decided by the input's "
                     "values), which has no transpose: project from a layer before it",
                 )
-            supported = ", ".join(sorted(RULES))
+            supported = ", ".join(sorted(TRANSPOSE_RULES))
             raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")
-        context = RuleContext(
+        context = TransposeContext(
             node=node,
-            mode=mode,
+            rule=rule,
             info=all_info,
             constants=constants,
             on_path=[name in reached for name in node.input],
@@ -189,7 +126,7 @@ def build_deconv(
             ],
         )
         signal = context.output_signals[0] or deconv.zeros(context.output_shape(0))
-        for index, produced in rule(context, signal).items():
+        for index, produced in transpose(context, signal).items():
             pending[node.input[index]].append(produced)
         if node.op_type == "MaxPool":
             used_switches[node.output[0]] = switches[node.output[0]]
@@ -197,7 +134,7 @@ def build_deconv(
     if not arrived_at_input:
         raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
     projection = deconv.sum(arrived_at_input, input_name)
-    return finish_plan(deconv, projection, all_info, input_name, target, mode, used_switches, opset)
+    return finish_plan(deconv, projection, all_info, input_name, target, rule, used_switches, opset)
 
 
 def with_switches(
@@ -218,7 +155,7 @@ def finish_plan(
     info: Mapping[str, TensorInfo],
     input_name: str,
     target: str,
-    mode: Mode,
+    rule: Rule,
     used_switches: dict[str, str],
     opset: int,
     windowed: bool = False,
@@ -230,7 +167,7 @@ def finish_plan(
     return DeconvPlan(
         model=model,
         target=target,
-        mode=mode,
+        rule=rule,
         forward_inputs=list(deconv.forward_inputs),
         switches=used_switches,
         input_shape=info[input_name].per_sample,

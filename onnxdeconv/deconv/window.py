@@ -24,17 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxdeconv.deconv.builder import (
-    DeconvPlan,
-    finish_plan,
-    path_nodes,
-    path_tensors,
-    with_switches,
-)
+from onnxdeconv.deconv.builder import DeconvPlan, finish_plan, with_switches
 from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, WINDOW_ORIGIN, DeconvGraph
-from onnxdeconv.deconv.rules import RULES, Mode, RuleContext
+from onnxdeconv.deconv.rules import TRANSPOSE_RULES, Rule, TransposeContext
 from onnxdeconv.deconv.rules.spatial import read_window
 from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.paths import path_nodes, path_tensors
 
 #: Ops a windowed chain may contain. The per-channel ones reuse their dense rule unchanged.
 CHAIN_OPS = {"Conv", "MaxPool", "Relu", "BatchNormalization", "Identity", "Dropout"}
@@ -227,7 +222,7 @@ def build_windowed(
     input_name: str,
     target: str,
     info: Mapping[str, TensorInfo],
-    mode: Mode,
+    rule: Rule,
     constants: Mapping[str, np.ndarray],
     opset: int = DECONV_OPSET,
     reached: set[str] | None = None,
@@ -261,9 +256,9 @@ def build_windowed(
     used_switches: dict[str, str] = {}
     dense = False
     for node in nodes:
-        context = RuleContext(
+        context = TransposeContext(
             node=node,
-            mode=mode,
+            rule=rule,
             info=all_info,
             constants=constants,
             on_path=[i == 0 for i in range(len(node.input))],
@@ -280,7 +275,7 @@ def build_windowed(
             signal = _paste(windows, signal, place, context.output_shape())
             dense = True
         if dense or node.op_type in _PER_CHANNEL:
-            signal = RULES[node.op_type](context, signal)[0]
+            signal = TRANSPOSE_RULES[node.op_type](context, signal)[0]
         elif node.op_type == "Relu":
             signal = _relu(windows, context, signal, place)
         elif node.op_type == "Conv":
@@ -290,11 +285,11 @@ def build_windowed(
     if not dense:
         signal = _paste(windows, signal, place, all_info[input_name].per_sample)
     return finish_plan(
-        deconv, signal, all_info, input_name, target, mode, used_switches, opset, windowed=True
+        deconv, signal, all_info, input_name, target, rule, used_switches, opset, windowed=True
     )
 
 
-def _window_too_large(ctx: RuleContext, place: Placement) -> bool:
+def _window_too_large(ctx: TransposeContext, place: Placement) -> bool:
     in_shape = ctx.input_shape()
     if ctx.node.op_type == "Conv":
         kernel = tuple(ctx.constant(1, "weight").shape[2:])
@@ -305,19 +300,19 @@ def _window_too_large(ctx: RuleContext, place: Placement) -> bool:
     return math.prod(before.size) > MAX_WINDOW_FRACTION * math.prod(in_shape[1:])
 
 
-def _relu(windows: _Windows, ctx: RuleContext, signal: str, place: Placement) -> str:
+def _relu(windows: _Windows, ctx: TransposeContext, signal: str, place: Placement) -> str:
     g = windows.graph
-    if ctx.mode == "deconvnet":
+    if ctx.rule == "deconvnet":
         return g.op("Relu", [signal], hint="rectified")
     forward_input = windows.gather(ctx.node.input[0], place, ctx.input_shape(), as_float=True)
     positive = g.op("Greater", [forward_input, g.const(0.0, "zero_f")], hint="active")
     gate = g.op("Cast", [positive], hint="active_f32", to=onnx.TensorProto.FLOAT)
-    passed = g.op("Relu", [signal], hint="rectified") if ctx.mode == "guided" else signal
+    passed = g.op("Relu", [signal], hint="rectified") if ctx.rule == "guided" else signal
     return g.op("Mul", [passed, gate], hint="gated")
 
 
 def _conv(
-    windows: _Windows, ctx: RuleContext, signal: str, place: Placement
+    windows: _Windows, ctx: TransposeContext, signal: str, place: Placement
 ) -> tuple[str, Placement]:
     weight = ctx.constant(1, "weight")
     in_shape = ctx.input_shape()
@@ -339,7 +334,7 @@ def _conv(
 
 
 def _max_pool(
-    windows: _Windows, ctx: RuleContext, signal: str, place: Placement
+    windows: _Windows, ctx: TransposeContext, signal: str, place: Placement
 ) -> tuple[str, Placement]:
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     kernel = tuple(ctx.attr("kernel_shape"))

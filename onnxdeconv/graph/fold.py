@@ -4,7 +4,7 @@ Exporters that keep a model's spatial axes dynamic (old PyTorch exports above al
 reshape targets, slice bounds, pads and resize sizes at run time, from ``Shape`` of a feature
 map: ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, ``Shape -> Gather -> Div -> Slice``,
 ``If`` on ``Equal(Shape(x)[1], 1)``. Transpose rules need those values as constants. Once
-:func:`~onnxdeconv.graph.layers.prepare` fixes the per-sample input shape, every such value is
+:func:`onnxdeconv.prepared.prepare` fixes the per-sample input shape, every such value is
 known, except where it depends on the batch size, which must stay free: the forward and deconv
 graphs run at any batch.
 

@@ -38,6 +38,12 @@ class LoadedModel:
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's input declares, or None where the batch is free."""
+        batch = self.input_shape[0] if self.input_shape else None
+        return batch if isinstance(batch, int) and batch > 0 else None
+
+    @property
     def opset(self) -> int:
         """The model's default-domain opset."""
         return passes.default_opset(self.model)

@@ -1,4 +1,4 @@
-"""Transpose rules: one small function per op family, kept in :data:`RULES`.
+"""Transpose rules: one small function per op family, kept in :data:`TRANSPOSE_RULES`.
 
 A rule receives the signal arriving at its node's output and returns the signals for the node's
 inputs that lie on the projection path. Rules validate the attributes they support and raise
@@ -19,16 +19,16 @@ from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.errors import UnsupportedOpError
 from onnxdeconv.graph.passes import TensorInfo
 
-Mode = Literal["deconvnet", "guided", "gradient"]
-MODES: tuple[Mode, ...] = ("deconvnet", "guided", "gradient")
+Rule = Literal["deconvnet", "guided", "gradient"]
+RULES: tuple[Rule, ...] = ("deconvnet", "guided", "gradient")
 
 
 @dataclass
-class RuleContext:
+class TransposeContext:
     """What a rule may read about its node, and the graph it writes into."""
 
     node: onnx.NodeProto
-    mode: Mode
+    rule: Rule
     info: Mapping[str, TensorInfo]
     constants: Mapping[str, np.ndarray]
     on_path: Sequence[bool]
@@ -81,19 +81,19 @@ class RuleContext:
 
 
 #: The signature every rule has: ``(context, signal at output 0) -> {input index: signal}``.
-Rule = Callable[[RuleContext, str], dict[int, str]]
+TransposeRule = Callable[[TransposeContext, str], dict[int, str]]
 
-RULES: dict[str, Rule] = {}
+TRANSPOSE_RULES: dict[str, TransposeRule] = {}
 
 
-def transpose_rule(*op_types: str) -> Callable[[Rule], Rule]:
+def transpose_rule(*op_types: str) -> Callable[[TransposeRule], TransposeRule]:
     """Register a rule for each of ``op_types``."""
 
-    def register(rule: Rule) -> Rule:
+    def register(rule: TransposeRule) -> TransposeRule:
         for op_type in op_types:
-            if op_type in RULES:
+            if op_type in TRANSPOSE_RULES:
                 raise ValueError(f"two transpose rules for {op_type}")
-            RULES[op_type] = rule
+            TRANSPOSE_RULES[op_type] = rule
         return rule
 
     return register

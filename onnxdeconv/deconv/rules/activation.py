@@ -30,12 +30,12 @@ import numpy as np
 import onnx
 
 from onnxdeconv.deconv.emitter import DeconvGraph
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 #: ``(context, forward input as float32) -> f'(x)``.
-Derivative = Callable[[RuleContext, str], str]
+Derivative = Callable[[TransposeContext, str], str]
 #: ``(context, forward input) -> boolean mask [f'(x) > 0]``, or None where that holds everywhere.
-Positive = Callable[[RuleContext, str], str | None]
+Positive = Callable[[TransposeContext, str], str | None]
 
 
 class _Ops:
@@ -86,7 +86,7 @@ class _Ops:
 
 
 def apply_activation(
-    ctx: RuleContext,
+    ctx: TransposeContext,
     signal: str,
     derivative: Derivative,
     positive: Positive | None = None,
@@ -101,14 +101,14 @@ def apply_activation(
             everywhere); by default the mask is computed from the derivative.
     """
     graph = ctx.graph
-    if ctx.mode == "deconvnet":
+    if ctx.rule == "deconvnet":
         return {0: graph.op("Relu", [signal], hint="rectified")}
-    if ctx.mode == "guided" and positive is _everywhere:
+    if ctx.rule == "guided" and positive is _everywhere:
         # No mask, so the forward input is not needed either.
         return {0: graph.op("Relu", [signal], hint="rectified")}
     ops = _Ops(graph)
     x = graph.forward(ctx.node.input[0])
-    if ctx.mode == "gradient":
+    if ctx.rule == "gradient":
         return {0: graph.op("Mul", [signal, derivative(ctx, x)], hint="gated")}
     rectified = graph.op("Relu", [signal], hint="rectified")
     mask = ops.greater(derivative(ctx, x), 0.0) if positive is None else positive(ctx, x)
@@ -117,29 +117,29 @@ def apply_activation(
     return {0: graph.op("Mul", [rectified, ops.as_float(mask)], hint="gated")}
 
 
-def _everywhere(_ctx: RuleContext, _x: str) -> str | None:
+def _everywhere(_ctx: TransposeContext, _x: str) -> str | None:
     return None
 
 
-def _float_attr(ctx: RuleContext, name: str, default: float) -> float:
+def _float_attr(ctx: TransposeContext, name: str, default: float) -> float:
     return float(ctx.attr(name, default))
 
 
 @transpose_rule("Relu")
-def relu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def relu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Rectify the signal (deconvnet), gate it by the forward input (gradient), or both (guided)."""
     ctx.only_first_input_on_path()
     graph = ctx.graph
-    if ctx.mode == "deconvnet":
+    if ctx.rule == "deconvnet":
         return {0: graph.op("Relu", [signal], hint="rectified")}
     forward_input = graph.forward(ctx.node.input[0])
     positive = graph.op("Greater", [forward_input, graph.const(0.0, "zero_f")], hint="active")
     gate = graph.op("Cast", [positive], hint="active_f32", to=onnx.TensorProto.FLOAT)
-    passed = graph.op("Relu", [signal], hint="rectified") if ctx.mode == "guided" else signal
+    passed = graph.op("Relu", [signal], hint="rectified") if ctx.rule == "guided" else signal
     return {0: graph.op("Mul", [passed, gate], hint="gated")}
 
 
-def _clip_bounds(ctx: RuleContext) -> tuple[float | None, float | None]:
+def _clip_bounds(ctx: TransposeContext) -> tuple[float | None, float | None]:
     """The Clip bounds: attributes before opset 11, optional constant inputs from then on."""
     if len(ctx.node.input) == 1:
         low, high = ctx.attr("min"), ctx.attr("max")
@@ -157,14 +157,14 @@ def _clip_bounds(ctx: RuleContext) -> tuple[float | None, float | None]:
 
 
 @transpose_rule("Clip")
-def clip(ctx: RuleContext, signal: str) -> dict[int, str]:
+def clip(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope 1 strictly between the bounds, 0 elsewhere (PyTorch's ``hardtanh``, ``ReLU6``)."""
     ctx.only_first_input_on_path()
     low, high = _clip_bounds(ctx)
     if low is None and high is None:
         return {0: signal}  # no bounds: the identity
 
-    def inside(ctx: RuleContext, x: str) -> str:
+    def inside(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         masks = []
         if low is not None:
@@ -173,30 +173,30 @@ def clip(ctx: RuleContext, signal: str) -> dict[int, str]:
             masks.append(ops.less(x, high))
         return masks[0] if len(masks) == 1 else ops.both(masks[0], masks[1])
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         return _Ops(ctx.graph).as_float(inside(ctx, x))
 
     return apply_activation(ctx, signal, derivative, inside)
 
 
 @transpose_rule("LeakyRelu")
-def leaky_relu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def leaky_relu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope 1 for x > 0 and alpha for x <= 0."""
     ctx.only_first_input_on_path()
     alpha = _float_attr(ctx, "alpha", 0.01)
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         return ops.where(ops.greater(x, 0.0), 1.0, alpha)
 
-    def positive(ctx: RuleContext, x: str) -> str | None:
+    def positive(ctx: TransposeContext, x: str) -> str | None:
         return None if alpha > 0 else _Ops(ctx.graph).greater(x, 0.0)
 
     return apply_activation(ctx, signal, derivative, positive)
 
 
 @transpose_rule("PRelu")
-def prelu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def prelu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope 1 for x > 0 and the (broadcast) constant slope for x <= 0."""
     ctx.only_first_input_on_path()
     slope = ctx.constant(1, "slope").astype(np.float32)
@@ -204,7 +204,7 @@ def prelu(ctx: RuleContext, signal: str) -> dict[int, str]:
     if slope.ndim == rank and slope.shape[0] != 1:
         raise ctx.unsupported("the slope must not vary along the batch axis")
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         return ops.where(ops.greater(x, 0.0), 1.0, ops.c(slope))
 
@@ -212,7 +212,7 @@ def prelu(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 def _exponential_linear(
-    ctx: RuleContext,
+    ctx: TransposeContext,
     signal: str,
     positive_slope: float,
     negative: Callable[[_Ops, str], str],
@@ -221,7 +221,7 @@ def _exponential_linear(
     """``positive_slope`` for x > 0, ``negative(x)`` for x <= 0 (Elu, Selu, Celu)."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         return ops.where(ops.greater(x, 0.0), positive_slope, negative(ops, x))
 
@@ -229,7 +229,7 @@ def _exponential_linear(
 
 
 @transpose_rule("Elu")
-def elu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def elu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """1 for x > 0, ``alpha * exp(x)`` for x <= 0."""
     alpha = _float_attr(ctx, "alpha", 1.0)
     return _exponential_linear(
@@ -238,7 +238,7 @@ def elu(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Selu")
-def selu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def selu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``gamma`` for x > 0, ``gamma * alpha * exp(x)`` for x <= 0."""
     alpha = _float_attr(ctx, "alpha", 1.67326319217681884765625)
     gamma = _float_attr(ctx, "gamma", 1.05070102214813232421875)
@@ -252,7 +252,7 @@ def selu(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Celu")
-def celu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def celu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """1 for x > 0, ``exp(x / alpha)`` for x <= 0: increasing everywhere."""
     alpha = _float_attr(ctx, "alpha", 1.0)
     if alpha == 0:
@@ -261,18 +261,18 @@ def celu(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("HardSigmoid")
-def hard_sigmoid(ctx: RuleContext, signal: str) -> dict[int, str]:
+def hard_sigmoid(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``alpha`` where ``0 < alpha * x + beta < 1``, 0 elsewhere."""
     ctx.only_first_input_on_path()
     alpha = _float_attr(ctx, "alpha", 0.2)
     beta = _float_attr(ctx, "beta", 0.5)
 
-    def inside(ctx: RuleContext, x: str) -> str:
+    def inside(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         value = ops.add(ops.mul(x, alpha), beta)
         return ops.both(ops.greater(value, 0.0), ops.less(value, 1.0))
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         return ops.mul(ops.as_float(inside(ctx, x)), alpha)
 
@@ -280,11 +280,11 @@ def hard_sigmoid(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("HardSwish")
-def hard_swish(ctx: RuleContext, signal: str) -> dict[int, str]:
+def hard_swish(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """0 below -3, ``x / 3 + 1 / 2`` on [-3, 3], 1 above (PyTorch's ``hardswish_backward``)."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         middle = ops.add(ops.div(x, 3.0), 0.5)
         return ops.where(ops.less(x, -3.0), 0.0, ops.where(ops.greater(x, 3.0), 1.0, middle))
@@ -293,11 +293,11 @@ def hard_swish(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Sigmoid")
-def sigmoid_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
+def sigmoid_rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope ``s (1 - s)`` with ``s = sigmoid(x)``."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         s = ops.unary("Sigmoid", x)
         return ops.mul(s, ops.sub(1.0, s))
@@ -306,11 +306,11 @@ def sigmoid_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Tanh")
-def tanh_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
+def tanh_rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope ``1 - tanh(x)^2``."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         t = ops.unary("Tanh", x)
         return ops.sub(1.0, ops.mul(t, t))
@@ -319,7 +319,7 @@ def tanh_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Softplus")
-def softplus(ctx: RuleContext, signal: str) -> dict[int, str]:
+def softplus(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``sigmoid(beta x)``, and 1 where ``beta x > threshold`` (PyTorch's linear region).
 
     ``beta`` and ``threshold`` come from a fused PyTorch export (see the fusion module); the ONNX
@@ -331,7 +331,7 @@ def softplus(ctx: RuleContext, signal: str) -> dict[int, str]:
     if beta <= 0:
         raise ctx.unsupported("beta must be positive")
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         scaled = x if beta == 1.0 else ops.mul(x, beta)
         slope = ops.unary("Sigmoid", scaled)
@@ -343,11 +343,11 @@ def softplus(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Erf")
-def erf(ctx: RuleContext, signal: str) -> dict[int, str]:
+def erf(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Slope ``2 / sqrt(pi) exp(-x^2)``: increasing, like a sigmoid (GELU's inner tensors)."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         return ops.mul(ops.unary("Exp", ops.mul(ops.mul(x, x), -1.0)), 2.0 / math.sqrt(math.pi))
 
@@ -355,11 +355,11 @@ def erf(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Softsign")
-def softsign(ctx: RuleContext, signal: str) -> dict[int, str]:
+def softsign(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``1 / (1 + |x|)^2``."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         denominator = ops.add(ops.unary("Abs", x), 1.0)
         return ops.div(1.0, ops.mul(denominator, denominator))
@@ -374,20 +374,20 @@ _GELU_KAPPA = 0.044715
 
 
 @transpose_rule("Gelu")
-def gelu(ctx: RuleContext, signal: str) -> dict[int, str]:
+def gelu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``Phi(x) + x phi(x)``, or the derivative of the tanh approximation (``approximate``)."""
     ctx.only_first_input_on_path()
     approximate = ctx.attr("approximate", "none")
     if approximate not in ("none", "tanh"):
         raise ctx.unsupported("approximate must be 'none' or 'tanh'")
 
-    def exact(ctx: RuleContext, x: str) -> str:
+    def exact(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         cdf = ops.mul(ops.add(ops.unary("Erf", ops.mul(x, _SQRT_HALF)), 1.0), 0.5)
         pdf = ops.mul(ops.unary("Exp", ops.mul(ops.mul(x, x), -0.5)), _INV_SQRT_2PI)
         return ops.add(cdf, ops.mul(x, pdf))
 
-    def tanh_form(ctx: RuleContext, x: str) -> str:
+    def tanh_form(ctx: TransposeContext, x: str) -> str:
         # PyTorch's GeluBackward for approximate="tanh", term by term.
         ops = _Ops(ctx.graph)
         square = ops.mul(x, x)
@@ -402,11 +402,11 @@ def gelu(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Mish")
-def mish(ctx: RuleContext, signal: str) -> dict[int, str]:
+def mish(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)`` with ``sp = softplus(x)``."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         t = ops.unary("Tanh", ops.unary("Softplus", x))
         return ops.add(t, ops.mul(ops.mul(x, ops.unary("Sigmoid", x)), ops.sub(1.0, ops.mul(t, t))))
@@ -415,12 +415,12 @@ def mish(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Swish")
-def swish(ctx: RuleContext, signal: str) -> dict[int, str]:
+def swish(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``s + alpha x s (1 - s)`` with ``s = sigmoid(alpha x)`` (SiLU for alpha = 1)."""
     ctx.only_first_input_on_path()
     alpha = _float_attr(ctx, "alpha", 1.0)
 
-    def derivative(ctx: RuleContext, x: str) -> str:
+    def derivative(ctx: TransposeContext, x: str) -> str:
         ops = _Ops(ctx.graph)
         s = ops.unary("Sigmoid", x if alpha == 1.0 else ops.mul(x, alpha))
         slope = ops.mul(ops.mul(x, s), ops.sub(1.0, s))

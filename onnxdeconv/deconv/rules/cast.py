@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import onnx
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.graph.load import INTEGER_TYPES
 
 
 @transpose_rule("Cast", "CastLike")
-def cast(ctx: RuleContext, signal: str) -> dict[int, str]:
+def cast(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Pass the signal through: the derivative of a change of float precision is 1.
 
     Only float tensors carry a signal, so an integer input on the path can only be the image

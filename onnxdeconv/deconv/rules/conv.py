@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.deconv.rules.spatial import read_window, transpose_window
 
 
 @transpose_rule("Conv")
-def conv(ctx: RuleContext, signal: str) -> dict[int, str]:
+def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Transpose a convolution of any stride, padding, dilation and group."""
     ctx.only_first_input_on_path()
     weight = ctx.constant(1, "weight")
@@ -30,7 +30,9 @@ def conv(ctx: RuleContext, signal: str) -> dict[int, str]:
     return {0: projected}
 
 
-def _transpose_pads_begin(ctx: RuleContext, in_spatial: tuple[int, ...], kernel: Any) -> list[int]:
+def _transpose_pads_begin(
+    ctx: TransposeContext, in_spatial: tuple[int, ...], kernel: Any
+) -> list[int]:
     """Padding at the start of each axis of a ConvTranspose, as ONNX Runtime resolves it."""
     rank = len(in_spatial)
     strides = [int(s) for s in ctx.attr("strides", [1] * rank)]
@@ -57,7 +59,7 @@ def _transpose_pads_begin(ctx: RuleContext, in_spatial: tuple[int, ...], kernel:
 
 
 @transpose_rule("ConvTranspose")
-def conv_transpose(ctx: RuleContext, signal: str) -> dict[int, str]:
+def conv_transpose(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Transpose a transposed convolution: a Conv with the same weights, strides and group.
 
     Input element ``i`` of a ConvTranspose spreads onto outputs ``i * s + k * d - pad_begin``;

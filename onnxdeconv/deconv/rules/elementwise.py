@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from onnxdeconv.deconv.fusion import GATE_ATTRIBUTE
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
-def unbroadcast(ctx: RuleContext, signal: str, index: int) -> str:
+def unbroadcast(ctx: TransposeContext, signal: str, index: int) -> str:
     """Sum ``signal`` (shaped like the output) over the axes that input ``index`` was broadcast on.
 
     Both tensors are batch first, so they must have the same rank: a path tensor of lower rank
@@ -41,7 +41,7 @@ def unbroadcast(ctx: RuleContext, signal: str, index: int) -> str:
     )
 
 
-def _constant_operand(ctx: RuleContext, index: int, what: str) -> str:
+def _constant_operand(ctx: TransposeContext, index: int, what: str) -> str:
     """Input ``index`` (off the path) as a float32 constant of the deconv graph."""
     value = ctx.constant(index, what).astype(np.float32)
     out_rank = len(ctx.output_shape()) + 1
@@ -50,18 +50,18 @@ def _constant_operand(ctx: RuleContext, index: int, what: str) -> str:
     return ctx.graph.const(value, f"{ctx.node.input[index]}_f32")
 
 
-def _path_inputs(ctx: RuleContext) -> list[int]:
+def _path_inputs(ctx: TransposeContext) -> list[int]:
     return [index for index, on_path in enumerate(ctx.on_path[:2]) if on_path]
 
 
 @transpose_rule("Add")
-def add(ctx: RuleContext, signal: str) -> dict[int, str]:
+def add(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Send the signal to every input that depends on the image, summing over broadcast axes."""
     return {index: unbroadcast(ctx, signal, index) for index in _path_inputs(ctx)}
 
 
 @transpose_rule("Sub")
-def sub(ctx: RuleContext, signal: str) -> dict[int, str]:
+def sub(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """The signal to the minuend, its negative to the subtrahend (whichever depend on the image)."""
     signals = {}
     for index in _path_inputs(ctx):
@@ -71,14 +71,14 @@ def sub(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Neg")
-def neg(ctx: RuleContext, signal: str) -> dict[int, str]:
+def neg(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """The negated signal."""
     ctx.only_first_input_on_path()
     return {0: ctx.graph.op("Neg", [signal], hint="negated")}
 
 
 @transpose_rule("Div")
-def div(ctx: RuleContext, signal: str) -> dict[int, str]:
+def div(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Divide the signal by the divisor: a constant, or a forward statistic.
 
     A divisor computed from the image is taken at its forward value ``b``: the dividend receives
@@ -97,28 +97,28 @@ def div(ctx: RuleContext, signal: str) -> dict[int, str]:
             "dividend may depend on the image, or both with a broadcast divisor"
         )
     statistic = ctx.input_shape(1) != ctx.output_shape()
-    if ctx.mode != "gradient" and not statistic:
+    if ctx.rule != "gradient" and not statistic:
         raise ctx.unsupported(
-            f"under the {ctx.mode} rule only a constant or broadcast divisor (a statistic such "
+            f"under the {ctx.rule} rule only a constant or broadcast divisor (a statistic such "
             "as a normalisation's deviation) is supported; here the divisor is computed from the "
             "image at full size. The gradient rule (--rule gradient) uses the quotient rule"
         )
     divisor = graph.forward(ctx.node.input[1])
     signals = {0: unbroadcast(ctx, graph.op("Div", [signal, divisor], hint="div_t"), 0)}
-    if ctx.mode == "gradient":
+    if ctx.rule == "gradient":
         quotient = graph.op("Div", [graph.forward(ctx.node.input[0]), divisor], hint="quotient")
         scaled = graph.op("Div", [graph.op("Mul", [signal, quotient]), divisor], hint="div_b")
         signals[1] = unbroadcast(ctx, graph.op("Neg", [scaled], hint="div_b_neg"), 1)
     return signals
 
 
-def _only_base_on_path(ctx: RuleContext) -> None:
+def _only_base_on_path(ctx: TransposeContext) -> None:
     if not ctx.on_path[0] or any(ctx.on_path[1:]):
         raise ctx.unsupported("only the base may depend on the image; the exponent is a constant")
 
 
 @transpose_rule("Sqrt")
-def sqrt_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
+def sqrt_rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``signal / (2 sqrt(x))``, linearised at the forward point in every mode."""
     ctx.only_first_input_on_path()
     graph = ctx.graph
@@ -128,7 +128,7 @@ def sqrt_rule(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Reciprocal")
-def reciprocal(ctx: RuleContext, signal: str) -> dict[int, str]:
+def reciprocal(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``-signal / x^2``, linearised at the forward point in every mode."""
     ctx.only_first_input_on_path()
     graph = ctx.graph
@@ -138,7 +138,7 @@ def reciprocal(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Pow")
-def pow_(ctx: RuleContext, signal: str) -> dict[int, str]:
+def pow_(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """``signal * p x^(p - 1)`` for a constant exponent ``p``, linearised in every mode."""
     _only_base_on_path(ctx)
     exponent = ctx.constant(1, "exponent").astype(np.float64)
@@ -156,7 +156,7 @@ def pow_(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Mul")
-def mul(ctx: RuleContext, signal: str) -> dict[int, str]:
+def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by a constant factor, or pass a product of two path tensors back as a gate.
 
     A product ``x * g`` of two tensors computed from the image is a multiplicative gate when one
@@ -173,10 +173,10 @@ def mul(ctx: RuleContext, signal: str) -> dict[int, str]:
         factor = _constant_operand(ctx, 1 - index, "constant factor")
         return {index: unbroadcast(ctx, graph.op("Mul", [signal, factor], hint="mul_t"), index)}
     gate = ctx.attr(GATE_ATTRIBUTE)
-    receivers = [0, 1] if ctx.mode == "gradient" else ([] if gate is None else [1 - int(gate)])
+    receivers = [0, 1] if ctx.rule == "gradient" else ([] if gate is None else [1 - int(gate)])
     if not receivers:
         raise ctx.unsupported(
-            f"under the {ctx.mode} rule a product of two tensors computed from the image needs a "
+            f"under the {ctx.rule} rule a product of two tensors computed from the image needs a "
             "gate: a factor made by Sigmoid, HardSigmoid or Clip, or the only broadcast one (as "
             "in squeeze-excitation); neither factor is one here. The gradient rule "
             "(--rule gradient) uses the product rule instead"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
 @transpose_rule("Gemm")
-def gemm(ctx: RuleContext, signal: str) -> dict[int, str]:
+def gemm(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by the transposed weight: ``d/dA (alpha * A @ B') = alpha * g @ B'^T``."""
     ctx.only_first_input_on_path()
     if int(ctx.attr("transA", 0)):
@@ -26,7 +26,7 @@ def gemm(ctx: RuleContext, signal: str) -> dict[int, str]:
     return {0: projected}
 
 
-def _constant_matrix(ctx: RuleContext, index: int, what: str, other_rank: int) -> np.ndarray:
+def _constant_matrix(ctx: TransposeContext, index: int, what: str, other_rank: int) -> np.ndarray:
     """A constant operand as a 2-D matrix; leading 1s go when they only broadcast."""
     weight = ctx.constant(index, what)
     while weight.ndim > 2 and weight.shape[0] == 1 and weight.ndim <= other_rank:
@@ -37,7 +37,7 @@ def _constant_matrix(ctx: RuleContext, index: int, what: str, other_rank: int) -
 
 
 @transpose_rule("MatMul")
-def matmul(ctx: RuleContext, signal: str) -> dict[int, str]:
+def matmul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by the transposed constant operand, on whichever side it stands.
 
     ``y = x W`` sends back ``s W^T``; ``y = W x`` (x with at least two per-sample axes, so that
@@ -61,7 +61,7 @@ def matmul(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("BatchNormalization")
-def batch_normalization(ctx: RuleContext, signal: str) -> dict[int, str]:
+def batch_normalization(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Scale by ``gamma / sqrt(var + eps)`` per channel, the slope of inference-mode BN."""
     ctx.only_first_input_on_path()
     if int(ctx.attr("training_mode", 0)) or len([o for o in ctx.node.output if o]) > 1:

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
 def lrn_window(channels: int, size: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def lrn_window(channels: int, size: int) -> np.ndarray:
 
 
 @transpose_rule("LRN")
-def lrn(ctx: RuleContext, signal: str) -> dict[int, str]:
+def lrn(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Pass ``J(x0)^T signal`` of ``y = x / (bias + alpha / size * window_sum(x^2))^beta``.
 
     With ``D = bias + alpha / size * W x0^2`` (``W`` sums each channel's window):
@@ -68,7 +68,7 @@ def lrn(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("InstanceNormalization")
-def instance_normalization(ctx: RuleContext, signal: str) -> dict[int, str]:
+def instance_normalization(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Scale by ``gamma / sqrt(var + eps)``, ``var`` the forward variance of sample and channel."""
     ctx.only_first_input_on_path()
     in_shape = ctx.input_shape()

@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.deconv.rules.spatial import Window, read_window, transpose_window
 
 
 @transpose_rule("MaxPool")
-def max_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
+def max_pool(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Route the signal back to the recorded maxima, adding where windows share a maximum.
 
     ``MaxUnpool`` would assign instead of add, which loses signal when overlapping windows pick the
@@ -63,7 +63,7 @@ def _divisors(
 
 
 @transpose_rule("AveragePool")
-def average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
+def average_pool(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Spread each output's signal evenly over the input positions that it averaged."""
     ctx.only_first_input_on_path()
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
@@ -89,7 +89,7 @@ def average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("GlobalAveragePool")
-def global_average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
+def global_average_pool(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Spread the signal evenly over the whole feature map."""
     ctx.only_first_input_on_path()
     in_shape = ctx.input_shape()
@@ -102,7 +102,7 @@ def global_average_pool(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("ReduceMean")
-def reduce_mean(ctx: RuleContext, signal: str) -> dict[int, str]:
+def reduce_mean(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Spread the signal evenly over the reduced axes (which must not include the batch)."""
     in_shape = ctx.input_shape()
     rank = len(in_shape) + 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.deconv.rules.shape_ops import Tap, scatter_back
 
 F32 = np.float32
@@ -78,7 +78,7 @@ def linear_taps(x: np.ndarray, in_size: int) -> list[Tap]:
     return taps
 
 
-def _scales(ctx: RuleContext, legacy: bool, axes: list[int], rank: int) -> list[float] | None:
+def _scales(ctx: TransposeContext, legacy: bool, axes: list[int], rank: int) -> list[float] | None:
     """Scales per tensor axis, or None when the node gives output sizes instead."""
     if legacy:
         if len(ctx.node.input) > 1 and ctx.node.input[1]:
@@ -104,7 +104,7 @@ def _scales(ctx: RuleContext, legacy: bool, axes: list[int], rank: int) -> list[
 
 
 @transpose_rule("Resize", "Upsample")
-def resize(ctx: RuleContext, signal: str) -> dict[int, str]:
+def resize(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Send each output's signal back to the input elements it was interpolated from.
 
     Nearest: to the one element it copied. Linear: to its two neighbours along each axis, with

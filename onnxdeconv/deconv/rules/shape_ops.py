@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxdeconv.deconv.emitter import DeconvGraph
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def scatter_back(
     return result
 
 
-def _per_sample_axis(ctx: RuleContext, axis: int, rank: int) -> int:
+def _per_sample_axis(ctx: TransposeContext, axis: int, rank: int) -> int:
     """Per-sample axis of tensor axis ``axis`` (negative counts from the end)."""
     axis = axis + rank if axis < 0 else axis
     if not 0 <= axis < rank:
@@ -175,7 +175,7 @@ def pad_index(mode: str, out_size: int, in_size: int, before: int) -> np.ndarray
 
 
 @transpose_rule("Pad")
-def pad(ctx: RuleContext, signal: str) -> dict[int, str]:
+def pad(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Add each output's signal back onto the element it copies; padding constants get nothing.
 
     Constant padding (negative pads crop) becomes a crop (and zero padding); ``reflect``,
@@ -233,7 +233,7 @@ def slice_index(start: int, end: int, step: int, size: int) -> np.ndarray:
 
 
 @transpose_rule("Slice")
-def slice_(ctx: RuleContext, signal: str) -> dict[int, str]:
+def slice_(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Put the signal back where the slice read it (with zeros elsewhere), any step."""
     if not ctx.on_path[0] or any(ctx.on_path[1:]):
         raise ctx.unsupported("only the data input may depend on the image input")
@@ -277,7 +277,7 @@ def slice_(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Split")
-def split(ctx: RuleContext, signal: str) -> dict[int, str]:
+def split(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Concatenate the signals of the parts, with zeros for parts that no signal reached."""
     ctx.only_first_input_on_path()
     rank = len(ctx.input_shape()) + 1
@@ -297,7 +297,7 @@ def split(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Transpose")
-def transpose(ctx: RuleContext, signal: str) -> dict[int, str]:
+def transpose(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Apply the inverse permutation; the batch axis must stay first."""
     ctx.only_first_input_on_path()
     rank = len(ctx.input_shape()) + 1
@@ -314,7 +314,7 @@ def transpose(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Tile")
-def tile(ctx: RuleContext, signal: str) -> dict[int, str]:
+def tile(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Sum the signal over the copies: each copy read the whole input once."""
     if not ctx.on_path[0] or any(ctx.on_path[1:]):
         raise ctx.unsupported("only the data input may depend on the image input")
@@ -335,7 +335,7 @@ def tile(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Expand")
-def expand(ctx: RuleContext, signal: str) -> dict[int, str]:
+def expand(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Sum the signal over the broadcast axes; the batch axis must not be broadcast."""
     if not ctx.on_path[0] or any(ctx.on_path[1:]):
         raise ctx.unsupported("only the data input may depend on the image input")

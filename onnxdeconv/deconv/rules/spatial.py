@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from onnxdeconv.deconv.emitter import DeconvGraph
-from onnxdeconv.deconv.rules import RuleContext
+from onnxdeconv.deconv.rules import TransposeContext
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Window:
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilations, strict=True))
 
 
-def read_window(ctx: RuleContext, kernel: Sequence[int], in_spatial: Sequence[int]) -> Window:
+def read_window(ctx: TransposeContext, kernel: Sequence[int], in_spatial: Sequence[int]) -> Window:
     """Read strides, dilations and pads (resolving ``auto_pad``) for a node with ``kernel``."""
     rank = len(kernel)
     strides = tuple(ctx.attr("strides", [1] * rank))

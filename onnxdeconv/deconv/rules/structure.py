@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxdeconv.deconv.rules import RuleContext, transpose_rule
+from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
 @transpose_rule("Identity", "Dropout")
-def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
+def identity(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Pass the signal through (Dropout is the identity at inference)."""
     ctx.only_first_input_on_path()
     if ctx.node.op_type == "Dropout" and len(ctx.node.input) > 2 and ctx.node.input[2]:
@@ -21,7 +21,7 @@ def identity(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Concat")
-def concat(ctx: RuleContext, signal: str) -> dict[int, str]:
+def concat(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Split the signal back into the parts that were concatenated."""
     rank = len(ctx.output_shape()) + 1
     axis = int(ctx.attr("axis"))
@@ -37,7 +37,7 @@ def concat(ctx: RuleContext, signal: str) -> dict[int, str]:
 
 
 @transpose_rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
-def reshape(ctx: RuleContext, signal: str) -> dict[int, str]:
+def reshape(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Give the signal back the input's shape, provided the batch axis was left alone."""
     if not ctx.on_path[0] or any(ctx.on_path[1:]):
         raise ctx.unsupported("only the data input may depend on the image input")

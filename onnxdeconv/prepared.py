@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxdeconv.deconv.builder import DeconvPlan, build_deconv, path_tensors
+from onnxdeconv.deconv.builder import DeconvPlan, build_deconv
 from onnxdeconv.deconv.emitter import DECONV_OPSET
-from onnxdeconv.deconv.rules import Mode
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.deconv.window import build_windowed
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
 from onnxdeconv.graph.fold import fold_constants
@@ -28,6 +28,7 @@ from onnxdeconv.graph.passes import (
     skeleton,
     with_input_shape,
 )
+from onnxdeconv.graph.paths import path_tensors
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)
@@ -148,16 +149,16 @@ class PreparedModel:
             return self.aliases[layer]
         raise UnknownLayerError(layer, [*self.candidates, *self.aliases])
 
-    def plan(self, target: str, mode: Mode = "deconvnet", opset: int = DECONV_OPSET) -> DeconvPlan:
-        """The deconv graph for ``target`` under ``mode`` (built once, then cached)."""
-        key = (target, mode, opset)
+    def plan(self, target: str, rule: Rule = "deconvnet", opset: int = DECONV_OPSET) -> DeconvPlan:
+        """The deconv graph for ``target`` under ``rule`` (built once, then cached)."""
+        key = (target, rule, opset)
         if key not in self._plans:
             self._plans[key] = build_deconv(
                 self.loaded.model,
                 self.loaded.input_name,
                 target,
                 self.info,
-                mode,
+                rule,
                 self.constants,
                 opset,
                 self.reached,
@@ -169,20 +170,20 @@ class PreparedModel:
         """The float tensors computed from the image input (where a signal can go)."""
         return path_tensors(self.graph, self.loaded.input_name, self.info)
 
-    def windowed_plan(self, target: str, mode: Mode = "deconvnet") -> DeconvPlan | None:
+    def windowed_plan(self, target: str, rule: Rule = "deconvnet") -> DeconvPlan | None:
         """The windowed deconv graph for ``target``, or None where its path is no plain chain.
 
         See :mod:`onnxdeconv.deconv.window`; it serves signals that are one-hot in space.
         """
-        self.plan(target, mode)  # validates every node on the path
-        key = (target, mode, -1)
+        self.plan(target, rule)  # validates every node on the path
+        key = (target, rule, -1)
         if key not in self._windowed:
             self._windowed[key] = build_windowed(
                 self.loaded.model,
                 self.loaded.input_name,
                 target,
                 self.info,
-                mode,
+                rule,
                 self.constants,
                 reached=self.reached,
             )
