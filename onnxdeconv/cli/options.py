@@ -1,10 +1,18 @@
-"""Parsing helpers shared by the commands."""
+"""Option groups and parsing helpers shared by the commands.
+
+Every command that runs a model takes the same model options (:func:`model_options`:
+preprocessing, ``--size``, ``--device``), and the same words for its outputs
+(:func:`output_option`, :func:`json_option`, :func:`csv_option`), so that an option means one
+thing everywhere.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 import numpy as np
@@ -19,6 +27,10 @@ from onnxdeconv.inputs import (
     load_input,
     preprocessing_from_metadata,
 )
+
+if TYPE_CHECKING:
+    # Importing the runtime (and ONNX Runtime) would slow every --help.
+    from onnxdeconv.runtime import Device
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,3 +175,100 @@ def labels_option(function: F) -> F:
         type=click.Path(path_type=Path),
         help="Class names, one per line or 'index,name'; default: the model's metadata.",
     )(function)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model options of a command: how to preprocess images, the input size, the device."""
+
+    preset: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    scale: float | None = None
+    bgr: bool = False
+    size: tuple[int, int] | None = None
+    device: Device = "auto"
+
+    def preprocessing(self, loaded: LoadedModel) -> tuple[Preprocessing, str]:
+        """The preprocessing these options choose for ``loaded``, and where it came from."""
+        return resolve_preprocessing(loaded, self.preset, self.mean, self.std, self.scale, self.bgr)
+
+    def input_shape(self, loaded: LoadedModel) -> tuple[int, ...] | None:
+        """The per-sample input shape ``--size`` asks for (None: the model's own)."""
+        return input_shape_for(loaded, self.size)
+
+
+_PREPROCESSING_OPTIONS = (
+    click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESETS)),
+        help="Image preprocessing preset; default: the model's metadata, else imagenet.",
+    ),
+    click.option(
+        "--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order."
+    ),
+    click.option("--std", metavar="S[,S,S]", help="Per-channel standard deviation."),
+    click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean."),
+    click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
+)
+_SIZE_OPTION = click.option(
+    "--size", metavar="H,W", help="Input size H,W, for models with dynamic spatial dims."
+)
+_DEVICE_OPTION = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where ONNX Runtime runs.",
+)
+
+
+def model_options(images: bool = True) -> Callable[[F], F]:
+    """Add the model options and pass them to the command as ``model_options: ModelOptions``.
+
+    Args:
+        images: Whether the command reads images (adds the preprocessing options).
+    """
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            chosen = ModelOptions(
+                preset=kwargs.pop("preset", None),
+                mean=kwargs.pop("mean", None),
+                std=kwargs.pop("std", None),
+                scale=kwargs.pop("scale", None),
+                bgr=kwargs.pop("bgr", False),
+                size=int_pair(kwargs.pop("size"), "--size"),
+                device=cast("Device", kwargs.pop("device")),
+            )
+            return function(*args, model_options=chosen, **kwargs)
+
+        decorated: Any = command
+        chosen = (*(_PREPROCESSING_OPTIONS if images else ()), _SIZE_OPTION, _DEVICE_OPTION)
+        for option in reversed(chosen):
+            decorated = option(decorated)
+        return cast(F, decorated)
+
+    return decorate
+
+
+def output_option(help_text: str, required: bool = False) -> Callable[[F], F]:
+    """The ``-o/--output PATH`` option: the command's main output, described by ``help_text``."""
+    return click.option(
+        "-o", "--output", type=click.Path(path_type=Path), required=required, help=help_text
+    )
+
+
+def json_option(what: str) -> Callable[[F], F]:
+    """The ``--json PATH`` option: also write ``what`` as JSON."""
+    return click.option(
+        "--json", "json_path", type=click.Path(path_type=Path), help=f"Also write {what} as JSON."
+    )
+
+
+def csv_option(what: str) -> Callable[[F], F]:
+    """The ``--csv PATH`` option: also write ``what`` as CSV."""
+    return click.option(
+        "--csv", "csv_path", type=click.Path(path_type=Path), help=f"Also write {what} as CSV."
+    )
