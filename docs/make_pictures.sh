@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the pictures in docs/images/ that the README shows. Run from the repository root
+# Regenerates the pictures in docs/images/ that the docs show. Run from the repository root
 # with onnxdeconv installed; the SqueezeNet pictures need ../shared (models and photos).
 set -euo pipefail
 out=docs/images

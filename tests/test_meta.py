@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+
+import pytest
 from conftest import ROOT
 
 TEST_COMMAND = 'pip install -e ".[test]" && pytest'
@@ -21,16 +24,63 @@ def test_cli_package_lives_under_the_namespace() -> None:
     assert 'include = ["onnxdeconv*"]' in pyproject
 
 
-def test_every_rule_has_a_row_in_the_readme_table() -> None:
-    import re
-
+def test_every_rule_has_a_row_in_the_rules_page() -> None:
     from onnxdeconv.deconv.rules import TRANSPOSE_RULES
 
-    readme = (ROOT / "README.md").read_text()
-    start, end = readme.index("### Transpose rules"), readme.index("#### Activation functions")
-    section = readme[start:end]
+    page = (ROOT / "docs" / "rules.md").read_text()
+    start, end = page.index("# Transpose rules"), page.index("## Activation functions")
+    section = page[start:end]
     named: set[str] = set()
     for line in section.splitlines():
         if line.startswith("| ") and not line.startswith(("| op ", "| ---")):
             named.update(re.findall(r"\b[A-Z][A-Za-z]+\b", line.split("|")[1]))
     assert sorted(set(TRANSPOSE_RULES) - named) == []
+
+
+# --- every command: help, a docs page in the site's nav, a row in the README's table ---------
+
+# Commands documented on another command's page.
+DOCS_PAGES = {"merge": "commands/features.md"}
+
+
+def commands() -> list[str]:
+    import click
+
+    from onnxdeconv.cli.main import cli
+
+    return cli.list_commands(click.Context(cli))
+
+
+def nav_pages() -> set[str]:
+    # mkdocs.yml holds a !!python/name tag that yaml.safe_load refuses: read the nav as text.
+    lines = (ROOT / "mkdocs.yml").read_text().splitlines()
+    start = lines.index("nav:") + 1
+    end = next((i for i in range(start, len(lines)) if re.match(r"^\S", lines[i])), len(lines))
+    return {m.group(1) for line in lines[start:end] if (m := re.search(r":\s*(\S+\.md)$", line))}
+
+
+@pytest.mark.parametrize("name", commands())
+def test_command_has_help_and_a_docs_page_in_the_nav(name: str) -> None:
+    from click.testing import CliRunner
+
+    from onnxdeconv.cli.main import cli
+
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    page = DOCS_PAGES.get(name, f"commands/{name}.md")
+    assert (ROOT / "docs" / page).is_file()
+    assert page in nav_pages(), f"docs/{page} is not in the nav of mkdocs.yml"
+    assert f"onnxdeconv {name}" in (ROOT / "docs" / page).read_text()
+
+
+def test_readme_command_table_lists_every_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| \[`onnxdeconv (\w+)`\]\(([^)#]+)[^)]*\) \|", readme, re.MULTILINE)
+    assert sorted(name for name, _ in rows) == commands()
+    for name, link in rows:
+        assert (ROOT / link).is_file(), f"the README links {name} to a missing {link}"
+
+
+def test_every_nav_page_exists() -> None:
+    missing = sorted(page for page in nav_pages() if not (ROOT / "docs" / page).is_file())
+    assert missing == []

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README pictures of `onnxdeconv invariance`. Run from the repository root with
+# Regenerates the docs pictures of `onnxdeconv invariance`. Run from the repository root with
 # onnxdeconv on PATH; the SqueezeNet picture needs ../shared (model, labels and photos).
 set -euo pipefail
 out=docs/images

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the occlusion pictures in docs/images/ that the README shows. Run from the repository
+# Regenerates the occlusion pictures in docs/images/ that the docs show. Run from the repository
 # root with onnxdeconv installed; the SqueezeNet picture needs ../shared (model, labels, photos).
 set -euo pipefail
 out=docs/images

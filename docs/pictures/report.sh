@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerates the README picture of `onnxdeconv report`: a cropped screenshot of the DigitNet page
+# Regenerates the docs picture of `onnxdeconv report`: a cropped screenshot of the DigitNet page
 # in headless Chromium. Run from the repository root with onnxdeconv and chromium on PATH.
 set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 onnxdeconv report models/digitnet.onnx --images models/examples -o "$work/report"
-# Also time the SqueezeNet run quoted in the README, when the shared model is here.
+# Also time the SqueezeNet run quoted in docs/commands/report.md, when the shared model is here.
 if [ -f ../shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx ]; then
   onnxdeconv report ../shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx --images ../shared/images \
     --preset caffe --labels ../shared/models/squeezenet1.1-fp16/Labels.txt -o "$work/squeezenet"
