@@ -93,6 +93,11 @@ class PreparedModel:
         return aliases
 
     @cached_property
+    def alias_of(self) -> dict[str, str]:
+        """Tensor name -> its short alias (the inverse of :attr:`aliases`)."""
+        return {name: alias for alias, name in self.aliases.items()}
+
+    @cached_property
     def channels_first_orders(self) -> dict[str, tuple[int, ...]]:
         """Layers whose channel axis is not axis 1, and the axis order that puts it there.
 
@@ -191,7 +196,7 @@ class PreparedModel:
 
     def layers(self) -> list[Layer]:
         """Every candidate tensor with its alias, shape, receptive field and projectability."""
-        by_name = {name: alias for alias, name in self.aliases.items()}
+        by_name = self.alias_of
         rows = []
         for name in self.candidates:
             try:

@@ -51,7 +51,7 @@ class ForwardPass:
 class Projector:
     """Projects activations of one layer of a model back to its input, on ONNX Runtime.
 
-    Example:
+    Examples:
         >>> projector = Projector("models/digitnet.onnx", layer="conv2", rule="deconvnet")
         >>> result = projector.forward(images)             # images: [N, 1, 28, 28] float32
         >>> picks = projector.strongest(result, top=4)
