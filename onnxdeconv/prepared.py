@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import onnx
@@ -45,6 +46,23 @@ class Layer:
     receptive_field: ReceptiveField
     projectable: bool
     reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The row ``onnxdeconv layers --json`` prints for this tensor."""
+        receptive = self.receptive_field
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "op": self.op,
+            "shape": list(self.shape),
+            "receptive_field": {
+                "size": None if receptive.size is None else list(receptive.size),
+                "stride": list(receptive.stride),
+                "offset": list(receptive.offset),
+            },
+            "projectable": self.projectable,
+            "reason": self.reason,
+        }
 
 
 @dataclass

@@ -144,9 +144,9 @@ def test_corrupted_rule_fails_the_adjoint_test(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_changed_outputs_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxdeconv.check.run as check_run
+    import onnxdeconv.runtime.runner as runner
 
-    real = check_run.instrument
+    real = runner.instrument
 
     def tampering(model: onnx.ModelProto, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         out, switches = real(model, *args, **kwargs)  # type: ignore[arg-type]
@@ -155,7 +155,7 @@ def test_changed_outputs_fail(monkeypatch: pytest.MonkeyPatch) -> None:
                 tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 1.01, "fc"))
         return out, switches
 
-    monkeypatch.setattr(check_run, "instrument", tampering)
+    monkeypatch.setattr(runner, "instrument", tampering)
     assert statuses(small_net(), "faithful.outputs") == {"logits": "fail"}
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
 from helpers import conv_relu_pool_model, run
 
-from onnxdeconv import Projector
+from onnxdeconv import Projector, load_model, prepare
 from onnxdeconv.cli.main import cli
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -289,7 +290,10 @@ def test_real_process_exit_codes_and_quiet_stderr(tmp_path: Path) -> None:
 # --- meta: every command has help with an example and a README entry ---------------------------
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
+COMMANDS = sorted(cli.list_commands(click.Context(cli)))
+
+
+@pytest.mark.parametrize("name", COMMANDS)
 def test_command_help_and_readme(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run([name, "--help"], capsys)
     assert code == 0
@@ -323,3 +327,60 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run(["export", DIGITNET, "-o", tmp_path / "q.txt"], capsys)
     assert_user_error(code, err, r"must end in .onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.onnx"]
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    modules = sorted(p.stem for p in (ROOT / "onnxdeconv" / "cli").glob("*_command.py"))
+    names = [m.removesuffix("_command") for m in modules]
+    assert {"check", "export", "layers", "project"} <= set(names)
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    listed = out.split("Commands:", 1)[1].split()
+    assert all(name in listed for name in names), out
+
+
+def test_importing_the_cli_loads_no_runtime() -> None:
+    probe = (
+        "import sys, onnxdeconv.cli.main; "
+        "print(sorted(m for m in ('onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_layer_to_json() -> None:
+    # conv 3x3 pad 1 -> relu -> maxpool 3x3/2 pad 1 -> flatten -> gemm, on 16x16: the pool's
+    # units see 3 + (3 - 1) * 1 = 5 pixels at stride 2, starting 1 + 1 * 1 = 2 pixels before.
+    rows = [layer.to_json() for layer in prepare(load_model(conv_relu_pool_model())).layers()]
+    pool = next(row for row in rows if row["name"] == "pool")
+    assert pool == {
+        "name": "pool",
+        "alias": "maxpool1",
+        "op": "MaxPool",
+        "shape": [4, 8, 8],
+        "receptive_field": {"size": [5, 5], "stride": [2, 2], "offset": [-2, -2]},
+        "projectable": True,
+        "reason": "",
+    }
+    flat = next(row for row in rows if row["name"] == "flat")
+    assert flat["receptive_field"]["size"] is None and flat["shape"] == [256]
+    assert json.loads(json.dumps(rows)) == rows
+
+
+def test_export_fixes_a_dynamic_input_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = conv_relu_pool_model(size=16)
+    model.opset_import[0].version = 17
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "S"
+    onnx.save(model, str(tmp_path / "dyn.onnx"))
+    out = tmp_path / "p.onnx"
+    code, _, err = run(["export", tmp_path / "dyn.onnx", "-o", out], capsys)
+    assert_user_error(code, err, r"dynamic dims.*--size")
+    code, _, err = run(["export", tmp_path / "dyn.onnx", "--size", "16,16", "-o", out], capsys)
+    assert code == 0, err
+    image = onnx.load(str(out)).graph.input[0].type.tensor_type.shape
+    assert [d.dim_value for d in image.dim] == [1, 3, 16, 16]

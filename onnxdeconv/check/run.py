@@ -9,16 +9,16 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
 from onnxdeconv.check.config import CheckConfig
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.freeze import linearize, recorded_tensors
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.graph.passes import instrument, promote_float16, with_input_shape
+from onnxdeconv.graph.passes import promote_float16, with_input_shape
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class CheckReport:
     model: str
     findings: list[Finding]
     baseline: dict[str, Any] = field(default_factory=dict)
+    #: The ONNX Runtime execution provider the checks ran on.
+    provider: str = "CPUExecutionProvider"
 
     @property
     def passed(self) -> bool:
@@ -71,8 +73,9 @@ class CheckReport:
 
 
 class _Checker:
-    def __init__(self, config: CheckConfig) -> None:
+    def __init__(self, config: CheckConfig, device: Device = "cpu") -> None:
         self.config = config
+        self.device = device
         self.findings: list[Finding] = []
 
     def add(
@@ -98,9 +101,9 @@ class _Checker:
             self.findings.append(Finding(f"{group}.{check}", subject, "skip", message))
 
 
-def _float32(loaded: LoadedModel) -> PreparedModel:
+def _float32(loaded: LoadedModel, input_shape: tuple[int, ...]) -> PreparedModel:
     if loaded.input_dtype == np.float32:
-        return prepare(loaded)
+        return prepare(loaded, input_shape)
     promoted = promote_float16(loaded.model)
     return prepare(
         LoadedModel(
@@ -110,33 +113,9 @@ def _float32(loaded: LoadedModel) -> PreparedModel:
             np.dtype(np.float32),
             loaded.path,
             loaded.metadata,
-        )
+        ),
+        input_shape,
     )
-
-
-def _all_values(
-    prepared: PreparedModel, x: np.ndarray, names: Sequence[str], pools: Sequence[str] = ()
-) -> dict[str, np.ndarray]:
-    """Run the forward graph once, returning every tensor in ``names`` and the pools' switches."""
-    loaded = prepared.loaded
-    batch = loaded.input_shape[0]
-    fixed = batch if isinstance(batch, int) and batch > 0 else None
-    sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
-    model, _ = instrument(sized, names, pools, prepared.info, batch=fixed or "N")
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    step = fixed or len(x)
-    for start in range(0, len(x), step):
-        chunk = x[start : start + step]
-        count = len(chunk)
-        if count < step:
-            # A fixed batch must be full: repeat the last row and drop what the copies give.
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)])
-        results = session.run(None, {loaded.input_name: chunk})
-        for name, value in zip(outputs, results, strict=True):
-            parts[name].append(value if count == step else value[:count])
-    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def check_analyzable(prepared: PreparedModel, checker: _Checker) -> None:
@@ -158,44 +137,36 @@ def check_analyzable(prepared: PreparedModel, checker: _Checker) -> None:
         )
 
 
-def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> None:
-    """The instrumented forward graph reproduces the original outputs."""
+def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> str:
+    """The instrumented forward graph reproduces the original outputs.
+
+    Returns:
+        The execution provider that ran the graphs.
+    """
     loaded = prepared.loaded
-    original = ort.InferenceSession(
-        loaded.model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    original = ForwardRunner(prepared, model=loaded.model, device=checker.device)
     projectable = [layer.name for layer in prepared.layers() if layer.projectable]
-    sized = with_input_shape(
-        loaded.model,
-        loaded.input_name,
-        (
-            loaded.input_shape[0]
-            if isinstance(loaded.input_shape[0], int) and loaded.input_shape[0] > 0
-            else "N",
-            *prepared.input_shape,
-        ),
-    )
     pools = [n.output[0] for n in loaded.model.graph.node if n.op_type == "MaxPool"]
-    model, _ = instrument(sized, projectable, pools, prepared.info)
-    instrumented = ort.InferenceSession(
-        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    instrumented = ForwardRunner(
+        prepared, projectable, switches_of=pools, keep_outputs=True, device=checker.device
     )
-    batch = loaded.input_shape[0]
-    sample = np.repeat(x[:1], batch if isinstance(batch, int) and batch > 0 else 1, axis=0)
-    before = original.run(None, {loaded.input_name: sample})
-    after = instrumented.run(None, {loaded.input_name: sample})
-    for output, old, new in zip(original.get_outputs(), before, after, strict=False):
+    # One sample; a model with a fixed batch runs it in every row of its batch.
+    sample = x[:1]
+    before = original.run(sample)
+    after = instrumented.run(sample, original.outputs)
+    for name in original.outputs:
+        old, new = before[name], after[name]
         old32, new32 = np.asarray(old, np.float64), np.asarray(new, np.float64)
         scale = max(float(np.abs(old32).max()), 1e-12)
         error = float(np.abs(old32 - new32).max()) / scale
         # Exposing tensors of a float16 model moves where ONNX Runtime's CPU casts to float32,
         # which changes results by float16 rounding.
-        rounding = float(np.finfo(old.dtype).eps) if np.asarray(old).dtype.kind == "f" else 0.0
+        rounding = float(np.finfo(old.dtype).eps) if old.dtype.kind == "f" else 0.0
         tolerance = max(checker.config.output_tolerance, 4 * rounding)
         checker.add(
             "faithful",
             "outputs",
-            output.name,
+            name,
             error <= tolerance,
             f"instrumented graph changes the output by {error:.2e} (relative)"
             if error > tolerance
@@ -203,9 +174,12 @@ def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> 
             error,
             tolerance,
         )
+    return instrumented.provider
 
 
-def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None:
+def check_adjoint(
+    loaded: LoadedModel, input_shape: tuple[int, ...], x: np.ndarray, checker: _Checker
+) -> None:
     """The deconv graph of each layer is the exact adjoint of the forward graph's linear path.
 
     The forward pass at ``x`` is frozen into an affine model (rectifier masks and max-pool
@@ -215,7 +189,7 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
     Float16 models are checked on a float32 copy.
     """
     config = checker.config
-    prepared = _float32(loaded)
+    prepared = _float32(loaded, input_shape)
     layers = [layer.name for layer in prepared.layers() if layer.projectable]
     if config.adjoint_layers and len(layers) > config.adjoint_layers:
         picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
@@ -223,11 +197,10 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
     point = x[:1].astype(np.float32)
     # A model exported with a fixed batch runs only at that batch (its reshapes may even name
     # it): every row holds the point, and row 0 is the one compared.
-    batch = prepared.loaded.input_shape[0]
-    rows = batch if isinstance(batch, int) and batch > 0 else 1
+    rows = prepared.loaded.fixed_batch or 1
     filled = np.repeat(point, rows, axis=0)
     recorded, pools = recorded_tensors(prepared.graph)
-    frozen = _all_values(prepared, filled, recorded, pools)
+    frozen = ForwardRunner(prepared, recorded, switches_of=pools, device=checker.device).run(filled)
     linear = PreparedModel(
         LoadedModel(
             linearize(
@@ -247,11 +220,12 @@ def check_adjoint(loaded: LoadedModel, x: np.ndarray, checker: _Checker) -> None
         prepared.constants,
     )
     direction = np.random.default_rng(0).normal(size=point.shape).astype(np.float32)
-    moved = _all_values(linear, filled + direction, layers)
-    still = _all_values(linear, filled, layers)
+    linear_runner = ForwardRunner(linear, layers, device=checker.device)
+    moved = linear_runner.run(filled + direction, layers)
+    still = linear_runner.run(filled, layers)
     for name in layers:
         jvp = moved[name][:1].astype(np.float64) - still[name][:1].astype(np.float64)
-        projector = Projector(prepared, layer=name, rule="gradient", device="cpu")
+        projector = Projector(prepared, layer=name, rule="gradient", device=checker.device)
         signal = projector.channels_first(jvp.astype(np.float32))
         back = projector.project_signal(projector.forward(filled), signal, [0])
         lhs = float((jvp * jvp).sum())
@@ -390,6 +364,7 @@ def make_baseline(
     names: Sequence[str],
     values: dict[str, np.ndarray],
     config: CheckConfig,
+    device: Device = "cpu",
 ) -> dict[str, Any]:
     """Per-layer statistics and top-k projections that a later run is compared with."""
     layers = {
@@ -403,7 +378,7 @@ def make_baseline(
     topk: dict[str, Any] = {}
     if spatial:
         target = spatial[-1].name
-        projector = Projector(prepared, layer=target, device="cpu")
+        projector = Projector(prepared, layer=target, device=device)
         channels_first = prepared.input_shape[0] in (1, 3)
         forward = projector.forward(x)
         for index, name in enumerate(names):
@@ -495,6 +470,9 @@ def run_checks(
     image_names: Sequence[str] = (),
     baseline: dict[str, Any] | None = None,
     config: CheckConfig | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    device: Device = "cpu",
 ) -> CheckReport:
     """Run every check on ``model``.
 
@@ -505,10 +483,13 @@ def run_checks(
         image_names: One name per image, used as keys of the baseline.
         baseline: A baseline written earlier (``CheckReport.baseline``) to compare with.
         config: Thresholds; defaults when None.
+        input_shape: Per-sample input shape, for a model whose input size is dynamic.
+        device: Where ONNX Runtime runs. The CPU by default: the faithfulness checks compare
+            float32 results at tight tolerances, and CUDA may round convolutions to TF32.
     """
     config = config or CheckConfig()
-    checker = _Checker(config)
-    prepared = prepare(model)
+    checker = _Checker(config, device)
+    prepared = prepare(model, input_shape)
     if images is None:
         rng = np.random.default_rng(0)
         x = rng.normal(size=(1, *prepared.input_shape)).astype(model.input_dtype)
@@ -516,16 +497,20 @@ def run_checks(
     else:
         x, names = images, list(image_names) or [f"image{i}" for i in range(len(images))]
     check_analyzable(prepared, checker)
-    check_outputs(prepared, x, checker)
-    check_adjoint(model, x, checker)
+    provider = check_outputs(prepared, x, checker)
+    check_adjoint(model, prepared.input_shape, x, checker)
     rectified = _rectified_layers(prepared)
-    values = _all_values(prepared, x, rectified) if rectified else {}
+    values = (
+        ForwardRunner(prepared, rectified, keep_outputs=False, device=device).run(x, rectified)
+        if rectified
+        else {}
+    )
     check_filters(prepared, values if images is not None else None, checker)
     if images is None:
         checker.skip("filters", "never_active", "-", "give --images to check channel activity")
     check_architecture(prepared, images, checker)
-    current = make_baseline(prepared, x, names, values, config)
+    current = make_baseline(prepared, x, names, values, config, device)
     if baseline is not None:
         compare_baseline(baseline, current, checker)
     name = model.path.name if model.path else "model"
-    return CheckReport(name, checker.findings, current)
+    return CheckReport(name, checker.findings, current, provider)

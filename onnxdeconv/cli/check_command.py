@@ -12,17 +12,11 @@ import click
 from onnxdeconv.check import load_config, run_checks
 from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
 from onnxdeconv.cli import options
-from onnxdeconv.cli.options import CONTEXT
+from onnxdeconv.cli.options import CONTEXT, ModelOptions
 from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
-from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import PRESETS
+from onnxdeconv.outputs import write_json, write_text
 from onnxdeconv.prepared import prepare
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as temp:
-        temp.write_text(text)
 
 
 def _read_baseline(path: Path) -> dict[str, Any]:
@@ -47,11 +41,7 @@ def _read_baseline(path: Path) -> dict[str, Any]:
     help="Folder of images (recursive) for activity, drift and projection checks.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
-@click.option(
-    "--preset",
-    type=click.Choice(sorted(PRESETS)),
-    help="Image preprocessing (default: the model's metadata, else imagenet).",
-)
+@options.model_options()
 @click.option(
     "--baseline",
     type=click.Path(path_type=Path),
@@ -69,13 +59,13 @@ def _read_baseline(path: Path) -> dict[str, Any]:
     help="TOML file with thresholds (see the README for keys and defaults).",
 )
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON here.")
+@options.json_option("the report")
 @click.option("--verbose", "show_all", is_flag=True, help="List passed findings too.")
 def check(
     model: Path,
     images: Path | None,
     limit: int | None,
-    preset: str | None,
+    model_options: ModelOptions,
     baseline: Path | None,
     write_baseline: Path | None,
     config_path: Path | None,
@@ -94,24 +84,32 @@ def check(
     config = load_config(config_path)
     old = _read_baseline(baseline) if baseline is not None else None
     loaded = load_model(model)
+    input_shape = prepare(loaded, model_options.input_shape(loaded)).input_shape
     batch = names = None
     if images is not None:
-        preprocessing, _ = options.resolve_preprocessing(loaded, preset, None, None, None, False)
+        preprocessing, _ = model_options.preprocessing(loaded)
         files = options.image_files(images, limit)
-        batch, names = options.load_images(
-            files, loaded, preprocessing, prepare(loaded).input_shape, images
-        )
-    report = run_checks(loaded, batch, names or (), old, config)
+        batch, names = options.load_images(files, loaded, preprocessing, input_shape, images)
+    report = run_checks(
+        loaded,
+        batch,
+        names or (),
+        old,
+        config,
+        input_shape=input_shape,
+        device=model_options.device,
+    )
+    click.echo(f"running on {report.provider}", err=True)
     click.echo(summary_table(report, show_all))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(report):
             click.echo(line)
     if json_path is not None:
-        _write_text(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+        write_json(json_path, report.to_json())
     if junit is not None:
-        _write_text(junit, junit_xml(report))
+        write_text(junit, junit_xml(report))
     if write_baseline is not None:
-        _write_text(write_baseline, json.dumps(report.baseline, indent=1) + "\n")
+        write_json(write_baseline, report.baseline, indent=1)
     if not report.passed:
         failed = report.counts()["fail"]
         raise CheckFailedError(f"{failed} check(s) failed on {model.name}: see the summary above")

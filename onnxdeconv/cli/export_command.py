@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import click
 import onnx
 
-from onnxdeconv.cli.options import CONTEXT
+from onnxdeconv.cli.options import CONTEXT, ModelOptions, model_options
 from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.export import ExportOptions, export_projector
 from onnxdeconv.files import atomic_path
@@ -32,6 +31,7 @@ from onnxdeconv.prepared import prepare
     help="Take the position as an input instead of finding the arg-max in the graph.",
 )
 @click.option("--batch", is_flag=True, help="Take K channels at once: channel is int64 [K].")
+@model_options(images=False)
 @click.option(
     "-o",
     "--output",
@@ -40,20 +40,28 @@ from onnxdeconv.prepared import prepare
     help="Where to write the projector graph (.onnx).",
 )
 def export(
-    model: Path, layer: str | None, rule: str, position_input: bool, batch: bool, output: Path
+    model: Path,
+    layer: str | None,
+    rule: Rule,
+    position_input: bool,
+    batch: bool,
+    model_options: ModelOptions,
+    output: Path,
 ) -> None:
     """Write one ONNX graph that projects a layer's activations, for any ONNX runtime.
 
     The graph takes the model's input (batch 1) and `channel` (int64 [1], or [K] with --batch)
     and returns `projection`, `activation` and `position` (see the README for a Node.js and a
-    C++ example). It uses opset 16 to 18 and the lowest IR version that opset allows.
+    C++ example). It uses opset 16 to 18 and the lowest IR version that opset allows. --size
+    fixes the input size of a model whose size is dynamic.
 
     Example: onnxdeconv export models/digitnet.onnx --layer relu2 -o digitnet_relu2.onnx
     """
     if output.suffix.lower() != ".onnx":
         raise click.BadParameter(f"'{output}' must end in .onnx", param_hint="-o")
-    options = ExportOptions(layer, cast(Rule, rule), position_input, batch)
-    projector = export_projector(prepare(load_model(model)), options)
+    loaded = load_model(model)
+    prepared = prepare(loaded, model_options.input_shape(loaded))
+    projector = export_projector(prepared, ExportOptions(layer, rule, position_input, batch))
     with atomic_path(output) as temp:
         onnx.save(projector, str(temp))
     layer_name = next(p.value for p in projector.metadata_props if p.key == "onnxdeconv.layer")

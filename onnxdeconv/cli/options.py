@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 import numpy as np
 
+from onnxdeconv.cli import CONTEXT as CONTEXT  # every command reads it from here
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.inputs import (
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from onnxdeconv.runtime import Device
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
 
 
 def int_pair(value: str | None, option: str) -> tuple[int, int] | None:

@@ -39,10 +39,14 @@ def write_text(path: str | Path, text: str) -> None:
         temp.write_text(text, encoding="utf-8")
 
 
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (see :func:`json_safe`), for a file or the terminal."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
 def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
     """Write ``value`` as strict JSON (see :func:`json_safe`) to ``path`` atomically."""
-    text = json.dumps(json_safe(value), indent=indent, allow_nan=False, ensure_ascii=False)
-    write_text(path, text + "\n")
+    write_text(path, json_text(value, indent) + "\n")
 
 
 def write_csv(
