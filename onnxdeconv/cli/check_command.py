@@ -41,7 +41,7 @@ def _read_baseline(path: Path) -> dict[str, Any]:
     help="Folder of images (recursive) for activity, drift and projection checks.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
-@options.model_options()
+@options.model_options(device="cpu")
 @click.option(
     "--baseline",
     type=click.Path(path_type=Path),

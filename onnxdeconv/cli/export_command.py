@@ -31,7 +31,7 @@ from onnxdeconv.prepared import prepare
     help="Take the position as an input instead of finding the arg-max in the graph.",
 )
 @click.option("--batch", is_flag=True, help="Take K channels at once: channel is int64 [K].")
-@model_options(images=False)
+@model_options(images=False, device=None)
 @click.option(
     "-o",
     "--output",

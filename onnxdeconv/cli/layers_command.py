@@ -30,7 +30,7 @@ def _table(rows: list[Layer]) -> list[str]:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(path_type=Path))
-@model_options(images=False)
+@model_options(images=False, device=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def layers(model: Path, model_options: ModelOptions, as_json: bool) -> None:
     """List the tensors a projection can start from.

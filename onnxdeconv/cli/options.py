@@ -213,20 +213,24 @@ _PREPROCESSING_OPTIONS = (
 _SIZE_OPTION = click.option(
     "--size", metavar="H,W", help="Input size H,W, for models with dynamic spatial dims."
 )
-_DEVICE_OPTION = click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs.",
-)
 
 
-def model_options(images: bool = True) -> Callable[[F], F]:
+def _device_option(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default=default,
+        show_default=True,
+        help="Where ONNX Runtime runs.",
+    )
+
+
+def model_options(images: bool = True, device: str | None = "auto") -> Callable[[F], F]:
     """Add the model options and pass them to the command as ``model_options: ModelOptions``.
 
     Args:
         images: Whether the command reads images (adds the preprocessing options).
+        device: The default of ``--device``; None for commands that run no model (no option).
     """
 
     def decorate(function: F) -> F:
@@ -239,12 +243,16 @@ def model_options(images: bool = True) -> Callable[[F], F]:
                 scale=kwargs.pop("scale", None),
                 bgr=kwargs.pop("bgr", False),
                 size=int_pair(kwargs.pop("size"), "--size"),
-                device=cast("Device", kwargs.pop("device")),
+                device=cast("Device", kwargs.pop("device", "auto")),
             )
             return function(*args, model_options=chosen, **kwargs)
 
         decorated: Any = command
-        chosen = (*(_PREPROCESSING_OPTIONS if images else ()), _SIZE_OPTION, _DEVICE_OPTION)
+        chosen = (
+            *(_PREPROCESSING_OPTIONS if images else ()),
+            _SIZE_OPTION,
+            *((_device_option(device),) if device else ()),
+        )
         for option in reversed(chosen):
             decorated = option(decorated)
         return cast(F, decorated)
