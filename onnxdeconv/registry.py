@@ -53,10 +53,11 @@ class OpRegistry(MutableMapping[str, T], Generic[T]):
         """
 
         def add(entry: T) -> T:
-            for op_type in op_types:
-                if op_type in self._entries:
+            # All or nothing: a clash leaves the table as it was.
+            for index, op_type in enumerate(op_types):
+                if op_type in self._entries or op_type in op_types[:index]:
                     raise DuplicateOpError(f"two {self.what}s for {op_type}")
-                self._entries[op_type] = entry
+            self._entries.update(dict.fromkeys(op_types, entry))
             return entry
 
         return add

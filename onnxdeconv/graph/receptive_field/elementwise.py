@@ -16,8 +16,8 @@ _ELEMENTWISE_OPS = (
     *("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh"),
     *("HardSwish", "Softplus", "Softsign", "Gelu", "Mish", "Swish", "Erf"),
     *("BatchNormalization", "Cast", "CastLike", "Dropout", "Identity"),
-    # LRN mixes channels, InstanceNormalization's statistics mix positions: the projection
-    # holds them at the forward pass, so a unit's field is its input's.
+    # LRN mixes channels only. InstanceNormalization's statistics mix every position; the field
+    # follows the projection, which holds them at their forward values.
     *("LRN", "InstanceNormalization"),
 )
 
