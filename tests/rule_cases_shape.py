@@ -4,7 +4,7 @@ Pad, Slice, Split, Transpose, Tile, Expand, Resize, Upsample and ConvTranspose a
 has golden values (hand-computed literals or a plain numpy loop written here) and adjoint cases.
 LRN and InstanceNormalization are linearised at the forward pass: their golden values come from
 central differences of a numpy forward pass, and ``test_linear_ops.py`` checks their adjoint
-against the model that ``graph/freeze.py`` freezes.
+against the model that ``check/linearise/`` linearises.
 """
 
 from __future__ import annotations

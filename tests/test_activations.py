@@ -343,7 +343,7 @@ def test_every_layer_is_listed_and_projects(
 def test_check_adjoint_passes(
     exports: dict[tuple[str, str], Exported], name: str, exporter: str
 ) -> None:
-    """`onnxdeconv check` freezes every activation, product, quotient, Pow and Where exactly."""
+    """`onnxdeconv check` linearises every activation, product, quotient, Pow and Where exactly."""
     ex = exports[(name, exporter)]
     images = _inputs()
     report = run_checks(

@@ -25,9 +25,9 @@ import rule_cases as rc
 
 from onnxdeconv import Projector, UnsupportedOpError, load_model
 from onnxdeconv.check import CheckConfig, run_checks
+from onnxdeconv.check.linearise import linearise
 from onnxdeconv.deconv import rules
 from onnxdeconv.graph.fold import fold_constants
-from onnxdeconv.graph.freeze import linearize
 from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
 
 torch = pytest.importorskip("torch")
@@ -250,7 +250,7 @@ def _norm_net() -> onnx.ModelProto:
 
 
 def test_frozen_norms_match_the_rules() -> None:
-    """<J d, y> = <d, J^T y> with J from graph/freeze.py and J^T the generated deconv graph."""
+    """<J d, y> = <d, J^T y> with J from check/linearise/ and J^T the generated deconv graph."""
     import onnxruntime as ort
 
     model = _norm_net()
@@ -263,7 +263,7 @@ def test_frozen_norms_match_the_rules() -> None:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     values = dict(zip(names, session.run(names, {"x": x0}), strict=True))
-    frozen = linearize(model, values)
+    frozen = linearise(model, values)
     frozen.graph.output.append(onnx.helper.make_tensor_value_info("n1", 1, None))
     assert {n.op_type for n in frozen.graph.node}.isdisjoint({"LRN", "InstanceNormalization"})
     frozen_session = ort.InferenceSession(

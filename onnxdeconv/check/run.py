@@ -12,8 +12,8 @@ import numpy as np
 
 from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
 from onnxdeconv.check.config import CheckConfig
+from onnxdeconv.check.linearise import linearise, recorded_tensors
 from onnxdeconv.errors import OnnxDeconvError
-from onnxdeconv.graph.freeze import linearize, recorded_tensors
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import promote_float16, with_input_shape
 from onnxdeconv.prepared import PreparedModel, prepare
@@ -183,7 +183,7 @@ def check_adjoint(
     """The deconv graph of each layer is the exact adjoint of the forward graph's linear path.
 
     The forward pass at ``x`` is frozen into an affine model (rectifier masks and max-pool
-    switches fixed, see :func:`~onnxdeconv.graph.freeze.linearize`), whose difference
+    switches fixed, see :func:`~onnxdeconv.check.linearise.linearise`), whose difference
     ``J d = f(x + d) - f(x)`` is the layer's Jacobian times a random direction ``d``. The
     generated graph under the gradient rule must then satisfy ``<J d, J d> == <d, J^T (J d)>``.
     Float16 models are checked on a float32 copy.
@@ -203,7 +203,7 @@ def check_adjoint(
     frozen = ForwardRunner(prepared, recorded, switches_of=pools, device=checker.device).run(filled)
     linear = PreparedModel(
         LoadedModel(
-            linearize(
+            linearise(
                 with_input_shape(
                     prepared.loaded.model,
                     prepared.loaded.input_name,

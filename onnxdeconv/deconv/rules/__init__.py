@@ -1,4 +1,4 @@
-"""Transpose rules: one small function per op family, kept in :data:`TRANSPOSE_RULES`.
+"""Transpose rules: one module per op family, each rule kept in :data:`TRANSPOSE_RULES`.
 
 A rule receives the signal arriving at its node's output and returns the signals for the node's
 inputs that lie on the projection path. Rules validate the attributes they support and raise
@@ -18,6 +18,7 @@ from onnx import helper
 from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.errors import UnsupportedOpError
 from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.registry import OpRegistry
 
 Rule = Literal["deconvnet", "guided", "gradient"]
 RULES: tuple[Rule, ...] = ("deconvnet", "guided", "gradient")
@@ -83,29 +84,7 @@ class TransposeContext:
 #: The signature every rule has: ``(context, signal at output 0) -> {input index: signal}``.
 TransposeRule = Callable[[TransposeContext, str], dict[int, str]]
 
-TRANSPOSE_RULES: dict[str, TransposeRule] = {}
-
-
-def transpose_rule(*op_types: str) -> Callable[[TransposeRule], TransposeRule]:
-    """Register a rule for each of ``op_types``."""
-
-    def register(rule: TransposeRule) -> TransposeRule:
-        for op_type in op_types:
-            if op_type in TRANSPOSE_RULES:
-                raise ValueError(f"two transpose rules for {op_type}")
-            TRANSPOSE_RULES[op_type] = rule
-        return rule
-
-    return register
-
-
-def _load_rule_modules() -> None:
-    # Importing every module of this package runs its @transpose_rule decorators.
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-_load_rule_modules()
+#: Rule of each op type; the modules of this package register theirs on the first lookup.
+TRANSPOSE_RULES: OpRegistry[TransposeRule] = OpRegistry("transpose rule", __name__)
+#: Decorator: ``@transpose_rule("Conv")`` registers a rule (twice for one op raises).
+transpose_rule = TRANSPOSE_RULES.register

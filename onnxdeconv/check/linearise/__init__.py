@@ -1,13 +1,15 @@
-"""Freeze one forward pass into an affine model, for the dot-product (adjoint) check.
+"""Linearise one forward pass into an affine model, for ``check``'s dot-product (adjoint) test.
 
 Each nonlinear op on the path is replaced by its first-order expansion at the recorded pass:
 ``y = f(x0) + J(x0) (x - x0)``. The result is exactly affine in the input, so
 ``f(x0 + d) - f(x0)`` is the Jacobian at ``x0`` times ``d`` for any ``d``. Ops without a
-freezer here are affine already (or have no rule at all).
+lineariser here are affine already (or have no rule at all); MaxPool is linearised at its
+recorded switches.
 
-A freezer is registered per op type with :func:`freezer`. It receives the node and the recorded
-values of every tensor :func:`recorded_tensors` asked for, and returns replacement nodes and
-initializers that compute the node's outputs.
+A lineariser is registered per op type with :func:`lineariser`, in the modules of this package
+(:mod:`~onnxdeconv.check.linearise.activation`, :mod:`~onnxdeconv.check.linearise.norm`). It
+receives the node and the recorded values of every tensor :func:`recorded_tensors` asked for,
+and returns replacement nodes and initializers that compute the node's outputs.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX, constant_tensors, copy_model
+from onnxdeconv.registry import OpRegistry
 
 
 @dataclass
-class Frozen:
+class Linearised:
     """What replaces one node: nodes in order, and the initializers they read."""
 
     nodes: list[onnx.NodeProto] = field(default_factory=list)
@@ -38,34 +41,24 @@ class Frozen:
 
 
 #: ``(node, recorded values) -> replacement``; the values hold the node's inputs and outputs.
-Freezer = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], Frozen]
+Lineariser = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], Linearised]
 
-FREEZERS: dict[str, Freezer] = {}
-
-
-def freezer(*op_types: str) -> Callable[[Freezer], Freezer]:
-    """Register a freezer for each of ``op_types``."""
-
-    def register(function: Freezer) -> Freezer:
-        for op_type in op_types:
-            if op_type in FREEZERS:
-                raise ValueError(f"two freezers for {op_type}")
-            FREEZERS[op_type] = function
-        return function
-
-    return register
+#: Lineariser of each nonlinear op type; the modules of this package register theirs.
+LINEARISERS: OpRegistry[Lineariser] = OpRegistry("lineariser", __name__)
+#: Decorator: ``@lineariser("Relu")`` registers a lineariser (twice for one op raises).
+lineariser = LINEARISERS.register
 
 
 def recorded_tensors(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
-    """Tensors a pass must record to freeze ``graph``: (float tensors, MaxPool outputs)."""
+    """Tensors a pass must record to linearise ``graph``: (float tensors, MaxPool outputs)."""
     names: list[str] = []
     pools: list[str] = []
-    # Weights are read from the graph itself (see linearize), not recorded by a run.
+    # Weights are read from the graph itself (see linearise), not recorded by a run.
     constants = set(constant_tensors(graph))
     for node in graph.node:
         if node.op_type == "MaxPool":
             pools.append(node.output[0])
-        elif node.op_type in FREEZERS:
+        elif node.op_type in LINEARISERS:
             names += [
                 n
                 for n in [*node.input, *node.output]
@@ -76,7 +69,7 @@ def recorded_tensors(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
 
 def elementwise_affine(
     node: onnx.NodeProto, slope: np.ndarray, values: Mapping[str, np.ndarray]
-) -> Frozen:
+) -> Linearised:
     """Replace ``y = f(x)`` by ``y = slope * x + (f(x0) - slope * x0)``, all elementwise.
 
     Args:
@@ -87,55 +80,57 @@ def elementwise_affine(
     x0 = np.asarray(values[node.input[0]], np.float64)
     y0 = np.asarray(values[node.output[0]], np.float64)
     slope = np.broadcast_to(np.asarray(slope, np.float64), x0.shape)
-    frozen = Frozen()
+    linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
     scaled = f"{stem}_scaled"
-    frozen.nodes = [
-        helper.make_node("Mul", [node.input[0], frozen.constant(slope, f"{stem}_slope")], [scaled]),
+    linearised.nodes = [
+        helper.make_node(
+            "Mul", [node.input[0], linearised.constant(slope, f"{stem}_slope")], [scaled]
+        ),
         helper.make_node(
             "Add",
-            [scaled, frozen.constant(y0 - slope * x0, f"{stem}_offset")],
+            [scaled, linearised.constant(y0 - slope * x0, f"{stem}_offset")],
             [node.output[0]],
             name=node.name,
         ),
     ]
-    return frozen
+    return linearised
 
 
-@freezer("Relu")
-def _relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Relu")
+def _relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, np.asarray(values[node.input[0]]) > 0, values)
 
 
-def _freeze_max_pool(node: onnx.NodeProto, switches: np.ndarray) -> Frozen:
+def _linearise_max_pool(node: onnx.NodeProto, switches: np.ndarray) -> Linearised:
     # A gather at the recorded switches: the pool with its choice of maxima fixed.
-    frozen = Frozen()
+    linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
     indices = np.asarray(switches, np.int64)
-    frozen.nodes = [
+    linearised.nodes = [
         helper.make_node(
             "Reshape",
-            [node.input[0], frozen.constant(np.array([1, -1]), f"{stem}_flat")],
+            [node.input[0], linearised.constant(np.array([1, -1]), f"{stem}_flat")],
             [f"{stem}_in"],
         ),
         helper.make_node(
             "GatherElements",
-            [f"{stem}_in", frozen.constant(indices.reshape(1, -1), f"{stem}_switches")],
+            [f"{stem}_in", linearised.constant(indices.reshape(1, -1), f"{stem}_switches")],
             [f"{stem}_picked"],
             axis=1,
         ),
         helper.make_node(
             "Reshape",
-            [f"{stem}_picked", frozen.constant(np.array(indices.shape), f"{stem}_shape")],
+            [f"{stem}_picked", linearised.constant(np.array(indices.shape), f"{stem}_shape")],
             [node.output[0]],
             name=node.name,
         ),
     ]
-    return frozen
+    return linearised
 
 
-def linearize(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """Freeze the nonlinear choices of a forward pass; returns a new, affine model (batch 1).
+def linearise(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """Fix the nonlinear choices of a forward pass; returns a new, affine model (batch 1).
 
     Args:
         model: Forward model with batch 1 (not mutated).
@@ -143,37 +138,30 @@ def linearize(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.
             MaxPool's switches under ``<output>__switches``.
     """
     out = copy_model(model)
-    # A freezer sees the recorded tensors and the graph's constants (weights, slopes) alike.
+    # A lineariser sees the recorded tensors and the graph's constants (weights, slopes) alike.
     constants = constant_tensors(model.graph)
     known: dict[str, np.ndarray] = {
         name: constants[name]
         for node in model.graph.node
-        if node.op_type in FREEZERS
+        if node.op_type in LINEARISERS
         for name in node.input
         if name in constants
     }
     known.update(values)
     nodes: list[onnx.NodeProto] = []
     for node in out.graph.node:
-        frozen: Frozen | None = None
+        linearised: Linearised | None = None
         if node.op_type == "MaxPool" and node.output[0] + SWITCHES_SUFFIX in values:
-            frozen = _freeze_max_pool(node, values[node.output[0] + SWITCHES_SUFFIX])
-        elif node.op_type in FREEZERS and all(
+            linearised = _linearise_max_pool(node, values[node.output[0] + SWITCHES_SUFFIX])
+        elif node.op_type in LINEARISERS and all(
             name in known for name in [*node.input, *node.output] if name
         ):
-            frozen = FREEZERS[node.op_type](node, known)
-        if frozen is None:
+            linearised = LINEARISERS[node.op_type](node, known)
+        if linearised is None:
             nodes.append(node)
             continue
-        nodes += frozen.nodes
-        out.graph.initializer.extend(frozen.initializers)
+        nodes += linearised.nodes
+        out.graph.initializer.extend(linearised.initializers)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
-
-
-# The freezer modules register themselves on import.
-from onnxdeconv.graph import (  # noqa: E402
-    freeze_activation,  # noqa: F401  (activations, Mul, Div, Where)
-    freeze_norm,  # noqa: F401  (registers LRN, InstanceNormalization)
-)

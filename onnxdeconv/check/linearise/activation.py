@@ -1,10 +1,10 @@
-"""Freezers for activation functions, products, quotients and the ops inside composites.
+"""Linearisers for activation functions, products, quotients and the ops inside composites.
 
 Each slope is the derivative at the recorded input, computed here in float64 numpy: an
 implementation independent of the ONNX derivatives the transpose rules write, with the same
 conventions at the kinks (see :mod:`onnxdeconv.deconv.rules.activation`). A composite activation
-(SiLU as ``x * sigmoid(x)``, GELU with ``Erf``) freezes op by op: the first-order expansion of a
-composition is the composition of the expansions.
+(SiLU as ``x * sigmoid(x)``, GELU with ``Erf``) is linearised op by op: the first-order expansion
+of a composition is the composition of the expansions.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdeconv.graph.freeze import Frozen, elementwise_affine, freezer
+from onnxdeconv.check.linearise import Linearised, elementwise_affine, lineariser
 
 
 def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
@@ -38,12 +38,12 @@ def _is_float(values: Mapping[str, np.ndarray], *names: str) -> bool:
     return all(np.asarray(values[name]).dtype.kind == "f" for name in names if name)
 
 
-def _unchanged(node: onnx.NodeProto) -> Frozen:
-    return Frozen(nodes=[node])
+def _unchanged(node: onnx.NodeProto) -> Linearised:
+    return Linearised(nodes=[node])
 
 
-@freezer("Clip")
-def _clip(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Clip")
+def _clip(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     low: float | None
     high: float | None
@@ -56,32 +56,32 @@ def _clip(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
         high = float(np.asarray(values[node.input[2]]).ravel()[0]) if present[1] else math.inf
     if not _is_float(values, node.input[0]):
         return _unchanged(node)
-    frozen = elementwise_affine(node, (x > low) & (x < high), values)
-    return frozen
+    linearised = elementwise_affine(node, (x > low) & (x < high), values)
+    return linearised
 
 
-@freezer("LeakyRelu")
-def _leaky_relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("LeakyRelu")
+def _leaky_relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     return elementwise_affine(node, np.where(x > 0, 1.0, _attr(node, "alpha", 0.01)), values)
 
 
-@freezer("PRelu")
-def _prelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("PRelu")
+def _prelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     slope = np.asarray(values[node.input[1]], np.float64)
     return elementwise_affine(node, np.where(x > 0, 1.0, slope), values)
 
 
-@freezer("Elu")
-def _elu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Elu")
+def _elu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     alpha = _attr(node, "alpha", 1.0)
     return elementwise_affine(node, np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))), values)
 
 
-@freezer("Selu")
-def _selu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Selu")
+def _selu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     alpha = _attr(node, "alpha", 1.67326319217681884765625)
     gamma = _attr(node, "gamma", 1.05070102214813232421875)
@@ -89,15 +89,15 @@ def _selu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
     return elementwise_affine(node, slope, values)
 
 
-@freezer("Celu")
-def _celu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Celu")
+def _celu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     alpha = _attr(node, "alpha", 1.0)
     return elementwise_affine(node, np.where(x > 0, 1.0, np.exp(np.minimum(x, 0) / alpha)), values)
 
 
-@freezer("HardSigmoid")
-def _hard_sigmoid(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("HardSigmoid")
+def _hard_sigmoid(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values).astype(np.float32)
     alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
     # The bounds are tested on the float32 value the op computes, as the rule does.
@@ -105,36 +105,36 @@ def _hard_sigmoid(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Fro
     return elementwise_affine(node, alpha * ((value > 0) & (value < 1)), values)
 
 
-@freezer("HardSwish")
-def _hard_swish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("HardSwish")
+def _hard_swish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     slope = np.where(x < -3, 0.0, np.where(x <= 3, x / 3 + 0.5, 1.0))
     return elementwise_affine(node, slope, values)
 
 
-@freezer("Sigmoid")
-def _sigmoid_freezer(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Sigmoid")
+def _sigmoid_lineariser(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     s = _sigmoid(_x(node, values))
     return elementwise_affine(node, s * (1 - s), values)
 
 
-@freezer("Tanh")
-def _tanh(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Tanh")
+def _tanh(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, 1 - np.tanh(_x(node, values)) ** 2, values)
 
 
-@freezer("Softplus")
-def _softplus(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Softplus")
+def _softplus(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, _sigmoid(_x(node, values)), values)
 
 
-@freezer("Softsign")
-def _softsign(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Softsign")
+def _softsign(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, 1 / (1 + np.abs(_x(node, values))) ** 2, values)
 
 
-@freezer("Gelu")
-def _gelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Gelu")
+def _gelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     approximate = "none"
     for attribute in node.attribute:
@@ -150,46 +150,46 @@ def _gelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
     return elementwise_affine(node, slope, values)
 
 
-@freezer("Mish")
-def _mish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Mish")
+def _mish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     t = np.tanh(np.logaddexp(0.0, x))
     return elementwise_affine(node, t + x * _sigmoid(x) * (1 - t**2), values)
 
 
-@freezer("Swish")
-def _swish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Swish")
+def _swish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     alpha = _attr(node, "alpha", 1.0)
     s = _sigmoid(alpha * x)
     return elementwise_affine(node, s + alpha * x * s * (1 - s), values)
 
 
-@freezer("Erf")
-def _erf(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Erf")
+def _erf(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
     return elementwise_affine(node, 2 / math.sqrt(math.pi) * np.exp(-(x**2)), values)
 
 
-@freezer("Sqrt")
-def _sqrt(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Sqrt")
+def _sqrt(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, 0.5 / np.sqrt(_x(node, values)), values)
 
 
-@freezer("Reciprocal")
-def _reciprocal(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Reciprocal")
+def _reciprocal(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     return elementwise_affine(node, -1.0 / _x(node, values) ** 2, values)
 
 
-@freezer("Abs")
-def _abs(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Abs")
+def _abs(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     if not _is_float(values, node.input[0]):
         return _unchanged(node)
     return elementwise_affine(node, np.sign(_x(node, values)), values)
 
 
-@freezer("Pow")
-def _pow(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Pow")
+def _pow(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     # The exponent is a constant inside the composites that reach a projectable layer.
     if not _is_float(values, node.input[0], node.input[1]):
         return _unchanged(node)
@@ -202,31 +202,31 @@ def _bilinear(
     node: onnx.NodeProto,
     slopes: tuple[np.ndarray, np.ndarray],
     values: Mapping[str, np.ndarray],
-) -> Frozen:
+) -> Linearised:
     """``y = y0 + slope_a * (a - a0) + slope_b * (b - b0)``, with broadcasting as the op has it."""
     a, b = node.input[0], node.input[1]
     a0, b0 = np.asarray(values[a], np.float64), np.asarray(values[b], np.float64)
     y0 = np.asarray(values[node.output[0]], np.float64)
     offset = y0 - slopes[0] * a0 - slopes[1] * b0
-    frozen = Frozen()
+    linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
-    frozen.nodes = [
-        helper.make_node("Mul", [a, frozen.constant(slopes[0], f"{stem}_da")], [f"{stem}_a"]),
-        helper.make_node("Mul", [b, frozen.constant(slopes[1], f"{stem}_db")], [f"{stem}_b"]),
+    linearised.nodes = [
+        helper.make_node("Mul", [a, linearised.constant(slopes[0], f"{stem}_da")], [f"{stem}_a"]),
+        helper.make_node("Mul", [b, linearised.constant(slopes[1], f"{stem}_db")], [f"{stem}_b"]),
         helper.make_node("Add", [f"{stem}_a", f"{stem}_b"], [f"{stem}_ab"]),
         helper.make_node(
             "Add",
-            [f"{stem}_ab", frozen.constant(offset, f"{stem}_offset")],
+            [f"{stem}_ab", linearised.constant(offset, f"{stem}_offset")],
             [node.output[0]],
             name=node.name,
         ),
     ]
-    return frozen
+    return linearised
 
 
-@freezer("Mul")
-def _mul(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
-    """A product frozen at the pass: ``a b ~ a0 b0 + b0 (a - a0) + a0 (b - b0)``."""
+@lineariser("Mul")
+def _mul(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
+    """A product linearised at the pass: ``a b ~ a0 b0 + b0 (a - a0) + a0 (b - b0)``."""
     if not _is_float(values, *node.input, *node.output):
         return _unchanged(node)
     a0 = np.asarray(values[node.input[0]], np.float64)
@@ -234,9 +234,9 @@ def _mul(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
     return _bilinear(node, (b0, a0), values)
 
 
-@freezer("Div")
-def _div(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
-    """A quotient frozen at the pass: slopes ``1 / b0`` and ``-a0 / b0^2``."""
+@lineariser("Div")
+def _div(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
+    """A quotient linearised at the pass: slopes ``1 / b0`` and ``-a0 / b0^2``."""
     if not _is_float(values, *node.input, *node.output):
         return _unchanged(node)
     a0 = np.asarray(values[node.input[0]], np.float64)
@@ -244,15 +244,15 @@ def _div(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
     return _bilinear(node, (1 / b0, -a0 / b0**2), values)
 
 
-@freezer("Where")
-def _where(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("Where")
+def _where(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     """The selection fixed at the recorded condition."""
     condition = np.asarray(values[node.input[0]])
-    frozen = Frozen()
+    linearised = Linearised()
     name = f"{node.output[0]}__frozen_condition"
-    frozen.initializers.append(onnx.numpy_helper.from_array(condition.astype(np.bool_), name))
+    linearised.initializers.append(onnx.numpy_helper.from_array(condition.astype(np.bool_), name))
     kept = onnx.NodeProto()
     kept.CopyFrom(node)
     kept.input[0] = name
-    frozen.nodes = [kept]
-    return frozen
+    linearised.nodes = [kept]
+    return linearised

@@ -1,4 +1,4 @@
-"""Freezers for LRN and InstanceNormalization: the linearisations their transpose rules use.
+"""Linearisers for LRN and InstanceNormalization: the linearisations their rules use.
 
 Both are computed here in float64 numpy from the recorded pass, independently of the rules in
 :mod:`onnxdeconv.deconv.rules.norm`, so that ``onnxdeconv check`` compares two implementations.
@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdeconv.graph.freeze import Frozen, elementwise_affine, freezer
+from onnxdeconv.check.linearise import Linearised, elementwise_affine, lineariser
 
 
 def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
@@ -23,8 +23,8 @@ def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
     return default
 
 
-@freezer("InstanceNormalization")
-def _instance_normalization(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("InstanceNormalization")
+def _instance_normalization(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     # The statistics stay at their recorded values: y = gamma (x - mean0) / sqrt(var0 + eps) + b.
     x0 = np.asarray(values[node.input[0]], np.float64)
     gamma = np.asarray(values[node.input[1]], np.float64)
@@ -35,8 +35,8 @@ def _instance_normalization(node: onnx.NodeProto, values: Mapping[str, np.ndarra
     return elementwise_affine(node, slope, values)
 
 
-@freezer("LRN")
-def _lrn(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
+@lineariser("LRN")
+def _lrn(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     # y = y0 + J(x0) (x - x0), with J(x0) d = d / D^beta - x0 beta D^(-beta-1) (2 alpha / size)
     # (window sum of x0 d), D = bias + alpha / size * (window sum of x0^2).
     x0 = np.asarray(values[node.input[0]], np.float64)
@@ -57,34 +57,38 @@ def _lrn(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Frozen:
     direct = denominator**-beta
     cross = x0 * beta * denominator ** (-beta - 1) * (2 * alpha / size)
     stem = f"{node.output[0]}__frozen"
-    frozen = Frozen()
-    flat_shape = frozen.constant(np.array([x0.shape[0], channels, -1]), f"{stem}_flat")
-    frozen.nodes = [
-        helper.make_node("Sub", [node.input[0], frozen.constant(x0, f"{stem}_x0")], [f"{stem}_d"]),
-        helper.make_node("Mul", [f"{stem}_d", frozen.constant(x0, f"{stem}_x0m")], [f"{stem}_xd"]),
+    linearised = Linearised()
+    flat_shape = linearised.constant(np.array([x0.shape[0], channels, -1]), f"{stem}_flat")
+    linearised.nodes = [
+        helper.make_node(
+            "Sub", [node.input[0], linearised.constant(x0, f"{stem}_x0")], [f"{stem}_d"]
+        ),
+        helper.make_node(
+            "Mul", [f"{stem}_d", linearised.constant(x0, f"{stem}_x0m")], [f"{stem}_xd"]
+        ),
         helper.make_node("Reshape", [f"{stem}_xd", flat_shape], [f"{stem}_xd_flat"]),
         helper.make_node(
             "MatMul",
-            [frozen.constant(window, f"{stem}_window"), f"{stem}_xd_flat"],
+            [linearised.constant(window, f"{stem}_window"), f"{stem}_xd_flat"],
             [f"{stem}_ws_flat"],
         ),
         helper.make_node(
             "Reshape",
-            [f"{stem}_ws_flat", frozen.constant(np.array(x0.shape), f"{stem}_shape")],
+            [f"{stem}_ws_flat", linearised.constant(np.array(x0.shape), f"{stem}_shape")],
             [f"{stem}_ws"],
         ),
         helper.make_node(
-            "Mul", [f"{stem}_ws", frozen.constant(cross, f"{stem}_cross")], [f"{stem}_c"]
+            "Mul", [f"{stem}_ws", linearised.constant(cross, f"{stem}_cross")], [f"{stem}_c"]
         ),
         helper.make_node(
-            "Mul", [f"{stem}_d", frozen.constant(direct, f"{stem}_direct")], [f"{stem}_a"]
+            "Mul", [f"{stem}_d", linearised.constant(direct, f"{stem}_direct")], [f"{stem}_a"]
         ),
         helper.make_node("Sub", [f"{stem}_a", f"{stem}_c"], [f"{stem}_jd"]),
         helper.make_node(
             "Add",
-            [f"{stem}_jd", frozen.constant(y0, f"{stem}_y0")],
+            [f"{stem}_jd", linearised.constant(y0, f"{stem}_y0")],
             [node.output[0]],
             name=node.name,
         ),
     ]
-    return frozen
+    return linearised
