@@ -19,8 +19,8 @@ not invariant to rotation except for rotationally symmetric objects.
 * The probability is that of the label under the model's class output (the last graph output),
   through a softmax unless that output already comes out of one.
 
-All transformed copies of one image run through one instrumented forward session that exposes
-every chosen layer and the class output together, in chunks.
+All transformed copies of one image run through one :class:`~onnxdeconv.runtime.ForwardRunner`
+that returns every chosen layer and the class output together, in chunks.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from onnxdeconv.analysis.layers import PASSIVE_OPS, invariance_layers
-from onnxdeconv.errors import InputError
+from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.inputs import (
     IMAGE_SUFFIXES,
     Preprocessing,
@@ -270,6 +270,7 @@ class InvarianceCurves:
         norms: ``[I, L]`` norm of each original image's flattened activations.
         probabilities: ``[I, A]`` probability of the label for each transformed image.
         original_probabilities: ``[I]`` probability of the label for the original image.
+        aliases: A short name for each layer tensor that has one (``relu1``).
     """
 
     kind: TransformKind
@@ -280,6 +281,7 @@ class InvarianceCurves:
     norms: np.ndarray
     probabilities: np.ndarray
     original_probabilities: np.ndarray
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def relative_distances(self) -> np.ndarray:
@@ -303,13 +305,9 @@ class InvarianceCurves:
             means: np.ndarray = np.nanmean(relative, axis=0)
         return means
 
-    def summary(self, aliases: Mapping[str, str] | None = None) -> str:
-        """One line: the mean relative distance per layer and the mean probability of the label.
-
-        Args:
-            aliases: A short name per layer tensor (default: the tensor names).
-        """
-        names = aliases or {}
+    def summary(self) -> str:
+        """One line: the mean relative distance per layer and the mean probability of the label."""
+        names = self.aliases
         parts = [
             f"{names.get(layer, layer)} {value:.3f}"
             for layer, value in zip(self.layers, self.moved_relative_distances(), strict=True)
@@ -321,16 +319,13 @@ class InvarianceCurves:
             f"mean P(label) {probability:.3f} (original {original:.3f})"
         )
 
-    def rows(
-        self, image_names: Sequence[str], aliases: Mapping[str, str] | None = None
-    ) -> list[tuple[str | int | None, ...]]:
+    def rows(self, image_names: Sequence[str]) -> list[tuple[str | int | None, ...]]:
         """One row (:data:`CSV_COLUMNS`) per image, amount and layer; numbers to 6 digits.
 
         Args:
             image_names: The images' names, in order.
-            aliases: A short name per layer tensor (default: the tensor name).
         """
-        names = aliases or {}
+        names = self.aliases
         relative = self.relative_distances
         rows: list[tuple[str | int | None, ...]] = []
         for image, name in enumerate(image_names):
@@ -363,6 +358,7 @@ class InvarianceCurves:
             "identity": IDENTITY[self.kind],
             "amounts": self.amounts.tolist(),
             "layers": list(self.layers),
+            "aliases": {layer: self.aliases.get(layer) for layer in self.layers},
             "images": list(image_names) if image_names is not None else None,
             "labels": self.labels.tolist(),
             "distances": self.distances.tolist(),
@@ -470,7 +466,7 @@ def invariance_curves(
     kind = _check_kind(kind)
     if not images:
         raise InputError("no images to transform: give at least one")
-    names = [prepared.resolve(n) for n in layers] if layers else invariance_layers(prepared)
+    names = chosen_layers(prepared, layers or None)
     output = class_output(prepared)
     if runner is None:
         runner = invariance_runner(prepared, names, device)
@@ -511,7 +507,78 @@ def invariance_curves(
             distances[index, :, column] = np.linalg.norm(features[1:] - features[0], axis=1)
         if progress is not None:
             progress(1)
-    return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals)
+    aliases = {tensor: alias for alias, tensor in prepared.aliases.items() if tensor in names}
+    return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals, aliases)
+
+
+def sweep_transforms(
+    prepared: PreparedModel,
+    images: Sequence[np.ndarray],
+    preprocessing: Preprocessing,
+    kinds: Sequence[str] = TRANSFORMS,
+    *,
+    steps: int | None = None,
+    amount_range: tuple[float | None, float | None] = (None, None),
+    layers: Sequence[str] | None = None,
+    label: int | Sequence[int] | None = None,
+    border: Border = "reflect",
+    runner: ForwardRunner | None = None,
+    device: Device = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> list[InvarianceCurves]:
+    """:func:`invariance_curves` over a :func:`sweep` of each transform, with one runner.
+
+    Args:
+        prepared: The prepared model.
+        images: RGB (or gray) uint8 images.
+        preprocessing: How pixels become model inputs.
+        kinds: The transforms, one result each.
+        steps: Amounts per sweep (default: each transform's, see :func:`sweep`).
+        amount_range: ``(low, high)`` of every sweep, in the transforms' unit (default: each
+            transform's).
+        layers: Tensor names or aliases (default: :func:`invariance_layers`).
+        label: As for :func:`invariance_curves`.
+        border: How transforms fill the pixels they bring in.
+        runner: A runner from :func:`invariance_runner` for these layers (default: a new one).
+        device: Where ONNX Runtime runs, when no runner is given.
+        progress: Called with 1 after each image of each transform.
+    """
+    names = chosen_layers(prepared, layers)
+    runner = runner or invariance_runner(prepared, names, device)
+    height = model_image_size(prepared)[0]
+    return [
+        invariance_curves(
+            prepared,
+            images,
+            preprocessing,
+            kind,
+            sweep(kind, height, steps, *amount_range),
+            names,
+            label,
+            border=border,
+            runner=runner,
+            progress=progress,
+        )
+        for kind in [_check_kind(kind) for kind in kinds]
+    ]
+
+
+def chosen_layers(prepared: PreparedModel, layers: Sequence[str] | None = None) -> list[str]:
+    """The tensor names of ``layers`` (names or aliases; blank ones dropped).
+
+    Args:
+        prepared: The prepared model.
+        layers: The layers asked for; None for :func:`invariance_layers`.
+
+    Raises:
+        SelectionError: A layer is unknown, or ``layers`` names none.
+    """
+    if layers is None:
+        return invariance_layers(prepared)
+    names = [prepared.resolve(name.strip()) for name in layers if name.strip()]
+    if not names:
+        raise SelectionError("no layers given: name at least one, e.g. relu1,relu3")
+    return names
 
 
 def _labels(label: int | Sequence[int] | None, count: int) -> list[int] | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import click
 from tqdm import tqdm
 
 from onnxdeconv.analysis import invariance as analysis
-from onnxdeconv.analysis.layers import invariance_layers
+from onnxdeconv.analysis.invariance import TRANSFORMS
 from onnxdeconv.cli import options
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.labels import read_labels, resolve_label
@@ -18,9 +17,9 @@ from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.invariance import (
     Distance,
+    examples_for,
     invariance_figure,
     layer_titles,
-    transformed_examples,
 )
 
 
@@ -34,15 +33,9 @@ from onnxdeconv.render.invariance import (
     type=click.Choice(analysis.TRANSFORMS),
     help="Transform to sweep; repeat for several (default: all three, one row each).",
 )
-@click.option(
-    "--label",
-    help="Class whose probability is plotted: an index or a class name (default: each original "
-    "image's predicted class).",
-)
+@click.option("--label", help="Class to track, index or name; default: each image's prediction.")
 @options.labels_option
-@click.option(
-    "--layers", help="Comma-separated tensor names or aliases (default: bottom and top layers)."
-)
+@click.option("--layers", help="Comma-separated tensor names or aliases; default: bottom, top.")
 @click.option(
     "--steps",
     type=click.IntRange(min=2),
@@ -96,66 +89,52 @@ def invariance(
 
     Example: onnxdeconv invariance models/digitnet.onnx models/examples --border replicate
     """
-    kinds = cast(tuple[analysis.TransformKind, ...], tuple(dict.fromkeys(transforms)))
-    kinds = kinds or analysis.TRANSFORMS
+    kinds: tuple[str, ...] = tuple(dict.fromkeys(transforms)) or TRANSFORMS
     output = output or Path(f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png")
     options.check_output(output, "-o", ".png")
     options.check_output(csv_path, "--csv", ".csv")
-    low, high = _range(amount_range, len(kinds))
+    bounds = _range(amount_range, len(kinds))
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
     preprocessing, source = model_options.preprocessing(loaded)
-    names = [prepared.resolve(n.strip()) for n in (layers or "").split(",") if n.strip()]
-    if layers is not None and not names:
-        raise click.BadParameter("give at least one layer, e.g. relu1,relu3", param_hint="--layers")
-    names = names or invariance_layers(prepared)
+    names = analysis.chosen_layers(prepared, layers.split(",") if layers is not None else None)
     class_names = read_labels(labels_path) if labels_path is not None else loaded.labels
     label_index = resolve_label(label, class_names) if label is not None else None
-    size = analysis.model_image_size(prepared)
-    read = analysis.read_pictures(images, size)
+    read = analysis.read_pictures(images, analysis.model_image_size(prepared))
     for path, why in read.skipped:
         click.echo(f"skipped {path}: {why}", err=True)
     runner = analysis.invariance_runner(prepared, names, model_options.device)
     click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
     click.echo(f"running on {runner.provider}", err=True)
-    results, examples = [], {}
     with tqdm(total=len(kinds) * len(read.pictures), unit="image", disable=None) as bar:
-        for kind in kinds:
-            amounts = analysis.sweep(kind, size[0], steps, low, high)
-            results.append(
-                analysis.invariance_curves(
-                    prepared,
-                    read.pictures,
-                    preprocessing,
-                    kind,
-                    amounts,
-                    names,
-                    label_index,
-                    border=border,
-                    runner=runner,
-                    progress=bar.update,
-                )
-            )
-            examples[kind] = transformed_examples(read.pictures[0], kind, amounts, border)
+        results = analysis.sweep_transforms(
+            prepared,
+            read.pictures,
+            preprocessing,
+            kinds,
+            steps=steps,
+            amount_range=bounds,
+            layers=names,
+            label=label_index,
+            border=border,
+            runner=runner,
+            progress=bar.update,
+        )
     figure = invariance_figure(
         results,
         read.names,
         layer_titles=layer_titles(prepared, names),
         class_names=class_names,
-        examples=examples,
+        examples=examples_for(results, read.pictures[0], border),
         distance=distance,
         title=f"{model.name} · invariance of features and prediction ({border} border)",
     )
     save_figure(figure, output)
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
     if csv_path is not None:
-        rows = [row for curves in results for row in curves.rows(read.names, aliases)]
+        rows = [row for curves in results for row in curves.rows(read.names)]
         write_csv(csv_path, rows, analysis.CSV_COLUMNS)
-    for curves in results:
-        click.echo(curves.summary(aliases))
-    click.echo(str(output))
-    if csv_path is not None:
-        click.echo(str(csv_path))
+    click.echo("\n".join(curves.summary() for curves in results))
+    click.echo("\n".join(str(path) for path in (output, csv_path) if path is not None))
 
 
 def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:
@@ -163,8 +142,8 @@ def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:
         return None, None
     if kinds != 1:
         raise click.UsageError("--range needs exactly one --transform: its unit depends on it")
-    pair = options.floats(value, "--range")
-    if pair is None or len(pair) != 2 or not pair[0] < pair[1]:
+    pair = options.floats(value, "--range") or ()
+    if len(pair) != 2 or not pair[0] < pair[1]:
         raise click.BadParameter(
             f"expected LO,HI with LO < HI, got '{value}'", param_hint="--range"
         )

@@ -57,6 +57,13 @@ def transformed_examples(
     ]
 
 
+def examples_for(
+    results: Sequence[InvarianceCurves], picture: np.ndarray, border: Border = "reflect"
+) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Per transform of ``results``, :func:`transformed_examples` of ``picture`` over its sweep."""
+    return {c.kind: transformed_examples(picture, c.kind, c.amounts, border) for c in results}
+
+
 def layer_titles(prepared: PreparedModel, layers: Sequence[str]) -> dict[str, str]:
     """A panel title per layer tensor: its alias (else its name) and its shape, ``relu1 16x28x28``.
 
