@@ -21,20 +21,29 @@ so ``x1 - x0`` is the width.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxdeconv.analysis.layers import correspondence_layers
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.passes import instrument, with_input_shape
-from onnxdeconv.inputs import PRESETS, Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.inputs import (
+    IMAGE_SUFFIXES,
+    PRESETS,
+    Preprocessing,
+    fit_image,
+    image_layout,
+    normalise,
+    read_image,
+)
 from onnxdeconv.prepared import PreparedModel
-from onnxdeconv.runtime import Device, create_session
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -342,63 +351,174 @@ def boxes_by_part(
         if missing:
             raise InputError(
                 f"image '{missing[0]}' has no box for part '{part}': every image needs a box for "
-                "every part; add it, or choose the parts with --parts"
+                "every part; add it, or choose other parts"
             )
         grouped[part] = [entry[part] for entry in entries]
     return grouped
 
 
-# --- layers and features ------------------------------------------------------------------------
+def read_boxes(path: Path) -> BoxesFile:
+    """Read and check a boxes file (see :func:`parse_boxes`).
+
+    Raises:
+        InputError: The file is missing, unreadable, not JSON or malformed.
+    """
+    if not path.is_file():
+        raise InputError(f"boxes file '{path}' does not exist: check its path")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"'{path}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+            "fix the file"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read boxes file '{path}': {exc}") from exc
+    return parse_boxes(data, f"'{path}'")
 
 
-def layer_features(
-    prepared: PreparedModel,
-    inputs: Callable[[int, int], np.ndarray],
-    count: int,
-    layers: Sequence[str],
-    device: Device = "cpu",
-    batch_size: int = 32,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Run one session that exposes ``layers`` over ``count`` inputs, chunk by chunk.
+def _file_of(key: str) -> Path:
+    """The file part of a key ``A.jpg`` or ``A.jpg#label``."""
+    return Path(key.split("#", 1)[0])
+
+
+def _matches(key: str, path: Path) -> bool:
+    wanted = _file_of(key).parts
+    return path.parts[-len(wanted) :] == wanted
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def resolve_images(
+    boxes_file: BoxesFile, given: Sequence[Path], boxes_path: Path
+) -> list[tuple[str, Path]]:
+    """Pair each image key of the boxes file with its file, in the file's order.
+
+    Images given as files must each have an entry; keys are looked up among those files and in
+    the folders given (every key must be found there), or beside the boxes file when nothing is
+    given. A key ``A.jpg#label`` names one object of the photo ``A.jpg``.
+
+    Raises:
+        InputError: A path does not exist, a file has no entry, or a key matches no image (or
+            several).
+    """
+    for path in given:
+        if not path.exists():
+            raise InputError(f"'{path}' does not exist: check the image path")
+    files = [p for p in given if not p.is_dir()]
+    folders = [p for p in given if p.is_dir()]
+    for path in files:
+        if not any(_matches(key, path) for key in boxes_file.images):
+            raise InputError(
+                f"image '{path}' has no entry in the boxes file: add its boxes under 'images' "
+                f"with the key '{path.name}', or leave it out"
+            )
+    searched = [f for folder in folders for f in _image_files(folder)]
+    chosen = []
+    for key in boxes_file.images:
+        if not given:
+            chosen.append((key, boxes_path.parent / _file_of(key)))
+            continue
+        found = [p for p in files if _matches(key, p)] or [p for p in searched if _matches(key, p)]
+        if len(found) > 1:
+            shown = ", ".join(str(p) for p in found[:3])
+            raise InputError(
+                f"'{_file_of(key)}' matches {len(found)} images ({shown}): write its path "
+                "relative to the folder in the boxes file"
+            )
+        if found:
+            chosen.append((key, found[0]))
+        elif folders:
+            raise InputError(
+                f"no image under {', '.join(map(str, folders))} is named '{_file_of(key)}' "
+                f"(boxes file key '{key}'): fix the key or the image folder"
+            )
+    return chosen
+
+
+@dataclass
+class BoxedImages:
+    """The images of a boxes file that could be read, with their boxes grouped by part."""
+
+    #: The boxes file's key of each image (``A.jpg`` or ``A.jpg#label``).
+    keys: list[str]
+    #: RGB uint8 originals.
+    pictures: list[np.ndarray]
+    #: ``{part: [box in image 0, box in image 1, ...]}`` in original pixels.
+    boxes: dict[str, list[SourceBox]]
+    #: Per image, the part of the photo to use, or None.
+    crops: list[SourceBox | None]
+    #: Per image, the region random boxes are drawn in, or None.
+    objects: list[SourceBox | None]
+    #: ``(key, why)`` for each image that could not be read.
+    skipped: list[tuple[str, str]]
+
+
+def read_boxed_images(
+    boxes_path: Path, images: Sequence[Path] = (), parts: Sequence[str] | None = None
+) -> BoxedImages:
+    """Read a boxes file and the images it names (see :func:`resolve_images`).
 
     Args:
-        prepared: The model.
-        inputs: ``inputs(start, stop)`` builds the batch of inputs ``start..stop-1``, so the whole
-            batch never has to be in memory at once.
-        count: How many inputs.
-        layers: Tensor names to return.
-        device: Where to run.
-        batch_size: Inputs per run (a model with a fixed batch runs at that batch).
-        progress: Called with the number of inputs done after each chunk.
+        boxes_path: The boxes file.
+        images: Image files or folders to find the images in (default: beside the boxes file).
+        parts: The parts to mask (default: every part, in order of first appearance).
 
-    Returns:
-        Each layer's features ``[count, D]`` in the layer's dtype.
+    Raises:
+        InputError: The boxes file or the images are unusable, fewer than two images can be read,
+            or an image lacks a box for a part.
     """
-    loaded = prepared.loaded
-    batch = loaded.input_shape[0]
-    fixed = batch if isinstance(batch, int) and batch > 0 else None
-    sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
-    model, _ = instrument(sized, layers, (), prepared.info, batch=fixed or "N")
-    session = create_session(model, device)
-    step = fixed or batch_size
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        chunk = inputs(start, stop)
-        if fixed and len(chunk) < fixed:
-            # A fixed-batch model runs only full batches: pad the last one and drop the padding.
-            padding = np.repeat(chunk[-1:], fixed - len(chunk), axis=0)
-            chunk = np.concatenate([chunk, padding])
-        values = session.run(list(layers), {loaded.input_name: chunk})
-        for name, value in zip(layers, values, strict=True):
-            parts[name].append(np.asarray(value)[: stop - start].reshape(stop - start, -1))
-        if progress is not None:
-            progress(stop)
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    boxes_file = read_boxes(boxes_path)
+    chosen = resolve_images(boxes_file, images, boxes_path)
+    keys: list[str] = []
+    pictures: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    cache: dict[Path, np.ndarray] = {}
+    for key, path in chosen:
+        try:
+            if path not in cache:
+                cache[path] = read_image(path)
+        except InputError as exc:
+            skipped.append((key, str(exc)))
+            continue
+        keys.append(key)
+        pictures.append(cache[path])
+    if len(keys) < 2:
+        raise InputError(
+            f"only {len(keys)} of {len(chosen)} images could be read; correspondence needs at "
+            "least 2: check the image paths"
+        )
+    boxes = boxes_by_part([boxes_file.images[key] for key in keys], keys, parts)
+    crops = [boxes_file.crops.get(key) for key in keys]
+    objects = [boxes_file.objects.get(key) for key in keys]
+    return BoxedImages(keys, pictures, boxes, crops, objects, skipped)
 
 
 # --- the analysis -------------------------------------------------------------------------------
+
+
+#: What :meth:`CorrespondenceResult.to_json` writes, and its version.
+SCHEMA = "onnxdeconv.correspondence/1"
+#: The columns of :meth:`CorrespondenceResult.rows`.
+CSV_FIELDS = (
+    "part",
+    "layer",
+    "alias",
+    "kind",
+    "delta",
+    "normalised",
+    "std",
+    "std_over",
+    "vs_random",
+    "changed",
+    "features",
+    "images",
+    "ordered_pairs",
+)
 
 
 @dataclass
@@ -423,6 +543,20 @@ class CorrespondenceResult:
     part_scores: dict[str, dict[str, Score]] = field(default_factory=dict)
     #: ``{layer: [Score of each random draw]}``.
     random_scores: dict[str, list[Score]] = field(default_factory=dict)
+    #: The images' names.
+    names: list[str] = field(default_factory=list)
+    #: Per image, the part of the photo used (original pixels), or None.
+    crops: list[SourceBox | None] = field(default_factory=list)
+    #: Per image, the region random boxes were drawn in (original pixels), or None.
+    objects: list[SourceBox | None] = field(default_factory=list)
+    #: A short alias per layer tensor that has one.
+    aliases: dict[str, str] = field(default_factory=dict)
+    #: A label per layer: alias, tensor name and shape.
+    layer_labels: dict[str, str] = field(default_factory=dict)
+    #: The model's file, where it came from one.
+    model: str | None = None
+    #: The execution provider that ran the forward passes.
+    provider: str = ""
 
     @property
     def image_count(self) -> int:
@@ -441,10 +575,16 @@ class CorrespondenceResult:
             return math.nan, math.nan
         return float(values.mean()), float(values.std())
 
+    def random_changed(self, layer: str) -> float:
+        """The mean fraction of features the random boxes change (NaN without draws)."""
+        scores = self.random_scores.get(layer, [])
+        return float(np.mean([s.changed for s in scores])) if scores else math.nan
+
     def rows(self) -> list[dict[str, Any]]:
-        """One row per part and layer, then the random baseline per layer."""
-        rows: list[dict[str, Any]] = []
+        """One row (:data:`CSV_FIELDS`) per part and layer, then the random baseline per layer."""
         count = self.image_count
+        common = {"images": count, "ordered_pairs": count * (count - 1)}
+        rows: list[dict[str, Any]] = []
         for part in self.parts:
             for layer in self.layers:
                 found = self.part_scores[part][layer]
@@ -453,6 +593,7 @@ class CorrespondenceResult:
                     {
                         "part": part,
                         "layer": layer,
+                        "alias": self.aliases.get(layer, ""),
                         "kind": "part",
                         "delta": found.total,
                         "normalised": found.normalised,
@@ -461,6 +602,7 @@ class CorrespondenceResult:
                         "vs_random": found.normalised / baseline if baseline > 0 else None,
                         "changed": found.changed,
                         "features": self.features[layer],
+                        **common,
                     }
                 )
         for layer in self.layers:
@@ -472,17 +614,105 @@ class CorrespondenceResult:
                 {
                     "part": "random",
                     "layer": layer,
+                    "alias": self.aliases.get(layer, ""),
                     "kind": "random",
                     "delta": float(np.mean([s.total for s in scores])),
                     "normalised": mean,
                     "std": std,
                     "std_over": plural(len(scores), "random draw"),
                     "vs_random": 1.0,
-                    "changed": float(np.mean([s.changed for s in scores])),
+                    "changed": self.random_changed(layer),
                     "features": self.features[layer],
+                    **common,
                 }
             )
         return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready values: settings, boxes in input pixels and :meth:`rows`.
+
+        Non-finite numbers stay as they are: write them with a strict writer
+        (:func:`onnxdeconv.outputs.write_json`).
+        """
+        names = self.names or [f"image {i}" for i in range(self.image_count)]
+        crops = self.crops or [None] * len(names)
+        objects = self.objects or [None] * len(names)
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "images": names,
+            "parts": list(self.parts),
+            "layers": [
+                {"name": layer, "label": self.layer_labels.get(layer, layer)}
+                for layer in self.layers
+            ],
+            "pairs": "ordered",
+            "sign_of_zero": "0 is its own sign: it differs from -1 and +1",
+            "mask_value": MASK_VALUE,
+            "crops": {
+                key: list(box) for key, box in zip(names, crops, strict=True) if box is not None
+            },
+            "random": {
+                "draws": self.draws,
+                "seed": self.seed,
+                "regions": {
+                    key: list(box)
+                    for key, box in zip(names, objects, strict=True)
+                    if box is not None
+                },
+            },
+            "boxes_in_input_pixels": {
+                part: {key: [int(v) for v in self.boxes[part][i]] for i, key in enumerate(names)}
+                for part in self.parts
+            },
+            "table": self.rows(),
+        }
+
+    def text_table(self) -> str:
+        """The normalised Δ per part and layer (± std over image pairs), then random, as text."""
+        count = self.image_count
+        header = ["part", *(self.layer_labels.get(layer, layer) for layer in self.layers)]
+        lines = []
+        for part in self.parts:
+            cells = [part]
+            for layer in self.layers:
+                found = self.part_scores[part][layer]
+                cells.append(
+                    f"{found.normalised:.3f} ± {found.pair_std:.3f}  ({found.changed:.0%} changed)"
+                )
+            lines.append(cells)
+        if self.draws:
+            cells = ["random"]
+            for layer in self.layers:
+                mean, std = self.random_mean(layer)
+                moved = self.random_changed(layer)
+                cells.append(f"{mean:.3f} ± {std:.3f}  ({moved:.0%} changed)")
+            lines.append(cells)
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        text = [
+            f"normalised Δ: the fraction of feature signs that differ, over {count * (count - 1)} "
+            f"ordered pairs of {count} images (lower = more consistent)",
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        ]
+        text += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines
+        ]
+        baseline = (
+            f"; random: mean ± std over {plural(self.draws, 'draw')} (seed {self.seed})"
+            if self.draws
+            else ""
+        )
+        pairs = plural(count * (count - 1) // 2, "image pair")
+        text.append(f"parts: ± std over the {pairs}{baseline}")
+        return "\n".join(text)
+
+
+def layer_label(prepared: PreparedModel, layer: str) -> str:
+    """``alias (tensor, CxHxW)``, or ``tensor (CxHxW)`` for a layer without another alias."""
+    shape = "x".join(map(str, prepared.info[layer].per_sample))
+    alias = {name: short for short, name in prepared.aliases.items()}.get(layer)
+    return f"{alias} ({layer}, {shape})" if alias and alias != layer else f"{layer} ({shape})"
 
 
 def correspondence_scores(
@@ -497,9 +727,9 @@ def correspondence_scores(
     crops: Sequence[Sequence[float] | None] | None = None,
     objects: Sequence[Sequence[float] | None] | None = None,
     names: Sequence[str] | None = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CorrespondenceResult:
     """Measure how consistently ``layers`` respond to masking each part across ``images``.
 
@@ -508,8 +738,8 @@ def correspondence_scores(
     pixels) is mapped the same way and filled with grey (pixel 128, before preprocessing). The
     random baseline masks, in each image, a box of the mean size of that image's part boxes at a
     random place inside the image's object region (the whole input where none is given),
-    ``random_draws`` times. The originals and every masked copy run through one session that
-    exposes the layers.
+    ``random_draws`` times. The originals and every masked copy run through one
+    :class:`~onnxdeconv.runtime.ForwardRunner` that returns the layers.
 
     Args:
         prepared: The model, from :func:`onnxdeconv.prepare`.
@@ -525,7 +755,9 @@ def correspondence_scores(
         names: The images' names, for messages.
         device: Where to run.
         batch_size: Inputs per run.
-        progress: Called with (inputs done, inputs in all).
+        progress: Called with the number of inputs done so far, of
+            ``len(images) * (1 + len(boxes) + random_draws)``: the originals and every masked
+            copy.
 
     Raises:
         InputError: Fewer than two images, a box outside its image or outside the part the model
@@ -599,15 +831,12 @@ def correspondence_scores(
             batch.append(normalise(rgb, preprocessing, layout, channels, dtype))
         return np.concatenate(batch)
 
-    features = layer_features(
-        prepared,
-        build,
-        len(jobs),
-        layer_names,
-        device,
-        batch_size,
-        None if progress is None else (lambda done: progress(done, len(jobs))),
-    )
+    # Only the layers are read: the rest of a classifier would only slow loading.
+    runner = ForwardRunner(prepared, expose=layer_names, keep_outputs=False, device=device)
+    outputs = runner.run(build, layer_names, count=len(jobs), chunk=batch_size, progress=progress)
+    features = {name: value.reshape(len(jobs), -1) for name, value in outputs.items()}
+    inverse = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    path = prepared.loaded.path
     result = CorrespondenceResult(
         layers=layer_names,
         features={name: int(values.shape[1]) for name, values in features.items()},
@@ -617,6 +846,13 @@ def correspondence_scores(
         regions=regions,
         random_boxes=chance,
         seed=seed,
+        names=names,
+        crops=[None if crop is None else _floats4(crop) for crop in crops],
+        objects=[None if region is None else _floats4(region) for region in objects],
+        aliases={name: inverse[name] for name in layer_names if name in inverse},
+        layer_labels={name: layer_label(prepared, name) for name in layer_names},
+        model=None if path is None else str(path),
+        provider=runner.provider,
     )
     for name, values in features.items():
         # Signs of fp16 differences are exact in float32: a - b is zero only where a == b.
@@ -679,6 +915,10 @@ def _map_box(
 def plural(count: int, noun: str) -> str:
     """``1 image pair``, ``3 image pairs``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _floats4(box: Sequence[float]) -> SourceBox:
+    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
 
 def _box(values: np.ndarray) -> Box:
