@@ -417,27 +417,35 @@ def resolve_images(
                 f"image '{path}' has no entry in the boxes file: add its boxes under 'images' "
                 f"with the key '{path.name}', or leave it out"
             )
+    if not given:
+        return [(key, boxes_path.parent / _file_of(key)) for key in boxes_file.images]
     searched = [f for folder in folders for f in _image_files(folder)]
     chosen = []
     for key in boxes_file.images:
-        if not given:
-            chosen.append((key, boxes_path.parent / _file_of(key)))
-            continue
-        found = [p for p in files if _matches(key, p)] or [p for p in searched if _matches(key, p)]
-        if len(found) > 1:
-            shown = ", ".join(str(p) for p in found[:3])
-            raise InputError(
-                f"'{_file_of(key)}' matches {len(found)} images ({shown}): write its path "
-                "relative to the folder in the boxes file"
-            )
-        if found:
-            chosen.append((key, found[0]))
-        elif folders:
-            raise InputError(
-                f"no image under {', '.join(map(str, folders))} is named '{_file_of(key)}' "
-                f"(boxes file key '{key}'): fix the key or the image folder"
-            )
+        found = _find(key, files, searched, folders)
+        if found is not None:
+            chosen.append((key, found))
     return chosen
+
+
+def _find(key: str, files: list[Path], searched: list[Path], folders: list[Path]) -> Path | None:
+    """The image of ``key``: among ``files``, else in the ``folders`` (``searched``: theirs).
+
+    None when only files were given and none of them is the key's.
+    """
+    found = [p for p in files if _matches(key, p)] or [p for p in searched if _matches(key, p)]
+    if len(found) > 1:
+        shown = ", ".join(str(p) for p in found[:3])
+        raise InputError(
+            f"'{_file_of(key)}' matches {len(found)} images ({shown}): write its path "
+            "relative to the folder in the boxes file"
+        )
+    if not found and folders:
+        raise InputError(
+            f"no image under {', '.join(map(str, folders))} is named '{_file_of(key)}' "
+            f"(boxes file key '{key}'): fix the key or the image folder"
+        )
+    return found[0] if found else None
 
 
 @dataclass
@@ -767,53 +775,13 @@ def correspondence_scores(
     names = list(names) if names is not None else [f"image {i}" for i in range(count)]
     objects = list(objects) if objects is not None else [None] * count
     crops = list(crops) if crops is not None else [None] * count
-    if count < 2:
-        raise InputError(f"correspondence needs at least 2 images, got {count}: give more images")
-    if not boxes:
-        raise InputError("no parts to mask: give at least one part box per image")
-    for part, per_image in boxes.items():
-        if len(per_image) != count:
-            raise InputError(
-                f"part '{part}' has {len(per_image)} boxes for {count} images: give one per image"
-            )
-    layer_names = (
-        [prepared.resolve(layer) for layer in layers] if layers else correspondence_layers(prepared)
-    )
-    layer_names = list(dict.fromkeys(layer_names))
+    _check_counts(count, boxes)
+    layer_names = _chosen_layers(prepared, layers)
     layout, channels = image_layout(prepared.input_shape)
     spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
     size = (int(spatial[0]), int(spatial[1]))
 
-    fitted = []
-    input_boxes = {part: np.zeros((count, 4), np.int64) for part in boxes}
-    regions = np.zeros((count, 4), np.int64)
-    sizes = []
-    for index, (rgb, name) in enumerate(zip(images, names, strict=True)):
-        crop = crops[index]
-        origin = (0.0, 0.0)
-        if crop is not None:
-            x0, y0, x1, y1 = _source_box_inside(crop, rgb.shape, "crop", name)
-            rgb = rgb[_round(y0) : _round(y1), _round(x0) : _round(x1)]
-            origin = (float(_round(x0)), float(_round(y0)))
-        geometry = fit_geometry(rgb.shape[0], rgb.shape[1], size)
-        fitted.append(fit_image(rgb, size))
-        for part, per_image in boxes.items():
-            input_boxes[part][index] = _map_box(
-                per_image[index], origin, geometry, images[index].shape, part, name
-            )
-        region = objects[index]
-        regions[index] = (
-            (0, 0, size[1], size[0])
-            if region is None
-            else _map_box(region, origin, geometry, images[index].shape, "object", name)
-        )
-        stacked = np.stack([input_boxes[part][index] for part in boxes])
-        sizes.append(
-            (
-                max(1, round(float((stacked[:, 3] - stacked[:, 1]).mean()))),
-                max(1, round(float((stacked[:, 2] - stacked[:, 0]).mean()))),
-            )
-        )
+    fitted, input_boxes, regions, sizes = _fit_all(images, boxes, crops, objects, names, size)
     chance = random_boxes(sizes, regions, random_draws, seed)
 
     # Jobs: the originals, then each part's masked copies, then each random draw's.
@@ -847,19 +815,91 @@ def correspondence_scores(
         random_boxes=chance,
         seed=seed,
         names=names,
-        crops=[None if crop is None else _floats4(crop) for crop in crops],
-        objects=[None if region is None else _floats4(region) for region in objects],
+        crops=[_source_or_none(crop) for crop in crops],
+        objects=[_source_or_none(region) for region in objects],
         aliases={name: inverse[name] for name in layer_names if name in inverse},
         layer_labels={name: layer_label(prepared, name) for name in layer_names},
-        model=None if path is None else str(path),
+        model=str(path) if path else None,
         provider=runner.provider,
     )
+    _score_groups(result, features)
+    return result
+
+
+def _check_counts(count: int, boxes: Mapping[str, Sequence[Sequence[float]]]) -> None:
+    if count < 2:
+        raise InputError(f"correspondence needs at least 2 images, got {count}: give more images")
+    if not boxes:
+        raise InputError("no parts to mask: give at least one part box per image")
+    for part, per_image in boxes.items():
+        if len(per_image) != count:
+            raise InputError(
+                f"part '{part}' has {len(per_image)} boxes for {count} images: give one per image"
+            )
+
+
+def _fit_all(
+    images: Sequence[np.ndarray],
+    boxes: Mapping[str, Sequence[Sequence[float]]],
+    crops: Sequence[Sequence[float] | None],
+    objects: Sequence[Sequence[float] | None],
+    names: Sequence[str],
+    size: tuple[int, int],
+) -> tuple[list[np.ndarray], dict[str, np.ndarray], np.ndarray, list[tuple[int, int]]]:
+    """Fit every image (or its crop) to ``size`` and map its boxes and region onto the input.
+
+    Returns:
+        The fitted images, ``{part: [N, 4]}`` input boxes, ``[N, 4]`` regions, and per image
+        the mean ``(height, width)`` of its part boxes (the size of its random boxes).
+    """
+    count = len(images)
+    fitted = []
+    input_boxes = {part: np.zeros((count, 4), np.int64) for part in boxes}
+    regions = np.zeros((count, 4), np.int64)
+    sizes = []
+    for index, (rgb, name) in enumerate(zip(images, names, strict=True)):
+        rgb, origin = _cropped(rgb, crops[index], name)
+        geometry = fit_geometry(rgb.shape[0], rgb.shape[1], size)
+        fitted.append(fit_image(rgb, size))
+        for part, per_image in boxes.items():
+            input_boxes[part][index] = _map_box(
+                per_image[index], origin, geometry, images[index].shape, part, name
+            )
+        region = objects[index]
+        regions[index] = (
+            (0, 0, size[1], size[0])
+            if region is None
+            else _map_box(region, origin, geometry, images[index].shape, "object", name)
+        )
+        stacked = np.stack([input_boxes[part][index] for part in boxes])
+        sizes.append(
+            (
+                max(1, round(float((stacked[:, 3] - stacked[:, 1]).mean()))),
+                max(1, round(float((stacked[:, 2] - stacked[:, 0]).mean()))),
+            )
+        )
+    return fitted, input_boxes, regions, sizes
+
+
+def _cropped(
+    rgb: np.ndarray, crop: Sequence[float] | None, name: str
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The part of ``rgb`` inside ``crop`` (rounded to whole pixels), and its top-left corner."""
+    if crop is None:
+        return rgb, (0.0, 0.0)
+    x0, y0, x1, y1 = _source_box_inside(crop, rgb.shape, "crop", name)
+    part = rgb[_round(y0) : _round(y1), _round(x0) : _round(x1)]
+    return part, (float(_round(x0)), float(_round(y0)))
+
+
+def _score_groups(result: CorrespondenceResult, features: Mapping[str, np.ndarray]) -> None:
+    """Score each group of masked copies (parts, then random draws) against the originals."""
+    count, parts = result.image_count, result.parts
     for name, values in features.items():
         # Signs of fp16 differences are exact in float32: a - b is zero only where a == b.
         original = values[:count].astype(np.float32)
-        parts = list(boxes)
         result.random_scores[name] = []
-        for group in range(1, len(jobs) // count):
+        for group in range(1, len(values) // count):
             masked = values[group * count : (group + 1) * count].astype(np.float32)
             found = score(original - masked)
             if group <= len(parts):
@@ -869,9 +909,8 @@ def correspondence_scores(
         logger.info(
             "%s: %s",
             name,
-            {part: round(result.part_scores[part][name].normalised, 4) for part in boxes},
+            {part: round(result.part_scores[part][name].normalised, 4) for part in parts},
         )
-    return result
 
 
 def _source_box_inside(
@@ -917,8 +956,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _floats4(box: Sequence[float]) -> SourceBox:
-    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+def _source_or_none(box: Sequence[float] | None) -> SourceBox | None:
+    return None if box is None else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
+def _chosen_layers(prepared: PreparedModel, layers: Sequence[str] | None) -> list[str]:
+    if not layers:
+        return correspondence_layers(prepared)
+    return list(dict.fromkeys(prepared.resolve(layer) for layer in layers))
 
 
 def _box(values: np.ndarray) -> Box:
