@@ -17,20 +17,23 @@ from onnx import TensorProto, helper
 
 from onnxdeconv import InputError, load_model, prepare
 from onnxdeconv.analysis.correspondence import (
+    CSV_FIELDS,
     MASK_VALUE,
     boxes_by_part,
     consistency,
     correspondence_scores,
     fit_geometry,
-    layer_features,
     mask_box,
     parse_boxes,
     random_boxes,
+    read_boxed_images,
     score,
     sign_hamming,
 )
 from onnxdeconv.analysis.layers import correspondence_layers
 from onnxdeconv.inputs import PRESETS, fit_image
+from onnxdeconv.outputs import json_safe
+from onnxdeconv.runtime import ForwardRunner
 
 EXAMPLES = ROOT / "models" / "examples"
 BOXES = ROOT / "tests" / "data" / "correspondence_boxes.json"
@@ -329,7 +332,9 @@ def test_default_layers_digitnet() -> None:
 def test_layer_features_fixed_batch_pads_the_last_chunk() -> None:
     prepared = prepare(load_model(conv_relu_pool_model(channels=1, size=6, batch=2)))
     x = np.random.default_rng(0).normal(size=(3, 1, 6, 6)).astype(np.float32)
-    features = layer_features(prepared, lambda a, b: x[a:b], 3, ["relu", "pool"])
+    runner = ForwardRunner(prepared, expose=["relu", "pool"], keep_outputs=False)
+    values = runner.run(lambda a, b: x[a:b], ["relu", "pool"], count=3)
+    features = {name: value.reshape(3, -1) for name, value in values.items()}
     assert features["relu"].shape == (3, 4 * 6 * 6) and features["pool"].shape == (3, 4 * 3 * 3)
     # Relu(Conv) by hand for the odd third input.
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in prepared.graph.initializer}
@@ -535,3 +540,74 @@ def test_cli_errors(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert not out.exists()
+
+
+# --- library API ----------------------------------------------------------------------------
+
+
+def test_library_call_on_digitnet_without_the_cli(tmp_path: Path) -> None:
+    folder = tmp_path / "digits"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "digit_9.png").write_bytes(b"not a png")
+    boxes = json.loads(write_digit_boxes(tmp_path / "b.json").read_text())
+    boxes["images"]["digit_9.png"] = {"top": [0, 0, 4, 4], "bottom": [0, 4, 4, 8]}
+    boxes["crops"] = {"digit_3.png": [0, 0, 28, 28]}
+    (folder / "boxes.json").write_text(json.dumps(boxes))
+    read = read_boxed_images(folder / "boxes.json", parts=["bottom"])
+    assert read.keys == ["digit_3.png", "digit_7.png", "digit_8.png"]
+    assert [key for key, _ in read.skipped] == ["digit_9.png"]
+    assert list(read.boxes) == ["bottom"] and read.crops[0] == (0.0, 0.0, 28.0, 28.0)
+    prepared = prepare(load_model(DIGITNET))
+    done: list[int] = []
+    result = correspondence_scores(
+        prepared,
+        read.pictures,
+        read.boxes,
+        ["relu3"],
+        PRESETS["raw"],
+        random_draws=2,
+        crops=read.crops,
+        names=read.keys,
+        progress=done.append,
+    )
+    # The originals, the part's masked copies and two random draws, three images each.
+    assert done[-1] == 3 * (1 + 1 + 2)
+    assert result.provider.endswith("ExecutionProvider")
+    data = result.to_json()
+    assert set(data) == {
+        "schema",
+        "model",
+        "images",
+        "parts",
+        "layers",
+        "pairs",
+        "sign_of_zero",
+        "mask_value",
+        "crops",
+        "random",
+        "boxes_in_input_pixels",
+        "table",
+    }
+    assert data["model"] == str(DIGITNET) and data["images"] == read.keys
+    relu3 = prepared.resolve("relu3")
+    assert data["layers"] == [{"name": relu3, "label": f"relu3 ({relu3}, 32x7x7)"}]
+    assert data["crops"] == {"digit_3.png": [0.0, 0.0, 28.0, 28.0]}
+    assert data["boxes_in_input_pixels"]["bottom"]["digit_8.png"] == [6, 18, 22, 26]
+    rows = result.rows()
+    assert [list(row) for row in rows] == [list(CSV_FIELDS)] * 2
+    assert [row["kind"] for row in rows] == ["part", "random"]
+    assert rows[0]["alias"] == "relu3" and rows[0]["ordered_pairs"] == 6
+    found = result.part_scores["bottom"][relu3]
+    assert rows[0]["vs_random"] == pytest.approx(found.normalised / result.random_mean(relu3)[0])
+    json.dumps(json_safe(data), allow_nan=False)
+    assert result.text_table().splitlines()[2].startswith("bottom")
+
+
+def test_no_random_draws_leaves_no_nan_in_strict_json() -> None:
+    prepared = prepare(load_model(relu_model(8)))
+    images = [uniform(200), uniform(60)]
+    result = correspondence_scores(prepared, images, {"p": [(0, 0, 2, 2)] * 2}, None, RAW, 0)
+    assert math.isnan(result.random_mean("y")[0]) and result.rows()[0]["vs_random"] is None
+    data = json.loads(json.dumps(json_safe(result.to_json()), allow_nan=False))
+    assert data["random"] == {"draws": 0, "seed": 0, "regions": {}}
+    assert data["images"] == ["image 0", "image 1"] and data["model"] is None

@@ -20,6 +20,7 @@ from onnxdeconv import OnnxDeconvError, Projector, Selection, load_model, prepar
 from onnxdeconv.analysis.evolution import (
     LayerForwards,
     check_same_architecture,
+    checked_layers,
     converged_at,
     cosine_similarity,
     crop_to_field,
@@ -27,11 +28,13 @@ from onnxdeconv.analysis.evolution import (
     strongest_channels,
     strongest_over_images,
     trace_evolution,
+    training_order,
 )
 from onnxdeconv.analysis.layers import evolution_layers
 from onnxdeconv.errors import SelectionError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, load_input
+from onnxdeconv.outputs import json_safe
 
 CHECKPOINTS = sorted((ROOT / "models" / "digitnet_checkpoints").glob("epoch_*.onnx"))
 EXAMPLES = sorted((ROOT / "models" / "examples").glob("*.png"))
@@ -441,3 +444,51 @@ def test_cli_user_errors(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+# --- library API --------------------------------------------------------------------------
+
+
+def test_library_call_on_shipped_checkpoints(digits: np.ndarray) -> None:
+    shuffled = [prepare(load_model(CHECKPOINTS[i])) for i in (2, 0, 1)]
+    order = training_order(shuffled)
+    assert order == [1, 2, 0]
+    series = [shuffled[i] for i in order]
+    done: list[int] = []
+    report = trace_evolution(series, digits, ["relu1", "relu2"], count=2, progress=done.append)
+    assert done == [1, 1, 1] and report.provider.endswith("ExecutionProvider")
+    assert report.labels == ["epoch 1", "epoch 2", "epoch 4"]
+    data = report.to_json(["a", "b", "c"], [str(CHECKPOINTS[i]) for i in (0, 1, 2)])
+    assert set(data) == {
+        "schema",
+        "similarity",
+        "threshold",
+        "checkpoints",
+        "steps",
+        "images",
+        "image_names",
+        "layers",
+    }
+    assert data["steps"] == ["epoch 1 -> epoch 2", "epoch 2 -> epoch 4"]
+    assert [layer["layer"] for layer in data["layers"]] == ["relu1", "relu2"]
+    for layer in data["layers"]:
+        assert len(layer["features"]) == 2 and len(layer["similarity"]) == 2
+        for feature in layer["features"]:
+            assert [s["image_name"] for s in feature["strongest"]] == [
+                ["a", "b", "c"][s["image"]] for s in feature["strongest"]
+            ]
+    json.dumps(json_safe(data), allow_nan=False)
+    table = report.text_table().splitlines()
+    assert table[0].split() == ["layer", "maps", "1→2", "2→4", "converges", "at"]
+    assert [line.split()[0] for line in table[1:]] == ["relu1", "relu2"]
+
+
+def test_checked_layers_refuses_before_running() -> None:
+    series = [prepare(load_model(path)) for path in CHECKPOINTS[:2]]
+    assert checked_layers(series, [" relu2 ", ""]) == [series[0].resolve("relu2")]
+    with pytest.raises(SelectionError, match=r"channel 16 is out of range: layer 'relu1' has 16"):
+        checked_layers(series, ["relu1"], [0, 16])
+    with pytest.raises(SelectionError, match="no layers to trace"):
+        checked_layers(series, [" "])
+    with pytest.raises(OnnxDeconvError, match="at least two checkpoints"):
+        checked_layers(series[:1])

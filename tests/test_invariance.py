@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +17,18 @@ from onnxdeconv import load_model, prepare
 from onnxdeconv.analysis.invariance import (
     class_output,
     invariance_curves,
+    model_image_size,
     probabilities,
+    read_pictures,
     sweep,
+    sweep_transforms,
     transform_image,
 )
 from onnxdeconv.analysis.layers import invariance_layers
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
 from onnxdeconv.labels import read_labels, resolve_label
+from onnxdeconv.outputs import json_safe
 
 RAW = PRESETS["raw"]
 DIGITS = ROOT / "models" / "examples"
@@ -362,3 +368,65 @@ def test_cli_errors_exit_2_with_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not list(tmp_path.iterdir())
+
+
+# -- library API ----------------------------------------------------------------------------------
+
+
+def test_library_sweeps_on_digitnet_without_the_cli(tmp_path: Path) -> None:
+    loaded = load_model(DIGITNET)
+    prepared = prepare(loaded)
+    preprocessing = preprocessing_from_metadata(loaded)
+    assert preprocessing is not None
+    (tmp_path / "broken.png").write_text("not an image")
+    shutil.copy(DIGITS / "digit_3.png", tmp_path / "digit_3.png")
+    read = read_pictures([tmp_path, DIGITS / "digit_7.png"], model_image_size(prepared))
+    assert read.names == ["digit_3.png", "digit_7.png"]
+    assert [path.name for path, _ in read.skipped] == ["broken.png"]
+    results = sweep_transforms(prepared, read.pictures, preprocessing, ["rotate", "scale"], steps=3)
+    assert [curves.kind for curves in results] == ["rotate", "scale"]
+    rotate = results[0]
+    np.testing.assert_array_equal(rotate.amounts, [0, 180, 360])
+    assert [rotate.aliases[name] for name in rotate.layers] == ["relu1", "relu3", "relu4"]
+    data = rotate.to_json(read.names)
+    assert set(data) == {
+        "transform",
+        "unit",
+        "identity",
+        "amounts",
+        "layers",
+        "aliases",
+        "images",
+        "labels",
+        "distances",
+        "relative_distances",
+        "norms",
+        "probabilities",
+        "original_probabilities",
+    }
+    assert data["images"] == read.names and data["labels"] == [3, 7]
+    assert np.array(data["distances"]).shape == (2, 3, 3)
+    # The identity (turn 0) moves nothing.
+    assert data["distances"][0][0] == [0.0, 0.0, 0.0]
+    json.dumps(json_safe(data), allow_nan=False)
+    rows = rotate.rows(read.names)
+    assert len(rows) == 2 * 3 * 3 and rows[0][:5] == (
+        "digit_3.png",
+        "rotate",
+        "0",
+        "relu1",
+        rotate.layers[0],
+    )
+    assert "relu1" in rotate.summary() and rotate.summary().startswith("rotate")
+
+
+def test_zero_norm_layer_gives_null_in_strict_json_and_an_empty_csv_cell() -> None:
+    prepared = prepare(load_model(pooled_net()))
+    black = np.zeros((20, 20, 3), np.uint8)
+    curves = invariance_curves(prepared, [black], RAW, "rotate", [0, 90], ["relu"])
+    assert curves.norms[0, 0] == 0.0 and np.isnan(curves.relative_distances).all()
+    text = json.dumps(json_safe(curves.to_json()), allow_nan=False)
+    assert json.loads(text)["relative_distances"] == [[[None], [None]]]
+    assert [row[6] for row in curves.rows(["black"])] == [None, None]
+    with pytest.raises(SelectionError, match="no layers given"):
+        invariance_curves(prepared, [black], RAW, "rotate", [0], [" "])

@@ -21,20 +21,29 @@ so ``x1 - x0`` is the width.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxdeconv.analysis.layers import correspondence_layers
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.passes import instrument, with_input_shape
-from onnxdeconv.inputs import PRESETS, Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.inputs import (
+    IMAGE_SUFFIXES,
+    PRESETS,
+    Preprocessing,
+    fit_image,
+    image_layout,
+    normalise,
+    read_image,
+)
 from onnxdeconv.prepared import PreparedModel
-from onnxdeconv.runtime import Device, create_session
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -342,63 +351,182 @@ def boxes_by_part(
         if missing:
             raise InputError(
                 f"image '{missing[0]}' has no box for part '{part}': every image needs a box for "
-                "every part; add it, or choose the parts with --parts"
+                "every part; add it, or choose other parts"
             )
         grouped[part] = [entry[part] for entry in entries]
     return grouped
 
 
-# --- layers and features ------------------------------------------------------------------------
+def read_boxes(path: Path) -> BoxesFile:
+    """Read and check a boxes file (see :func:`parse_boxes`).
+
+    Raises:
+        InputError: The file is missing, unreadable, not JSON or malformed.
+    """
+    if not path.is_file():
+        raise InputError(f"boxes file '{path}' does not exist: check its path")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"'{path}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+            "fix the file"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read boxes file '{path}': {exc}") from exc
+    return parse_boxes(data, f"'{path}'")
 
 
-def layer_features(
-    prepared: PreparedModel,
-    inputs: Callable[[int, int], np.ndarray],
-    count: int,
-    layers: Sequence[str],
-    device: Device = "cpu",
-    batch_size: int = 32,
-    progress: Callable[[int], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Run one session that exposes ``layers`` over ``count`` inputs, chunk by chunk.
+def _file_of(key: str) -> Path:
+    """The file part of a key ``A.jpg`` or ``A.jpg#label``."""
+    return Path(key.split("#", 1)[0])
+
+
+def _matches(key: str, path: Path) -> bool:
+    wanted = _file_of(key).parts
+    return path.parts[-len(wanted) :] == wanted
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def resolve_images(
+    boxes_file: BoxesFile, given: Sequence[Path], boxes_path: Path
+) -> list[tuple[str, Path]]:
+    """Pair each image key of the boxes file with its file, in the file's order.
+
+    Images given as files must each have an entry; keys are looked up among those files and in
+    the folders given (every key must be found there), or beside the boxes file when nothing is
+    given. A key ``A.jpg#label`` names one object of the photo ``A.jpg``.
+
+    Raises:
+        InputError: A path does not exist, a file has no entry, or a key matches no image (or
+            several).
+    """
+    for path in given:
+        if not path.exists():
+            raise InputError(f"'{path}' does not exist: check the image path")
+    files = [p for p in given if not p.is_dir()]
+    folders = [p for p in given if p.is_dir()]
+    for path in files:
+        if not any(_matches(key, path) for key in boxes_file.images):
+            raise InputError(
+                f"image '{path}' has no entry in the boxes file: add its boxes under 'images' "
+                f"with the key '{path.name}', or leave it out"
+            )
+    if not given:
+        return [(key, boxes_path.parent / _file_of(key)) for key in boxes_file.images]
+    searched = [f for folder in folders for f in _image_files(folder)]
+    chosen = []
+    for key in boxes_file.images:
+        found = _find(key, files, searched, folders)
+        if found is not None:
+            chosen.append((key, found))
+    return chosen
+
+
+def _find(key: str, files: list[Path], searched: list[Path], folders: list[Path]) -> Path | None:
+    """The image of ``key``: among ``files``, else in the ``folders`` (``searched``: theirs).
+
+    None when only files were given and none of them is the key's.
+    """
+    found = [p for p in files if _matches(key, p)] or [p for p in searched if _matches(key, p)]
+    if len(found) > 1:
+        shown = ", ".join(str(p) for p in found[:3])
+        raise InputError(
+            f"'{_file_of(key)}' matches {len(found)} images ({shown}): write its path "
+            "relative to the folder in the boxes file"
+        )
+    if not found and folders:
+        raise InputError(
+            f"no image under {', '.join(map(str, folders))} is named '{_file_of(key)}' "
+            f"(boxes file key '{key}'): fix the key or the image folder"
+        )
+    return found[0] if found else None
+
+
+@dataclass
+class BoxedImages:
+    """The images of a boxes file that could be read, with their boxes grouped by part."""
+
+    #: The boxes file's key of each image (``A.jpg`` or ``A.jpg#label``).
+    keys: list[str]
+    #: RGB uint8 originals.
+    pictures: list[np.ndarray]
+    #: ``{part: [box in image 0, box in image 1, ...]}`` in original pixels.
+    boxes: dict[str, list[SourceBox]]
+    #: Per image, the part of the photo to use, or None.
+    crops: list[SourceBox | None]
+    #: Per image, the region random boxes are drawn in, or None.
+    objects: list[SourceBox | None]
+    #: ``(key, why)`` for each image that could not be read.
+    skipped: list[tuple[str, str]]
+
+
+def read_boxed_images(
+    boxes_path: Path, images: Sequence[Path] = (), parts: Sequence[str] | None = None
+) -> BoxedImages:
+    """Read a boxes file and the images it names (see :func:`resolve_images`).
 
     Args:
-        prepared: The model.
-        inputs: ``inputs(start, stop)`` builds the batch of inputs ``start..stop-1``, so the whole
-            batch never has to be in memory at once.
-        count: How many inputs.
-        layers: Tensor names to return.
-        device: Where to run.
-        batch_size: Inputs per run (a model with a fixed batch runs at that batch).
-        progress: Called with the number of inputs done after each chunk.
+        boxes_path: The boxes file.
+        images: Image files or folders to find the images in (default: beside the boxes file).
+        parts: The parts to mask (default: every part, in order of first appearance).
 
-    Returns:
-        Each layer's features ``[count, D]`` in the layer's dtype.
+    Raises:
+        InputError: The boxes file or the images are unusable, fewer than two images can be read,
+            or an image lacks a box for a part.
     """
-    loaded = prepared.loaded
-    batch = loaded.input_shape[0]
-    fixed = batch if isinstance(batch, int) and batch > 0 else None
-    sized = with_input_shape(loaded.model, loaded.input_name, (fixed or "N", *prepared.input_shape))
-    model, _ = instrument(sized, layers, (), prepared.info, batch=fixed or "N")
-    session = create_session(model, device)
-    step = fixed or batch_size
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        chunk = inputs(start, stop)
-        if fixed and len(chunk) < fixed:
-            # A fixed-batch model runs only full batches: pad the last one and drop the padding.
-            padding = np.repeat(chunk[-1:], fixed - len(chunk), axis=0)
-            chunk = np.concatenate([chunk, padding])
-        values = session.run(list(layers), {loaded.input_name: chunk})
-        for name, value in zip(layers, values, strict=True):
-            parts[name].append(np.asarray(value)[: stop - start].reshape(stop - start, -1))
-        if progress is not None:
-            progress(stop)
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    boxes_file = read_boxes(boxes_path)
+    chosen = resolve_images(boxes_file, images, boxes_path)
+    keys: list[str] = []
+    pictures: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    cache: dict[Path, np.ndarray] = {}
+    for key, path in chosen:
+        try:
+            if path not in cache:
+                cache[path] = read_image(path)
+        except InputError as exc:
+            skipped.append((key, str(exc)))
+            continue
+        keys.append(key)
+        pictures.append(cache[path])
+    if len(keys) < 2:
+        raise InputError(
+            f"only {len(keys)} of {len(chosen)} images could be read; correspondence needs at "
+            "least 2: check the image paths"
+        )
+    boxes = boxes_by_part([boxes_file.images[key] for key in keys], keys, parts)
+    crops = [boxes_file.crops.get(key) for key in keys]
+    objects = [boxes_file.objects.get(key) for key in keys]
+    return BoxedImages(keys, pictures, boxes, crops, objects, skipped)
 
 
 # --- the analysis -------------------------------------------------------------------------------
+
+
+#: What :meth:`CorrespondenceResult.to_json` writes, and its version.
+SCHEMA = "onnxdeconv.correspondence/1"
+#: The columns of :meth:`CorrespondenceResult.rows`.
+CSV_FIELDS = (
+    "part",
+    "layer",
+    "alias",
+    "kind",
+    "delta",
+    "normalised",
+    "std",
+    "std_over",
+    "vs_random",
+    "changed",
+    "features",
+    "images",
+    "ordered_pairs",
+)
 
 
 @dataclass
@@ -423,6 +551,20 @@ class CorrespondenceResult:
     part_scores: dict[str, dict[str, Score]] = field(default_factory=dict)
     #: ``{layer: [Score of each random draw]}``.
     random_scores: dict[str, list[Score]] = field(default_factory=dict)
+    #: The images' names.
+    names: list[str] = field(default_factory=list)
+    #: Per image, the part of the photo used (original pixels), or None.
+    crops: list[SourceBox | None] = field(default_factory=list)
+    #: Per image, the region random boxes were drawn in (original pixels), or None.
+    objects: list[SourceBox | None] = field(default_factory=list)
+    #: A short alias per layer tensor that has one.
+    aliases: dict[str, str] = field(default_factory=dict)
+    #: A label per layer: alias, tensor name and shape.
+    layer_labels: dict[str, str] = field(default_factory=dict)
+    #: The model's file, where it came from one.
+    model: str | None = None
+    #: The execution provider that ran the forward passes.
+    provider: str = ""
 
     @property
     def image_count(self) -> int:
@@ -441,10 +583,16 @@ class CorrespondenceResult:
             return math.nan, math.nan
         return float(values.mean()), float(values.std())
 
+    def random_changed(self, layer: str) -> float:
+        """The mean fraction of features the random boxes change (NaN without draws)."""
+        scores = self.random_scores.get(layer, [])
+        return float(np.mean([s.changed for s in scores])) if scores else math.nan
+
     def rows(self) -> list[dict[str, Any]]:
-        """One row per part and layer, then the random baseline per layer."""
-        rows: list[dict[str, Any]] = []
+        """One row (:data:`CSV_FIELDS`) per part and layer, then the random baseline per layer."""
         count = self.image_count
+        common = {"images": count, "ordered_pairs": count * (count - 1)}
+        rows: list[dict[str, Any]] = []
         for part in self.parts:
             for layer in self.layers:
                 found = self.part_scores[part][layer]
@@ -453,6 +601,7 @@ class CorrespondenceResult:
                     {
                         "part": part,
                         "layer": layer,
+                        "alias": self.aliases.get(layer, ""),
                         "kind": "part",
                         "delta": found.total,
                         "normalised": found.normalised,
@@ -461,6 +610,7 @@ class CorrespondenceResult:
                         "vs_random": found.normalised / baseline if baseline > 0 else None,
                         "changed": found.changed,
                         "features": self.features[layer],
+                        **common,
                     }
                 )
         for layer in self.layers:
@@ -472,17 +622,105 @@ class CorrespondenceResult:
                 {
                     "part": "random",
                     "layer": layer,
+                    "alias": self.aliases.get(layer, ""),
                     "kind": "random",
                     "delta": float(np.mean([s.total for s in scores])),
                     "normalised": mean,
                     "std": std,
                     "std_over": plural(len(scores), "random draw"),
                     "vs_random": 1.0,
-                    "changed": float(np.mean([s.changed for s in scores])),
+                    "changed": self.random_changed(layer),
                     "features": self.features[layer],
+                    **common,
                 }
             )
         return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready values: settings, boxes in input pixels and :meth:`rows`.
+
+        Non-finite numbers stay as they are: write them with a strict writer
+        (:func:`onnxdeconv.outputs.write_json`).
+        """
+        names = self.names or [f"image {i}" for i in range(self.image_count)]
+        crops = self.crops or [None] * len(names)
+        objects = self.objects or [None] * len(names)
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "images": names,
+            "parts": list(self.parts),
+            "layers": [
+                {"name": layer, "label": self.layer_labels.get(layer, layer)}
+                for layer in self.layers
+            ],
+            "pairs": "ordered",
+            "sign_of_zero": "0 is its own sign: it differs from -1 and +1",
+            "mask_value": MASK_VALUE,
+            "crops": {
+                key: list(box) for key, box in zip(names, crops, strict=True) if box is not None
+            },
+            "random": {
+                "draws": self.draws,
+                "seed": self.seed,
+                "regions": {
+                    key: list(box)
+                    for key, box in zip(names, objects, strict=True)
+                    if box is not None
+                },
+            },
+            "boxes_in_input_pixels": {
+                part: {key: [int(v) for v in self.boxes[part][i]] for i, key in enumerate(names)}
+                for part in self.parts
+            },
+            "table": self.rows(),
+        }
+
+    def text_table(self) -> str:
+        """The normalised Δ per part and layer (± std over image pairs), then random, as text."""
+        count = self.image_count
+        header = ["part", *(self.layer_labels.get(layer, layer) for layer in self.layers)]
+        lines = []
+        for part in self.parts:
+            cells = [part]
+            for layer in self.layers:
+                found = self.part_scores[part][layer]
+                cells.append(
+                    f"{found.normalised:.3f} ± {found.pair_std:.3f}  ({found.changed:.0%} changed)"
+                )
+            lines.append(cells)
+        if self.draws:
+            cells = ["random"]
+            for layer in self.layers:
+                mean, std = self.random_mean(layer)
+                moved = self.random_changed(layer)
+                cells.append(f"{mean:.3f} ± {std:.3f}  ({moved:.0%} changed)")
+            lines.append(cells)
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        text = [
+            f"normalised Δ: the fraction of feature signs that differ, over {count * (count - 1)} "
+            f"ordered pairs of {count} images (lower = more consistent)",
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        ]
+        text += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines
+        ]
+        baseline = (
+            f"; random: mean ± std over {plural(self.draws, 'draw')} (seed {self.seed})"
+            if self.draws
+            else ""
+        )
+        pairs = plural(count * (count - 1) // 2, "image pair")
+        text.append(f"parts: ± std over the {pairs}{baseline}")
+        return "\n".join(text)
+
+
+def layer_label(prepared: PreparedModel, layer: str) -> str:
+    """``alias (tensor, CxHxW)``, or ``tensor (CxHxW)`` for a layer without another alias."""
+    shape = "x".join(map(str, prepared.info[layer].per_sample))
+    alias = {name: short for short, name in prepared.aliases.items()}.get(layer)
+    return f"{alias} ({layer}, {shape})" if alias and alias != layer else f"{layer} ({shape})"
 
 
 def correspondence_scores(
@@ -497,9 +735,9 @@ def correspondence_scores(
     crops: Sequence[Sequence[float] | None] | None = None,
     objects: Sequence[Sequence[float] | None] | None = None,
     names: Sequence[str] | None = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     batch_size: int = 32,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CorrespondenceResult:
     """Measure how consistently ``layers`` respond to masking each part across ``images``.
 
@@ -508,8 +746,8 @@ def correspondence_scores(
     pixels) is mapped the same way and filled with grey (pixel 128, before preprocessing). The
     random baseline masks, in each image, a box of the mean size of that image's part boxes at a
     random place inside the image's object region (the whole input where none is given),
-    ``random_draws`` times. The originals and every masked copy run through one session that
-    exposes the layers.
+    ``random_draws`` times. The originals and every masked copy run through one
+    :class:`~onnxdeconv.runtime.ForwardRunner` that returns the layers.
 
     Args:
         prepared: The model, from :func:`onnxdeconv.prepare`.
@@ -525,7 +763,9 @@ def correspondence_scores(
         names: The images' names, for messages.
         device: Where to run.
         batch_size: Inputs per run.
-        progress: Called with (inputs done, inputs in all).
+        progress: Called with the number of inputs done so far, of
+            ``len(images) * (1 + len(boxes) + random_draws)``: the originals and every masked
+            copy.
 
     Raises:
         InputError: Fewer than two images, a box outside its image or outside the part the model
@@ -535,6 +775,58 @@ def correspondence_scores(
     names = list(names) if names is not None else [f"image {i}" for i in range(count)]
     objects = list(objects) if objects is not None else [None] * count
     crops = list(crops) if crops is not None else [None] * count
+    _check_counts(count, boxes)
+    layer_names = _chosen_layers(prepared, layers)
+    layout, channels = image_layout(prepared.input_shape)
+    spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
+    size = (int(spatial[0]), int(spatial[1]))
+
+    fitted, input_boxes, regions, sizes = _fit_all(images, boxes, crops, objects, names, size)
+    chance = random_boxes(sizes, regions, random_draws, seed)
+
+    # Jobs: the originals, then each part's masked copies, then each random draw's.
+    jobs: list[tuple[int, Box | None]] = [(i, None) for i in range(count)]
+    for part in boxes:
+        jobs += [(i, _box(input_boxes[part][i])) for i in range(count)]
+    for draw in range(random_draws):
+        jobs += [(i, _box(chance[draw, i])) for i in range(count)]
+    dtype = prepared.loaded.input_dtype
+
+    def build(start: int, stop: int) -> np.ndarray:
+        batch = []
+        for image, box in jobs[start:stop]:
+            rgb = fitted[image] if box is None else mask_box(fitted[image], box)
+            batch.append(normalise(rgb, preprocessing, layout, channels, dtype))
+        return np.concatenate(batch)
+
+    # Only the layers are read: the rest of a classifier would only slow loading.
+    runner = ForwardRunner(prepared, expose=layer_names, keep_outputs=False, device=device)
+    outputs = runner.run(build, layer_names, count=len(jobs), chunk=batch_size, progress=progress)
+    features = {name: value.reshape(len(jobs), -1) for name, value in outputs.items()}
+    inverse = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    path = prepared.loaded.path
+    result = CorrespondenceResult(
+        layers=layer_names,
+        features={name: int(values.shape[1]) for name, values in features.items()},
+        parts=list(boxes),
+        fitted=fitted,
+        boxes=input_boxes,
+        regions=regions,
+        random_boxes=chance,
+        seed=seed,
+        names=names,
+        crops=[_source_or_none(crop) for crop in crops],
+        objects=[_source_or_none(region) for region in objects],
+        aliases={name: inverse[name] for name in layer_names if name in inverse},
+        layer_labels={name: layer_label(prepared, name) for name in layer_names},
+        model=str(path) if path else None,
+        provider=runner.provider,
+    )
+    _score_groups(result, features)
+    return result
+
+
+def _check_counts(count: int, boxes: Mapping[str, Sequence[Sequence[float]]]) -> None:
     if count < 2:
         raise InputError(f"correspondence needs at least 2 images, got {count}: give more images")
     if not boxes:
@@ -544,25 +836,29 @@ def correspondence_scores(
             raise InputError(
                 f"part '{part}' has {len(per_image)} boxes for {count} images: give one per image"
             )
-    layer_names = (
-        [prepared.resolve(layer) for layer in layers] if layers else correspondence_layers(prepared)
-    )
-    layer_names = list(dict.fromkeys(layer_names))
-    layout, channels = image_layout(prepared.input_shape)
-    spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
-    size = (int(spatial[0]), int(spatial[1]))
 
+
+def _fit_all(
+    images: Sequence[np.ndarray],
+    boxes: Mapping[str, Sequence[Sequence[float]]],
+    crops: Sequence[Sequence[float] | None],
+    objects: Sequence[Sequence[float] | None],
+    names: Sequence[str],
+    size: tuple[int, int],
+) -> tuple[list[np.ndarray], dict[str, np.ndarray], np.ndarray, list[tuple[int, int]]]:
+    """Fit every image (or its crop) to ``size`` and map its boxes and region onto the input.
+
+    Returns:
+        The fitted images, ``{part: [N, 4]}`` input boxes, ``[N, 4]`` regions, and per image
+        the mean ``(height, width)`` of its part boxes (the size of its random boxes).
+    """
+    count = len(images)
     fitted = []
     input_boxes = {part: np.zeros((count, 4), np.int64) for part in boxes}
     regions = np.zeros((count, 4), np.int64)
     sizes = []
     for index, (rgb, name) in enumerate(zip(images, names, strict=True)):
-        crop = crops[index]
-        origin = (0.0, 0.0)
-        if crop is not None:
-            x0, y0, x1, y1 = _source_box_inside(crop, rgb.shape, "crop", name)
-            rgb = rgb[_round(y0) : _round(y1), _round(x0) : _round(x1)]
-            origin = (float(_round(x0)), float(_round(y0)))
+        rgb, origin = _cropped(rgb, crops[index], name)
         geometry = fit_geometry(rgb.shape[0], rgb.shape[1], size)
         fitted.append(fit_image(rgb, size))
         for part, per_image in boxes.items():
@@ -582,48 +878,28 @@ def correspondence_scores(
                 max(1, round(float((stacked[:, 2] - stacked[:, 0]).mean()))),
             )
         )
-    chance = random_boxes(sizes, regions, random_draws, seed)
+    return fitted, input_boxes, regions, sizes
 
-    # Jobs: the originals, then each part's masked copies, then each random draw's.
-    jobs: list[tuple[int, Box | None]] = [(i, None) for i in range(count)]
-    for part in boxes:
-        jobs += [(i, _box(input_boxes[part][i])) for i in range(count)]
-    for draw in range(random_draws):
-        jobs += [(i, _box(chance[draw, i])) for i in range(count)]
-    dtype = prepared.loaded.input_dtype
 
-    def build(start: int, stop: int) -> np.ndarray:
-        batch = []
-        for image, box in jobs[start:stop]:
-            rgb = fitted[image] if box is None else mask_box(fitted[image], box)
-            batch.append(normalise(rgb, preprocessing, layout, channels, dtype))
-        return np.concatenate(batch)
+def _cropped(
+    rgb: np.ndarray, crop: Sequence[float] | None, name: str
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The part of ``rgb`` inside ``crop`` (rounded to whole pixels), and its top-left corner."""
+    if crop is None:
+        return rgb, (0.0, 0.0)
+    x0, y0, x1, y1 = _source_box_inside(crop, rgb.shape, "crop", name)
+    part = rgb[_round(y0) : _round(y1), _round(x0) : _round(x1)]
+    return part, (float(_round(x0)), float(_round(y0)))
 
-    features = layer_features(
-        prepared,
-        build,
-        len(jobs),
-        layer_names,
-        device,
-        batch_size,
-        None if progress is None else (lambda done: progress(done, len(jobs))),
-    )
-    result = CorrespondenceResult(
-        layers=layer_names,
-        features={name: int(values.shape[1]) for name, values in features.items()},
-        parts=list(boxes),
-        fitted=fitted,
-        boxes=input_boxes,
-        regions=regions,
-        random_boxes=chance,
-        seed=seed,
-    )
+
+def _score_groups(result: CorrespondenceResult, features: Mapping[str, np.ndarray]) -> None:
+    """Score each group of masked copies (parts, then random draws) against the originals."""
+    count, parts = result.image_count, result.parts
     for name, values in features.items():
         # Signs of fp16 differences are exact in float32: a - b is zero only where a == b.
         original = values[:count].astype(np.float32)
-        parts = list(boxes)
         result.random_scores[name] = []
-        for group in range(1, len(jobs) // count):
+        for group in range(1, len(values) // count):
             masked = values[group * count : (group + 1) * count].astype(np.float32)
             found = score(original - masked)
             if group <= len(parts):
@@ -633,9 +909,8 @@ def correspondence_scores(
         logger.info(
             "%s: %s",
             name,
-            {part: round(result.part_scores[part][name].normalised, 4) for part in boxes},
+            {part: round(result.part_scores[part][name].normalised, 4) for part in parts},
         )
-    return result
 
 
 def _source_box_inside(
@@ -679,6 +954,16 @@ def _map_box(
 def plural(count: int, noun: str) -> str:
     """``1 image pair``, ``3 image pairs``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _source_or_none(box: Sequence[float] | None) -> SourceBox | None:
+    return None if box is None else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
+def _chosen_layers(prepared: PreparedModel, layers: Sequence[str] | None) -> list[str]:
+    if not layers:
+        return correspondence_layers(prepared)
+    return list(dict.fromkeys(prepared.resolve(layer) for layer in layers))
 
 
 def _box(values: np.ndarray) -> Box:

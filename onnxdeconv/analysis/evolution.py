@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
 from onnxdeconv.analysis.layers import evolution_layers
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
-from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Layout, image_layout
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import ForwardPass, Projector, Selection
-from onnxdeconv.runtime import Device, create_session, run_bound
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +103,7 @@ class EvolutionReport:
         stability: Each layer's :class:`LayerStability`.
         fields: Each layer's receptive field (the same at every checkpoint).
         threshold: The similarity a step needs to count as stable.
+        provider: The execution provider that ran the checkpoints.
     """
 
     labels: list[str]
@@ -116,11 +115,39 @@ class EvolutionReport:
     stability: dict[str, LayerStability]
     fields: dict[str, ReceptiveField] = field(default_factory=dict)
     threshold: float = THRESHOLD
+    provider: str = ""
 
     def converged_label(self, layer: str) -> str | None:
         """The label of the checkpoint where ``layer`` converges, or None."""
         index = self.stability[layer].converged_at
         return None if index is None else self.labels[index]
+
+    def text_table(self) -> str:
+        """Per layer: the maps, the mean similarity of each step, and where it converges."""
+        steps = [
+            f"{_short(a)}→{_short(b)}" for a, b in zip(self.labels, self.labels[1:], strict=False)
+        ]
+        header = ["layer", "maps", *steps, "converges at"]
+        rows = [header]
+        for name in self.layers:
+            stable = self.stability[name]
+            converged = self.converged_label(name)
+            if converged is None:
+                last = float(stable.similarity[-1])
+                converged = f"not yet (last {last:.2f} < {stable.threshold:g})"
+            rows.append(
+                [
+                    self.aliases.get(name, name),
+                    ",".join(map(str, self.channels[name])),
+                    *(f"{value:.3f}" for value in stable.similarity),
+                    converged,
+                ]
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
 
     def to_json(
         self, image_names: Sequence[str] | None = None, paths: Sequence[str] | None = None
@@ -193,6 +220,10 @@ class EvolutionReport:
             "image_names": list(image_names) if image_names is not None else None,
             "layers": layers,
         }
+
+
+def _short(label: str) -> str:
+    return label.removeprefix("epoch ")
 
 
 def _floats(values: np.ndarray) -> list[float]:
@@ -289,7 +320,7 @@ def strongest_over_images(
         if not 0 <= channel < count:
             raise SelectionError(
                 f"channel {channel} is out of range: the layer has {count} channels "
-                f"(0..{count - 1}); fix --channels"
+                f"(0..{count - 1}): choose channels the layer has"
             )
     spatial = values.shape[2:]
     picks = []
@@ -350,10 +381,11 @@ def crop_to_field(
 
 
 class LayerForwards:
-    """Projectors for several layers of one model that share one instrumented forward pass.
+    """Projectors for several layers of one model that share one forward pass.
 
     :class:`~onnxdeconv.projector.Projector` runs its own forward pass per layer; this runs the
-    model once with every layer and everything their deconv graphs need as outputs.
+    model once, through one :class:`~onnxdeconv.runtime.ForwardRunner` that returns every layer
+    and everything their deconv graphs need.
 
     Example:
         >>> run = LayerForwards(prepared, ["relu1", "relu2"])
@@ -371,45 +403,21 @@ class LayerForwards:
         self.prepared = prepared
         self.layers = [prepared.resolve(layer) for layer in layers]
         self.projectors = {layer: Projector(prepared, layer, rule, device) for layer in self.layers}
-        loaded = prepared.loaded
-        batch = loaded.input_shape[0]
-        self._batch = batch if isinstance(batch, int) and batch > 0 else None
-        needed: dict[str, None] = {}
-        switches: dict[str, None] = {}
-        for projector in self.projectors.values():
-            needed.update(dict.fromkeys(projector.plan.forward_inputs))
-            switches.update(dict.fromkeys(projector.plan.switches))
+        plans = [projector.plan for projector in self.projectors.values()]
+        needed = [name for plan in plans for name in plan.forward_inputs]
         self._names = list(dict.fromkeys([*self.layers, *needed]))
-        sized = with_input_shape(
-            loaded.model, loaded.input_name, (self._batch or "N", *prepared.input_shape)
-        )
-        model, _ = instrument(
-            sized,
+        self.runner = ForwardRunner(
+            prepared,
             expose=self._names,
-            switches_of=list(switches),
-            info=prepared.info,
-            batch=self._batch or "N",
+            switches_of=list(dict.fromkeys(name for plan in plans for name in plan.switches)),
+            keep_outputs=False,
+            device=device,
         )
-        self.session = create_session(model, device)
+        self.provider = self.runner.provider
 
     def forward(self, inputs: np.ndarray) -> dict[str, ForwardPass]:
         """Run the model once on ``[N, *input_shape]``; one ForwardPass per layer."""
-        first = self.projectors[self.layers[0]]
-        first.runner.check_inputs(inputs)
-        feed = self.prepared.loaded.input_name
-        chunk = self._batch or len(inputs)
-        values: dict[str, ort.OrtValue | np.ndarray]
-        if chunk == len(inputs):
-            values = dict(run_bound(self.session, {feed: inputs}, self._names, self.layers))
-        else:
-            # A model with a fixed batch runs chunk by chunk; the parts meet on the host.
-            parts = [
-                run_bound(self.session, {feed: inputs[i : i + chunk]}, self._names, self._names)
-                for i in range(0, len(inputs), chunk)
-            ]
-            values = {
-                name: np.concatenate([part[name].numpy() for part in parts]) for name in self._names
-            }
+        values = self.runner.run_bound(inputs, self._names, to_host=self.layers)
         passes = {}
         for layer, projector in self.projectors.items():
             activations = values[layer]
@@ -429,6 +437,7 @@ def trace_checkpoint(
     count: int = CHANNELS_PER_LAYER,
     rule: Rule = "deconvnet",
     device: Device = "auto",
+    forwards: LayerForwards | None = None,
 ) -> dict[str, LayerTrace]:
     """Project each chosen map's strongest activation over ``images`` at one checkpoint.
 
@@ -443,13 +452,15 @@ def trace_checkpoint(
         count: Maps per layer when a layer's channels are None.
         rule: The projection rule (``deconvnet`` in the paper).
         device: Where ONNX Runtime runs.
+        forwards: The :class:`LayerForwards` of ``prepared`` for these layers (default: new ones
+            of ``rule`` on ``device``).
 
     Returns:
         Tensor name -> :class:`LayerTrace`, in the order of ``channels``.
     """
     if count < 1:
         raise SelectionError(f"the number of channels per layer must be at least 1, got {count}")
-    runner = LayerForwards(prepared, list(channels), rule, device)
+    runner = forwards or LayerForwards(prepared, list(channels), rule, device)
     passes = runner.forward(images)
     layout, _ = _layout(prepared)
     traces = {}
@@ -573,6 +584,66 @@ def stability(
 # --- a whole series -----------------------------------------------------------------------
 
 
+def training_order(checkpoints: Sequence[PreparedModel]) -> list[int]:
+    """The checkpoints' indices ordered by their ``onnxdeconv.epoch`` metadata.
+
+    The order given stays where a checkpoint has no numeric epoch; equal epochs keep their order.
+    """
+    epochs = [checkpoint_epoch(p) for p in checkpoints]
+    known = [epoch for epoch in epochs if epoch is not None]
+    if len(known) < len(epochs):
+        return list(range(len(checkpoints)))
+    return sorted(range(len(checkpoints)), key=lambda index: known[index])
+
+
+def checked_layers(
+    checkpoints: Sequence[PreparedModel],
+    layers: Sequence[str] | None = None,
+    channels: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """The layers to trace, checked on every checkpoint before anything runs.
+
+    Args:
+        checkpoints: Prepared checkpoints of one architecture, in training order.
+        layers: Tensor names or aliases, blank ones dropped (default: :func:`evolution_layers` of
+            the first one).
+        channels: The maps to follow in every layer, if chosen.
+        names: A name for each checkpoint, for messages (default: their labels).
+
+    Returns:
+        The layers' tensor names.
+
+    Raises:
+        OnnxDeconvError: Fewer than two checkpoints, or checkpoints of different architectures.
+        SelectionError: No or an unknown layer, or a channel some layer lacks.
+    """
+    if len(checkpoints) < 2:
+        raise OnnxDeconvError(
+            f"feature evolution needs at least two checkpoints, got {len(checkpoints)}"
+        )
+    first = checkpoints[0]
+    if names is None:
+        names = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
+    if layers is None:
+        chosen = evolution_layers(first)
+    else:
+        chosen = [first.resolve(layer.strip()) for layer in layers if layer.strip()]
+    if not chosen:
+        raise SelectionError("no layers to trace: name at least one")
+    check_same_architecture(checkpoints, chosen, names)
+    highest = max(channels, default=-1) if channels is not None else -1
+    for layer in chosen:
+        available = first.info[layer].per_sample[0]
+        if highest >= available:
+            alias = {v: k for k, v in first.aliases.items()}.get(layer, layer)
+            raise SelectionError(
+                f"channel {highest} is out of range: layer '{alias}' has {available} channels "
+                f"(0..{available - 1}): choose channels every layer has"
+            )
+    return chosen
+
+
 def trace_evolution(
     checkpoints: Sequence[PreparedModel],
     images: np.ndarray,
@@ -580,34 +651,48 @@ def trace_evolution(
     channels: Sequence[int] | None = None,
     count: int = CHANNELS_PER_LAYER,
     threshold: float = THRESHOLD,
+    *,
+    names: Sequence[str] | None = None,
+    rule: Rule = "deconvnet",
     device: Device = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> EvolutionReport:
     """Trace chosen feature maps through a training run, as in Zeiler & Fergus' Fig. 4.
 
     Args:
-        checkpoints: Prepared checkpoints of one architecture, in training order.
+        checkpoints: The prepared models of the training run's checkpoints, of one architecture,
+            in training order (see :func:`training_order`).
         images: Preprocessed inputs ``[N, *input_shape]`` in the model's input dtype.
         layers: Tensor names or aliases (default: :func:`evolution_layers` of the first checkpoint).
         channels: The maps to follow in every layer; default: per layer, the ``count`` maps with
             the highest strongest activation at the last checkpoint (the trained model).
         count: Maps per layer when ``channels`` is None.
         threshold: Similarity a layer must keep between consecutive checkpoints.
+        names: A name for each checkpoint, for messages (default: their labels).
+        rule: The projection rule (``deconvnet`` in the paper).
         device: Where ONNX Runtime runs.
+        progress: Called with 1 after each checkpoint (the last one goes first).
+
+    Raises:
+        OnnxDeconvError: See :func:`checked_layers`.
     """
-    if len(checkpoints) < 2:
-        raise OnnxDeconvError(
-            f"feature evolution needs at least two checkpoints, got {len(checkpoints)}"
-        )
-    first = checkpoints[0]
-    names = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
-    chosen = [first.resolve(layer) for layer in layers] if layers else evolution_layers(first)
-    check_same_architecture(checkpoints, chosen, names)
+    chosen = checked_layers(checkpoints, layers, channels, names)
+    traces: list[dict[str, LayerTrace]] = [{} for _ in checkpoints]
+    # The last checkpoint goes first: without chosen channels, the trained model picks the maps.
     wanted: dict[str, Sequence[int] | None] = dict.fromkeys(chosen, channels)
-    last = trace_checkpoint(checkpoints[-1], images, wanted, count, device=device)
-    fixed: dict[str, Sequence[int] | None] = {n: t.channels for n, t in last.items()}
-    traces = [trace_checkpoint(p, images, fixed, count, device=device) for p in checkpoints[:-1]]
-    traces.append(last)
-    return build_report(checkpoints, traces, threshold)
+    provider = ""
+    for index in [len(checkpoints) - 1, *range(len(checkpoints) - 1)]:
+        forwards = LayerForwards(checkpoints[index], chosen, rule, device)
+        provider = forwards.provider
+        traces[index] = trace_checkpoint(
+            checkpoints[index], images, wanted, count, forwards=forwards
+        )
+        wanted = {name: trace.channels for name, trace in traces[index].items()}
+        if progress is not None:
+            progress(1)
+    report = build_report(checkpoints, traces, threshold)
+    report.provider = provider
+    return report
 
 
 def build_report(

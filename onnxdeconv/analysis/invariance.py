@@ -19,28 +19,35 @@ not invariant to rotation except for rotationally symmetric objects.
 * The probability is that of the label under the model's class output (the last graph output),
   through a softmax unless that output already comes out of one.
 
-All transformed copies of one image run through one instrumented forward session that exposes
-every chosen layer and the class output together, in chunks.
+All transformed copies of one image run through one :class:`~onnxdeconv.runtime.ForwardRunner`
+that returns every chosen layer and the class output together, in chunks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
-import onnx
 
 from onnxdeconv.analysis.layers import PASSIVE_OPS, invariance_layers
-from onnxdeconv.errors import InputError
-from onnxdeconv.graph.passes import instrument, with_input_shape
-from onnxdeconv.inputs import Preprocessing, fit_image, image_layout, normalise
+from onnxdeconv.errors import InputError, SelectionError
+from onnxdeconv.inputs import (
+    IMAGE_SUFFIXES,
+    Preprocessing,
+    fit_image,
+    image_layout,
+    normalise,
+    read_image,
+)
 from onnxdeconv.prepared import PreparedModel
-from onnxdeconv.runtime import Device, create_session
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -192,12 +199,12 @@ class ClassOutput:
     kind: OutputKind
 
 
-def class_output(model: PreparedModel) -> ClassOutput:
+def class_output(prepared: PreparedModel) -> ClassOutput:
     """The last graph output, and whether a Softmax (through reshapes) produced it."""
-    name = model.graph.output[-1].name
+    name = prepared.graph.output[-1].name
     tensor = name
-    while tensor in model.producers:
-        node = model.producers[tensor]
+    while tensor in prepared.producers:
+        node = prepared.producers[tensor]
         if node.op_type == "Softmax":
             return ClassOutput(name, "softmax")
         if node.op_type == "LogSoftmax":
@@ -220,41 +227,33 @@ def probabilities(values: np.ndarray, kind: OutputKind) -> np.ndarray:
     return result
 
 
-class FeatureReader:
-    """One forward session that returns several layers and the class output of a batch.
+def invariance_runner(
+    prepared: PreparedModel, layers: Sequence[str], device: Device = "auto"
+) -> ForwardRunner:
+    """The forward runner :func:`invariance_curves` needs: ``layers`` and the class output.
+
+    Build it once to reuse it over several transforms.
 
     Args:
-        model: The prepared model.
+        prepared: The prepared model.
         layers: Tensor names to return (resolved names, not aliases).
         device: Where ONNX Runtime runs.
     """
+    return ForwardRunner(prepared, expose=list(layers), device=device)
 
-    def __init__(self, model: PreparedModel, layers: Sequence[str], device: Device = "auto"):
-        self.model = model
-        self.layers = list(layers)
-        self.output = class_output(model)
-        loaded = model.loaded
-        batch = loaded.input_shape[0]
-        #: A model exported with a fixed batch runs that many inputs at a time.
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-        dim: int | str = self.fixed_batch or "N"
-        sized = with_input_shape(loaded.model, loaded.input_name, (dim, *model.input_shape))
-        instrumented, _ = instrument(sized, self.layers, (), model.info, batch=dim)
-        onnx.checker.check_model(instrumented)
-        self.session = create_session(instrumented, device)
-        # A chosen layer may be the class output itself; fetch each tensor once.
-        self._names = list(dict.fromkeys([self.output.name, *self.layers]))
 
-    def run(self, inputs: np.ndarray, chunk: int = 32) -> dict[str, np.ndarray]:
-        """The chosen layers and the class output for ``inputs [N, *input_shape]``, chunked."""
-        step = self.fixed_batch or max(1, chunk)
-        feed = self.model.loaded.input_name
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in self._names}
-        for start in range(0, len(inputs), step):
-            values = self.session.run(self._names, {feed: inputs[start : start + step]})
-            for name, value in zip(self._names, values, strict=True):
-                parts[name].append(np.asarray(value))
-        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+#: The columns of :meth:`InvarianceCurves.rows`.
+CSV_COLUMNS = (
+    "image",
+    "transform",
+    "parameter",
+    "layer",
+    "tensor",
+    "distance",
+    "relative_distance",
+    "probability",
+    "label",
+)
 
 
 @dataclass
@@ -271,6 +270,7 @@ class InvarianceCurves:
         norms: ``[I, L]`` norm of each original image's flattened activations.
         probabilities: ``[I, A]`` probability of the label for each transformed image.
         original_probabilities: ``[I]`` probability of the label for the original image.
+        aliases: A short name for each layer tensor that has one (``relu1``).
     """
 
     kind: TransformKind
@@ -281,6 +281,7 @@ class InvarianceCurves:
     norms: np.ndarray
     probabilities: np.ndarray
     original_probabilities: np.ndarray
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def relative_distances(self) -> np.ndarray:
@@ -290,18 +291,143 @@ class InvarianceCurves:
         np.divide(self.distances, norms, out=out, where=norms > 0)
         return out
 
+    def moved_relative_distances(self) -> np.ndarray:
+        """``[L]`` mean relative distance over the images and every amount that moves pixels.
 
-def model_image_size(model: PreparedModel) -> tuple[int, int]:
+        The identity (and a full turn) would pull every mean towards zero.
+        """
+        period = 360.0 if self.kind == "rotate" else np.inf
+        moved = ~np.isclose(np.fmod(self.amounts - IDENTITY[self.kind], period), 0.0)
+        relative = self.relative_distances[:, moved].reshape(-1, len(self.layers))
+        with warnings.catch_warnings():
+            # No moved amount, or a zero norm everywhere: NaN, without a warning.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means: np.ndarray = np.nanmean(relative, axis=0)
+        return means
+
+    def summary(self) -> str:
+        """One line: the mean relative distance per layer and the mean probability of the label."""
+        names = self.aliases
+        parts = [
+            f"{names.get(layer, layer)} {value:.3f}"
+            for layer, value in zip(self.layers, self.moved_relative_distances(), strict=True)
+        ]
+        probability = float(self.probabilities.mean())
+        original = float(self.original_probabilities.mean())
+        return (
+            f"{self.kind:<9}  mean relative distance: {'  '.join(parts)}  "
+            f"mean P(label) {probability:.3f} (original {original:.3f})"
+        )
+
+    def rows(self, image_names: Sequence[str]) -> list[tuple[str | int | None, ...]]:
+        """One row (:data:`CSV_COLUMNS`) per image, amount and layer; numbers to 6 digits.
+
+        Args:
+            image_names: The images' names, in order.
+        """
+        names = self.aliases
+        relative = self.relative_distances
+        rows: list[tuple[str | int | None, ...]] = []
+        for image, name in enumerate(image_names):
+            for step, amount in enumerate(self.amounts):
+                for column, layer in enumerate(self.layers):
+                    rows.append(
+                        (
+                            name,
+                            self.kind,
+                            f"{amount:g}",
+                            names.get(layer, layer),
+                            layer,
+                            _digits(self.distances[image, step, column]),
+                            _digits(relative[image, step, column]),
+                            _digits(self.probabilities[image, step]),
+                            int(self.labels[image]),
+                        )
+                    )
+        return rows
+
+    def to_json(self, image_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """The curves as JSON-ready values (NaN stays NaN: write them with a strict writer).
+
+        Args:
+            image_names: The images' names, in order.
+        """
+        return {
+            "transform": self.kind,
+            "unit": UNITS[self.kind],
+            "identity": IDENTITY[self.kind],
+            "amounts": self.amounts.tolist(),
+            "layers": list(self.layers),
+            "aliases": {layer: self.aliases.get(layer) for layer in self.layers},
+            "images": list(image_names) if image_names is not None else None,
+            "labels": self.labels.tolist(),
+            "distances": self.distances.tolist(),
+            "relative_distances": self.relative_distances.tolist(),
+            "norms": self.norms.tolist(),
+            "probabilities": self.probabilities.tolist(),
+            "original_probabilities": self.original_probabilities.tolist(),
+        }
+
+
+def _digits(value: float) -> str | None:
+    return f"{value:.6g}" if math.isfinite(value) else None
+
+
+def model_image_size(prepared: PreparedModel) -> tuple[int, int]:
     """The model's input ``(height, width)``."""
-    layout, _ = image_layout(model.input_shape)
-    spatial = model.input_shape[1:] if layout == "NCHW" else model.input_shape[:-1]
+    layout, _ = image_layout(prepared.input_shape)
+    spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
     if len(spatial) != 2:
-        raise InputError(f"the model input {list(model.input_shape)} is not a 2-D image input")
+        raise InputError(f"the model input {list(prepared.input_shape)} is not a 2-D image input")
     return int(spatial[0]), int(spatial[1])
 
 
+@dataclass
+class Pictures:
+    """Images read from files, fitted to the model's input size, before preprocessing."""
+
+    #: RGB uint8 ``[H, W, 3]`` pictures.
+    pictures: list[np.ndarray]
+    #: The file name of each picture.
+    names: list[str]
+    #: ``(path, why)`` for each path that gave no picture.
+    skipped: list[tuple[Path, str]]
+
+
+def read_pictures(paths: Sequence[Path], size: tuple[int, int]) -> Pictures:
+    """Read image files, and the image files in folders (recursively, sorted), fitted to ``size``.
+
+    A folder without images and an unreadable file are skipped (and listed as such).
+
+    Raises:
+        InputError: No image could be read.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                skipped.append((path, "no images in this folder"))
+            files.extend(found)
+        else:
+            files.append(path)
+    read = Pictures([], [], skipped)
+    for path in files:
+        try:
+            read.pictures.append(fit_image(read_image(path), size))
+            read.names.append(path.name)
+        except InputError as exc:
+            read.skipped.append((path, str(exc)))
+    if not read.pictures:
+        raise InputError(f"none of the {len(files)} images is readable: check the image paths")
+    return read
+
+
 def invariance_curves(
-    model: PreparedModel,
+    prepared: PreparedModel,
     images: Sequence[np.ndarray],
     preprocessing: Preprocessing,
     kind: TransformKind,
@@ -310,7 +436,7 @@ def invariance_curves(
     label: int | Sequence[int] | None = None,
     *,
     border: Border = "reflect",
-    reader: FeatureReader | None = None,
+    runner: ForwardRunner | None = None,
     device: Device = "auto",
     chunk: int = 32,
     progress: Callable[[int], None] | None = None,
@@ -318,7 +444,7 @@ def invariance_curves(
     """Feature distances and label probability of transformed copies of each image.
 
     Args:
-        model: The prepared model.
+        prepared: The prepared model.
         images: RGB (or gray) uint8 images; any other size than the model's input is first
             resized on its shorter side and centre-cropped, as ``onnxdeconv project`` does.
         preprocessing: How pixels become model inputs.
@@ -328,8 +454,9 @@ def invariance_curves(
         label: The class whose probability is tracked: one index for every image, one per image,
             or None for each original image's predicted class.
         border: How transforms fill the pixels they bring in.
-        reader: A :class:`FeatureReader` to reuse across calls (its layers win over ``layers``).
-        device: Where ONNX Runtime runs, when no reader is given.
+        runner: A runner of ``prepared`` that returns the layers (from
+            :func:`invariance_runner`), to reuse across calls; default: a new one.
+        device: Where ONNX Runtime runs, when no runner is given.
         chunk: Inputs per forward run (a model with a fixed batch runs that batch).
         progress: Called with 1 after each image.
 
@@ -339,16 +466,18 @@ def invariance_curves(
     kind = _check_kind(kind)
     if not images:
         raise InputError("no images to transform: give at least one")
-    if reader is None:
-        names = [model.resolve(n) for n in layers] if layers else invariance_layers(model)
-        reader = FeatureReader(model, names, device)
-    names = reader.layers
+    names = chosen_layers(prepared, layers or None)
+    output = class_output(prepared)
+    if runner is None:
+        runner = invariance_runner(prepared, names, device)
+    # A chosen layer may be the class output itself; fetch each tensor once.
+    fetched = list(dict.fromkeys([output.name, *names]))
     steps = np.asarray(amounts, np.float64).reshape(-1)
     if steps.size == 0:
         raise InputError("no transform amounts given: give at least one")
-    size = model_image_size(model)
-    layout, channels = image_layout(model.input_shape)
-    dtype = model.loaded.input_dtype
+    size = model_image_size(prepared)
+    layout, channels = image_layout(prepared.input_shape)
+    dtype = prepared.loaded.input_dtype
     labels = _labels(label, len(images))
     distances = np.zeros((len(images), len(steps), len(names)))
     norms = np.zeros((len(images), len(names)))
@@ -361,8 +490,8 @@ def invariance_curves(
         inputs = np.concatenate(
             [normalise(picture, preprocessing, layout, channels, dtype) for picture in batch]
         )
-        values = reader.run(inputs, chunk)
-        class_probs = probabilities(values[reader.output.name], reader.output.kind)
+        values = runner.run(inputs, fetched, chunk=chunk)
+        class_probs = probabilities(values[output.name], output.kind)
         wanted = labels[index] if labels is not None else int(class_probs[0].argmax())
         if not 0 <= wanted < class_probs.shape[1]:
             raise InputError(
@@ -378,7 +507,78 @@ def invariance_curves(
             distances[index, :, column] = np.linalg.norm(features[1:] - features[0], axis=1)
         if progress is not None:
             progress(1)
-    return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals)
+    aliases = {tensor: alias for alias, tensor in prepared.aliases.items() if tensor in names}
+    return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals, aliases)
+
+
+def sweep_transforms(
+    prepared: PreparedModel,
+    images: Sequence[np.ndarray],
+    preprocessing: Preprocessing,
+    kinds: Sequence[str] = TRANSFORMS,
+    *,
+    steps: int | None = None,
+    amount_range: tuple[float | None, float | None] = (None, None),
+    layers: Sequence[str] | None = None,
+    label: int | Sequence[int] | None = None,
+    border: Border = "reflect",
+    runner: ForwardRunner | None = None,
+    device: Device = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> list[InvarianceCurves]:
+    """:func:`invariance_curves` over a :func:`sweep` of each transform, with one runner.
+
+    Args:
+        prepared: The prepared model.
+        images: RGB (or gray) uint8 images.
+        preprocessing: How pixels become model inputs.
+        kinds: The transforms, one result each.
+        steps: Amounts per sweep (default: each transform's, see :func:`sweep`).
+        amount_range: ``(low, high)`` of every sweep, in the transforms' unit (default: each
+            transform's).
+        layers: Tensor names or aliases (default: :func:`invariance_layers`).
+        label: As for :func:`invariance_curves`.
+        border: How transforms fill the pixels they bring in.
+        runner: A runner from :func:`invariance_runner` for these layers (default: a new one).
+        device: Where ONNX Runtime runs, when no runner is given.
+        progress: Called with 1 after each image of each transform.
+    """
+    names = chosen_layers(prepared, layers)
+    runner = runner or invariance_runner(prepared, names, device)
+    height = model_image_size(prepared)[0]
+    return [
+        invariance_curves(
+            prepared,
+            images,
+            preprocessing,
+            kind,
+            sweep(kind, height, steps, *amount_range),
+            names,
+            label,
+            border=border,
+            runner=runner,
+            progress=progress,
+        )
+        for kind in [_check_kind(kind) for kind in kinds]
+    ]
+
+
+def chosen_layers(prepared: PreparedModel, layers: Sequence[str] | None = None) -> list[str]:
+    """The tensor names of ``layers`` (names or aliases; blank ones dropped).
+
+    Args:
+        prepared: The prepared model.
+        layers: The layers asked for; None for :func:`invariance_layers`.
+
+    Raises:
+        SelectionError: A layer is unknown, or ``layers`` names none.
+    """
+    if layers is None:
+        return invariance_layers(prepared)
+    names = [prepared.resolve(name.strip()) for name in layers if name.strip()]
+    if not names:
+        raise SelectionError("no layers given: name at least one, e.g. relu1,relu3")
+    return names
 
 
 def _labels(label: int | Sequence[int] | None, count: int) -> list[int] | None:

@@ -13,13 +13,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from onnxdeconv.analysis.filters import analyse_filters
-from onnxdeconv.analysis.invariance import (
-    FeatureReader,
-    invariance_curves,
-    model_image_size,
-    sweep,
-    transform_image,
-)
+from onnxdeconv.analysis.invariance import invariance_curves, model_image_size, sweep
 from onnxdeconv.analysis.layers import evolution_layers, invariance_layers, occlusion_layer
 from onnxdeconv.analysis.occlusion import (
     mid_grey,
@@ -44,7 +38,7 @@ from onnxdeconv.prepared import Layer, PreparedModel, prepare
 from onnxdeconv.projector import Projector
 from onnxdeconv.render import display_projection
 from onnxdeconv.render.filters import filters_figure
-from onnxdeconv.render.invariance import invariance_figure
+from onnxdeconv.render.invariance import invariance_figure, layer_titles, transformed_examples
 from onnxdeconv.render.occlusion import occlusion_figure, short_label
 from onnxdeconv.render.report import (
     LayerRow,
@@ -390,29 +384,16 @@ def _invariance(context: _Context, preprocessing: Preprocessing, folder: Path) -
         pictures.append(fit_image(read_image(folder / name), size))
         names.append(name)
     layers = invariance_layers(prepared)
-    reader = FeatureReader(prepared, layers, context.device)
     amounts = sweep("rotate", size[0], INVARIANCE_STEPS)
     curves = invariance_curves(
-        prepared, pictures, preprocessing, "rotate", amounts, reader=reader, border="reflect"
+        prepared, pictures, preprocessing, "rotate", amounts, layers, device=context.device
     )
-    shown = np.unique(np.linspace(0, len(amounts) - 1, 5).round().astype(int))
-    examples = {
-        "rotate": [
-            (float(amounts[i]), transform_image(pictures[0], "rotate", float(amounts[i])))
-            for i in shown
-        ]
-    }
-    titles = {
-        name: f"{context.aliases.get(name, name)} "
-        + "x".join(map(str, prepared.info[name].per_sample))
-        for name in layers
-    }
     figure = invariance_figure(
         [curves],
         names,
-        layer_titles=titles,
+        layer_titles=layer_titles(prepared, layers),
         class_names=context.labels,
-        examples=examples,
+        examples={"rotate": transformed_examples(pictures[0], "rotate", amounts)},
         title=f"{context.model.name} · invariance to rotation",
     )
     return Section(

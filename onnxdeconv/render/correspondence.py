@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from onnxdeconv.analysis.correspondence import CorrespondenceResult, plural
+from onnxdeconv.analysis.correspondence import MASK_VALUE, CorrespondenceResult, plural
 
 PART_COLOURS = (
     "#e41a1c",
@@ -34,9 +34,18 @@ def part_colour(index: int) -> str:
     return PART_COLOURS[index % len(PART_COLOURS)]
 
 
+def correspondence_title(result: CorrespondenceResult, model_name: str) -> str:
+    """The picture's title: the model, how many parts and images, and how they were masked."""
+    return (
+        f"{model_name} · correspondence of {len(result.parts)} parts over "
+        f"{result.image_count} images (grey {MASK_VALUE} masks; random: {result.draws} draws, "
+        f"seed {result.seed})"
+    )
+
+
 def correspondence_figure(
     result: CorrespondenceResult,
-    names: Sequence[str],
+    names: Sequence[str] | None = None,
     layer_labels: Mapping[str, str] | None = None,
     title: str = "",
     max_images: int = 8,
@@ -45,12 +54,13 @@ def correspondence_figure(
 
     Args:
         result: What :func:`~onnxdeconv.analysis.correspondence.correspondence_scores` found.
-        names: The images' names, as titles.
-        layer_labels: A short label per layer tensor (default: the tensor name).
+        names: The images' names, as titles (default: the result's).
+        layer_labels: A short label per layer tensor (default: the result's).
         title: The figure title.
         max_images: Show at most this many images (the bars use all of them).
     """
-    labels = dict(layer_labels or {})
+    labels = dict(layer_labels or result.layer_labels)
+    names = names or result.names or [f"image {i}" for i in range(result.image_count)]
     shown = min(result.image_count, max_images)
     layers = len(result.layers)
     width = max(2.3 * shown, 4.6 * layers, 8.0)

@@ -15,7 +15,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from onnxdeconv.analysis.invariance import IDENTITY, UNITS, InvarianceCurves, TransformKind
+from onnxdeconv.analysis.invariance import (
+    IDENTITY,
+    UNITS,
+    Border,
+    InvarianceCurves,
+    TransformKind,
+    transform_image,
+)
+from onnxdeconv.prepared import PreparedModel
 
 Distance = Literal["relative", "euclidean"]
 #: Row titles, as the paper names the transforms.
@@ -28,6 +36,46 @@ DISTANCE_LABELS: dict[Distance, str] = {
     "relative": "||f(Tx) - f(x)|| / ||f(x)||",
     "euclidean": "||f(Tx) - f(x)|| (Euclidean)",
 }
+
+
+#: Transformed copies of the first image shown in each row of the picture.
+EXAMPLES = 5
+
+
+def transformed_examples(
+    picture: np.ndarray,
+    kind: TransformKind,
+    amounts: np.ndarray,
+    border: Border = "reflect",
+    count: int = EXAMPLES,
+) -> list[tuple[float, np.ndarray]]:
+    """``(amount, transformed picture)`` at ``count`` amounts spread evenly over the sweep."""
+    shown = np.unique(np.linspace(0, len(amounts) - 1, count).round().astype(int))
+    return [
+        (float(amounts[i]), transform_image(picture, kind, float(amounts[i]), border))
+        for i in shown
+    ]
+
+
+def examples_for(
+    results: Sequence[InvarianceCurves], picture: np.ndarray, border: Border = "reflect"
+) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Per transform of ``results``, :func:`transformed_examples` of ``picture`` over its sweep."""
+    return {c.kind: transformed_examples(picture, c.kind, c.amounts, border) for c in results}
+
+
+def layer_titles(prepared: PreparedModel, layers: Sequence[str]) -> dict[str, str]:
+    """A panel title per layer tensor: its alias (else its name) and its shape, ``relu1 16x28x28``.
+
+    Args:
+        prepared: The model the layers belong to.
+        layers: Tensor names.
+    """
+    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    return {
+        name: f"{aliases.get(name, name)} {'x'.join(map(str, prepared.info[name].per_sample))}"
+        for name in layers
+    }
 
 
 def example_strip(pictures: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
