@@ -48,10 +48,10 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
+from onnxdeconv.analysis.topk import MaximaRunner, PendingUpdates, TopK
 
 from onnxdeconv import load_model, prepare
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.analysis.topk import MaximaRunner, PendingUpdates, TopK
 from onnxdeconv.cli.features_command import (
     ImageLoader,
     choose_channels,
