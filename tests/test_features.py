@@ -16,16 +16,18 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import OnnxDeconvError, Projector, load_model, prepare
-from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.analysis.features import (
     EMPTY,
+    FeaturesState,
     MaximaRunner,
     PendingUpdates,
-    FeaturesState,
+    StateMismatchError,
     crop_padded,
     unit_box,
 )
+from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.cli import features_options
+from onnxdeconv.engines import folder_images, mine_features
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -634,3 +636,193 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 0 and re.search(rf"^\s*Example: onnxdeconv {command} ", stdout, re.M)
     assert features_options.parse_channels("0-2,7,1") == [0, 1, 2, 7]
     assert features_options.parse_channels("all") is None
+
+
+# --- the library API: the mergeable state and the local engine, without the CLI -------------
+
+
+def random_state_parts(
+    seed: int, count: int = 40, k: int = 5
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    names = [f"{i:03d}.png" for i in range(count)]
+    # Small integers: many ties between images, which must go to the lower id in every order.
+    activations = {
+        "a": rng.integers(0, 4, size=(count, 3, 4, 4)).astype(np.float32),
+        "b": rng.integers(0, 3, size=(count, 2, 3)).astype(np.float32),
+    }
+    return names, activations
+
+
+def test_state_merge_of_shards_is_exact_in_any_order() -> None:
+    names, activations = random_state_parts(11)
+    count, k = len(names), 5
+    whole = FeaturesState(k, names)
+    whole.update(activations, range(count))
+    rng = np.random.default_rng(12)
+    owner = rng.integers(0, 4, size=count)  # an uneven partition into four shards
+    shards = []
+    for index in range(4):
+        shard = FeaturesState(k, names, meta={"model": "m", "shard": [index, 4]})
+        ids = rng.permutation(np.flatnonzero(owner == index))
+        for part in np.array_split(ids, 3):
+            shard.update({n: a[part] for n, a in activations.items()}, part.tolist())
+        shards.append(shard)
+    shards.append(FeaturesState(k, names, meta={"model": "m"}))  # a worker that got no image
+    results = [
+        shards[0].merge(shards[1]).merge(shards[2]).merge(shards[3]).merge(shards[4]),
+        shards[4].merge(shards[3]).merge(shards[1]).merge(shards[0]).merge(shards[2]),
+        shards[2].merge(shards[0]).merge(shards[4].merge(shards[3].merge(shards[1]))),
+    ]
+    for merged in results:
+        assert_same_state(merged, whole)
+        assert merged.meta == {"model": "m"}  # the entries every shard agrees on
+    # Every entry is the brute-force top-k: highest value, then the lowest image id.
+    assert as_lists(results[0], "a") == brute_force(activations["a"], k)
+    assert as_lists(results[0], "b") == brute_force(activations["b"], k)
+
+
+def test_state_merge_refuses_other_channels() -> None:
+    names, activations = random_state_parts(3, count=6)
+    mine, theirs = FeaturesState(3, names), FeaturesState(3, names)
+    mine.update({"a": activations["a"][:3]}, [0, 1, 2])
+    theirs.update({"a": activations["a"][3:, :2]}, [3, 4, 5])
+    with pytest.raises(OnnxDeconvError, match="different layers or channels"):
+        mine.merge(theirs)
+
+
+def test_state_save_load_round_trip(tmp_path: Path) -> None:
+    names, activations = random_state_parts(5, count=12)
+    state = FeaturesState(4, names, meta={"model": "digitnet.onnx", "shard": [0, 1]})
+    state.add_layer("a", [2, 0], rank=2)
+    state.update_maxima({"a": activations["a"][1:, [2, 0]].max(axis=(2, 3))}, range(1, 12))
+    state.skip(0, "unreadable")
+    state.layers["a"].locate(0, 0, (1, 3))
+    state.save(tmp_path / "state.npz")
+    loaded = FeaturesState.load(tmp_path / "state.npz")
+    assert_same_state(loaded, state)
+    assert loaded.k == 4 and loaded.meta == state.meta and loaded.processed == 12
+    assert loaded.layers["a"].entries(0)[0].position == (1, 3)
+    assert loaded.layers["a"].entries(1)[0].position is None
+
+
+def test_state_loads_the_existing_file_format(tmp_path: Path) -> None:
+    """A state in the format of earlier releases, written by hand, loads as it was."""
+    description = {
+        "schema": "onnxdeconv.features/1",
+        "k": 2,
+        "layers": [{"name": "relu2", "channels": [4], "rank": 2}],
+        "processed": 3,
+        "counted": 2,
+        "skipped": [{"image": "c.png", "id": 2, "reason": "broken"}],
+        "meta": {"shard": [0, 1]},
+        "images": ["a.png", "b.png", "c.png"],
+    }
+    arrays = {
+        "seen": np.array([True, True, True]),
+        "values_0": np.array([[5.0, 3.0]], np.float32),
+        "images_0": np.array([[1, 0]], np.int64),
+        "positions_0": np.array([[[1, 2], [-1, -1]]], np.int64),
+        "meta": np.asarray(json.dumps(description)),
+    }
+    np.savez(tmp_path / "old.npz", **arrays)  # type: ignore[arg-type]
+    state = FeaturesState.load(tmp_path / "old.npz")
+    assert state.images == ["a.png", "b.png", "c.png"] and state.skipped == {2: "broken"}
+    assert state.counted == 2 and state.tracked() == {"relu2": [4]}
+    entries = state.layers["relu2"].entries(0)
+    assert [(e.image, e.position, e.value) for e in entries] == [(1, (1, 2), 5.0), (0, None, 3.0)]
+
+
+def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "digits"
+    for path in sorted(digit_folder.rglob("*.png")):
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    names = folder_images(folder)
+    prepared = prepare(load_model(DIGITNET))
+    done: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    result = mine_features(
+        prepared,
+        names,
+        root=folder,
+        layers=["relu3"],
+        channels=[0, 2, 5],
+        top=4,
+        batch_size=5,
+        device="cpu",
+        progress=done.append,
+        on_skip=lambda image, reason: skipped.append((image, reason)),
+    )
+    assert result.provider == "CPUExecutionProvider"
+    assert done[-1] == len(names) == 19 and [i for i, _ in skipped] == [names.index("broken.png")]
+    layer = prepared.resolve("relu3")
+    state = result.state
+    assert state.counted == 18 and state.tracked() == {layer: [0, 2, 5]}
+    expected = independent_topk(digit_folder, "relu3", [0, 2, 5], 4)
+    got = [
+        [(state.images[e.image], e.value) for e in state.layers[layer].entries(r)] for r in range(3)
+    ]
+    assert [[i for i, _ in row] for row in got] == [[i for i, _, _ in row] for row in expected]
+    np.testing.assert_allclose(
+        [[v for _, v in row] for row in got], [[v for *_, v in row] for row in expected], rtol=1e-5
+    )
+    tiles = result.project()[layer]
+    assert sorted(tiles) == [(row, slot) for row in range(3) for slot in range(4)]
+    field = prepared.receptive_fields[layer]
+    for (row, slot), tile in tiles.items():
+        entry = state.layers[layer].entries(row)[slot]
+        position = expected[row][slot][1]
+        assert entry.position == tuple(position)  # found while projecting
+        box = unit_box(field, position, (28, 28))
+        assert tile.projection.shape == (*(e - b for b, e in box), 1)
+        assert tile.patch.shape == tuple(e - b for b, e in box)
+        assert np.abs(tile.projection).max() > 0
+    report = result.to_json()
+    json.dumps(report, allow_nan=False)
+    assert report["counted"] == 18 and report["top"] == 4
+    assert report["skipped"] == [{"image": "broken.png", "reason": skipped[0][1]}]
+    [entry_layer] = report["layers"]
+    assert entry_layer["alias"] == "relu3"
+    assert [c["channel"] for c in entry_layer["channels"]] == [0, 2, 5]
+    assert [
+        [(e["image"], e["position"]) for e in c["entries"]] for c in entry_layer["channels"]
+    ] == [[(i, p) for i, p, _ in row] for row in expected]
+
+
+def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Path) -> None:
+    names = folder_images(digit_folder)
+    prepared = prepare(load_model(DIGITNET))
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    one = mine_features(prepared, names, batch_size=4, device="cpu", **common).state
+
+    def dies_after_two_batches(done: int) -> None:
+        if done > 8:
+            raise Killed
+
+    checkpoint = tmp_path / "state.npz"
+    with pytest.raises(Killed):
+        mine_features(
+            prepared,
+            names,
+            batch_size=4,
+            checkpoint=checkpoint,
+            checkpoint_every=1,
+            progress=dies_after_two_batches,
+            **common,
+        )
+    saved = FeaturesState.load(checkpoint)
+    assert saved.processed == 8 and saved.todo() == list(range(8, 18))
+    with pytest.raises(StateMismatchError) as mismatch:
+        mine_features(prepared, names, state=saved, **{**common, "top": 4})
+    assert mismatch.value.differences == ["top"]
+    resumed = mine_features(prepared, names, state=saved, batch_size=4, **common).state
+    assert_same_state(resumed, one)
+    shards = [
+        mine_features(prepared, names, shard=(index, 3), batch_size=2, **common).state
+        for index in range(3)
+    ]
+    assert [s.processed for s in shards] == [6, 6, 6]
+    merged = shards[1].merge(shards[2]).merge(shards[0])
+    assert_same_state(merged, one)
