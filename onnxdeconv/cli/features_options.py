@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 FLAGS = {
     "model_sha256": "model",
     "input_shape": "--size",
-    "preprocessing": "--preset",
+    "preprocessing": "--preset/--mean/--std/--scale/--bgr",
     "shard": "--shard",
     "top": "--top",
     "channels": "--layers/--channels",
