@@ -2,17 +2,17 @@
 
 What ``features`` adds to a forward pass while it streams a folder is each chosen layer's
 per-channel maximum (a ``GlobalMaxPool`` inside the ONNX graph, which is cut after the deepest
-chosen layer) and the top-k bookkeeping on the host (``TopK.update_maxima``). This script times,
-over the same preprocessed images, already in memory (decoding runs in a thread pool beside
-inference in the real command, and is timed separately):
+chosen layer) and the top-k bookkeeping on the host (``FeaturesState.update_maxima``). This
+script times, over the same preprocessed images, already in memory (decoding runs in a thread
+pool beside inference in the real command, and is timed separately):
 
 * ``plain``: an ONNX Runtime session on the unmodified model, all its outputs;
 * ``exposed``: the same model with the chosen layers also exposed as graph outputs (what a
   naive implementation would fetch to the host);
 * ``features``: ``MaximaRunner`` (the graph ``features`` runs) plus the top-k bookkeeping
-  (``PendingUpdates``, which counts the batches into ``TopK`` 256 images at a time);
-* ``stream``: the command's whole streaming phase (``features_command.stream``: decoding in the
-  thread pool, inference, bookkeeping, one final checkpoint) over the image files.
+  (``PendingUpdates``, which counts the batches into ``FeaturesState`` 256 images at a time);
+* ``stream``: the command's whole streaming phase (``onnxdeconv.engines.stream_features``:
+  decoding in the thread pool, inference, bookkeeping, one final checkpoint) over the image files.
 
 Each row uses one batch size for all three: the command's default for the model (as many images
 as fill 8 MB of input, from 32 to 256) and 32. SqueezeNet's final Reshape fixes its batch at 1,
@@ -50,14 +50,19 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxdeconv import load_model, prepare
+from onnxdeconv.analysis.features import (
+    FeaturesState,
+    MaximaRunner,
+    PendingUpdates,
+    feature_channels,
+)
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.analysis.topk import MaximaRunner, PendingUpdates, TopK
-from onnxdeconv.cli.features_command import (
+from onnxdeconv.engines import (
     ImageLoader,
-    choose_channels,
     default_batch,
+    default_workers,
     folder_images,
-    stream,
+    stream_features,
 )
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import PRESETS, preprocessing_from_metadata
@@ -97,9 +102,8 @@ def bench(
     images = np.concatenate([loader(i).array for i in range(len(names))])
     decode = time.perf_counter() - start
     layers = feature_layers(prepared)
-    tracked = choose_channels(prepared, layers, CHANNELS)
-    declared = loaded.input_shape[0]
-    fixed = declared if isinstance(declared, int) and declared > 0 else None
+    tracked = feature_channels(prepared, layers, CHANNELS)
+    fixed = loaded.fixed_batch
     command_batch = default_batch(prepared)
     batches = sorted({command_batch, 32} | ({fixed} if fixed else set()))
     feed = loaded.input_name
@@ -109,8 +113,8 @@ def bench(
         return lambda: [session.run(None, {feed: part}) for part in chunks(images, size)]
 
     def run_features(size: int) -> Callable[[], object]:
-        def go() -> TopK:
-            state = TopK(TOP, names)
+        def go() -> FeaturesState:
+            state = FeaturesState(TOP, names)
             pending = PendingUpdates(state)
             start = 0
             for part in chunks(images, size):
@@ -122,12 +126,12 @@ def bench(
         return go
 
     def run_stream() -> None:
-        state = TopK(TOP, names)
+        state = FeaturesState(TOP, names)
         with tempfile.TemporaryDirectory() as temp:
             path = Path(temp) / "state.npz"
             todo = list(range(len(names)))
-            workers = min(4, os.cpu_count() or 1)
-            stream(state, runner, loader, todo, path, command_batch, workers, 10**9)
+            workers = default_workers()
+            stream_features(state, runner, loader, todo, batch_size=command_batch, workers=workers)
             state.save(path)
 
     methods: dict[str, Callable[[], object]] = {}

@@ -16,16 +16,18 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import OnnxDeconvError, Projector, load_model, prepare
-from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.analysis.topk import (
+from onnxdeconv.analysis.features import (
     EMPTY,
+    FeaturesState,
     MaximaRunner,
     PendingUpdates,
-    TopK,
+    StateMismatchError,
     crop_padded,
     unit_box,
 )
-from onnxdeconv.cli import features_command
+from onnxdeconv.analysis.layers import feature_layers
+from onnxdeconv.cli import features_options
+from onnxdeconv.engines import folder_images, mine_features
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -61,7 +63,7 @@ def brute_force(activations: np.ndarray, k: int) -> list[list[tuple[int, tuple[i
     return result
 
 
-def as_lists(state: TopK, layer: str) -> list[list[tuple[int, tuple[int, ...], float]]]:
+def as_lists(state: FeaturesState, layer: str) -> list[list[tuple[int, tuple[int, ...], float]]]:
     top = state.layers[layer]
     return [
         [(e.image, e.position, e.value) for e in top.entries(r)] for r in range(len(top.channels))
@@ -72,7 +74,7 @@ def test_topk_by_hand() -> None:
     # Channel 0: image maxima 3 (at 0,1), 5 (at 1,0, the first of two fives), 3 (at 1,1).
     # Ranked by value, ties by image id: image 1 (5), image 0 (3), image 2 (3).
     activations = np.array([[[[1, 3], [2, 0]]], [[[0, 1], [5, 5]]], [[[0, 0], [0, 3]]]], np.float32)
-    state = TopK(2, ["a", "b", "c"])
+    state = FeaturesState(2, ["a", "b", "c"])
     state.update({"L": activations[2:]}, [2])
     state.update({"L": activations[:2]}, [0, 1])
     top = state.layers["L"]
@@ -82,7 +84,7 @@ def test_topk_by_hand() -> None:
 
 
 def test_topk_with_fewer_images_than_k() -> None:
-    state = TopK(4, ["a", "b"])
+    state = FeaturesState(4, ["a", "b"])
     state.update({"L": np.array([[[[2.0]]], [[[7.0]]]], np.float32)}, [0, 1])
     top = state.layers["L"]
     assert top.images.tolist() == [[1, 0, EMPTY, EMPTY]]
@@ -96,7 +98,7 @@ def test_streaming_in_random_batches_equals_sorting_all(seed: int) -> None:
     # Small integers: many ties, both between images and between positions of one map.
     activations = rng.integers(-3, 6, size=(count, 5, 3, 4)).astype(np.float32)
     order = rng.permutation(count)
-    state = TopK(k, [f"img{i}" for i in range(count)])
+    state = FeaturesState(k, [f"img{i}" for i in range(count)])
     start = 0
     while start < count:
         size = int(rng.integers(1, 9))
@@ -112,7 +114,7 @@ def test_maxima_alone_rank_alike_and_positions_come_later() -> None:
     rng = np.random.default_rng(4)
     count, k = 50, 5
     activations = rng.integers(0, 7, size=(count, 4, 3, 3)).astype(np.float32)
-    state = TopK(k, [f"img{i}" for i in range(count)])
+    state = FeaturesState(k, [f"img{i}" for i in range(count)])
     for ids in np.array_split(rng.permutation(count), 7):
         state.update_maxima({"L": activations[ids].max(axis=(2, 3))}, ids.tolist())
     layer = state.layers["L"]
@@ -121,7 +123,7 @@ def test_maxima_alone_rank_alike_and_positions_come_later() -> None:
     assert [[(e.image, e.value) for e in layer.entries(r)] for r in range(4)] == [
         [(n, v) for n, _, v in rows] for rows in expected
     ]
-    positioned = TopK(k, state.images)
+    positioned = FeaturesState(k, state.images)
     positioned.add_layer("L", range(4), rank=2)
     for ids in np.array_split(np.arange(count), 3):
         positioned.update_maxima({"L": activations[ids].max(axis=(2, 3))}, ids.tolist())
@@ -135,7 +137,7 @@ def test_maxima_alone_rank_alike_and_positions_come_later() -> None:
 
 
 def test_counting_an_image_twice_is_refused() -> None:
-    state = TopK(3, ["a", "b"])
+    state = FeaturesState(3, ["a", "b"])
     state.update({"L": np.zeros((1, 2, 2, 2), np.float32)}, [0])
     with pytest.raises(ValueError, match="already counted"):
         state.update({"L": np.zeros((1, 2, 2, 2), np.float32)}, [0])
@@ -148,7 +150,7 @@ def test_pending_updates_count_like_direct_ones() -> None:
     rng = np.random.default_rng(8)
     maxima = rng.integers(0, 5, size=(70, 3)).astype(np.float32)
     names = [str(i) for i in range(70)]
-    direct, queued = TopK(4, names), TopK(4, names)
+    direct, queued = FeaturesState(4, names), FeaturesState(4, names)
     pending = PendingUpdates(queued, images=16)
     for ids in np.array_split(np.arange(70), 10):
         direct.update_maxima({"L": maxima[ids]}, ids.tolist())
@@ -166,19 +168,19 @@ def test_merged_shards_equal_one_run_and_survive_save(tmp_path: Path) -> None:
         "b": rng.normal(size=(count, 3, 2, 7)).astype(np.float32),
     }
     names = [f"{i:03d}.png" for i in range(count)]
-    whole = TopK(k, names)
+    whole = FeaturesState(k, names)
     whole.skip(0, "unreadable")
     whole.update({n: a[1:] for n, a in activations.items()}, range(1, count))
     shards = []
     for index in range(3):
-        shard = TopK(k, names)
+        shard = FeaturesState(k, names)
         ids = [i for i in range(index, count, 3) if i != 0]
         if index == 0:
             shard.skip(0, "unreadable")
         for part in np.array_split(np.asarray(ids), 2):
             shard.update({n: a[part] for n, a in activations.items()}, part.tolist())
         shard.save(tmp_path / f"s{index}.npz")
-        shards.append(TopK.load(tmp_path / f"s{index}.npz"))
+        shards.append(FeaturesState.load(tmp_path / f"s{index}.npz"))
     merged = shards[2].merge(shards[0]).merge(shards[1])
     for name in activations:
         for field in ("values", "images", "positions", "channels"):
@@ -191,7 +193,7 @@ def test_merged_shards_equal_one_run_and_survive_save(tmp_path: Path) -> None:
 
 
 def test_merging_overlapping_states_is_refused() -> None:
-    state = TopK(2, ["a", "b"])
+    state = FeaturesState(2, ["a", "b"])
     state.update({"L": np.ones((1, 1, 2, 2), np.float32)}, [1])
     with pytest.raises(OnnxDeconvError, match="in both states"):
         state.merge(state)
@@ -510,7 +512,7 @@ def test_corrupt_image_is_skipped_and_listed(
     assert all(len(c["entries"]) == 9 for c in report["channels"])
 
 
-def assert_same_state(a: TopK, b: TopK) -> None:
+def assert_same_state(a: FeaturesState, b: FeaturesState) -> None:
     assert a.images == b.images and a.skipped == b.skipped
     np.testing.assert_array_equal(a.seen, b.seen)
     assert list(a.layers) == list(b.layers)
@@ -536,7 +538,7 @@ def test_shards_merge_to_one_run(
         )
         assert code == 0, err
         assert stdout.split() == [str(sharded / f"features_state_{index}of3.npz")]
-        assert TopK.load(sharded / f"features_state_{index}of3.npz").processed == 6
+        assert FeaturesState.load(sharded / f"features_state_{index}of3.npz").processed == 6
     assert not list(sharded.glob("*.png"))  # shards only write their state
     states = sorted(sharded.glob("features_state_*of3.npz"))
     code, _, err = run(["merge", *states[:2], "-o", sharded], capsys)
@@ -544,7 +546,8 @@ def test_shards_merge_to_one_run(
     code, stdout, err = run(["merge", *states, "-o", sharded], capsys)
     assert code == 0, err
     assert_same_state(
-        TopK.load(sharded / "features_state.npz"), TopK.load(one / "features_state.npz")
+        FeaturesState.load(sharded / "features_state.npz"),
+        FeaturesState.load(one / "features_state.npz"),
     )
     assert read_entries(sharded / "relu2.json") == read_entries(one / "relu2.json")
     merged, single = cv2.imread(str(sharded / "relu2.png")), cv2.imread(str(one / "relu2.png"))
@@ -565,22 +568,22 @@ def test_resume_after_a_kill_equals_one_run(
 ) -> None:
     one, killed = tmp_path / "one", tmp_path / "killed"
     assert run(["features", DIGITNET, digit_folder, *SMALL, "-o", one], capsys)[0] == 0
-    original = TopK.update_maxima
+    original = FeaturesState.update_maxima
     calls = []
 
-    def dies_in_second_count(self: TopK, *args: object, **kwargs: object) -> None:
+    def dies_in_second_count(self: FeaturesState, *args: object, **kwargs: object) -> None:
         calls.append(1)
         if len(calls) == 2:
             raise Killed
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(TopK, "update_maxima", dies_in_second_count)
+    monkeypatch.setattr(FeaturesState, "update_maxima", dies_in_second_count)
     args = ["features", DIGITNET, digit_folder, *SMALL, "--checkpoint-every", "2", "-o", killed]
     with pytest.raises(Killed):
         run(args, capsys)
     capsys.readouterr()
-    monkeypatch.setattr(TopK, "update_maxima", original)
-    checkpoint = TopK.load(killed / "features_state.npz")
+    monkeypatch.setattr(FeaturesState, "update_maxima", original)
+    checkpoint = FeaturesState.load(killed / "features_state.npz")
     # Batches 1-2 were counted and checkpointed; batches 3-4 die with the process before the
     # next checkpoint, and are streamed again.
     assert checkpoint.processed == 8 and checkpoint.seen[:8].all()
@@ -588,11 +591,11 @@ def test_resume_after_a_kill_equals_one_run(
     code, _, err = run([*args, "--resume"], capsys)
     assert code == 0, err
     assert "resuming from" in err and "10 of 18 images to stream" in err
-    resumed = TopK.load(killed / "features_state.npz")
+    resumed = FeaturesState.load(killed / "features_state.npz")
     assert resumed.seen.all() and resumed.processed == 18
     for row in resumed.layers[next(iter(resumed.layers))].images:
         assert len(set(row.tolist())) == len(row)  # no image counted twice
-    assert_same_state(resumed, TopK.load(one / "features_state.npz"))
+    assert_same_state(resumed, FeaturesState.load(one / "features_state.npz"))
     assert read_entries(killed / "relu2.json") == read_entries(one / "relu2.json")
     code, _, err = run([*args, "--resume", "--top", "4"], capsys)
     assert_user_error(code, err, r"other options \(--top differ\)")
@@ -631,5 +634,195 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("features", "merge"):
         code, stdout, _ = run([command, "--help"], capsys)
         assert code == 0 and re.search(rf"^\s*Example: onnxdeconv {command} ", stdout, re.M)
-    assert features_command.parse_channels("0-2,7,1") == [0, 1, 2, 7]
-    assert features_command.parse_channels("all") is None
+    assert features_options.parse_channels("0-2,7,1") == [0, 1, 2, 7]
+    assert features_options.parse_channels("all") is None
+
+
+# --- the library API: the mergeable state and the local engine, without the CLI -------------
+
+
+def random_state_parts(
+    seed: int, count: int = 40, k: int = 5
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    names = [f"{i:03d}.png" for i in range(count)]
+    # Small integers: many ties between images, which must go to the lower id in every order.
+    activations = {
+        "a": rng.integers(0, 4, size=(count, 3, 4, 4)).astype(np.float32),
+        "b": rng.integers(0, 3, size=(count, 2, 3)).astype(np.float32),
+    }
+    return names, activations
+
+
+def test_state_merge_of_shards_is_exact_in_any_order() -> None:
+    names, activations = random_state_parts(11)
+    count, k = len(names), 5
+    whole = FeaturesState(k, names)
+    whole.update(activations, range(count))
+    rng = np.random.default_rng(12)
+    owner = rng.integers(0, 4, size=count)  # an uneven partition into four shards
+    shards = []
+    for index in range(4):
+        shard = FeaturesState(k, names, meta={"model": "m", "shard": [index, 4]})
+        ids = rng.permutation(np.flatnonzero(owner == index))
+        for part in np.array_split(ids, 3):
+            shard.update({n: a[part] for n, a in activations.items()}, part.tolist())
+        shards.append(shard)
+    shards.append(FeaturesState(k, names, meta={"model": "m"}))  # a worker that got no image
+    results = [
+        shards[0].merge(shards[1]).merge(shards[2]).merge(shards[3]).merge(shards[4]),
+        shards[4].merge(shards[3]).merge(shards[1]).merge(shards[0]).merge(shards[2]),
+        shards[2].merge(shards[0]).merge(shards[4].merge(shards[3].merge(shards[1]))),
+    ]
+    for merged in results:
+        assert_same_state(merged, whole)
+        assert merged.meta == {"model": "m"}  # the entries every shard agrees on
+    # Every entry is the brute-force top-k: highest value, then the lowest image id.
+    assert as_lists(results[0], "a") == brute_force(activations["a"], k)
+    assert as_lists(results[0], "b") == brute_force(activations["b"], k)
+
+
+def test_state_merge_refuses_other_channels() -> None:
+    names, activations = random_state_parts(3, count=6)
+    mine, theirs = FeaturesState(3, names), FeaturesState(3, names)
+    mine.update({"a": activations["a"][:3]}, [0, 1, 2])
+    theirs.update({"a": activations["a"][3:, :2]}, [3, 4, 5])
+    with pytest.raises(OnnxDeconvError, match="different layers or channels"):
+        mine.merge(theirs)
+
+
+def test_state_save_load_round_trip(tmp_path: Path) -> None:
+    names, activations = random_state_parts(5, count=12)
+    state = FeaturesState(4, names, meta={"model": "digitnet.onnx", "shard": [0, 1]})
+    state.add_layer("a", [2, 0], rank=2)
+    state.update_maxima({"a": activations["a"][1:, [2, 0]].max(axis=(2, 3))}, range(1, 12))
+    state.skip(0, "unreadable")
+    state.layers["a"].locate(0, 0, (1, 3))
+    state.save(tmp_path / "state.npz")
+    loaded = FeaturesState.load(tmp_path / "state.npz")
+    assert_same_state(loaded, state)
+    assert loaded.k == 4 and loaded.meta == state.meta and loaded.processed == 12
+    assert loaded.layers["a"].entries(0)[0].position == (1, 3)
+    assert loaded.layers["a"].entries(1)[0].position is None
+
+
+def test_state_loads_the_existing_file_format(tmp_path: Path) -> None:
+    """A state in the format of earlier releases, written by hand, loads as it was."""
+    description = {
+        "schema": "onnxdeconv.features/1",
+        "k": 2,
+        "layers": [{"name": "relu2", "channels": [4], "rank": 2}],
+        "processed": 3,
+        "counted": 2,
+        "skipped": [{"image": "c.png", "id": 2, "reason": "broken"}],
+        "meta": {"shard": [0, 1]},
+        "images": ["a.png", "b.png", "c.png"],
+    }
+    arrays = {
+        "seen": np.array([True, True, True]),
+        "values_0": np.array([[5.0, 3.0]], np.float32),
+        "images_0": np.array([[1, 0]], np.int64),
+        "positions_0": np.array([[[1, 2], [-1, -1]]], np.int64),
+        "meta": np.asarray(json.dumps(description)),
+    }
+    np.savez(tmp_path / "old.npz", **arrays)  # type: ignore[arg-type]
+    state = FeaturesState.load(tmp_path / "old.npz")
+    assert state.images == ["a.png", "b.png", "c.png"] and state.skipped == {2: "broken"}
+    assert state.counted == 2 and state.tracked() == {"relu2": [4]}
+    entries = state.layers["relu2"].entries(0)
+    assert [(e.image, e.position, e.value) for e in entries] == [(1, (1, 2), 5.0), (0, None, 3.0)]
+
+
+def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "digits"
+    for path in sorted(digit_folder.rglob("*.png")):
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    names = folder_images(folder)
+    prepared = prepare(load_model(DIGITNET))
+    done: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    result = mine_features(
+        prepared,
+        names,
+        root=folder,
+        layers=["relu3"],
+        channels=[0, 2, 5],
+        top=4,
+        batch_size=5,
+        device="cpu",
+        progress=done.append,
+        on_skip=lambda image, reason: skipped.append((image, reason)),
+    )
+    assert result.provider == "CPUExecutionProvider"
+    assert done[-1] == len(names) == 19 and [i for i, _ in skipped] == [names.index("broken.png")]
+    layer = prepared.resolve("relu3")
+    state = result.state
+    assert state.counted == 18 and state.tracked() == {layer: [0, 2, 5]}
+    expected = independent_topk(digit_folder, "relu3", [0, 2, 5], 4)
+    got = [
+        [(state.images[e.image], e.value) for e in state.layers[layer].entries(r)] for r in range(3)
+    ]
+    assert [[i for i, _ in row] for row in got] == [[i for i, _, _ in row] for row in expected]
+    np.testing.assert_allclose(
+        [[v for _, v in row] for row in got], [[v for *_, v in row] for row in expected], rtol=1e-5
+    )
+    tiles = result.project()[layer]
+    assert sorted(tiles) == [(row, slot) for row in range(3) for slot in range(4)]
+    field = prepared.receptive_fields[layer]
+    for (row, slot), tile in tiles.items():
+        entry = state.layers[layer].entries(row)[slot]
+        position = expected[row][slot][1]
+        assert entry.position == tuple(position)  # found while projecting
+        box = unit_box(field, position, (28, 28))
+        assert tile.projection.shape == (*(e - b for b, e in box), 1)
+        assert tile.patch.shape == tuple(e - b for b, e in box)
+        assert np.abs(tile.projection).max() > 0
+    report = result.to_json()
+    json.dumps(report, allow_nan=False)
+    assert report["counted"] == 18 and report["top"] == 4
+    assert report["skipped"] == [{"image": "broken.png", "reason": skipped[0][1]}]
+    [entry_layer] = report["layers"]
+    assert entry_layer["alias"] == "relu3"
+    assert [c["channel"] for c in entry_layer["channels"]] == [0, 2, 5]
+    assert [
+        [(e["image"], e["position"]) for e in c["entries"]] for c in entry_layer["channels"]
+    ] == [[(i, p) for i, p, _ in row] for row in expected]
+
+
+def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Path) -> None:
+    names = folder_images(digit_folder)
+    prepared = prepare(load_model(DIGITNET))
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    one = mine_features(prepared, names, batch_size=4, device="cpu", **common).state
+
+    def dies_after_two_batches(done: int) -> None:
+        if done > 8:
+            raise Killed
+
+    checkpoint = tmp_path / "state.npz"
+    with pytest.raises(Killed):
+        mine_features(
+            prepared,
+            names,
+            batch_size=4,
+            checkpoint=checkpoint,
+            checkpoint_every=1,
+            progress=dies_after_two_batches,
+            **common,
+        )
+    saved = FeaturesState.load(checkpoint)
+    assert saved.processed == 8 and saved.todo() == list(range(8, 18))
+    with pytest.raises(StateMismatchError) as mismatch:
+        mine_features(prepared, names, state=saved, **{**common, "top": 4})
+    assert mismatch.value.differences == ["top"]
+    resumed = mine_features(prepared, names, state=saved, batch_size=4, **common).state
+    assert_same_state(resumed, one)
+    shards = [
+        mine_features(prepared, names, shard=(index, 3), batch_size=2, **common).state
+        for index in range(3)
+    ]
+    assert [s.processed for s in shards] == [6, 6, 6]
+    merged = shards[1].merge(shards[2]).merge(shards[0])
+    assert_same_state(merged, one)

@@ -1,8 +1,8 @@
 """Analyses of a model beyond single projections (arrays in, arrays out).
 
-One module per experiment of Zeiler & Fergus: ``topk`` (feature top-k, Fig. 2), ``evolution``
-(Fig. 4), ``invariance`` (Fig. 5), ``filters`` (Fig. 6), ``occlusion`` (Fig. 7),
-``correspondence`` (Table 1), and ``sanity`` (the weight-randomisation test).
+One module per experiment of Zeiler & Fergus: ``features`` (each channel's top-k over a dataset,
+Fig. 2), ``evolution`` (Fig. 4), ``invariance`` (Fig. 5), ``filters`` (Fig. 6), ``occlusion``
+(Fig. 7), ``correspondence`` (Table 1), and ``sanity`` (the weight-randomisation test).
 """
 
 from __future__ import annotations

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from functools import reduce
 from pathlib import Path
-from typing import cast
 
 import click
 
-from onnxdeconv.analysis.topk import TopK
+from onnxdeconv.analysis.features import MATCHING, FeaturesState
 from onnxdeconv.cli import options
-from onnxdeconv.cli.features_command import (
-    MATCHING,
-    default_batch,
-    model_digest,
-    preprocessing_of,
-    write_outputs,
-)
+from onnxdeconv.cli.features_options import info, output_folder, page_options, write_pages
+from onnxdeconv.engines import FeaturesResult, default_batch, default_workers, preprocessing_of
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.outputs.features import model_digest
 from onnxdeconv.prepared import prepare
 from onnxdeconv.runtime import Device
 
-CONTEXT = options.CONTEXT
 
-
-@click.command(context_settings=CONTEXT)
+@click.command(context_settings=options.CONTEXT)
 @click.argument("states", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "outdir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output folder (created).",
-)
+@options.output_option("Output folder (created).", required=True)
 @click.option(
     "--state",
     "state_path",
@@ -45,19 +30,11 @@ CONTEXT = options.CONTEXT
 @click.option("--model", type=click.Path(path_type=Path), help="The model, if it moved.")
 @click.option("--images", type=click.Path(path_type=Path), help="The image folder, if it moved.")
 @click.option("--partial", is_flag=True, help="Render even if some images were not processed.")
-@click.option("--per-page", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Images per forward pass; default: as many as fill 8 MB of input, from 32 to 256.",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), help="Image decoding threads; default: min(4, CPUs)."
-)
+@page_options
 @options.device_option
 def merge(
     states: tuple[Path, ...],
-    outdir: Path,
+    output: Path,
     state_path: Path | None,
     model: Path | None,
     images: Path | None,
@@ -65,7 +42,7 @@ def merge(
     per_page: int,
     batch_size: int | None,
     workers: int | None,
-    device: str,
+    device: Device,
 ) -> None:
     """Merge the states of 'onnxdeconv features --shard i/n' runs and write the result.
 
@@ -75,7 +52,7 @@ def merge(
 
     Example: onnxdeconv merge out/features_state_0of2.npz out/features_state_1of2.npz -o out
     """
-    loaded_states = [TopK.load(path) for path in states]
+    loaded_states = [FeaturesState.load(path) for path in states]
     first = loaded_states[0]
     for path, state in zip(states[1:], loaded_states[1:], strict=True):
         differ = [key for key in MATCHING if state.meta.get(key) != first.meta.get(key)]
@@ -84,7 +61,7 @@ def merge(
                 f"'{path}' was made with another {', '.join(differ)} than '{states[0]}': merge "
                 "only shards of one run"
             )
-    merged = reduce(TopK.merge, loaded_states)
+    merged = reduce(FeaturesState.merge, loaded_states)
     missing = len(merged.images) - merged.processed
     if missing and not partial:
         raise InputError(
@@ -99,31 +76,23 @@ def merge(
     folder = images or Path(first.meta["folder"])
     if not folder.is_dir():
         raise InputError(f"image folder '{folder}' does not exist: give it with --images")
-    loaded = load_model(model)
-    prepared = prepare(loaded, tuple(int(d) for d in first.meta["input_shape"]))
+    prepared = prepare(load_model(model), tuple(int(d) for d in first.meta["input_shape"]))
     merged.meta = {**first.meta, "shard": [0, 1]}
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"output '{outdir}' is a file: give a folder with -o")
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = output_folder(output)
     state_path = state_path or outdir / "features_state.npz"
     merged.save(state_path)
     click.echo(str(state_path))
-    click.echo(
+    info(
         f"merged {len(states)} states: {merged.processed} of {len(merged.images)} images, "
-        f"{len(merged.skipped)} skipped",
-        err=True,
+        f"{len(merged.skipped)} skipped"
     )
-    for path in write_outputs(
+    result = FeaturesResult(
         merged,
         prepared,
         preprocessing_of(merged.meta),
-        folder,
-        outdir,
-        model_name=model.name,
-        per_page=per_page,
+        root=folder,
+        device=device,
         batch_size=batch_size or default_batch(prepared),
-        workers=workers or min(4, os.cpu_count() or 1),
-        device=cast(Device, device),
-        state_path=state_path,
-    ):
-        click.echo(str(path))
+        workers=workers or default_workers(),
+    )
+    write_pages(result, outdir, model, per_page, state_path)

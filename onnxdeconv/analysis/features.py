@@ -4,13 +4,19 @@ Each image counts at most once per channel: its score for a channel is the maxim
 feature map. A channel keeps the ``k`` best scores seen so far, ranked by value (highest first),
 then by image id (lowest first), so the result is a total order and does not depend on how the
 stream was batched, split into shards or resumed: streaming any partition of the images in any
-order gives exactly the ``k`` first entries of all the images sorted by that key.
+order, and merging the partial states in any order, gives exactly the ``k`` first entries of all
+the images sorted by that key.
+
+:class:`FeaturesState` is that state. It knows nothing of files or sessions: an engine (the local
+one of :mod:`onnxdeconv.engines`, or a distributed one) feeds it batches of per-image maxima
+(:func:`maxima_model` computes them inside the graph, :class:`MaximaRunner` runs it), saves it to
+resume, and merges the states of its workers.
 
 Each entry also has the position of its maximum (the first in row-major order on ties). Finding
 it needs the whole feature map, which the streaming graph does not fetch (see
 :func:`maxima_model`): positions stay unknown (-1) until the entries are projected, when the
-forward pass of their images gives them for free (:meth:`LayerTopK.locate`). :meth:`TopK.update`,
-which receives whole feature maps, records them at once.
+forward pass of their images gives them for free (:func:`project_entries`).
+:meth:`FeaturesState.update`, which receives whole feature maps, records them at once.
 
 Memory is ``layers x channels x k`` entries plus one flag per image, whatever the number of images.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +35,15 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.analysis.layers import feature_layers
+from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.passes import skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
+from onnxdeconv.inputs import ModelInput
 from onnxdeconv.prepared import PreparedModel
-from onnxdeconv.runtime import Device, create_session
+from onnxdeconv.projector import Projector, Selection
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,25 @@ SCHEMA = "onnxdeconv.features/1"
 EMPTY = -1
 #: Position entry of a maximum whose position is not known yet.
 UNKNOWN = -1
+#: Meta entries that must agree between the states of one run (resumed or merged).
+MATCHING = ("model_sha256", "input_shape", "preprocessing")
+#: Selections per batched deconv run (bounds the memory of the projections).
+PROJECT_CHUNK = 64
+
+
+class StateMismatchError(InputError):
+    """A state does not belong to the run that resumes it: ``differences`` names what differs.
+
+    The names are meta keys (``model_sha256``, ``input_shape``, ``preprocessing``, ``shard``),
+    ``top``, ``channels`` (the tracked layers or channels) or ``images`` (the list of images).
+    """
+
+    def __init__(self, differences: Sequence[str]) -> None:
+        self.differences = list(differences)
+        super().__init__(
+            f"the state was made with other options ({', '.join(self.differences)} differ): "
+            "resume it with the same ones, or start a new state"
+        )
 
 
 @dataclass(frozen=True)
@@ -147,14 +175,17 @@ def unravel_positions(index: np.ndarray, spatial: Sequence[int]) -> np.ndarray:
 
 
 @dataclass
-class TopK:
+class FeaturesState:
     """Top-k activations per channel over a stream of images, for several layers.
 
     ``images`` names every image the stream may contain (ids index it); ``seen`` flags those
     already processed (counted or skipped), which is what makes resuming and merging exact.
+    The state is independent of where the activations come from: engines count batches into it
+    (:meth:`update`, :meth:`update_maxima`, :meth:`skip`), save it (:meth:`save`) and merge the
+    states of disjoint sets of images (:meth:`merge`).
 
     Example:
-        >>> state = TopK(k=9, images=["a.png", "b.png"])
+        >>> state = FeaturesState(k=9, images=["a.png", "b.png"])
         >>> state.update({"relu2": activations}, image_ids=[0, 1])  # activations [2, C, H, W]
         >>> state.layers["relu2"].entries(0)  # channel 0's best, highest first
     """
@@ -189,6 +220,11 @@ class TopK:
     def counted(self) -> int:
         """How many images contributed activations."""
         return self.processed - len(self.skipped)
+
+    @property
+    def filled(self) -> int:
+        """How many entries the layers hold (every channel of every layer, up to k each)."""
+        return sum(int((layer.images != EMPTY).sum()) for layer in self.layers.values())
 
     def add_layer(self, name: str, channels: Sequence[int], rank: int) -> None:
         """Track ``channels`` of layer ``name``, whose positions have ``rank`` spatial dims."""
@@ -320,8 +356,41 @@ class TopK:
         self.skipped[int(ids[0])] = reason
         self.seen[ids] = True
 
-    def merge(self, other: TopK) -> TopK:
+    def todo(self, shard: tuple[int, int] = (0, 1)) -> list[int]:
+        """The ids of shard ``shard = (i, n)`` (ids ``i, i + n, ...``) not processed yet."""
+        index, count = shard
+        return [i for i in range(index, len(self.images), count) if not self.seen[i]]
+
+    def tracked(self) -> dict[str, list[int]]:
+        """The tracked channels of each layer, in order."""
+        return {name: layer.channels.tolist() for name, layer in self.layers.items()}
+
+    def differences(
+        self, meta: Mapping[str, Any], channels: Mapping[str, Sequence[int]], k: int
+    ) -> list[str]:
+        """What differs between this state and a run with ``meta``, ``channels`` and ``k``.
+
+        Returns:
+            The :data:`MATCHING` keys and ``shard`` that ``meta`` has and this state's meta
+            disagrees on, ``top`` if ``k`` differs, ``channels`` if the layers or channels do
+            (see :class:`StateMismatchError`).
+        """
+        differ = [
+            key for key in (*MATCHING, "shard") if key in meta and self.meta.get(key) != meta[key]
+        ]
+        if self.k != k:
+            differ.append("top")
+        if self.layers and self.tracked() != {n: list(c) for n, c in channels.items()}:
+            differ.append("channels")
+        return differ
+
+    def merge(self, other: FeaturesState) -> FeaturesState:
         """The state of one run over the images of both (which must be disjoint).
+
+        Exact and order-independent: ``a.merge(b)`` equals ``b.merge(a)``, and merging the states
+        of any partition of the images, in any order, equals one run over all of them (entries
+        and their order; ties go to the lower image id). A state that has counted nothing yet
+        (and may track no layers) merges with any. The meta keeps the entries both agree on.
 
         Raises:
             OnnxDeconvError: The states differ in images, k, layers or channels, or overlap.
@@ -333,12 +402,11 @@ class TopK:
             )
         if self.k != other.k:
             raise OnnxDeconvError(f"the states keep different top-k ({self.k} and {other.k})")
-        mine = {n: layer.channels.tolist() for n, layer in self.layers.items()}
-        theirs = {n: layer.channels.tolist() for n, layer in other.layers.items()}
-        if mine != theirs:
+        mine, theirs = list(self.tracked().items()), list(other.tracked().items())
+        if mine and theirs and mine != theirs:
             raise OnnxDeconvError(
                 "the states track different layers or channels: merge only shards of one run "
-                "with the same --layers and --channels"
+                "with the same layers and channels"
             )
         both = np.flatnonzero(self.seen & other.seen)
         if both.size:
@@ -346,18 +414,19 @@ class TopK:
                 f"{both.size} images are in both states (first: '{self.images[both[0]]}'): merge "
                 "each shard once"
             )
-        merged = TopK(self.k, list(self.images), meta=dict(self.meta))
+        meta = {key: value for key, value in self.meta.items() if other.meta.get(key) == value}
+        merged = FeaturesState(self.k, list(self.images), meta=meta)
         merged.seen = self.seen | other.seen
         merged.skipped = dict(sorted({**self.skipped, **other.skipped}.items()))
-        for name, layer in self.layers.items():
-            theirs_layer = other.layers[name]
+        for name in dict(mine or theirs):
+            parts = [state.layers[name] for state in (self, other) if name in state.layers]
             best = _best_of(
-                np.concatenate([layer.values, theirs_layer.values], axis=1),
-                np.concatenate([layer.images, theirs_layer.images], axis=1),
-                np.concatenate([layer.positions, theirs_layer.positions], axis=1),
+                np.concatenate([part.values for part in parts], axis=1),
+                np.concatenate([part.images for part in parts], axis=1),
+                np.concatenate([part.positions for part in parts], axis=1),
                 self.k,
             )
-            merged.layers[name] = LayerTopK(layer.channels.copy(), *best)
+            merged.layers[name] = LayerTopK(parts[0].channels.copy(), *best)
         return merged
 
     def to_json(self) -> dict[str, Any]:
@@ -397,7 +466,7 @@ class TopK:
             temp.write_text(json.dumps({**description, "arrays": path.name}, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> TopK:
+    def load(cls, path: str | Path) -> FeaturesState:
         """Read a state written by :meth:`save`.
 
         Raises:
@@ -433,21 +502,21 @@ class TopK:
 
 
 class PendingUpdates:
-    """Collects batches of maxima and counts them into a :class:`TopK` a few hundred at a time.
+    """Collects batches of maxima and counts them into a :class:`FeaturesState` in bulk.
 
     An update costs about as much for 32 images as for 256 (the work is per channel), so counting
     several small inference batches at once keeps the bookkeeping small beside the forward pass.
     Images waiting here are not counted yet: :meth:`flush` before saving the state.
     """
 
-    def __init__(self, state: TopK, images: int = 256) -> None:
+    def __init__(self, state: FeaturesState, images: int = 256) -> None:
         self.state = state
         self.images = images
         self._maxima: list[Mapping[str, np.ndarray]] = []
         self._ids: list[int] = []
 
     def add(self, maxima: Mapping[str, np.ndarray], image_ids: Sequence[int]) -> None:
-        """Queue a batch (as for :meth:`TopK.update_maxima`); count the queue once it is full."""
+        """Queue a batch (as for :meth:`FeaturesState.update_maxima`); count the queue when full."""
         self._maxima.append(maxima)
         self._ids.extend(int(i) for i in image_ids)
         if len(self._ids) >= self.images:
@@ -543,8 +612,9 @@ def _needed_nodes(graph: onnx.GraphProto, targets: set[str]) -> set[int]:
 class MaximaRunner:
     """Runs :func:`maxima_model` on batches: per layer, each tracked channel's maxima ``[N, C]``.
 
-    A model that declares a fixed batch runs with a free batch when a probe shows the cut graph
-    gives the same values that way; otherwise it runs in chunks of its batch.
+    The graph runs on a :class:`~onnxdeconv.runtime.ForwardRunner`. A model that declares a fixed
+    batch runs with a free batch when a probe shows the cut graph gives the same values that way;
+    otherwise it runs in chunks of its batch (:attr:`chunk`).
     """
 
     def __init__(
@@ -562,15 +632,26 @@ class MaximaRunner:
         for name, chosen in self.channels.items():
             self.columns[name] = start + np.asarray(chosen, np.int64)
             start += prepared.info[name].per_sample[0]
-        declared = prepared.loaded.input_shape[0]
-        fixed = declared if isinstance(declared, int) and declared > 0 else None
         model = maxima_model(prepared, list(self.channels), "N")
         onnx.checker.check_model(skeleton(model))
-        self.session = create_session(model, device, threads)
-        self.chunk: int | None = None
+        self.forward = ForwardRunner(prepared, model=model, device=device, threads=threads)
+        self.provider = self.forward.provider
+        fixed = prepared.loaded.fixed_batch
+        # The graph's batch is free; the runner chunks at the model's declared one unless the
+        # probe shows the free batch gives the same values.
+        self.chunk = None
         if fixed is not None and not self._free_batch_agrees(fixed):
             logger.info("the model needs its fixed batch %d: running in chunks", fixed)
             self.chunk = fixed
+
+    @property
+    def chunk(self) -> int | None:
+        """Images per run, the last run padded with copies of its last image (None: any)."""
+        return self.forward.fixed_batch
+
+    @chunk.setter
+    def chunk(self, value: int | None) -> None:
+        self.forward.fixed_batch = value
 
     def _free_batch_agrees(self, fixed: int) -> bool:
         loaded = self.prepared.loaded
@@ -586,24 +667,11 @@ class MaximaRunner:
         )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        feed = {self.prepared.loaded.input_name: batch}
-        return np.asarray(self.session.run([MAXIMA], feed)[0])
+        return self.forward.run(batch, [MAXIMA])[MAXIMA]
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Per layer, ``[N, C]``: each image's maximum of each tracked channel."""
-        chunk = self.chunk
-        if chunk is None or chunk == len(batch):
-            everything = self._run(batch)
-        else:
-            parts = []
-            for start in range(0, len(batch), chunk):
-                part = batch[start : start + chunk]
-                short = len(part)
-                if short < chunk:
-                    # A fixed-batch model runs whole batches only: pad with the last image.
-                    part = np.concatenate([part, np.repeat(part[-1:], chunk - short, axis=0)])
-                parts.append(self._run(part)[:short])
-            everything = np.concatenate(parts)
+        everything = self._run(batch)
         return {name: everything[:, columns] for name, columns in self.columns.items()}
 
 
@@ -652,4 +720,129 @@ def crop_padded(
     return out
 
 
-# --- which layers to track by default ---
+# --- which layers and channels to track ---
+
+
+def feature_layer_names(prepared: PreparedModel, layers: Sequence[str] | None = None) -> list[str]:
+    """Resolve ``layers`` (default: :func:`~onnxdeconv.analysis.layers.feature_layers`).
+
+    Raises:
+        SelectionError: A layer has no feature maps or cannot be projected, or the model has no
+            spatial layer to choose by default.
+    """
+    names = [prepared.resolve(name) for name in layers] if layers else feature_layers(prepared)
+    if not names:
+        raise SelectionError("the model has no spatial layer: choose the layers yourself")
+    alias = {v: k for k, v in prepared.aliases.items()}
+    for name in names:
+        if len(prepared.info[name].per_sample) < 2:
+            raise SelectionError(
+                f"layer '{alias.get(name, name)}' has no feature maps (shape "
+                f"{list(prepared.info[name].per_sample)}): choose a convolutional layer"
+            )
+        prepared.plan(name)
+    return list(dict.fromkeys(names))
+
+
+def feature_channels(
+    prepared: PreparedModel, layers: Sequence[str], channels: Sequence[int] | None = None
+) -> dict[str, list[int]]:
+    """The channels to track per layer (None: all); those past a layer's channel count are left out.
+
+    Raises:
+        SelectionError: None of ``channels`` exists in one of the layers.
+    """
+    result = {}
+    for name in layers:
+        count = prepared.info[name].per_sample[0]
+        kept = list(range(count)) if channels is None else [c for c in channels if c < count]
+        if not kept:
+            raise SelectionError(
+                f"none of the chosen channels exist in layer '{name}', which has {count} "
+                f"channels (0..{count - 1})"
+            )
+        result[name] = kept
+    return result
+
+
+# --- projecting the entries: the deconvnet picture of each, cut to its unit's box ---
+
+
+@dataclass
+class FeatureTile:
+    """One projected top-k entry, cut to the receptive field of its unit."""
+
+    #: ``[h, w, c]`` float32: the deconvnet projection inside the box (zero past the image),
+    #: channels last.
+    projection: np.ndarray
+    #: ``[h, w]`` or ``[h, w, 3]`` uint8: what the model saw inside the box (grey past the image).
+    patch: np.ndarray
+
+
+def project_entries(
+    projector: Projector,
+    layer: LayerTopK,
+    owners: Sequence[tuple[int, int, int]],
+    inputs: Sequence[ModelInput],
+    names: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> dict[tuple[int, int], FeatureTile]:
+    """Project entries of ``layer`` (the layer of ``projector``) from their images' inputs.
+
+    One forward pass serves all of ``inputs``. Positions still unknown are found in it (the first
+    maximum of the map) and recorded in ``layer``; a value that no longer matches the one counted
+    is logged (the image changed since).
+
+    Args:
+        projector: The deconvnet projector of the layer.
+        layer: The layer's top-k.
+        owners: ``(row, slot, input)`` per entry: its row and slot in ``layer`` and the index of
+            its image in ``inputs``.
+        inputs: The model inputs of the entries' images.
+        names: The state's image names, for the log.
+        progress: Called with the number of entries projected after each batched deconv run.
+
+    Returns:
+        ``(row, slot) -> tile``.
+    """
+    forward = projector.forward(np.concatenate([i.array for i in inputs]))
+    picks = []
+    for row, slot, local in owners:
+        channel = int(layer.channels[row])
+        image = int(layer.images[row, slot])
+        value = float(layer.values[row, slot])
+        fmap = forward.activations[local, channel]
+        position = layer.entries(row)[slot].position
+        if position is None:
+            position = tuple(int(i) for i in np.unravel_index(int(np.argmax(fmap)), fmap.shape))
+            layer.locate(row, slot, position)
+        now = float(fmap[position])
+        if not np.isclose(now, value, rtol=1e-2, atol=1e-3):
+            logger.warning(
+                "%s now gives %.4g at channel %d %s, not %.4g: did it change since it was "
+                "streamed?",
+                names[image] if names else f"image {image}",
+                now,
+                channel,
+                list(position),
+                value,
+            )
+        picks.append(Selection(local, channel, position, value))
+    field_ = projector.prepared.receptive_fields[projector.layer]
+    tiles: dict[tuple[int, int], FeatureTile] = {}
+    for start in range(0, len(picks), PROJECT_CHUNK):
+        chunk = picks[start : start + PROJECT_CHUNK]
+        projections = projector.project(forward, chunk)
+        for pick, projection, (row, slot, _) in zip(
+            chunk, projections, owners[start : start + PROJECT_CHUNK], strict=True
+        ):
+            assert pick.position is not None
+            model_input = inputs[pick.image]
+            box = unit_box(field_, pick.position, model_input.display.shape[:2])
+            values = projection.transpose(1, 2, 0) if model_input.layout == "NCHW" else projection
+            tiles[(row, slot)] = FeatureTile(
+                crop_padded(values, box, 0.0), crop_padded(model_input.display, box, 128)
+            )
+        if progress is not None:
+            progress(len(chunk))
+    return tiles

@@ -1,0 +1,495 @@
+"""The local engine: mines the top-k features of a list of image files on this machine.
+
+It decodes images in a thread pool while ONNX Runtime runs the streaming graph
+(:class:`~onnxdeconv.analysis.features.MaximaRunner`), counts the maxima into a
+:class:`~onnxdeconv.analysis.features.FeaturesState`, checkpoints the state every few batches,
+resumes from one, runs one shard ``i/n`` of the images, and skips (and lists) unreadable ones.
+Then it projects the winners page by page (:meth:`FeaturesResult.pages`).
+
+Example:
+    >>> result = mine_features(prepared, ["a.png", "b.png"], layers=["relu2"], top=4)
+    >>> result.state.layers[prepared.resolve("relu2")].entries(0)  # channel 0's best
+    >>> for page in result.pages(per_page=8):  # the deconvnet projections, cut to their units
+    ...     page.tiles[(0, 0)].projection
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from onnxdeconv.analysis.features import (
+    FeaturesState,
+    FeatureTile,
+    MaximaRunner,
+    PendingUpdates,
+    StateMismatchError,
+    feature_channels,
+    feature_layer_names,
+    project_entries,
+)
+from onnxdeconv.errors import InputError, OnnxDeconvError
+from onnxdeconv.inputs import (
+    IMAGE_SUFFIXES,
+    PRESETS,
+    ModelInput,
+    Preprocessing,
+    image_layout,
+    load_input,
+    preprocessing_from_metadata,
+)
+from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.projector import Projector
+from onnxdeconv.runtime import Device
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+#: Errors that make one image unusable; the run skips it and goes on.
+IMAGE_ERRORS = (OnnxDeconvError, OSError, ValueError, cv2.error)
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log while decoding: a skipped image is reported in one line."""
+    logging_ = cv2.utils.logging
+    previous = logging_.getLogLevel()
+    logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_.setLogLevel(previous)
+
+
+def prefetch(
+    items: Sequence[T],
+    load: Callable[[T], R],
+    batch_size: int,
+    workers: int,
+    lookahead: int = 2,
+    errors: tuple[type[BaseException], ...] = IMAGE_ERRORS,
+) -> Iterator[list[tuple[T, R | BaseException]]]:
+    """Yield ``items`` in batches, loaded by a thread pool while the caller works on the last one.
+
+    Up to ``lookahead`` batches are decoded ahead (OpenCV and ONNX Runtime release the GIL, so
+    decoding overlaps inference). An item whose ``load`` raises one of ``errors`` comes back with
+    the exception instead of a result.
+    """
+
+    def safe(item: T) -> R | BaseException:
+        try:
+            return load(item)
+        except errors as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[list[tuple[T, Future[R | BaseException]]]] = deque()
+        starts = iter(range(0, len(items), batch_size))
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                chunk = items[start : start + batch_size]
+                pending.append([(item, pool.submit(safe, item)) for item in chunk])
+
+        for _ in range(max(1, lookahead)):
+            submit_next()
+        while pending:
+            batch = pending.popleft()
+            submit_next()
+            yield [(item, future.result()) for item, future in batch]
+
+
+def default_batch(prepared: PreparedModel, budget: int = 8 << 20) -> int:
+    """Images per batch: as many as fill ``budget`` bytes of input, from 32 to 256.
+
+    Small inputs get large batches: a batch costs a fixed overhead (one session run, one top-k
+    update) that would otherwise weigh on a tiny model.
+    """
+    size = int(np.prod(prepared.input_shape)) * prepared.loaded.input_dtype.itemsize
+    return int(np.clip(budget // max(size, 1), 32, 256))
+
+
+def default_workers() -> int:
+    """Image decoding threads: up to four, one per CPU."""
+    return min(4, os.cpu_count() or 1)
+
+
+def folder_images(folder: str | Path) -> list[str]:
+    """The image files under ``folder`` (recursively, sorted), relative to it.
+
+    Raises:
+        InputError: The folder does not exist or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder '{folder}' does not exist: check the path")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise InputError(
+            f"no images (jpg, png, bmp, webp, tiff) in '{folder}': point at a folder of images"
+        )
+    return [str(path.relative_to(folder)) for path in files]
+
+
+def run_meta(
+    prepared: PreparedModel, preprocessing: Preprocessing, shard: tuple[int, int]
+) -> dict[str, Any]:
+    """What a state records about how its images were read: input shape, preprocessing, shard."""
+    return {
+        "input_shape": list(prepared.input_shape),
+        "preprocessing": {
+            "scale": preprocessing.scale,
+            "mean": list(preprocessing.mean),
+            "std": list(preprocessing.std),
+            "bgr": preprocessing.bgr,
+        },
+        "shard": list(shard),
+    }
+
+
+def preprocessing_of(meta: Mapping[str, Any]) -> Preprocessing:
+    """The preprocessing a state was made with (see :func:`run_meta`)."""
+    spec = meta["preprocessing"]
+    return Preprocessing(
+        scale=float(spec["scale"]),
+        mean=tuple(float(m) for m in spec["mean"]),
+        std=tuple(float(s) for s in spec["std"]),
+        bgr=bool(spec["bgr"]),
+    )
+
+
+class ImageLoader:
+    """Loads the images of a state (paths relative to ``root``) as model inputs, by image id."""
+
+    def __init__(
+        self,
+        prepared: PreparedModel,
+        preprocessing: Preprocessing,
+        root: str | Path | None,
+        names: Sequence[str],
+    ) -> None:
+        self.prepared = prepared
+        self.preprocessing = preprocessing
+        self.root = Path(root) if root is not None else None
+        self.names = list(names)
+        layout, _ = image_layout(prepared.input_shape)
+        spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]
+        self.size = (int(spatial[0]), int(spatial[1]))
+
+    def path(self, image_id: int) -> Path:
+        """The file of image ``image_id``."""
+        name = self.names[image_id]
+        return self.root / name if self.root is not None else Path(name)
+
+    def __call__(self, image_id: int) -> ModelInput:
+        """The model input of image ``image_id``."""
+        return load_input(self.path(image_id), self.prepared.loaded, self.preprocessing, self.size)
+
+
+def stream_features(
+    state: FeaturesState,
+    runner: MaximaRunner,
+    loader: ImageLoader,
+    image_ids: Sequence[int],
+    *,
+    batch_size: int,
+    workers: int,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 20,
+    progress: Callable[[int], None] | None = None,
+    on_skip: Callable[[int, str], None] | None = None,
+) -> None:
+    """Count the images ``image_ids`` into ``state``, saving it every few batches.
+
+    Args:
+        state: The state to update.
+        runner: The streaming graph of the state's layers and channels.
+        loader: Loads an image by id.
+        image_ids: The images to count (none of them seen yet).
+        batch_size: Images per forward pass.
+        workers: Decoding threads.
+        checkpoint: Where to save the state every ``checkpoint_every`` batches (not at the end).
+        checkpoint_every: Batches between checkpoints.
+        progress: Called with the number of images done so far after each batch.
+        on_skip: Called with the id of an unreadable image and why (default: a logged warning).
+    """
+    pending = PendingUpdates(state)
+    done = 0
+    with quiet_opencv():
+        for number, batch in enumerate(prefetch(image_ids, loader, batch_size, workers), start=1):
+            good: list[int] = []
+            arrays = []
+            for image_id, result in batch:
+                if isinstance(result, BaseException):
+                    state.skip(image_id, str(result))
+                    if on_skip is not None:
+                        on_skip(image_id, str(result))
+                    else:
+                        logger.warning("skipped: %s", result)
+                else:
+                    good.append(image_id)
+                    arrays.append(result.array)
+            if good:
+                pending.add(runner(np.concatenate(arrays)), good)
+            done += len(batch)
+            if progress is not None:
+                progress(done)
+            if checkpoint is not None and number % checkpoint_every == 0:
+                pending.flush()
+                state.save(checkpoint)
+        pending.flush()
+
+
+def mine_features(
+    prepared: PreparedModel,
+    images: Sequence[str | Path],
+    *,
+    layers: Sequence[str] | None = None,
+    channels: Sequence[int] | None = None,
+    top: int = 9,
+    batch_size: int | None = None,
+    state: FeaturesState | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 20,
+    shard: tuple[int, int] = (0, 1),
+    root: str | Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    meta: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+    device: Device = "auto",
+    progress: Callable[[int], None] | None = None,
+    on_skip: Callable[[int, str], None] | None = None,
+) -> FeaturesResult:
+    """Each channel's top-k images over ``images`` (Fig. 2 of Zeiler & Fergus), on this machine.
+
+    Args:
+        prepared: The model.
+        images: Image files (relative to ``root`` where given); their ids index this list.
+        layers: Layers to track (default: the deepest rectified layer at each resolution).
+        channels: Channels to track in each layer (None: all); those a layer lacks are left out.
+        top: Images kept per channel (k).
+        batch_size: Images per forward pass (default: :func:`default_batch`).
+        state: A state to continue (resume): its images, layers and options must be this run's;
+            the images it has seen are not streamed again.
+        checkpoint: Where to save the state every ``checkpoint_every`` batches and at the end.
+        checkpoint_every: Batches between checkpoints.
+        shard: ``(i, n)``: stream only the images whose id is ``i`` modulo ``n``.
+        root: The folder the image paths are relative to.
+        preprocessing: How to turn pictures into inputs (default: the model's metadata, else
+            ImageNet's).
+        meta: Facts to record in the state besides :func:`run_meta` (e.g. the model file).
+        workers: Image decoding threads (default: :func:`default_workers`).
+        device: Where ONNX Runtime runs.
+        progress: Called with the number of images streamed so far after each batch.
+        on_skip: Called with the id of each unreadable image and why (default: logged).
+
+    Returns:
+        The state (positions of the winners still unknown) and what projecting them needs.
+
+    Raises:
+        StateMismatchError: ``state`` was made with other images, layers, channels or options.
+        SelectionError: A layer or the channels do not fit the model.
+    """
+    names = [str(image) for image in images]
+    if not names:
+        raise InputError("no images to mine: give at least one")
+    if preprocessing is None:
+        preprocessing = preprocessing_from_metadata(prepared.loaded) or PRESETS["imagenet"]
+    tracked = feature_channels(prepared, feature_layer_names(prepared, layers), channels)
+    facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard)}
+    if state is None:
+        state = FeaturesState(top, names)
+    elif state.images != names:
+        raise StateMismatchError(["images"])
+    else:
+        differ = state.differences(facts, tracked, top)
+        if differ:
+            raise StateMismatchError(differ)
+    state.meta = facts
+    if not state.layers:
+        for name, chosen in tracked.items():
+            state.add_layer(name, chosen, len(prepared.info[name].per_sample) - 1)
+    result = FeaturesResult(
+        state,
+        prepared,
+        preprocessing,
+        root=Path(root) if root is not None else None,
+        device=device,
+        batch_size=batch_size or default_batch(prepared),
+        workers=workers or default_workers(),
+    )
+    todo = state.todo(shard)
+    if todo:
+        runner = MaximaRunner(prepared, tracked, device)
+        result.provider = runner.provider
+        stream_features(
+            state,
+            runner,
+            ImageLoader(prepared, preprocessing, root, names),
+            todo,
+            batch_size=result.batch_size,
+            workers=result.workers,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+            on_skip=on_skip,
+        )
+    if checkpoint is not None:
+        state.save(checkpoint)
+    return result
+
+
+@dataclass
+class FeaturesPage:
+    """The projected entries of a few channels (rows) of one layer."""
+
+    #: The layer (tensor name).
+    layer: str
+    #: Which page of the layer (from 0), and how many it has.
+    number: int
+    count: int
+    #: Rows of the layer's top-k (its tracked channels) on this page.
+    rows: list[int]
+    #: ``(row, slot) -> tile`` for every entry that could be projected.
+    tiles: dict[tuple[int, int], FeatureTile]
+
+
+@dataclass
+class FeaturesResult:
+    """A mined state and what projecting its entries needs (see :func:`mine_features`)."""
+
+    state: FeaturesState
+    prepared: PreparedModel
+    preprocessing: Preprocessing
+    #: The folder the state's image paths are relative to.
+    root: Path | None = None
+    #: The provider ONNX Runtime ran on (None until a pass ran).
+    provider: str | None = None
+    device: Device = "auto"
+    batch_size: int = 32
+    workers: int = 2
+
+    @cached_property
+    def loader(self) -> ImageLoader:
+        """Loads the state's images by id."""
+        return ImageLoader(self.prepared, self.preprocessing, self.root, self.state.images)
+
+    def pages(
+        self, per_page: int = 16, progress: Callable[[int], None] | None = None
+    ) -> Iterator[FeaturesPage]:
+        """Project the entries of every layer, ``per_page`` channels at a time, page by page.
+
+        One forward pass serves each group of distinct images. The positions of the maxima,
+        found on the way, are recorded in the state. Only one page's projections are in memory
+        at a time.
+
+        Args:
+            per_page: Channels per page.
+            progress: Called with the number of entries done so far (projected, or whose image
+                cannot be read again).
+        """
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done)
+
+        with quiet_opencv():
+            for name, layer in self.state.layers.items():
+                projector = Projector(self.prepared, name, "deconvnet", self.device)
+                self.provider = self.provider or projector.provider
+                rows = list(range(len(layer.channels)))
+                groups = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]
+                for number, page in enumerate(groups):
+                    tiles = self._project_rows(projector, page, advance)
+                    yield FeaturesPage(name, number, len(groups), page, tiles)
+
+    def _project_rows(
+        self, projector: Projector, rows: list[int], advance: Callable[[int], None]
+    ) -> dict[tuple[int, int], FeatureTile]:
+        layer = self.state.layers[projector.layer]
+        needed: dict[int, list[tuple[int, int]]] = {}
+        for row in rows:
+            for slot, entry in enumerate(layer.entries(row)):
+                needed.setdefault(entry.image, []).append((row, slot))
+        tiles: dict[tuple[int, int], FeatureTile] = {}
+        for batch in prefetch(list(needed), self.loader, self.batch_size, self.workers):
+            inputs: list[ModelInput] = []
+            owners: list[tuple[int, int, int]] = []
+            for image_id, loaded in batch:
+                if isinstance(loaded, BaseException):
+                    logger.warning("cannot reload %s: %s", self.loader.path(image_id), loaded)
+                    advance(len(needed[image_id]))
+                    continue
+                owners += [(row, slot, len(inputs)) for row, slot in needed[image_id]]
+                inputs.append(loaded)
+            if inputs:
+                tiles.update(
+                    project_entries(projector, layer, owners, inputs, self.state.images, advance)
+                )
+        return tiles
+
+    def project(self) -> dict[str, dict[tuple[int, int], FeatureTile]]:
+        """Every entry's tile, per layer (all in memory: for small runs; else :meth:`pages`)."""
+        tiles: dict[str, dict[tuple[int, int], FeatureTile]] = {}
+        widest = max([1, *map(len, self.state.tracked().values())])
+        for page in self.pages(per_page=widest):
+            tiles.setdefault(page.layer, {}).update(page.tiles)
+        return tiles
+
+    def to_json(self) -> dict[str, Any]:
+        """The entries of every channel (image names, positions where known, values)."""
+        state = self.state
+        aliases = {v: k for k, v in self.prepared.aliases.items()}
+        return {
+            "schema": "onnxdeconv.features.result/1",
+            "provider": self.provider,
+            "top": state.k,
+            "images": len(state.images),
+            "processed": state.processed,
+            "counted": state.counted,
+            "skipped": [
+                {"image": state.images[i], "reason": reason}
+                for i, reason in sorted(state.skipped.items())
+            ],
+            "layers": [
+                {
+                    "layer": name,
+                    "alias": aliases.get(name, name),
+                    "channels": [
+                        {
+                            "channel": int(channel),
+                            "entries": [
+                                {
+                                    "image": state.images[entry.image],
+                                    "position": None
+                                    if entry.position is None
+                                    else list(entry.position),
+                                    "value": entry.value,
+                                }
+                                for entry in layer.entries(row)
+                            ],
+                        }
+                        for row, channel in enumerate(layer.channels)
+                    ],
+                }
+                for name, layer in state.layers.items()
+            ],
+        }
