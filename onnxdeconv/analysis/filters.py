@@ -65,6 +65,8 @@ class FilterReport:
         aliasing: Aliasing score in [0, 1]: fraction of energy above the post-stride Nyquist limit.
         aliasing_source: ``"images"`` or ``"filters"``: what the score was measured on.
         verdict: Plain-language verdict.
+        provider: The ONNX Runtime provider that ran the first layer on the images (empty
+            without images).
     """
 
     layer: str
@@ -79,6 +81,7 @@ class FilterReport:
     aliasing: float
     aliasing_source: str
     verdict: str
+    provider: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The report as JSON-ready values (the weights are left out; ``norms`` sizes them)."""
@@ -152,9 +155,10 @@ def analyse_filters(
         band_energy[live].mean(axis=0) if live.size else np.zeros(len(BAND_NAMES), np.float64)
     )
     never_active: list[int] | None = None
+    provider = ""
     if images is not None:
         _check_images(prepared, images)
-        peak, aliasing = _run_first_layer(prepared, first, images, device)
+        peak, aliasing, provider = _run_first_layer(prepared, first, images, device)
         never_active = [int(i) for i in np.flatnonzero(peak <= 0)]
         source = "images"
     else:
@@ -192,6 +196,7 @@ def analyse_filters(
         aliasing=float(aliasing),
         aliasing_source=source,
         verdict=verdict,
+        provider=provider,
     )
 
 
@@ -428,8 +433,8 @@ def _first_layer_graph(prepared: PreparedModel, first: _FirstConv) -> onnx.Model
 
 def _run_first_layer(
     prepared: PreparedModel, first: _FirstConv, images: np.ndarray, device: Device
-) -> tuple[np.ndarray, float]:
-    """The peak rectifier input of each filter over ``images``, and the aliasing score.
+) -> tuple[np.ndarray, float, str]:
+    """The peak rectifier input of each filter over ``images``, the aliasing score, the provider.
 
     The score is the mean over the images of :func:`map_aliasing` of the first layer's feature
     maps computed at stride 1, without bias.
@@ -447,7 +452,7 @@ def _run_first_layer(
         peak = highest if peak is None else np.maximum(peak, highest)
         scores += [map_aliasing(maps, first.stride) for maps in values[_STRIDE_ONE]]
     assert peak is not None
-    return peak, float(np.mean(scores))
+    return peak, float(np.mean(scores)), runner.provider
 
 
 def _describe(values: Sequence[int]) -> str:

@@ -272,3 +272,18 @@ def csv_option(what: str) -> Callable[[F], F]:
     return click.option(
         "--csv", "csv_path", type=click.Path(path_type=Path), help=f"Also write {what} as CSV."
     )
+
+
+def check_output(path: Path | None, hint: str, suffix: str | None = None) -> None:
+    """Refuse an output ``path`` (given with option ``hint``) of the wrong kind or folder.
+
+    Checked before the run starts, so that a mistake in a path costs nothing.
+    """
+    if path is None:
+        return
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise click.BadParameter(f"'{path}' must end in {suffix}", param_hint=hint)
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise click.BadParameter(
+            f"output folder '{path.parent}' does not exist: create it first", param_hint=hint
+        )
