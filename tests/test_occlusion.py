@@ -123,7 +123,7 @@ def test_occluder_starts_by_hand() -> None:
     assert occluder_starts(4, 4, 1) == [0]
     assert occluder_starts(6, 2, 10) == [0, 4]
     assert occluder_starts(28, 5, 2) == [*range(0, 23, 2), 23]
-    with pytest.raises(InputError, match=r"larger than the image side \(8 px\).*--size 8"):
+    with pytest.raises(InputError, match=r"larger than the image side \(8 px\).*8 px or smaller"):
         occluder_starts(8, 9, 1)
 
 
@@ -323,7 +323,7 @@ def test_cli_npy_input_uses_its_mean(tmp_path: Path, capsys: pytest.CaptureFixtu
         [
             DIGITNET,
             tmp_path / "seven.npy",
-            "--size",
+            "--occluder",
             "14",
             "--stride",
             "14",
@@ -350,7 +350,7 @@ def test_cli_squeezenet_matches_a_plain_forward_pass(
     report = tmp_path / "dogs.json"
     labels = squeezenet_path.parent / "Labels.txt"
     args: list[object] = [squeezenet_path, images_dir / "dogs.jpg", "--preset", "caffe"]
-    args += ["--labels", labels, "--label", "Tibetan terrier", "--size", "56", "--stride", "56"]
+    args += ["--labels", labels, "--label", "Tibetan terrier", "--occluder", "56", "--stride", "56"]
     args += ["-o", tmp_path / "dogs.png", "--json", report]
     code, stdout, err = occlusion_cli(args, capsys)
     assert code == 0, err
@@ -374,7 +374,7 @@ def test_cli_squeezenet_matches_a_plain_forward_pass(
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        (["--size", "40"], r"the occluder \(40 px\) is larger than the image side \(28 px\)"),
+        (["--occluder", "40"], r"the occluder \(40 px\) is larger than the image side \(28 px\)"),
         (["--label", "seven"], r"unknown class name 'seven'"),
         (["--label", "12"], r"class 12 is out of range: the model has 10 classes"),
         (["--labels", "missing.txt"], r"labels file 'missing.txt' does not exist"),
