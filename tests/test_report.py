@@ -22,10 +22,10 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import load_model, prepare
+from onnxdeconv.analysis.report import crop_box
 from onnxdeconv.cli.main import main
-from onnxdeconv.cli.report_command import crop_box
 from onnxdeconv.graph.receptive_field import ReceptiveField
-from onnxdeconv.render.report import LayerRow, Picture, Report, Section, render_html
+from onnxdeconv.render.report import LayerRow, Page, Picture, Section, render_html
 
 EXAMPLES = ROOT / "models" / "examples"
 SRC = re.compile(r'src="([^"]*)"')
@@ -191,7 +191,7 @@ def test_crop_box_is_the_receptive_field_clipped_to_the_image() -> None:
 def test_text_is_escaped() -> None:
     png = cv2.imencode(".png", np.zeros((2, 2), np.uint8))[1].tobytes()
     page = render_html(
-        Report(
+        Page(
             title="<script>alert(1)</script>",
             summary=[("model", "a&b")],
             layers=[LayerRow("conv1", '"x"<y>', "Conv", "1x2x2", "3x3 /1", False, "no <rule>")],

@@ -368,10 +368,11 @@ def _check_images(prepared: PreparedModel, images: np.ndarray) -> None:
             f"the images have shape {list(images.shape)}; the model needs a batch shaped "
             f"[N, {', '.join(map(str, want))}]: preprocess them with onnxdeconv.inputs.load_input"
         )
-    if images.dtype != prepared.loaded.input_dtype:
+    dtype = prepared.loaded.input_dtype
+    if images.dtype != dtype:
         raise InputError(
-            f"the images are {images.dtype}; input '{prepared.loaded.input_name}' is "
-            f"{prepared.loaded.input_dtype}: convert them with .astype('{prepared.loaded.input_dtype}')"
+            f"the images are {images.dtype}; input '{prepared.loaded.input_name}' is {dtype}: "
+            f"convert them with .astype('{dtype}')"
         )
 
 

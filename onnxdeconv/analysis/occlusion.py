@@ -281,9 +281,7 @@ def to_probabilities(scores: np.ndarray) -> tuple[np.ndarray, bool]:
     return shifted / shifted.sum(axis=1, keepdims=True), True
 
 
-def _projector(
-    prepared: PreparedModel | Projector, layer: str | None, device: Device
-) -> Projector:
+def _projector(prepared: PreparedModel | Projector, layer: str | None, device: Device) -> Projector:
     if isinstance(prepared, Projector):
         if layer is not None and prepared.prepared.resolve(layer) != prepared.layer:
             raise SelectionError(

@@ -313,8 +313,11 @@ def occlusion_figure(
 def occlusion_summary(
     result: OcclusionResult, labels: Sequence[str] | None, layer_name: str
 ) -> list[str]:
-    """Four lines: the class and its unoccluded probability, the grid, the lowest probability
-    and where, the largest drop of the feature map and where."""
+    """Four summary lines of the maps, as ``onnxdeconv occlusion`` prints them.
+
+    The class and its unoccluded probability, the grid, the lowest probability and where, the
+    largest drop of the feature map and where.
+    """
     name = short_label(result.label, labels)
     i, j = np.unravel_index(int(result.probability.argmin()), result.probability.shape)
     fi, fj = np.unravel_index(int(result.feature_map.argmin()), result.feature_map.shape)
