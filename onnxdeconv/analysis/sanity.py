@@ -490,6 +490,20 @@ def _unit_signal(projector: Projector, channel: int, position: tuple[int, ...]) 
     return signal
 
 
+def _scores(
+    stacked: dict[str, np.ndarray], layout: Layout | None, region: Region | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per rule, the Spearman and SSIM scores of every step's projection against step 0's."""
+    spearmans: dict[str, np.ndarray] = {}
+    ssims: dict[str, np.ndarray] = {}
+    for rule, stack in stacked.items():
+        scores = np.array([compare(stack[0], other, layout, region) for other in stack], np.float64)
+        spearmans[rule], ssims[rule] = scores[:, 0], scores[:, 1]
+        if not np.isfinite(stack).all():
+            logger.warning("rule %s: some projections are not finite; their scores are NaN", rule)
+    return spearmans, ssims
+
+
 def sanity_check(
     prepared: PreparedModel,
     image: np.ndarray,
@@ -537,7 +551,6 @@ def sanity_check(
     aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
     labels = [aliases.get(w.output, w.node) for w in layers]
     counts = cascade_steps(len(layers), steps)
-    layout = input_layout(prepared)
     rules = tuple(rules)
     projections: dict[str, list[np.ndarray]] = {rule: [] for rule in rules}
     selection: Selection | None = None
@@ -554,13 +567,13 @@ def sanity_check(
             if selection is None:
                 selection = projector.strongest(forward, channel=channel, position=position)[0]
             if rule == rules[0]:
-                pick = selection
-                if target == "own" and index > 0:
-                    pick = projector.strongest(forward, channel=channel)[0]
+                # Every rule of a step projects the unit the step's first rule picks.
+                own = target == "own" and index > 0
+                pick = projector.strongest(forward, channel=channel)[0] if own else selection
                 assert pick.position is not None
                 units.append((pick.channel, pick.position))
-                index_of_unit = (0, pick.channel, *pick.position)
-                activations.append(float(forward.activations[index_of_unit]))
+                unit_index = (0, pick.channel, *pick.position)
+                activations.append(float(forward.activations[unit_index]))
             unit = units[-1]
             signal = _unit_signal(projector, *unit)
             projections[rule].append(projector.project_signal(forward, signal, [0])[0])
@@ -571,13 +584,7 @@ def sanity_check(
     # those pixels too would inflate both scores.
     region = unit_region(prepared, name, [position for _, position in units])
     stacked = {rule: np.stack(values) for rule, values in projections.items()}
-    spearmans: dict[str, np.ndarray] = {}
-    ssims: dict[str, np.ndarray] = {}
-    for mode, stack in stacked.items():
-        scores = np.array([compare(stack[0], other, layout, region) for other in stack], np.float64)
-        spearmans[mode], ssims[mode] = scores[:, 0], scores[:, 1]
-        if not np.isfinite(stack).all():
-            logger.warning("rule %s: some projections are not finite; their scores are NaN", mode)
+    spearmans, ssims = _scores(stacked, input_layout(prepared), region)
     return SanityReport(
         layer=name,
         layers=layers,

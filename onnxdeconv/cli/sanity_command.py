@@ -9,7 +9,6 @@ import click
 from tqdm import tqdm
 
 from onnxdeconv.analysis.sanity import (
-    CAVEAT,
     CSV_COLUMNS,
     Target,
     input_layout,
@@ -23,7 +22,7 @@ from onnxdeconv.inputs import load_input
 from onnxdeconv.outputs import write_csv, write_json
 from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
-from onnxdeconv.render.sanity import sanity_figure, sanity_summary, sanity_table
+from onnxdeconv.render.sanity import sanity_figure, sanity_text
 
 CONTEXT = options.CONTEXT
 
@@ -142,11 +141,7 @@ def sanity(
         write_csv(csv_path, report.rows(), CSV_COLUMNS)
     if json_path is not None:
         write_json(json_path, {"model": str(model), "image": str(image), **report.to_json()})
-    click.echo(sanity_table(report))
-    click.echo()
-    click.echo("\n".join(sanity_summary(report)))
-    click.echo()
-    click.echo(f"Caveat: {CAVEAT}")
+    click.echo(sanity_text(report))
     for path in (output, csv_path, json_path):
         if path is not None:
             click.echo(str(path))

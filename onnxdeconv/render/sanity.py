@@ -198,3 +198,10 @@ def sanity_summary(report: SanityReport) -> list[str]:
             f"(down to {report.step_label(last)}): {scores}"
         )
     return lines
+
+
+def sanity_text(report: SanityReport) -> str:
+    """What ``onnxdeconv sanity`` prints: the table, the summary lines and the caveat."""
+    return "\n\n".join(
+        [sanity_table(report), "\n".join(sanity_summary(report)), f"Caveat: {CAVEAT}"]
+    )
