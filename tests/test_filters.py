@@ -17,6 +17,7 @@ from onnxdeconv import OnnxDeconvError, load_model, prepare
 from onnxdeconv.analysis import BAND_NAMES, FilterReport, analyse_filters, band_fractions
 from onnxdeconv.errors import InputError
 from onnxdeconv.inputs import IMAGE_SUFFIXES, PRESETS, load_input
+from onnxdeconv.outputs import json_safe
 
 SIZE = 224
 
@@ -359,3 +360,15 @@ def test_cli_squeezenet(
     assert data["aliasing_source"] == "images" and 0 < data["aliasing"] < 1
     assert stdout.startswith("stride 2 with 3x3 kernels")
     assert cv2.imread(str(out)) is not None
+
+
+def test_report_json_is_strict_and_names_the_provider(photos: np.ndarray) -> None:
+    model = prepare(load_model(conv_model(random_filters(4, 5), stride=2)))
+    report = analyse_filters(model, photos[:2], device="cpu")
+    data = json.loads(json.dumps(json_safe(report.to_json()), allow_nan=False))
+    for key in ("layer", "stride", "kernel", "coverage", "band_energy", "norms", "aliasing"):
+        assert key in data
+    values = [data["aliasing"], *data["coverage"].values(), *data["norms"]]
+    assert np.isfinite(values).all() and 0 < data["aliasing"] < 1
+    assert report.provider == "CPUExecutionProvider"
+    assert analyse_filters(model).provider == ""

@@ -28,8 +28,9 @@ from onnxdeconv.analysis.occlusion import (
     to_probabilities,
 )
 from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.inputs import PRESETS, load_input
+from onnxdeconv.inputs import PRESETS, Preprocessing, load_input
 from onnxdeconv.labels import resolve_label
+from onnxdeconv.outputs import json_safe
 from onnxdeconv.runtime import create_session
 
 # The planted-feature image: dark, with a bright 6x6 square at rows 20-25, columns 8-13.
@@ -123,7 +124,7 @@ def test_occluder_starts_by_hand() -> None:
     assert occluder_starts(4, 4, 1) == [0]
     assert occluder_starts(6, 2, 10) == [0, 4]
     assert occluder_starts(28, 5, 2) == [*range(0, 23, 2), 23]
-    with pytest.raises(InputError, match=r"larger than the image side \(8 px\).*--size 8"):
+    with pytest.raises(InputError, match=r"larger than the image side \(8 px\).*8 px or smaller"):
         occluder_starts(8, 9, 1)
 
 
@@ -323,7 +324,7 @@ def test_cli_npy_input_uses_its_mean(tmp_path: Path, capsys: pytest.CaptureFixtu
         [
             DIGITNET,
             tmp_path / "seven.npy",
-            "--size",
+            "--occluder",
             "14",
             "--stride",
             "14",
@@ -350,7 +351,7 @@ def test_cli_squeezenet_matches_a_plain_forward_pass(
     report = tmp_path / "dogs.json"
     labels = squeezenet_path.parent / "Labels.txt"
     args: list[object] = [squeezenet_path, images_dir / "dogs.jpg", "--preset", "caffe"]
-    args += ["--labels", labels, "--label", "Tibetan terrier", "--size", "56", "--stride", "56"]
+    args += ["--labels", labels, "--label", "Tibetan terrier", "--occluder", "56", "--stride", "56"]
     args += ["-o", tmp_path / "dogs.png", "--json", report]
     code, stdout, err = occlusion_cli(args, capsys)
     assert code == 0, err
@@ -374,7 +375,7 @@ def test_cli_squeezenet_matches_a_plain_forward_pass(
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        (["--size", "40"], r"the occluder \(40 px\) is larger than the image side \(28 px\)"),
+        (["--occluder", "40"], r"the occluder \(40 px\) is larger than the image side \(28 px\)"),
         (["--label", "seven"], r"unknown class name 'seven'"),
         (["--label", "12"], r"class 12 is out of range: the model has 10 classes"),
         (["--labels", "missing.txt"], r"labels file 'missing.txt' does not exist"),
@@ -397,3 +398,44 @@ def test_cli_user_errors(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_result_has_the_panel_and_strict_json(blob: Projector, planted: np.ndarray) -> None:
+    result = occlusion_maps(blob, planted, size=8, stride=4, fill=0.5, projections=2)
+    assert result.projections is not None
+    assert result.projections.reasons == ["unoccluded", "covers the unit", "largest drop"]
+    alone = occlusion_projections(blob, planted, result, count=2)
+    np.testing.assert_array_equal(result.projections.projections, alone.projections)
+    data = json.loads(json.dumps(json_safe(result.to_json(["blob", "none"])), allow_nan=False))
+    for key in ("feature_map", "probability", "top_label", "top_probability", "fill", "baseline"):
+        assert key in data
+    assert data["label_name"] == "blob" and data["size"] == 8 and data["stride"] == 4
+    maps = np.array(data["feature_map"] + data["probability"], np.float64)
+    assert maps.shape == (2 * len(result.rows), len(result.columns)) and np.isfinite(maps).all()
+    assert np.isfinite(list(data["baseline"].values())[:2]).all()
+
+
+def test_label_by_name_and_mid_grey_from_the_preprocessing(planted: np.ndarray) -> None:
+    prepared = prepare(load_model(blob_net()))
+    grey = Preprocessing(scale=1 / 255, mean=(0.0,), std=(1.0,))
+    result = occlusion_maps(
+        prepared,
+        planted,
+        layer="relu",
+        label="none",
+        labels=["blob", "none"],
+        size=8,
+        stride=8,
+        preprocessing=grey,
+        device="cpu",
+    )
+    assert result.label == 1
+    np.testing.assert_allclose(result.fill.ravel(), [128 / 255], rtol=1e-6)
+    with pytest.raises(SelectionError, match="unknown class name 'dog'"):
+        occlusion_maps(prepared, planted, label="dog", labels=["blob", "none"], size=8)
+
+
+def test_help_names_the_occluder_and_the_input_size(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = occlusion_cli(["--help"], capsys)
+    assert code == 0
+    assert "--occluder" in out and "--size H,W" in out and "--input-size" not in out

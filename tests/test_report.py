@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import math
 import os
 import re
 import shutil
@@ -16,16 +18,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import DIGITNET, ROOT
 from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import load_model, prepare
+from onnxdeconv.analysis.report import ANALYSES, Report, build_report, crop_box
 from onnxdeconv.cli.main import main
-from onnxdeconv.cli.report_command import crop_box
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.receptive_field import ReceptiveField
-from onnxdeconv.render.report import LayerRow, Picture, Report, Section, render_html
+from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
+from onnxdeconv.outputs import json_safe
+from onnxdeconv.render.report import LayerRow, Page, Picture, Section, render_html
 
 EXAMPLES = ROOT / "models" / "examples"
 SRC = re.compile(r'src="([^"]*)"')
@@ -191,7 +197,7 @@ def test_crop_box_is_the_receptive_field_clipped_to_the_image() -> None:
 def test_text_is_escaped() -> None:
     png = cv2.imencode(".png", np.zeros((2, 2), np.uint8))[1].tobytes()
     page = render_html(
-        Report(
+        Page(
             title="<script>alert(1)</script>",
             summary=[("model", "a&b")],
             layers=[LayerRow("conv1", '"x"<y>', "Conv", "1x2x2", "3x3 /1", False, "no <rule>")],
@@ -257,3 +263,98 @@ def test_page_renders_in_chromium(digit_report: tuple[Path, str, str]) -> None:
         if "Uncaught" in line or ":CONSOLE" in line
     ]
     assert not console, console
+
+
+# --- the library, without the command line -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_library_report() -> tuple[Report, np.ndarray, list[str], list[int]]:
+    """build_report on DigitNet over the three example digits, counting the progress calls."""
+    loaded = load_model(DIGITNET)
+    preprocessing = preprocessing_from_metadata(loaded)
+    assert preprocessing is not None
+    files = sorted(EXAMPLES.glob("*.png"))
+    batch = np.concatenate([load_input(f, loaded, preprocessing).array for f in files])
+    calls: list[int] = []
+    report = build_report(
+        prepare(loaded),
+        batch,
+        [f.name for f in files],
+        pictures=[read_image(f) for f in files],
+        preprocessing=preprocessing,
+        device="cpu",
+        progress=calls.append,
+    )
+    return report, batch, [f.name for f in files], calls
+
+
+def test_build_report_computes_every_section(
+    digit_library_report: tuple[Report, np.ndarray, list[str], list[int]],
+) -> None:
+    report, batch, names, calls = digit_library_report
+    assert report.notes == {}
+    assert report.names == names and report.provider == "CPUExecutionProvider"
+    assert [r.alias for r in report.layers] == [
+        r.alias for r in prepare(load_model(DIGITNET)).layers()
+    ]
+    # The projected layers default to DigitNet's three Relu layers with spatial maps.
+    assert [p.alias for p in report.projections] == ["relu1", "relu2", "relu3"]
+    assert calls == [1] * (len(ANALYSES) + 3)
+    # The predictions are the softmax of the logits of a plain ONNX Runtime session.
+    session = ort.InferenceSession(str(DIGITNET), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"image": batch})[0].astype(np.float64)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert report.predictions is not None and report.predictions.softmax_applied
+    np.testing.assert_allclose(report.predictions.probabilities, expected, rtol=1e-5, atol=1e-7)
+    assert report.predictions.top(names.index("digit_7.png"))[0][0] == 7
+    assert report.filters is not None and report.filters.aliasing_source == "images"
+    assert report.occlusion is not None and report.occlusion.projections is not None
+    assert len(report.occlusion.projections.positions) == 1 + 3
+    assert report.invariance is not None
+    assert report.invariance.images == names[:3] and len(report.invariance.examples) == 5
+    for layer in report.projections:
+        # 3 images x 4 channels, each projected to the 1x28x28 input.
+        assert layer.projections.shape == (12, 1, 28, 28) and len(layer.crops) == 12
+        assert [p.image for p in layer.selections] == [0] * 4 + [1] * 4 + [2] * 4
+        for pick, crop in zip(layer.selections, layer.crops, strict=True):
+            assert crop == crop_box(layer.receptive_field, pick.position, 28, 28)
+
+
+def test_report_to_json_is_strict_json(
+    digit_library_report: tuple[Report, np.ndarray, list[str], list[int]],
+) -> None:
+    report = digit_library_report[0]
+    data = json.loads(json.dumps(json_safe(report.to_json()), allow_nan=False))
+    assert set(data) >= {"images", "provider", "layers", "projected", "predictions", "filters"}
+    assert set(data) >= {"occlusion", "invariance", "projections", "notes"}
+    assert len(data["predictions"]["probabilities"]) == 3
+    assert all(math.isfinite(p) for row in data["predictions"]["probabilities"] for p in row)
+    assert data["occlusion"]["label"] == data["occlusion"]["predicted"]
+    assert len(data["invariance"]["amounts"]) == len(report.invariance.curves.amounts)  # type: ignore[union-attr]
+    assert [p["alias"] for p in data["projections"]] == ["relu1", "relu2", "relu3"]
+    assert len(data["projections"][0]["selections"]) == 12
+
+
+def test_build_report_without_pictures_leaves_a_note() -> None:
+    loaded = load_model(DIGITNET)
+    batch = load_input(EXAMPLES / "digit_7.png", loaded, PRESETS["raw"]).array
+    report = build_report(prepare(loaded), batch, ["seven"], layers=["relu2"], device="cpu")
+    assert report.invariance is None and "pictures" in report.notes["invariance"]
+    assert [p.alias for p in report.projections] == ["relu2"]
+    # Without the preprocessing, the occluder is the image's mean.
+    assert report.occlusion is not None
+    assert report.occlusion.fill.ravel() == pytest.approx([float(batch.mean())], rel=1e-6)
+    with pytest.raises(InputError, match="2 names for 1 images"):
+        build_report(prepare(loaded), batch, ["a", "b"], device="cpu")
+
+
+def test_commands_reach_onnx_runtime_only_through_the_library() -> None:
+    """No command opens sessions of its own: ForwardRunner and the Projector do."""
+    banned = re.compile(r"\b(create_session|run_bound|InferenceSession|onnxruntime)\b")
+    for path in sorted((ROOT / "onnxdeconv" / "cli").glob("*.py")):
+        assert not banned.search(path.read_text()), path.name
+    for name in ("filters", "occlusion", "sanity", "report"):
+        source = (ROOT / "onnxdeconv" / "analysis" / f"{name}.py").read_text()
+        assert not banned.search(source), name

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import load_model, prepare
 from onnxdeconv.analysis.sanity import (
+    CSV_COLUMNS,
     SanityReport,
     cascade_step,
     cascade_steps,
     compare,
     rankdata,
     sanity_check,
+    sanity_steps,
     spearman,
     ssim,
     weighted_layers,
@@ -450,3 +453,48 @@ def test_cli_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     code, _, err = run(["sanity", DIGITNET, tmp_path / "nope.png"], capsys)
     assert code == 2
     assert err.strip().startswith("error: input file") and len(err.strip().splitlines()) == 1
+
+
+def test_report_to_json_and_rows() -> None:
+    rng = np.random.default_rng(10)
+    w1 = rng.normal(size=(1, 1, KERNEL, KERNEL))
+    w2 = np.array([0.5, 1.0, 2.0, 0.3, 0.8, 1.5]).reshape(6, 1, 1, 1)
+    model = two_convs(w1, w2)
+    random_w2 = initializers(cascade_step(model, weighted_layers(model, "c2"), 1, seed=0))["w2"]
+    negative = int(np.argmax(random_w2.ravel() <= 0))
+    report = run_check(model, negative, ("deconvnet",))
+    # JSON has no NaN: the randomised model's projection is zero, its scores null.
+    data = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert data["layer"] == "c2" and data["rules"] == ["deconvnet"] and data["target"] == "same"
+    assert [s["randomised_layers"] for s in data["steps"]] == report.steps == [0, 1, 2]
+    assert [s["down_to"] for s in data["steps"]] == [None, *report.labels[::-1]]
+    assert data["steps"][0]["spearman"]["deconvnet"] == pytest.approx(1.0)
+    assert data["steps"][1]["ssim"]["deconvnet"] is None
+    assert all(s["channel"] == negative and s["position"] == list(POSITION) for s in data["steps"])
+    assert data["region"] == [[4, 9], [4, 9]] and data["provider"] == "CPUExecutionProvider"
+    rows = report.rows()
+    assert [list(row) for row in rows] == [list(CSV_COLUMNS)] * 3
+    assert rows[0]["spearman"] == "1" and rows[1]["ssim"] == "nan"
+
+
+def test_sanity_steps_match_the_run(digit_7: np.ndarray) -> None:
+    prepared = prepare(load_model(DIGITNET))
+    assert sanity_steps(prepared) == [0, 1, 2, 3]
+    assert sanity_steps(prepared, "conv2", steps=1) == [0, 2]
+    calls: list[int] = []
+    report = sanity_check(
+        prepared, digit_7, layer="conv2", rules=("deconvnet",), steps=1, progress=calls.append
+    )
+    assert report.steps == [0, 2] and calls == [1, 1]
+
+
+def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "s.json"
+    args = ["sanity", DIGITNET, DIGIT_7, "--steps", "1", "--rule", "guided", "--device", "cpu"]
+    code, out, err = run([*args, "-o", tmp_path / "s.png", "--json", target], capsys)
+    assert code == 0, err
+    assert "running on CPUExecutionProvider" in err
+    data = json.loads(target.read_text())
+    assert data["model"] == str(DIGITNET) and data["rules"] == ["guided"]
+    assert [s["randomised_layers"] for s in data["steps"]] == [0, 3]
+    assert out.strip().splitlines()[-2:] == [str(tmp_path / "s.png"), str(target)]

@@ -4,7 +4,7 @@
 set -euo pipefail
 out=docs/images
 shared=../shared
-onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7 --size 8 \
+onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7 --occluder 8 \
   --stride 2 -o "$out/digit_7_occlusion.png"
 squeezenet=$shared/models/squeezenet1.1-fp16
 onnxdeconv occlusion "$squeezenet/SqueezeNet_fp16.onnx" "$shared/images/dogs.jpg" --preset caffe \

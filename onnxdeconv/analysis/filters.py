@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxdeconv.errors import InputError, OnnxDeconvError
 from onnxdeconv.graph.paths import path_tensors
 from onnxdeconv.prepared import PreparedModel
-from onnxdeconv.runtime import create_session
+from onnxdeconv.runtime import Device, ForwardRunner
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class FilterReport:
         aliasing: Aliasing score in [0, 1]: fraction of energy above the post-stride Nyquist limit.
         aliasing_source: ``"images"`` or ``"filters"``: what the score was measured on.
         verdict: Plain-language verdict.
+        provider: The ONNX Runtime provider that ran the first layer on the images (empty
+            without images).
     """
 
     layer: str
@@ -79,6 +81,7 @@ class FilterReport:
     aliasing: float
     aliasing_source: str
     verdict: str
+    provider: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The report as JSON-ready values (the weights are left out; ``norms`` sizes them)."""
@@ -116,21 +119,23 @@ class _FirstConv:
 
 
 def analyse_filters(
-    model: PreparedModel,
+    prepared: PreparedModel,
     images: np.ndarray | None = None,
     *,
     dead_ratio: float = 0.05,
     aliasing_threshold: float = 0.1,
+    device: Device = "auto",
 ) -> FilterReport:
-    """Diagnose the first convolutional layer of ``model`` as Zeiler & Fergus do in Fig. 6.
+    """Diagnose the first convolutional layer of ``prepared`` as Zeiler & Fergus do in Fig. 6.
 
     Args:
-        model: The prepared model (``prepare(load_model(path))``).
+        prepared: The prepared model (``prepare(load_model(path))``).
         images: Optional preprocessed batch ``[N, *input_shape]`` in the model's input dtype and
             layout; with it the aliasing score is measured on feature maps and never-active
             filters are found.
         dead_ratio: A filter is dead when its norm is below this fraction of the median norm.
         aliasing_threshold: Aliasing scores above this are called high in the verdict.
+        device: Where ONNX Runtime runs the first layer on the images.
 
     Returns:
         The report; its ``verdict`` says in plain words what was found.
@@ -139,7 +144,7 @@ def analyse_filters(
         OnnxDeconvError: The model has no 2-D Conv fed by the image input with constant weights.
         InputError: ``images`` does not match the model's input.
     """
-    first = _first_conv(model)
+    first = _first_conv(prepared)
     weights = first.weights
     norms = np.sqrt((weights.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).astype(np.float32)
     median = float(np.median(norms))
@@ -150,12 +155,11 @@ def analyse_filters(
         band_energy[live].mean(axis=0) if live.size else np.zeros(len(BAND_NAMES), np.float64)
     )
     never_active: list[int] | None = None
+    provider = ""
     if images is not None:
-        _check_images(model, images)
-        conv_inputs, responses = _run_to_first_conv(model, first, images)
-        peak = responses.max(axis=(0, *range(2, responses.ndim)))
+        _check_images(prepared, images)
+        peak, aliasing, provider = _run_first_layer(prepared, first, images, device)
         never_active = [int(i) for i in np.flatnonzero(peak <= 0)]
-        aliasing = _image_aliasing(first, conv_inputs)
         source = "images"
     else:
         aliasing = filter_aliasing(weights[live], first.stride) if live.size else 0.0
@@ -192,6 +196,7 @@ def analyse_filters(
         aliasing=float(aliasing),
         aliasing_source=source,
         verdict=verdict,
+        provider=provider,
     )
 
 
@@ -309,10 +314,10 @@ def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
     return default
 
 
-def _first_conv(model: PreparedModel) -> _FirstConv:
-    reached = path_tensors(model.graph, model.loaded.input_name, model.info)
+def _first_conv(prepared: PreparedModel) -> _FirstConv:
+    reached = path_tensors(prepared.graph, prepared.loaded.input_name, prepared.info)
     node = next(
-        (n for n in model.graph.node if n.op_type == "Conv" and n.input[0] in reached), None
+        (n for n in prepared.graph.node if n.op_type == "Conv" and n.input[0] in reached), None
     )
     if node is None:
         raise OnnxDeconvError(
@@ -320,12 +325,12 @@ def _first_conv(model: PreparedModel) -> _FirstConv:
             "convolutional first layer"
         )
     where = f"the first Conv '{node.name or node.output[0]}'"
-    if len(node.input) < 2 or node.input[1] not in model.constants:
+    if len(node.input) < 2 or node.input[1] not in prepared.constants:
         raise OnnxDeconvError(
             f"{where} takes its weights from a computed tensor, not a constant: export the model "
             "with constant (folded) weights"
         )
-    weights = np.asarray(model.constants[node.input[1]], np.float32)
+    weights = np.asarray(prepared.constants[node.input[1]], np.float32)
     if weights.ndim != 4:
         raise OnnxDeconvError(
             f"{where} is a {weights.ndim - 2}-D convolution; the filter diagnostics need a 2-D "
@@ -333,13 +338,13 @@ def _first_conv(model: PreparedModel) -> _FirstConv:
         )
     stride = tuple(_ints(node, "strides", [1, 1]))
     kernel = tuple(_ints(node, "kernel_shape", list(weights.shape[2:])))
-    return _FirstConv(node, weights, stride, kernel, _response_tensor(model, node))
+    return _FirstConv(node, weights, stride, kernel, _response_tensor(prepared, node))
 
 
-def _response_tensor(model: PreparedModel, conv: onnx.NodeProto) -> str:
+def _response_tensor(prepared: PreparedModel, conv: onnx.NodeProto) -> str:
     """The tensor the rectifier after ``conv`` reads, or the conv output if none follows."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
+    for node in prepared.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     tensor = str(conv.output[0])
@@ -350,95 +355,105 @@ def _response_tensor(model: PreparedModel, conv: onnx.NodeProto) -> str:
         others = [name for name in node.input[1:] if name]
         if node.op_type not in _CHANNELWISE or node.input[0] != tensor:
             break
-        if not all(name in model.constants for name in others):
+        if not all(name in prepared.constants for name in others):
             break
         tensor = str(node.output[0])
     return str(conv.output[0])
 
 
-def _check_images(model: PreparedModel, images: np.ndarray) -> None:
-    want = tuple(model.input_shape)
+def _check_images(prepared: PreparedModel, images: np.ndarray) -> None:
+    want = tuple(prepared.input_shape)
     if images.ndim != len(want) + 1 or tuple(images.shape[1:]) != want or not len(images):
         raise InputError(
             f"the images have shape {list(images.shape)}; the model needs a batch shaped "
             f"[N, {', '.join(map(str, want))}]: preprocess them with onnxdeconv.inputs.load_input"
         )
-    if images.dtype != model.loaded.input_dtype:
+    dtype = prepared.loaded.input_dtype
+    if images.dtype != dtype:
         raise InputError(
-            f"the images are {images.dtype}; input '{model.loaded.input_name}' is "
-            f"{model.loaded.input_dtype}: convert them with .astype('{model.loaded.input_dtype}')"
+            f"the images are {images.dtype}; input '{prepared.loaded.input_name}' is {dtype}: "
+            f"convert them with .astype('{dtype}')"
         )
 
 
-def _subgraph(model: PreparedModel, outputs: list[str]) -> onnx.ModelProto:
-    """The part of the forward graph that computes ``outputs`` from the image input."""
-    graph = model.graph
-    needed = set(outputs)
+#: Tensors the first-layer graph adds: the Conv's input as float32, the float32 weights, and the
+#: Conv's maps at stride 1 without bias.
+_FLOAT_INPUT = "filters__conv_input_float"
+_WEIGHTS = "filters__weights"
+_STRIDE_ONE = "filters__stride_one"
+
+
+def _first_layer_graph(prepared: PreparedModel, first: _FirstConv) -> onnx.ModelProto:
+    """The forward graph up to the first Conv's rectifier input, and that Conv at stride 1.
+
+    The stride-1 copy reads the Conv's input cast to float32, with the float32 weights and no
+    bias: the maps whose spectra the aliasing score measures.
+    """
+    graph = prepared.graph
+    conv_input = first.node.input[0]
+    needed = {first.response, conv_input}
     nodes = []
     for node in reversed(graph.node):
         if any(name in needed for name in node.output):
             nodes.append(node)
             needed.update(name for name in node.input if name)
     nodes.reverse()
-    name = model.loaded.input_name
-    source = next(v for v in graph.input if v.name == name)
-    # A free batch: the images run one at a time whatever batch the model declares.
-    dims: list[int | str] = ["N", *model.input_shape]
-    image = helper.make_tensor_value_info(name, source.type.tensor_type.elem_type, dims)
-    sub = helper.make_graph(
-        nodes,
-        "first_conv",
-        [image],
-        [helper.make_tensor_value_info(name, model.info[name].elem_type, None) for name in outputs],
-        initializer=[t for t in graph.initializer if t.name in needed],
-    )
-    out = helper.make_model(sub, opset_imports=list(model.loaded.model.opset_import))
-    out.ir_version = model.loaded.model.ir_version
-    return out
-
-
-def _run_to_first_conv(
-    model: PreparedModel, first: _FirstConv, images: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compute the first Conv's input and its rectifier's input for every image (float32)."""
-    conv_input = first.node.input[0]
-    direct = conv_input == model.loaded.input_name
-    outputs = [first.response] if direct else [conv_input, first.response]
-    session = create_session(_subgraph(model, outputs), "cpu")
-    inputs, responses = [], []
-    for image in images:
-        values = session.run(outputs, {model.loaded.input_name: image[None]})
-        inputs.append(image[None] if direct else values[0])
-        responses.append(values[-1])
-    return (
-        np.concatenate(inputs).astype(np.float32),
-        np.concatenate(responses).astype(np.float32),
-    )
-
-
-def _image_aliasing(first: _FirstConv, conv_inputs: np.ndarray) -> float:
-    """Aliasing score on the first layer's feature maps computed at stride 1, without bias."""
     attributes = {
         attr.name: helper.get_attribute_value(attr)
         for attr in first.node.attribute
         if attr.name in ("pads", "dilations", "group", "auto_pad", "kernel_shape")
     }
     attributes["strides"] = [1] * len(first.stride)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], **attributes)],
-        "stride_one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *conv_inputs.shape[1:]])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(first.weights, "w")],
+    nodes += [
+        helper.make_node("Cast", [conv_input], [_FLOAT_INPUT], to=TensorProto.FLOAT),
+        helper.make_node("Conv", [_FLOAT_INPUT, _WEIGHTS], [_STRIDE_ONE], **attributes),
+    ]
+    name = prepared.loaded.input_name
+    source = next(v for v in graph.input if v.name == name)
+    # A free batch: the runner feeds the model's fixed batch, or one image at a time.
+    dims: list[int | str] = ["N", *prepared.input_shape]
+    image = helper.make_tensor_value_info(name, source.type.tensor_type.elem_type, dims)
+    response = prepared.info[first.response].elem_type
+    sub = helper.make_graph(
+        nodes,
+        "first_layer",
+        [image],
+        [
+            helper.make_tensor_value_info(first.response, response, None),
+            helper.make_tensor_value_info(_STRIDE_ONE, TensorProto.FLOAT, None),
+        ],
+        initializer=[
+            *(t for t in graph.initializer if t.name in needed),
+            numpy_helper.from_array(first.weights, _WEIGHTS),
+        ],
     )
-    tiny = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    tiny.ir_version = 7
-    session = create_session(tiny, "cpu")
+    out = helper.make_model(sub, opset_imports=list(prepared.loaded.model.opset_import))
+    out.ir_version = prepared.loaded.model.ir_version
+    return out
+
+
+def _run_first_layer(
+    prepared: PreparedModel, first: _FirstConv, images: np.ndarray, device: Device
+) -> tuple[np.ndarray, float, str]:
+    """The peak rectifier input of each filter over ``images``, the aliasing score, the provider.
+
+    The score is the mean over the images of :func:`map_aliasing` of the first layer's feature
+    maps computed at stride 1, without bias.
+    """
+    runner = ForwardRunner(prepared, model=_first_layer_graph(prepared, first), device=device)
+    names = [first.response, _STRIDE_ONE]
+    step = runner.fixed_batch or 1
+    peak: np.ndarray | None = None
     scores = []
-    for sample in conv_inputs:
-        maps = session.run(["y"], {"x": sample[None]})[0][0]
-        scores.append(map_aliasing(maps, first.stride))
-    return float(np.mean(scores))
+    # A few images at a time: the stride-1 maps of every image at once could fill the memory.
+    for start in range(0, len(images), step):
+        values = runner.run(images[start : start + step], names)
+        response = values[first.response].astype(np.float32)
+        highest = response.max(axis=(0, *range(2, response.ndim)))
+        peak = highest if peak is None else np.maximum(peak, highest)
+        scores += [map_aliasing(maps, first.stride) for maps in values[_STRIDE_ONE]]
+    assert peak is not None
+    return peak, float(np.mean(scores)), runner.provider
 
 
 def _describe(values: Sequence[int]) -> str:

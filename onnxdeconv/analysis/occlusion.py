@@ -24,6 +24,7 @@ from onnxdeconv.analysis.layers import occlusion_layer
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, image_layout, normalise
+from onnxdeconv.labels import resolve_label
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.runtime import Device
@@ -70,6 +71,7 @@ class OcclusionResult:
         fill: The occluder's value after preprocessing: a scalar or per-channel values shaped to
             broadcast over the square (``[C, 1, 1]`` channels first).
         image_size: Height and width of the image.
+        projections: The projections of panel (c), where they were asked for.
     """
 
     layer: str
@@ -91,6 +93,7 @@ class OcclusionResult:
     softmax_applied: bool
     fill: np.ndarray
     image_size: tuple[int, int]
+    projections: OcclusionProjections | None = None
 
     @property
     def positions(self) -> list[tuple[int, int]]:
@@ -165,8 +168,8 @@ def occluder_starts(length: int, size: int, stride: int) -> list[int]:
         raise InputError(f"occluder size and stride must be at least 1, got {size} and {stride}")
     if size > length:
         raise InputError(
-            f"the occluder ({size} px) is larger than the image side ({length} px): give "
-            f"--size {length} or less"
+            f"the occluder ({size} px) is larger than the image side ({length} px): make it "
+            f"{length} px or smaller"
         )
     starts = list(range(0, length - size + 1, stride))
     if starts[-1] + size < length:
@@ -182,6 +185,26 @@ def default_size(height: int, width: int) -> int:
 def default_stride(size: int) -> int:
     """Half the occluder size, rounded down (at least 1 pixel)."""
     return max(1, size // 2)
+
+
+def occluder_grid(
+    input_shape: tuple[int, ...], size: int | None = None, stride: int | None = None
+) -> tuple[int, int, list[int], list[int]]:
+    """The occluder side and stride (defaults filled in), and the occluders' top and left edges.
+
+    Args:
+        input_shape: The model's per-sample input shape.
+        size: Occluder side in pixels; default :func:`default_size`.
+        stride: Step in pixels; default :func:`default_stride`.
+
+    Raises:
+        InputError: The input is no image, or the occluder does not fit.
+    """
+    axes = spatial_axes(input_shape)
+    height, width = (input_shape[a] for a in axes)
+    size = default_size(height, width) if size is None else size
+    stride = default_stride(size) if stride is None else stride
+    return size, stride, occluder_starts(height, size, stride), occluder_starts(width, size, stride)
 
 
 def spatial_axes(per_sample: tuple[int, ...]) -> tuple[int, int]:
@@ -258,33 +281,71 @@ def to_probabilities(scores: np.ndarray) -> tuple[np.ndarray, bool]:
     return shifted / shifted.sum(axis=1, keepdims=True), True
 
 
-def _projector(model: PreparedModel | Projector, layer: str | None, device: Device) -> Projector:
-    if isinstance(model, Projector):
-        if layer is not None and model.prepared.resolve(layer) != model.layer:
+def _projector(prepared: PreparedModel | Projector, layer: str | None, device: Device) -> Projector:
+    if isinstance(prepared, Projector):
+        if layer is not None and prepared.prepared.resolve(layer) != prepared.layer:
             raise SelectionError(
-                f"the projector is for layer '{model.layer}', not '{layer}': pass the model or a "
-                "projector for that layer"
+                f"the projector is for layer '{prepared.layer}', not '{layer}': pass the model "
+                "or a projector for that layer"
             )
-        if not model.keeps_outputs:
+        if not prepared.keeps_outputs:
             raise SelectionError(
                 "occlusion reads the model's class output: build the projector with "
                 "keep_outputs=True, or pass the prepared model"
             )
-        return model
-    target = model.resolve(layer) if layer else occlusion_layer(model)
-    return Projector(model, layer=target, device=device, keep_outputs=True)
+        return prepared
+    target = prepared.resolve(layer) if layer else occlusion_layer(prepared)
+    return Projector(prepared, layer=target, device=device, keep_outputs=True)
+
+
+def class_count(prepared: PreparedModel) -> int:
+    """The number of classes: the per-sample size of the model's last output."""
+    info = prepared.info.get(prepared.loaded.model.graph.output[-1].name)
+    if info is None:
+        raise InputError("the model's last output has no known shape: cannot read class scores")
+    return int(np.prod(info.per_sample))
+
+
+def check_choice(
+    projector: Projector,
+    channel: int | None = None,
+    label: int | str | None = None,
+    labels: Sequence[str] | None = None,
+) -> int | None:
+    """Check a chosen channel of the projector's layer, and look the class ``label`` up.
+
+    Runs nothing, so that a mistake costs nothing.
+
+    Returns:
+        The class index (None when ``label`` is None: the predicted class).
+
+    Raises:
+        SelectionError: The channel is out of range, or the class unknown or out of range.
+    """
+    channels = projector.layer_shape[0]
+    if channel is not None and not 0 <= channel < channels:
+        raise SelectionError(
+            f"channel {channel} is out of range: layer '{projector.layer}' has {channels} "
+            f"channels (0..{channels - 1})"
+        )
+    if label is None:
+        return None
+    return resolve_label(label, labels, class_count(projector.prepared))
 
 
 def occlusion_maps(
-    model: PreparedModel | Projector,
+    prepared: PreparedModel | Projector,
     image: np.ndarray,
     *,
     layer: str | None = None,
     channel: int | None = None,
-    label: int | None = None,
+    label: int | str | None = None,
+    labels: Sequence[str] | None = None,
     size: int | None = None,
     stride: int | None = None,
     fill: float | np.ndarray | None = None,
+    preprocessing: Preprocessing | None = None,
+    projections: int = 0,
     batch_size: int = 32,
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
@@ -292,41 +353,47 @@ def occlusion_maps(
     """Slide a grey square over ``image`` and record the feature map and class maps.
 
     Args:
-        model: The prepared model, or a :class:`~onnxdeconv.projector.Projector` for the layer
-            (its forward session is reused).
+        prepared: The prepared model, or a :class:`~onnxdeconv.projector.Projector` for the layer
+            built with ``keep_outputs=True`` (its forward session is reused).
         image: One preprocessed input ``[1, *input_shape]`` in the model's dtype.
         layer: Tensor name or alias for map (b); default: the deepest projectable layer with a
             spatial map.
         channel: The feature map to measure; default: the strongest on the unoccluded image.
-        label: The class for map (d); default: the one predicted for the unoccluded image.
+        label: The class for map (d), as an index or a name in ``labels``; default: the one
+            predicted for the unoccluded image.
+        labels: Class names, to look ``label`` up in.
         size: Occluder side in pixels; default :func:`default_size`.
         stride: Step in pixels; default :func:`default_stride`.
-        fill: The occluder's value (scalar or per channel, see :func:`mid_grey`); default: the
-            per-channel mean of ``image``.
+        fill: The occluder's value (scalar or per channel, see :func:`mid_grey`); default:
+            mid-grey through ``preprocessing``, else the per-channel mean of ``image``.
+        preprocessing: How ``image`` was made from a picture, for the mid-grey occluder.
+        projections: How many occluder positions to project for in panel (c)
+            (:func:`occlusion_projections`); 0 leaves the panel out.
         batch_size: Occluded copies per forward run (a model with a fixed batch runs at its own).
-        device: Where ONNX Runtime runs, when ``model`` is not a projector already.
-        progress: Called with the number of occluded copies done after each batch.
+        device: Where ONNX Runtime runs, when ``prepared`` is not a projector already.
+        progress: Called with the number of occluded copies done in each batch.
     """
-    projector = _projector(model, layer, device)
+    projector = _projector(prepared, layer, device)
     prepared = projector.prepared
-    loaded = prepared.loaded
+    target = check_choice(projector, channel, label, labels)
     if image.ndim != len(prepared.input_shape) + 1 or image.shape[0] != 1:
         raise InputError(
             f"give one input [1, {', '.join(map(str, prepared.input_shape))}], got "
             f"{list(image.shape)}"
         )
-    axes = spatial_axes(prepared.input_shape)
-    height, width = (prepared.input_shape[a] for a in axes)
-    size = default_size(height, width) if size is None else size
-    stride = default_stride(size) if stride is None else stride
-    rows, columns = occluder_starts(height, size, stride), occluder_starts(width, size, stride)
-    fill_value = mean_fill(image) if fill is None else np.asarray(fill, np.float64)
+    size, stride, rows, columns = occluder_grid(prepared.input_shape, size, stride)
+    height, width = (prepared.input_shape[axis] for axis in spatial_axes(prepared.input_shape))
+    if fill is not None:
+        fill_value = np.asarray(fill, np.float64)
+    elif preprocessing is not None:
+        fill_value = mid_grey(preprocessing, prepared.input_shape, prepared.loaded.input_dtype)
+    else:
+        fill_value = mean_fill(image)
 
     forward = projector.forward(image)
     pick = projector.strongest(forward, top=1, channel=channel)[0]
-    output = loaded.model.graph.output[-1].name
-    fixed = loaded.input_shape[0]
-    chunk = fixed if isinstance(fixed, int) and fixed > 0 else max(1, batch_size)
+    output = prepared.loaded.model.graph.output[-1].name
+    chunk = projector.runner.fixed_batch or max(1, batch_size)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Only the class output and the layer: the switches and rectifier inputs the deconv would
@@ -346,32 +413,26 @@ def occlusion_maps(
         totals.append(batch_totals)
         if progress is not None:
             progress(len(batch))
-    joined = np.concatenate([base_scores, *scores])
-    probabilities, applied = to_probabilities(joined)
+    probabilities, applied = to_probabilities(np.concatenate([base_scores, *scores]))
     base, occluded = probabilities[0], probabilities[1:]
     predicted = int(base.argmax())
-    if label is None:
-        label = predicted
-    elif not 0 <= label < base.size:
-        raise SelectionError(
-            f"class {label} is out of range: the model has {base.size} classes (0..{base.size - 1})"
-        )
+    target = predicted if target is None else target
     grid = (len(rows), len(columns))
     top = occluded.argmax(axis=1)
-    return OcclusionResult(
+    result = OcclusionResult(
         layer=projector.layer,
         channel=pick.channel,
-        label=int(label),
+        label=target,
         size=size,
         stride=stride,
         rows=rows,
         columns=columns,
         feature_map=np.concatenate(totals).reshape(grid),
-        probability=occluded[:, label].reshape(grid),
+        probability=occluded[:, target].reshape(grid),
         top_label=top.reshape(grid).astype(np.int64),
         top_probability=occluded[np.arange(len(top)), top].reshape(grid),
         baseline_activation=float(base_total[0]),
-        baseline_probability=float(base[label]),
+        baseline_probability=float(base[target]),
         predicted=predicted,
         strongest=pick.position or (),
         strongest_value=pick.value,
@@ -379,6 +440,9 @@ def occlusion_maps(
         fill=fill_value,
         image_size=(height, width),
     )
+    if projections:
+        result.projections = occlusion_projections(projector, image, result, count=projections)
+    return result
 
 
 def unit_box(field: ReceptiveField | None, position: tuple[int, ...] | None) -> Box | None:
@@ -434,7 +498,7 @@ def projection_positions(
 
 
 def occlusion_projections(
-    model: PreparedModel | Projector,
+    prepared: PreparedModel | Projector,
     image: np.ndarray,
     result: OcclusionResult,
     *,
@@ -449,15 +513,15 @@ def occlusion_projections(
     :func:`projection_positions`). All run as one forward pass and one batched deconv.
 
     Args:
-        model: The prepared model, or a projector for ``result.layer``.
+        prepared: The prepared model, or a projector for ``result.layer``.
         image: The input ``result`` was computed on.
         result: What :func:`occlusion_maps` returned.
         fill: The occluder value (default: the one ``result`` used).
         positions: Top-left corners of the occluders to project for.
         count: How many positions to choose when ``positions`` is None.
-        device: Where ONNX Runtime runs, when ``model`` is not a projector already.
+        device: Where ONNX Runtime runs, when ``prepared`` is not a projector already.
     """
-    projector = _projector(model, result.layer, device)
+    projector = _projector(prepared, result.layer, device)
     field = projector.prepared.receptive_fields.get(projector.layer)
     if positions is None:
         chosen = projection_positions(result, field, count)

@@ -18,7 +18,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -317,6 +317,24 @@ def cascade_steps(count: int, steps: int | None = None) -> list[int]:
 
 # --- the test -----------------------------------------------------------------------------
 
+#: The columns of :meth:`SanityReport.rows`.
+CSV_COLUMNS = (
+    "step",
+    "randomised_layers",
+    "down_to",
+    "rule",
+    "channel",
+    "position",
+    "activation",
+    "spearman",
+    "ssim",
+)
+
+
+def _number(value: float) -> float | None:
+    # JSON has no NaN: a score of a zero projection is null.
+    return value if math.isfinite(value) else None
+
 
 @dataclass
 class SanityReport:
@@ -346,6 +364,8 @@ class SanityReport:
     ssim: dict[str, np.ndarray]
     #: The input region compared: the receptive fields of the projected units (None: all).
     region: Region | None
+    #: The ONNX Runtime provider the projections ran on.
+    provider: str = ""
 
     def step_label(self, index: int) -> str:
         """``original``, or the lowest layer randomised at step ``index`` of ``steps``."""
@@ -353,7 +373,10 @@ class SanityReport:
         return "original" if count == 0 else self.labels[len(self.labels) - count]
 
     def rows(self) -> list[dict[str, object]]:
-        """One row per step and rule, as the CSV holds them."""
+        """One row per step and rule, keyed by :data:`CSV_COLUMNS`, as the CSV holds them.
+
+        Numbers are written with six significant digits (``nan``: a zero projection).
+        """
         rows: list[dict[str, object]] = []
         for index, count in enumerate(self.steps):
             channel, position = self.units[index]
@@ -366,12 +389,41 @@ class SanityReport:
                         "rule": rule,
                         "channel": channel,
                         "position": " ".join(map(str, position)),
-                        "activation": float(self.activations[index]),
-                        "spearman": float(self.spearman[rule][index]),
-                        "ssim": float(self.ssim[rule][index]),
+                        "activation": f"{self.activations[index]:.6g}",
+                        "spearman": f"{self.spearman[rule][index]:.6g}",
+                        "ssim": f"{self.ssim[rule][index]:.6g}",
                     }
                 )
         return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """The test as plain JSON values: the unit, the layers and the scores per step.
+
+        Scores of a zero projection (NaN) are None; the projections themselves are left out.
+        """
+        return {
+            "layer": self.layer,
+            "target": self.target,
+            "rules": list(self.rules),
+            "layers": [
+                {"node": w.node, "op": w.op, "output": w.output, "label": label}
+                for w, label in zip(self.layers, self.labels, strict=True)
+            ],
+            "steps": [
+                {
+                    "randomised_layers": count,
+                    "down_to": None if count == 0 else self.step_label(index),
+                    "channel": self.units[index][0],
+                    "position": list(self.units[index][1]),
+                    "activation": _number(float(self.activations[index])),
+                    "spearman": {r: _number(float(self.spearman[r][index])) for r in self.rules},
+                    "ssim": {r: _number(float(self.ssim[r][index])) for r in self.rules},
+                }
+                for index, count in enumerate(self.steps)
+            ],
+            "region": None if self.region is None else [list(r) for r in self.region],
+            "provider": self.provider,
+        }
 
 
 def unit_region(
@@ -403,6 +455,28 @@ def input_layout(prepared: PreparedModel) -> Layout | None:
         return None
 
 
+def sanity_steps(
+    prepared: PreparedModel, layer: str | None = None, steps: int | None = None
+) -> list[int]:
+    """How many weighted layers each step of :func:`sanity_check` randomises (0 first).
+
+    Raises:
+        SelectionError: ``layer`` is computed from no weights: randomising cannot change it.
+    """
+    return cascade_steps(len(_cascade_layers(prepared, layer)[1]), steps)
+
+
+def _cascade_layers(prepared: PreparedModel, layer: str | None) -> tuple[str, list[WeightedLayer]]:
+    name = prepared.resolve(layer) if layer else sanity_layer(prepared)
+    layers = weighted_layers(prepared.loaded.model, name)
+    if not layers:
+        raise SelectionError(
+            f"layer '{layer or name}' is computed from no {', '.join(WEIGHTED_OPS)} weights, so "
+            "randomising weights cannot change it: pick a deeper layer"
+        )
+    return name, layers
+
+
 def _with_weights(prepared: PreparedModel, model: onnx.ModelProto) -> PreparedModel:
     # Random weights leave every shape as it was, so the measured shapes carry over.
     loaded = dataclasses.replace(prepared.loaded, model=model)
@@ -416,9 +490,23 @@ def _unit_signal(projector: Projector, channel: int, position: tuple[int, ...]) 
     return signal
 
 
+def _scores(
+    stacked: dict[str, np.ndarray], layout: Layout | None, region: Region | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per rule, the Spearman and SSIM scores of every step's projection against step 0's."""
+    spearmans: dict[str, np.ndarray] = {}
+    ssims: dict[str, np.ndarray] = {}
+    for rule, stack in stacked.items():
+        scores = np.array([compare(stack[0], other, layout, region) for other in stack], np.float64)
+        spearmans[rule], ssims[rule] = scores[:, 0], scores[:, 1]
+        if not np.isfinite(stack).all():
+            logger.warning("rule %s: some projections are not finite; their scores are NaN", rule)
+    return spearmans, ssims
+
+
 def sanity_check(
     prepared: PreparedModel,
-    inputs: np.ndarray,
+    image: np.ndarray,
     *,
     layer: str | None = None,
     rules: Sequence[Rule] = RULES,
@@ -428,7 +516,7 @@ def sanity_check(
     position: tuple[int, ...] | None = None,
     target: Target = "same",
     device: Device = "auto",
-    on_step: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SanityReport:
     """Run the cascading randomisation test on one input.
 
@@ -442,7 +530,7 @@ def sanity_check(
 
     Args:
         prepared: The model.
-        inputs: One preprocessed input ``[1, *input_shape]`` in the model's input dtype.
+        image: One preprocessed input ``[1, *input_shape]`` in the model's input dtype.
         layer: Tensor name or alias; default: :func:`sanity_layer`.
         rules: The rules to run.
         steps: How many cascade steps after the original, spread over the layers; default: one
@@ -453,61 +541,50 @@ def sanity_check(
         target: ``same``: project the original's unit at every step (the test as published);
             ``own``: each step projects its own strongest unit (in ``channel`` if given).
         device: Where ONNX Runtime runs.
-        on_step: Called with the step index after each step.
+        progress: Called with 1 after each step.
     """
-    if len(inputs) != 1:
-        raise InputError(f"the sanity check takes one input, got a batch of {len(inputs)}")
+    if len(image) != 1:
+        raise InputError(f"the sanity check takes one input, got a batch of {len(image)}")
     if not rules:
         raise SelectionError("give at least one rule")
-    name = prepared.resolve(layer) if layer else sanity_layer(prepared)
-    layers = weighted_layers(prepared.loaded.model, name)
-    if not layers:
-        raise SelectionError(
-            f"layer '{layer or name}' is computed from no {', '.join(WEIGHTED_OPS)} weights, so "
-            "randomising weights cannot change it: pick a deeper --layer"
-        )
+    name, layers = _cascade_layers(prepared, layer)
     aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
     labels = [aliases.get(w.output, w.node) for w in layers]
     counts = cascade_steps(len(layers), steps)
-    layout = input_layout(prepared)
     rules = tuple(rules)
     projections: dict[str, list[np.ndarray]] = {rule: [] for rule in rules}
     selection: Selection | None = None
     units: list[tuple[int, tuple[int, ...]]] = []
     activations: list[float] = []
+    provider = ""
     for index, count in enumerate(counts):
         model = cascade_step(prepared.loaded.model, layers, count, seed)
         step_model = prepared if count == 0 else _with_weights(prepared, model)
         for rule in rules:
             projector = Projector(step_model, name, rule, device)
-            forward = projector.forward(inputs)
+            provider = projector.provider
+            forward = projector.forward(image)
             if selection is None:
                 selection = projector.strongest(forward, channel=channel, position=position)[0]
             if rule == rules[0]:
-                pick = selection
-                if target == "own" and index > 0:
-                    pick = projector.strongest(forward, channel=channel)[0]
+                # Every rule of a step projects the unit the step's first rule picks.
+                own = target == "own" and index > 0
+                pick = projector.strongest(forward, channel=channel)[0] if own else selection
                 assert pick.position is not None
                 units.append((pick.channel, pick.position))
-                index_of_unit = (0, pick.channel, *pick.position)
-                activations.append(float(forward.activations[index_of_unit]))
+                unit_index = (0, pick.channel, *pick.position)
+                activations.append(float(forward.activations[unit_index]))
             unit = units[-1]
             signal = _unit_signal(projector, *unit)
             projections[rule].append(projector.project_signal(forward, signal, [0])[0])
-        if on_step is not None:
-            on_step(index)
+        if progress is not None:
+            progress(1)
     assert selection is not None
     # Outside the units' receptive fields every projection is zero by construction; comparing
     # those pixels too would inflate both scores.
     region = unit_region(prepared, name, [position for _, position in units])
     stacked = {rule: np.stack(values) for rule, values in projections.items()}
-    spearmans: dict[str, np.ndarray] = {}
-    ssims: dict[str, np.ndarray] = {}
-    for mode, stack in stacked.items():
-        scores = np.array([compare(stack[0], other, layout, region) for other in stack], np.float64)
-        spearmans[mode], ssims[mode] = scores[:, 0], scores[:, 1]
-        if not np.isfinite(stack).all():
-            logger.warning("rule %s: some projections are not finite; their scores are NaN", mode)
+    spearmans, ssims = _scores(stacked, input_layout(prepared), region)
     return SanityReport(
         layer=name,
         layers=layers,
@@ -522,4 +599,5 @@ def sanity_check(
         spearman=spearmans,
         ssim=ssims,
         region=region,
+        provider=provider,
     )

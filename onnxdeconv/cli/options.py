@@ -23,6 +23,7 @@ from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.inputs import (
     IMAGE_SUFFIXES,
     PRESETS,
+    ModelInput,
     Preprocessing,
     image_layout,
     load_input,
@@ -114,6 +115,43 @@ def image_files(folder: Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit else files
 
 
+@dataclass
+class LoadedImages:
+    """Images preprocessed for a model: one batch, and each image's name and picture."""
+
+    batch: np.ndarray
+    #: Paths relative to the folder, one per row of ``batch``.
+    names: list[str]
+    #: Each image as loaded, with the picture a person recognises it by.
+    inputs: list[ModelInput]
+    #: ``name: reason`` for each image that could not be read.
+    skipped: list[str]
+
+
+def read_images(
+    files: list[Path],
+    loaded: LoadedModel,
+    preprocessing: Preprocessing,
+    input_shape: tuple[int, ...],
+    folder: Path,
+) -> LoadedImages:
+    """Preprocess every readable image into one batch; skip and report the unreadable ones."""
+    layout, _ = image_layout(input_shape)
+    spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
+    inputs, names, skipped = [], [], []
+    for path in files:
+        try:
+            inputs.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])))
+            names.append(str(path.relative_to(folder)))
+        except InputError as exc:
+            click.echo(f"skipped {path}: {exc}", err=True)
+            skipped.append(f"{path.relative_to(folder)}: {exc}")
+    if not inputs:
+        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
+    click.echo(f"using {len(inputs)} of {len(files)} images from {folder}", err=True)
+    return LoadedImages(np.concatenate([i.array for i in inputs]), names, inputs, skipped)
+
+
 def load_images(
     files: list[Path],
     loaded: LoadedModel,
@@ -126,19 +164,8 @@ def load_images(
     Returns:
         The batch and the image names (paths relative to ``folder``).
     """
-    layout, _ = image_layout(input_shape)
-    spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
-    arrays, names = [], []
-    for path in files:
-        try:
-            arrays.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])).array)
-            names.append(str(path.relative_to(folder)))
-        except InputError as exc:
-            click.echo(f"skipped {path}: {exc}", err=True)
-    if not arrays:
-        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
-    click.echo(f"using {len(arrays)} of {len(files)} images from {folder}", err=True)
-    return np.concatenate(arrays), names
+    found = read_images(files, loaded, preprocessing, input_shape, folder)
+    return found.batch, found.names
 
 
 def device_option(function: F) -> F:

@@ -181,3 +181,42 @@ def _aliasing_panel(axis: Axes, report: FilterReport, threshold: float) -> None:
     axis.set_ylabel("energy above Nyquist 0.5/stride", fontsize=8)
     axis.set_title("(d) aliasing score", fontsize=9)
     axis.tick_params(labelsize=8)
+
+
+def _indices(values: list[int] | None, count: int, images: int) -> str:
+    if values is None:
+        return "not measured (give --images)"
+    if not values:
+        return "none" if images == 0 else f"none (on {images} images)"
+    shown = ", ".join(map(str, values[:12])) + (", ..." if len(values) > 12 else "")
+    where = f" (on {images} images)" if images else ""
+    return f"{len(values)} of {count}: {shown}{where}"
+
+
+def filters_table(report: FilterReport, images: int, aliasing_threshold: float = 0.1) -> str:
+    """The report as aligned text lines: layer, dead and never-active filters, coverage, aliasing.
+
+    Args:
+        report: What :func:`~onnxdeconv.analysis.filters.analyse_filters` found.
+        images: How many images it ran on (0: none).
+        aliasing_threshold: The threshold the verdict used.
+    """
+    count, channels = report.weights.shape[:2]
+    kernel = "x".join(map(str, report.kernel))
+    stride = "x".join(map(str, report.stride))
+    coverage = "  ".join(
+        f"{name} {value:.2f}" for name, value in zip(BAND_NAMES, report.coverage, strict=True)
+    )
+    rows = [
+        ("layer", f"{report.layer} ({count} filters {channels}x{kernel}, stride {stride})"),
+        ("dead filters", _indices(report.dead, count, 0)),
+        ("never active", _indices(report.never_active, count, images)),
+        ("coverage", coverage),
+        (
+            "aliasing",
+            f"{report.aliasing:.3f} (from {report.aliasing_source}; "
+            f"threshold {aliasing_threshold:g})",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

@@ -308,3 +308,36 @@ def occlusion_figure(
     if title:
         figure.suptitle(title, fontsize=11)
     return figure
+
+
+def occlusion_summary(
+    result: OcclusionResult, labels: Sequence[str] | None, layer_name: str
+) -> list[str]:
+    """Four summary lines of the maps, as ``onnxdeconv occlusion`` prints them.
+
+    The class and its unoccluded probability, the grid, the lowest probability and where, the
+    largest drop of the feature map and where.
+    """
+    name = short_label(result.label, labels)
+    i, j = np.unravel_index(int(result.probability.argmin()), result.probability.shape)
+    fi, fj = np.unravel_index(int(result.feature_map.argmin()), result.feature_map.shape)
+    scores = "logits, softmax applied" if result.softmax_applied else "probabilities"
+    changed = int((result.top_label != result.label).sum())
+    drop = (
+        f" ({1 - result.feature_map.min() / result.baseline_activation:.0%} drop)"
+        if result.baseline_activation > 0
+        else ""
+    )
+    return [
+        f"class {result.label} ({name}): p = {result.baseline_probability:.3f} unoccluded, "
+        f"predicted {result.predicted} ({short_label(result.predicted, labels)}); "
+        f"class output read as {scores}",
+        f"occluder {result.size}x{result.size} px, stride {result.stride}: "
+        f"{len(result.rows)}x{len(result.columns)} positions",
+        f"lowest p = {result.probability.min():.3f} with the occluder at y {result.rows[i]}, "
+        f"x {result.columns[j]}; another class wins at {changed} of {result.top_label.size} "
+        "positions",
+        f"{layer_name} channel {result.channel}: total {result.baseline_activation:.4g} "
+        f"unoccluded, lowest {result.feature_map.min():.4g}{drop} with the occluder at "
+        f"y {result.rows[fi]}, x {result.columns[fj]}",
+    ]

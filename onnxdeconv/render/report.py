@@ -66,7 +66,7 @@ class LayerRow:
 
 
 @dataclass
-class Report:
+class Page:
     """Everything the page shows, in order."""
 
     title: str
@@ -221,7 +221,7 @@ def layer_anchor(alias: str) -> str:
     return "layer-" + anchor_id(alias)
 
 
-def _nav(report: Report) -> str:
+def _nav(report: Page) -> str:
     links = ['<a href="#summary">Summary</a>', '<a href="#layers">Layers table</a>']
     links += [
         f'<a href="#{anchor_id(s.anchor)}">{html.escape(s.title)}</a>' for s in report.analyses
@@ -238,7 +238,7 @@ def _nav(report: Report) -> str:
     return "<nav>" + "\n".join(items) + "</nav>"
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Page) -> str:
     """The whole page as one string: no external resources, every image inline."""
     summary = "".join(
         f"<tr><th>{html.escape(key)}</th><td>{html.escape(value)}</td></tr>"

@@ -153,3 +153,55 @@ def _score_panel(
     axis.tick_params(labelsize=8)
     axis.set_title(f"{name} of the projection vs cascade step (x = zero projection)", fontsize=9)
     axis.legend(fontsize=8, loc="lower left")
+
+
+def _score(value: float) -> str:
+    return "zero" if math.isnan(value) else f"{value:.3f}"
+
+
+def sanity_table(report: SanityReport) -> str:
+    """The scores as an aligned text table: one row per step, two columns per rule."""
+    header = ["step", "randomised", "down to", "activation"]
+    for rule in report.rules:
+        header += [f"{rule} spearman", f"{rule} SSIM"]
+    table = [header]
+    for index, count in enumerate(report.steps):
+        row = [
+            str(index),
+            f"{count}/{len(report.layers)}",
+            "none (original)" if count == 0 else report.step_label(index),
+            f"{report.activations[index]:.4g}",
+        ]
+        for rule in report.rules:
+            row += [_score(report.spearman[rule][index]), _score(report.ssim[rule][index])]
+        table.append(row)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
+
+
+def sanity_summary(report: SanityReport) -> list[str]:
+    """One line per rule: its scores with every weighted layer of the cascade randomised."""
+    last = len(report.steps) - 1
+    count = report.steps[last]
+    lines = []
+    for rule in report.rules:
+        rho, similarity = report.spearman[rule][last], report.ssim[rule][last]
+        scores = (
+            "the projection is zero"
+            if math.isnan(rho)
+            else f"Spearman {rho:.2f}, SSIM {similarity:.2f} (1 = unchanged)"
+        )
+        lines.append(
+            f"{rule}: with {count} of {len(report.layers)} weighted layers randomised "
+            f"(down to {report.step_label(last)}): {scores}"
+        )
+    return lines
+
+
+def sanity_text(report: SanityReport) -> str:
+    """What ``onnxdeconv sanity`` prints: the table, the summary lines and the caveat."""
+    return "\n\n".join(
+        [sanity_table(report), "\n".join(sanity_summary(report)), f"Caveat: {CAVEAT}"]
+    )
