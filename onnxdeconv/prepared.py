@@ -276,8 +276,7 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
         )
     # Shapes are inferred at a probe batch: static everywhere, and a dynamic batch of 2 shows which
     # reshapes keep the batch axis. The batch stays free when the graphs run.
-    batch = loaded.input_shape[0]
-    fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+    fixed_batch = loaded.fixed_batch
     # Shape arithmetic that the input size settles becomes constants that rules can read; then
     # PyTorch's decomposed LocalResponseNorm (whose pads old exports compute) is one LRN again.
     folded = fold_constants(loaded.model, loaded.input_name, input_shape, fixed_batch)

@@ -719,7 +719,7 @@ class CorrespondenceResult:
 def layer_label(prepared: PreparedModel, layer: str) -> str:
     """``alias (tensor, CxHxW)``, or ``tensor (CxHxW)`` for a layer without another alias."""
     shape = "x".join(map(str, prepared.info[layer].per_sample))
-    alias = {name: short for short, name in prepared.aliases.items()}.get(layer)
+    alias = prepared.alias_of.get(layer)
     return f"{alias} ({layer}, {shape})" if alias and alias != layer else f"{layer} ({shape})"
 
 
@@ -803,7 +803,7 @@ def correspondence_scores(
     runner = ForwardRunner(prepared, expose=layer_names, keep_outputs=False, device=device)
     outputs = runner.run(build, layer_names, count=len(jobs), chunk=batch_size, progress=progress)
     features = {name: value.reshape(len(jobs), -1) for name, value in outputs.items()}
-    inverse = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    inverse = prepared.alias_of
     path = prepared.loaded.path
     result = CorrespondenceResult(
         layers=layer_names,

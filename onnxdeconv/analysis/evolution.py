@@ -636,7 +636,7 @@ def checked_layers(
     for layer in chosen:
         available = first.info[layer].per_sample[0]
         if highest >= available:
-            alias = {v: k for k, v in first.aliases.items()}.get(layer, layer)
+            alias = first.alias_of.get(layer, layer)
             raise SelectionError(
                 f"channel {highest} is out of range: layer '{alias}' has {available} channels "
                 f"(0..{available - 1}): choose channels every layer has"
@@ -703,7 +703,7 @@ def build_report(
     """Combine per-checkpoint traces (same layers and maps) into an :class:`EvolutionReport`."""
     first = checkpoints[0]
     layers = list(traces[0])
-    inverse = {name: alias for alias, name in first.aliases.items()}
+    inverse = first.alias_of
     labels = [checkpoint_label(p, f"checkpoint {i + 1}") for i, p in enumerate(checkpoints)]
     if len(set(labels)) < len(labels):
         # Same-named files from different folders still need columns one can tell apart.

@@ -733,7 +733,7 @@ def feature_layer_names(prepared: PreparedModel, layers: Sequence[str] | None = 
     names = [prepared.resolve(name) for name in layers] if layers else feature_layers(prepared)
     if not names:
         raise SelectionError("the model has no spatial layer: choose the layers yourself")
-    alias = {v: k for k, v in prepared.aliases.items()}
+    alias = prepared.alias_of
     for name in names:
         if len(prepared.info[name].per_sample) < 2:
             raise SelectionError(

@@ -507,7 +507,7 @@ def invariance_curves(
             distances[index, :, column] = np.linalg.norm(features[1:] - features[0], axis=1)
         if progress is not None:
             progress(1)
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items() if tensor in names}
+    aliases = {tensor: alias for tensor, alias in prepared.alias_of.items() if tensor in names}
     return InvarianceCurves(kind, steps, names, chosen, distances, norms, probs, originals, aliases)
 
 

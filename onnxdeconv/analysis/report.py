@@ -404,7 +404,7 @@ def _projections(
     picks = [p for i in range(count) for p in projector.strongest(forward, top=top, image=i)]
     field = prepared.receptive_fields[name]
     height, width = model_image_size(prepared)
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    aliases = prepared.alias_of
     return LayerProjections(
         layer=name,
         alias=aliases.get(name, name),

@@ -548,7 +548,7 @@ def sanity_check(
     if not rules:
         raise SelectionError("give at least one rule")
     name, layers = _cascade_layers(prepared, layer)
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    aliases = prepared.alias_of
     labels = [aliases.get(w.output, w.node) for w in layers]
     counts = cascade_steps(len(layers), steps)
     rules = tuple(rules)

@@ -103,7 +103,7 @@ def features(
     mine = len(range(index, len(names), count))
     todo = len(state.todo((index, count))) if state else mine
     info(f"preprocessing: {source}: {preprocessing.describe()}")
-    aliases = {v: k for k, v in prepared.aliases.items()}
+    aliases = prepared.alias_of
     shard_note = f" (shard {index}/{count} of {len(names)})" if count > 1 else ""
     layer_list = ", ".join(aliases.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")

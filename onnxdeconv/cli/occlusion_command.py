@@ -112,7 +112,7 @@ def occlusion(
             batch_size=batch,
             progress=bar.update,
         )
-    alias = {v: k for k, v in prepared.aliases.items()}.get(result.layer, result.layer)
+    alias = prepared.alias_of.get(result.layer, result.layer)
     figure = occlusion_figure(
         result,
         model_input.display,

@@ -107,7 +107,7 @@ def report(
             progress=bar.update,
         )
     click.echo(f"running on {result.provider}", err=True)
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    aliases = prepared.alias_of
     for key, note in result.notes.items():
         click.echo(f"{aliases.get(key, key)}: not shown: {note}", err=True)
     target = write_report(

@@ -127,7 +127,7 @@ def sanity(
     if model_input.preprocessing is not None:
         click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
     click.echo(f"running on {report.provider}", err=True)
-    shown = {t: a for a, t in prepared.aliases.items()}.get(report.layer, report.layer)
+    shown = prepared.alias_of.get(report.layer, report.layer)
     title = (
         f"{model.name} · {image.name} · layer {shown} · cascading randomisation of "
         f"{len(report.layers)} weighted layers, top first (seed {seed})"

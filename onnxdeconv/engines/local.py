@@ -457,7 +457,7 @@ class FeaturesResult:
     def to_json(self) -> dict[str, Any]:
         """The entries of every channel (image names, positions where known, values)."""
         state = self.state
-        aliases = {v: k for k, v in self.prepared.aliases.items()}
+        aliases = self.prepared.alias_of
         return {
             "schema": "onnxdeconv.features.result/1",
             "provider": self.provider,

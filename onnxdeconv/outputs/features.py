@@ -133,7 +133,7 @@ def _write_layer(
 ) -> list[Path]:
     state, prepared = result.state, result.prepared
     layer = state.layers[name]
-    alias = {v: k for k, v in prepared.aliases.items()}.get(name, name.replace("/", "_"))
+    alias = prepared.alias_of.get(name, name.replace("/", "_"))
     field = prepared.receptive_fields[name]
     layout, _ = image_layout(prepared.input_shape)
     spatial = prepared.input_shape[1:] if layout == "NCHW" else prepared.input_shape[:-1]

@@ -52,7 +52,7 @@ class _Context:
         self.prepared = prepared
         self.inputs = list(inputs)
         self.model = model
-        self.aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+        self.aliases = prepared.alias_of
         first = self.inputs[0].preprocessing
         self.bgr = bool(first and first.bgr)
 

@@ -71,7 +71,7 @@ def layer_titles(prepared: PreparedModel, layers: Sequence[str]) -> dict[str, st
         prepared: The model the layers belong to.
         layers: Tensor names.
     """
-    aliases = {tensor: alias for alias, tensor in prepared.aliases.items()}
+    aliases = prepared.alias_of
     return {
         name: f"{aliases.get(name, name)} {'x'.join(map(str, prepared.info[name].per_sample))}"
         for name in layers

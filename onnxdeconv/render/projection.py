@@ -60,7 +60,7 @@ def projection_picture(
         model_name: The model's name, for the figure's title.
     """
     prepared = projector.prepared
-    alias = {v: k for k, v in prepared.aliases.items()}.get(projector.layer)
+    alias = prepared.alias_of.get(projector.layer)
     layer = alias or projector.layer
     loaded = prepared.loaded
     outputs = [output.name for output in loaded.model.graph.output]
