@@ -14,7 +14,7 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import OnnxDeconvError, load_model, prepare
-from onnxdeconv.analysis import BAND_NAMES, FilterReport, analyse_filters, band_fractions
+from onnxdeconv.analysis.filters import BAND_NAMES, FilterReport, analyse_filters, band_fractions
 from onnxdeconv.errors import InputError
 from onnxdeconv.inputs import IMAGE_SUFFIXES, PRESETS, load_input
 from onnxdeconv.outputs import json_safe

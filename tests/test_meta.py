@@ -84,3 +84,19 @@ def test_readme_command_table_lists_every_command() -> None:
 def test_every_nav_page_exists() -> None:
     missing = sorted(page for page in nav_pages() if not (ROOT / "docs" / page).is_file())
     assert missing == []
+
+
+def test_analysis_package_exports_every_entry_point_and_result() -> None:
+    import inspect
+
+    import onnxdeconv.analysis as analysis
+
+    assert sorted(analysis.__all__) == sorted(analysis._MODULES)
+    for name in analysis.__all__:
+        value = getattr(analysis, name)
+        # Results are dataclasses that serialise themselves; entry points take `prepared` first.
+        if isinstance(value, type) and name.endswith(("Result", "Report", "Curves", "State")):
+            assert callable(getattr(value, "to_json", None)), name
+        elif not isinstance(value, type):
+            first = next(iter(inspect.signature(value).parameters))
+            assert first in ("prepared", "checkpoints"), (name, first)

@@ -690,12 +690,12 @@ def trace_evolution(
         wanted = {name: trace.channels for name, trace in traces[index].items()}
         if progress is not None:
             progress(1)
-    report = build_report(checkpoints, traces, threshold)
+    report = compare_traces(checkpoints, traces, threshold)
     report.provider = provider
     return report
 
 
-def build_report(
+def compare_traces(
     checkpoints: Sequence[PreparedModel],
     traces: Sequence[dict[str, LayerTrace]],
     threshold: float = THRESHOLD,
