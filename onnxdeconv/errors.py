@@ -11,9 +11,20 @@ from collections.abc import Iterable
 
 
 class OnnxDeconvError(Exception):
-    """Base class for errors caused by the user's input (model, image, options)."""
+    """Base class for errors caused by the user's input (model, image, options).
+
+    Args:
+        message: One line: what is wrong and how to fix it, in the library's words.
+        parameter: The library parameter the fix concerns (``input_shape``, ``rule``,
+            ``labels``...), if one does. Messages never name command-line options; the CLI maps
+            ``parameter`` to its option and adds that as a hint.
+    """
 
     exit_code: int = 2
+
+    def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class ModelLoadError(OnnxDeconvError):
@@ -27,10 +38,15 @@ class InputError(OnnxDeconvError):
 class UnsupportedOpError(OnnxDeconvError):
     """A node on the projection path has no transpose rule, or uses unsupported attributes."""
 
-    def __init__(self, node_name: str, op_type: str, supported: str) -> None:
+    def __init__(
+        self, node_name: str, op_type: str, supported: str, *, parameter: str | None = None
+    ) -> None:
         self.node_name = node_name
         self.op_type = op_type
-        super().__init__(f"cannot project through node '{node_name}' ({op_type}): {supported}")
+        super().__init__(
+            f"cannot project through node '{node_name}' ({op_type}): {supported}",
+            parameter=parameter,
+        )
 
 
 class UnknownLayerError(OnnxDeconvError):

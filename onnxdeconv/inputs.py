@@ -148,8 +148,9 @@ def normalise(
     """Turn an RGB uint8 image ``[H, W, 3]`` into a batch of one model input."""
     if dtype.kind in "iu" and not preprocessing.is_raw:
         raise InputError(
-            f"the model's input is {dtype} pixels, which it preprocesses itself: use --preset raw "
-            "(values 0-255 as they are)"
+            f"the model's input is {dtype} pixels, which it preprocesses itself: use the raw "
+            "preset (values 0-255 as they are)",
+            parameter="preprocessing",
         )
     pixels = rgb.astype(np.float32)
     if channels == 1:
@@ -164,8 +165,9 @@ def normalise(
     if mean.size not in (1, channels) or std.size not in (1, channels):
         allowed = "1 value" if channels == 1 else f"1 or {channels} values"
         raise InputError(
-            f"--mean/--std give {mean.size}/{std.size} values for a {channels}-channel input: "
-            f"give {allowed}"
+            f"the mean and std have {mean.size}/{std.size} values for a {channels}-channel "
+            f"input: give {allowed}",
+            parameter="preprocessing",
         )
     values = (pixels * preprocessing.scale - mean) / std
     if layout == "NCHW":

@@ -19,7 +19,7 @@ def read_labels(path: Path) -> list[str]:
         InputError: The file is missing or holds no names.
     """
     if not path.is_file():
-        raise InputError(f"labels file '{path}' does not exist: check the --labels path")
+        raise InputError(f"labels file '{path}' does not exist: check its path", parameter="labels")
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     lines = [line for line in lines if line]
     if not lines:
@@ -56,7 +56,8 @@ def resolve_label(label: str | int, names: Sequence[str] | None, classes: int | 
     if not names:
         raise SelectionError(
             f"the model has no class names, so '{text}' cannot be looked up: give the class "
-            "index, or the names with --labels FILE"
+            "index, or a file of class names",
+            parameter="labels",
         )
     wanted = text.casefold()
     exact = [i for i, name in enumerate(names) if name.strip().casefold() == wanted]

@@ -259,7 +259,8 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
         if not all(isinstance(d, int) and d > 0 for d in declared):
             raise InputError(
                 f"input '{loaded.input_name}' has dynamic dims {list(loaded.input_shape)}: give "
-                "the input size (e.g. --size 224,224)"
+                "the input size (such as 224,224)",
+                parameter="input_shape",
             )
         input_shape = tuple(int(d) for d in declared)
     input_shape = tuple(int(d) for d in input_shape)

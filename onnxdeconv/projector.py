@@ -169,7 +169,7 @@ class Projector:
             order = [channel]
         else:
             if top < 1:
-                raise SelectionError(f"--top must be at least 1, got {top}")
+                raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
             order = list(np.argsort(-flat.max(axis=1), kind="stable")[: min(top, channels)])
         spatial = act.shape[1:]
         picks = []

@@ -384,3 +384,17 @@ def test_export_fixes_a_dynamic_input_size(
     assert code == 0, err
     image = onnx.load(str(out)).graph.input[0].type.tensor_type.shape
     assert [d.dim_value for d in image.dim] == [1, 3, 16, 16]
+
+
+def test_library_error_gets_the_option_as_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The library names the parameter (device); the CLI adds the option that sets it."""
+    from onnxdeconv.runtime import cuda_loads
+
+    if cuda_loads():
+        pytest.skip("CUDA loads here, so --device cuda is no error")
+    out = tmp_path / "x.npy"
+    code, _, err = run(["project", DIGITNET, DIGIT_7, "--device", "cuda", "-o", out], capsys)
+    assert_user_error(code, err, r"run on the CPU \(option --device\)$")
+    assert not out.exists()

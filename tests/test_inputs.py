@@ -118,7 +118,7 @@ def test_integer_input_takes_raw_pixels_only() -> None:
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     raw = normalise(rgb, PRESETS["raw"], "NHWC", 3, np.dtype(np.uint8))
     assert raw.dtype == np.uint8 and np.array_equal(raw[0], rgb)
-    with pytest.raises(InputError, match="--preset raw"):
+    with pytest.raises(InputError, match="use the raw preset"):
         normalise(rgb, PRESETS["imagenet"], "NHWC", 3, np.dtype(np.uint8))
 
 

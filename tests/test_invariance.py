@@ -258,7 +258,7 @@ def test_read_labels_and_resolve(tmp_path: Path) -> None:
         resolve_label("tabbby", names)
     with pytest.raises(SelectionError, match="several classes"):
         resolve_label("cat", ["cat, a", "cat, b"])
-    with pytest.raises(SelectionError, match="--labels"):
+    with pytest.raises(SelectionError, match="a file of class names"):
         resolve_label("tabby", None)
 
 

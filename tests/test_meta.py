@@ -100,3 +100,23 @@ def test_analysis_package_exports_every_entry_point_and_result() -> None:
         elif not isinstance(value, type):
             first = next(iter(inspect.signature(value).parameters))
             assert first in ("prepared", "checkpoints"), (name, first)
+
+
+def test_library_errors_do_not_name_command_line_options() -> None:
+    """Messages raised below cli/ speak the library's words; the CLI adds the option as a hint."""
+    import ast
+    import re
+
+    flag = re.compile(r"(^|[\s(])--[a-z]")
+    offenders = []
+    for path in sorted((ROOT / "onnxdeconv").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT / "onnxdeconv").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for part in ast.walk(node.exc):
+                text = part.value if isinstance(part, ast.Constant) else None
+                if isinstance(text, str) and flag.search(text):
+                    offenders.append(f"{path.name}:{node.lineno}: {text}")
+    assert offenders == []

@@ -273,7 +273,7 @@ def test_resolve_label() -> None:
         resolve_label("5", labels, 3)
     with pytest.raises(SelectionError, match=r"unknown class name 'tabbby': did you mean"):
         resolve_label("tabbby", labels, 3)
-    with pytest.raises(SelectionError, match="--labels FILE"):
+    with pytest.raises(SelectionError, match="a file of class names"):
         resolve_label("tabby", None, 3)
 
 

@@ -397,13 +397,14 @@ def compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker
     config = checker.config
     if old.get("schema") != BASELINE_SCHEMA:
         raise OnnxDeconvError(
-            f"the baseline is not an onnxdeconv baseline ({BASELINE_SCHEMA}): write one with "
-            "--write-baseline"
+            f"the baseline is not an onnxdeconv baseline ({BASELINE_SCHEMA}): write a new one",
+            parameter="baseline",
         )
     if old.get("images") != new.get("images"):
         raise OnnxDeconvError(
-            "the baseline was written for other images: run with the same --images, or write a "
-            "new baseline with --write-baseline"
+            "the baseline was written for other images: check the same images, or write a new "
+            "baseline",
+            parameter="baseline",
         )
     for name, stats in old["layers"].items():
         if name not in new["layers"]:
@@ -507,7 +508,7 @@ def run_checks(
     )
     check_filters(prepared, values if images is not None else None, checker)
     if images is None:
-        checker.skip("filters", "never_active", "-", "give --images to check channel activity")
+        checker.skip("filters", "never_active", "-", "give images to check channel activity")
     check_architecture(prepared, images, checker)
     current = make_baseline(prepared, x, names, values, config, device)
     if baseline is not None:

@@ -54,6 +54,20 @@ def cli(verbose: bool) -> None:
     )
 
 
+#: The option behind each library parameter that an error can name (``OnnxDeconvError.parameter``).
+OPTIONS = {
+    "baseline": "--write-baseline",
+    "device": "--device",
+    "images": "--images",
+    "input_shape": "--size H,W",
+    "labels": "--labels FILE",
+    "layers": "--layers",
+    "preprocessing": "--preset (or --mean/--std/--scale/--bgr)",
+    "rule": "--rule",
+    "top": "--top",
+}
+
+
 def main() -> None:
     """Run the CLI; user errors print one line on stderr and exit 2 (1 for failed checks)."""
     try:
@@ -67,5 +81,7 @@ def main() -> None:
         click.echo(f"error: {exc.format_message()} (see --help)", err=True)
         sys.exit(exc.exit_code)
     except OnnxDeconvError as exc:
-        click.echo(f"error: {exc}", err=True)
+        option = OPTIONS.get(exc.parameter or "")
+        hint = f" (option {option})" if option and option.split()[0] not in str(exc) else ""
+        click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)

@@ -89,8 +89,8 @@ def build_deconv(
             all_info[name].per_sample  # noqa: B018 - validates the shape
         except ValueError as exc:
             raise OnnxDeconvError(
-                f"tensor '{name}' has no static shape ({exc}); give a fixed input size with "
-                "--size H,W"
+                f"tensor '{name}' has no static shape ({exc}); give a fixed input size",
+                parameter="input_shape",
             ) from exc
 
     deconv = DeconvGraph(all_info[target].per_sample, all_info)

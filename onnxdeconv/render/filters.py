@@ -185,7 +185,7 @@ def _aliasing_panel(axis: Axes, report: FilterReport, threshold: float) -> None:
 
 def _indices(values: list[int] | None, count: int, images: int) -> str:
     if values is None:
-        return "not measured (give --images)"
+        return "not measured (no images given)"
     if not values:
         return "none" if images == 0 else f"none (on {images} images)"
     shown = ", ".join(map(str, values[:12])) + (", ..." if len(values) > 12 else "")

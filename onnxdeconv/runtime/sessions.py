@@ -74,7 +74,8 @@ def create_session(
     if device == "cuda":
         raise OnnxDeconvError(
             "the CUDA execution provider does not load here: install onnxruntime-gpu with a "
-            "matching CUDA and cuDNN, or use --device cpu"
+            "matching CUDA and cuDNN, or run on the CPU",
+            parameter="device",
         )
     return ort.InferenceSession(payload, options, providers=[CPU])
 

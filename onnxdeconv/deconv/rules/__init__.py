@@ -47,9 +47,12 @@ class TransposeContext:
                 return value.decode() if isinstance(value, bytes) else value
         return default
 
-    def unsupported(self, reason: str) -> UnsupportedOpError:
-        """Build the error for this node with ``reason`` saying what is supported."""
-        return UnsupportedOpError(self.node.name, self.node.op_type, reason)
+    def unsupported(self, reason: str, parameter: str | None = None) -> UnsupportedOpError:
+        """Build the error for this node with ``reason`` saying what is supported.
+
+        ``parameter`` names the library parameter that would avoid it (``rule``), if any.
+        """
+        return UnsupportedOpError(self.node.name, self.node.op_type, reason, parameter=parameter)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Per-sample (batch-free) static shape of tensor ``name``."""

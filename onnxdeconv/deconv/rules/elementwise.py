@@ -101,7 +101,8 @@ def div(ctx: TransposeContext, signal: str) -> dict[int, str]:
         raise ctx.unsupported(
             f"under the {ctx.rule} rule only a constant or broadcast divisor (a statistic such "
             "as a normalisation's deviation) is supported; here the divisor is computed from the "
-            "image at full size. The gradient rule (--rule gradient) uses the quotient rule"
+            "image at full size. The gradient rule uses the quotient rule",
+            parameter="rule",
         )
     divisor = graph.forward(ctx.node.input[1])
     signals = {0: unbroadcast(ctx, graph.op("Div", [signal, divisor], hint="div_t"), 0)}
@@ -178,8 +179,9 @@ def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
         raise ctx.unsupported(
             f"under the {ctx.rule} rule a product of two tensors computed from the image needs a "
             "gate: a factor made by Sigmoid, HardSigmoid or Clip, or the only broadcast one (as "
-            "in squeeze-excitation); neither factor is one here. The gradient rule "
-            "(--rule gradient) uses the product rule instead"
+            "in squeeze-excitation); neither factor is one here. The gradient rule uses the "
+            "product rule instead",
+            parameter="rule",
         )
     signals = {}
     for index in receivers:
