@@ -91,8 +91,8 @@ def _shape_tail(
 
 
 @dataclass(frozen=True)
-class _Graph:
-    """What matching reads of the graph."""
+class _Lookup:
+    """What matching reads of the graph: producers, constants and channel counts."""
 
     #: The node that computes each tensor.
     producers: Mapping[str, onnx.NodeProto]
@@ -126,42 +126,42 @@ class _Denominator:
     bias: float
 
 
-def _match(div: onnx.NodeProto, graph: _Graph) -> _LrnParameters | None:
+def _match(div: onnx.NodeProto, lookup: _Lookup) -> _LrnParameters | None:
     """The LRN attributes when ``div`` ends a decomposed LocalResponseNorm of its input 0.
 
     Walks the chain back from the Div to the square of that input, one stage at a time.
     """
     x = div.input[0]
-    denominator = _denominator(div.input[1], graph)
+    denominator = _denominator(div.input[1], lookup)
     if denominator is None:
         return None
-    pool = _pool_under_views(denominator.window_mean, graph.producers)
+    pool = _pool_under_views(denominator.window_mean, lookup.producers)
     size = None if pool is None else _channel_window(pool)
     if pool is None or size is None:
         return None
-    pad = _channel_pad(pool.input[0], size, graph)
-    lift = None if pad is None else graph.producers.get(pad.input[0])
-    if lift is None or not _lifts_channels(lift, x, graph):
+    pad = _channel_pad(pool.input[0], size, lookup)
+    lift = None if pad is None else lookup.producers.get(pad.input[0])
+    if lift is None or not _lifts_channels(lift, x, lookup):
         return None
-    square = graph.producers.get(lift.input[0])
-    if square is None or not _squares(square, x, graph.constants):
+    square = lookup.producers.get(lift.input[0])
+    if square is None or not _squares(square, x, lookup.constants):
         return None
     return _LrnParameters(size, denominator.alpha, denominator.beta, denominator.bias)
 
 
-def _denominator(name: str, graph: _Graph) -> _Denominator | None:
+def _denominator(name: str, lookup: _Lookup) -> _Denominator | None:
     """``Pow(Add(Mul(mean, alpha), bias), beta)`` computing ``name``; the Mul may be left out."""
-    power = graph.producer(name, "Pow")
-    if power is None or (beta := _scalar(power.input[1], graph.constants)) is None:
+    power = lookup.producer(name, "Pow")
+    if power is None or (beta := _scalar(power.input[1], lookup.constants)) is None:
         return None
-    add = graph.producer(power.input[0], "Add")
-    biased = None if add is None else _other_input(add, graph.constants)
+    add = lookup.producer(power.input[0], "Add")
+    biased = None if add is None else _other_input(add, lookup.constants)
     if biased is None:
         return None
     mean, bias = biased
     alpha = 1.0
-    mul = graph.producer(mean, "Mul")
-    if mul is not None and (scaled := _other_input(mul, graph.constants)) is not None:
+    mul = lookup.producer(mean, "Mul")
+    if mul is not None and (scaled := _other_input(mul, lookup.constants)) is not None:
         mean, alpha = scaled
     return _Denominator(mean, alpha, beta, bias)
 
@@ -190,16 +190,16 @@ def _channel_window(pool: onnx.NodeProto) -> int | None:
     return kernel[0]
 
 
-def _channel_pad(name: str, size: int, graph: _Graph) -> onnx.NodeProto | None:
+def _channel_pad(name: str, size: int, lookup: _Lookup) -> onnx.NodeProto | None:
     """The Pad of zeros that computes ``name`` (past zero-width ones) and pads as LRN does.
 
     Old exports add a second Pad of zeros (the pooling's own padding) after the channel one.
     """
-    pad = graph.producer(name, "Pad")
-    pads = _zero_pads(pad, graph.constants)
+    pad = lookup.producer(name, "Pad")
+    pads = _zero_pads(pad, lookup.constants)
     while pad is not None and pads is not None and not any(pads):
-        pad = graph.producer(pad.input[0], "Pad")
-        pads = _zero_pads(pad, graph.constants)
+        pad = lookup.producer(pad.input[0], "Pad")
+        pads = _zero_pads(pad, lookup.constants)
     if pad is None or pads is None:
         return None
     # Rank 5 view [N, 1, C, H, W]: the channels are axis 2, padded (size // 2, (size - 1) // 2).
@@ -209,20 +209,20 @@ def _channel_pad(name: str, size: int, graph: _Graph) -> onnx.NodeProto | None:
     return pad if size % 2 == 1 and pads == expected else None
 
 
-def _lifts_channels(lift: onnx.NodeProto, x: str, graph: _Graph) -> bool:
+def _lifts_channels(lift: onnx.NodeProto, x: str, lookup: _Lookup) -> bool:
     """Whether ``lift`` views ``[N, C, H, W]`` as ``[N, 1, C, H, W]`` (``C`` the channels of x)."""
     if lift.op_type == "Reshape":
         if len(lift.input) < 2:
             return False
-        tail = _shape_tail(lift.input[1], graph.producers, graph.constants)
+        tail = _shape_tail(lift.input[1], lookup.producers, lookup.constants)
         return (
             tail is not None
             and len(tail) == 4
             and tail[0] == 1
-            and tail[1] == graph.channels.get(x)
+            and tail[1] == lookup.channels.get(x)
         )
     if lift.op_type == "Unsqueeze":
-        axes = graph.constants.get(lift.input[1]) if len(lift.input) > 1 else None
+        axes = lookup.constants.get(lift.input[1]) if len(lift.input) > 1 else None
         axes = axes if axes is not None else np.asarray(node_attribute(lift, "axes", []))
         return [int(a) for a in np.asarray(axes).reshape(-1)] == [1]
     return False
@@ -270,7 +270,7 @@ def _lrn_nodes(model: onnx.ModelProto) -> dict[int, onnx.NodeProto]:
     """An ``LRN`` node for each Div (by node index) that ends a decomposed LocalResponseNorm."""
     nodes = model.graph.node
     producers = {out: node for node in nodes for out in node.output if out}
-    graph: _Graph | None = None
+    lookup: _Lookup | None = None
     fused: dict[int, onnx.NodeProto] = {}
     for index, div in enumerate(nodes):
         if div.op_type != "Div" or len(div.input) != 2:
@@ -279,9 +279,9 @@ def _lrn_nodes(model: onnx.ModelProto) -> dict[int, onnx.NodeProto]:
         if power is None or power.op_type != "Pow":
             continue
         # Shape inference only for models that may hold the chain.
-        if graph is None:
-            graph = _Graph(producers, constant_tensors(model.graph), _channel_counts(model))
-        parameters = _match(div, graph)
+        if lookup is None:
+            lookup = _Lookup(producers, constant_tensors(model.graph), _channel_counts(model))
+        parameters = _match(div, lookup)
         if parameters is None:
             continue
         fused[index] = helper.make_node(
