@@ -195,7 +195,7 @@ def pad(ctx: TransposeContext, signal: str) -> dict[int, str]:
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     mode = str(ctx.attr("mode", "constant"))
     if mode not in PAD_MODES:
-        raise ctx.unsupported(f"mode={mode!r}; supported modes are constant, reflect, edge, wrap")
+        raise ctx.unsupported(f"mode={mode!r}; supported modes are {', '.join(PAD_MODES)}")
     axes, begin, end = _pads_by_axis(ctx, len(in_shape) + 1)
     if begin.get(0, 0) or end.get(0, 0):
         raise ctx.unsupported("padding the batch axis is not supported")
