@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from onnxdeconv.deconv.builder import DeconvPlan
 from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, OPSET_RANGE, PROJECTION, SIGNAL
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import ModelLoadError, OnnxDeconvError
@@ -231,69 +233,9 @@ def export_projector(
         model if isinstance(model, PreparedModel) and converted is loaded else prepare(converted)
     )
     opset = default_opset(converted.model)
-    layer = prepared.resolve(options.layer) if options.layer else prepared.default_layer()
-    if layer in prepared.channels_first_orders:
-        # The exported graph selects channels on axis 1 of the layer tensor itself.
-        raise OnnxDeconvError(
-            f"layer '{layer}' is channels-last (an NHWC map); export from the channels-first "
-            "map next to it (before the model's Transpose back to NHWC)"
-        )
+    layer = _export_layer(prepared, options.layer)
     plan = prepared.plan(layer, options.rule, opset)
-    sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
-    forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)
-
-    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
-    selection = _Nodes()
-    _selection(selection, layer, plan.target_shape, options.position_input)
-    links = [
-        helper.make_node("Identity", [name], [DECONV_PREFIX + name], name=f"link/{name}")
-        for name in plan.forward_inputs
-    ]
-    graph = forward.graph
-    del graph.output[:]
-    # Weights the deconv shares with the forward graph are stored once.
-    forward_weights = {t.name: t for t in graph.initializer}
-    renames = {}
-    kept = []
-    for tensor in deconv.graph.initializer:
-        original = tensor.name[len(DECONV_PREFIX) :]
-        twin = forward_weights.get(original)
-        if (
-            twin is not None
-            and twin.data_type == tensor.data_type
-            and np.array_equal(numpy_helper.to_array(twin), numpy_helper.to_array(tensor))
-        ):
-            renames[tensor.name] = original
-        else:
-            kept.append(tensor)
-    for node in deconv.graph.node:
-        node.input[:] = [renames.get(name, name) for name in node.input]
-    graph.node.extend([*selection.nodes, *links, *deconv.graph.node])
-    graph.initializer.extend([*selection.initializers, *kept])
-    rank = len(plan.target_shape) - 1
-    count: int | str = "K" if options.batch else 1
-    graph.input.append(helper.make_tensor_value_info(CHANNEL, TensorProto.INT64, [count]))
-    if options.position_input:
-        graph.input.append(
-            helper.make_tensor_value_info(POSITION, TensorProto.INT64, [count, rank])
-        )
-    graph.output.extend(
-        [
-            helper.make_tensor_value_info(
-                PROJECTION, TensorProto.FLOAT, [count, *prepared.input_shape]
-            ),
-            helper.make_tensor_value_info(ACTIVATION, TensorProto.FLOAT, [count]),
-        ]
-    )
-    if not options.position_input:
-        graph.output.append(
-            helper.make_tensor_value_info(POSITION, TensorProto.INT64, [count, rank])
-        )
-    graph.node.append(
-        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name="output")
-    )
-    graph.name = "onnxdeconv_projector"
-    del graph.value_info[:]
+    graph = _projector_graph(converted, prepared, plan, options)
     out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     out.ir_version = helper.find_min_ir_version_for(list(out.opset_import))
     out.producer_name = "onnxdeconv"
@@ -309,3 +251,90 @@ def export_projector(
     except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's
         raise OnnxDeconvError(f"the exported graph is invalid: {exc}") from exc
     return out
+
+
+def _export_layer(prepared: PreparedModel, layer: str | None) -> str:
+    """The tensor to export (``layer`` resolved, or the default one); it must be channels-first."""
+    name = prepared.resolve(layer) if layer else prepared.default_layer()
+    if name in prepared.channels_first_orders:
+        # The exported graph selects channels on axis 1 of the layer tensor itself.
+        raise OnnxDeconvError(
+            f"layer '{name}' is channels-last (an NHWC map); export from the channels-first "
+            "map next to it (before the model's Transpose back to NHWC)"
+        )
+    return name
+
+
+def _projector_graph(
+    converted: LoadedModel, prepared: PreparedModel, plan: DeconvPlan, options: ExportOptions
+) -> onnx.GraphProto:
+    """The forward graph at batch 1, then the selection, then the plan's deconv graph."""
+    sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
+    forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)
+    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
+    selection = _Nodes()
+    _selection(selection, plan.target, plan.target_shape, options.position_input)
+    links = [
+        helper.make_node("Identity", [name], [DECONV_PREFIX + name], name=f"link/{name}")
+        for name in plan.forward_inputs
+    ]
+    graph = forward.graph
+    del graph.output[:]
+    kept = _share_forward_weights(deconv.graph, graph.initializer)
+    graph.node.extend([*selection.nodes, *links, *deconv.graph.node])
+    graph.initializer.extend([*selection.initializers, *kept])
+    _declare_io(graph, options, len(plan.target_shape) - 1, prepared.input_shape)
+    graph.node.append(
+        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name="output")
+    )
+    graph.name = "onnxdeconv_projector"
+    del graph.value_info[:]
+    return graph
+
+
+def _share_forward_weights(
+    deconv: onnx.GraphProto, forward_weights: Iterable[onnx.TensorProto]
+) -> list[onnx.TensorProto]:
+    """The deconv initializers the forward graph lacks; the others' readers read the forward's.
+
+    Mutates the nodes of ``deconv``: weights it shares with the forward graph are stored once.
+    """
+    forward_by_name = {t.name: t for t in forward_weights}
+    renames = {}
+    kept = []
+    for tensor in deconv.initializer:
+        original = tensor.name[len(DECONV_PREFIX) :]
+        if _same_tensor(forward_by_name.get(original), tensor):
+            renames[tensor.name] = original
+        else:
+            kept.append(tensor)
+    for node in deconv.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    return kept
+
+
+def _same_tensor(twin: onnx.TensorProto | None, tensor: onnx.TensorProto) -> bool:
+    return (
+        twin is not None
+        and twin.data_type == tensor.data_type
+        and np.array_equal(numpy_helper.to_array(twin), numpy_helper.to_array(tensor))
+    )
+
+
+def _declare_io(
+    graph: onnx.GraphProto, options: ExportOptions, rank: int, input_shape: tuple[int, ...]
+) -> None:
+    """Add the projector's inputs and outputs besides the image input (see export_projector)."""
+    count: int | str = "K" if options.batch else 1
+    position = helper.make_tensor_value_info(POSITION, TensorProto.INT64, [count, rank])
+    graph.input.append(helper.make_tensor_value_info(CHANNEL, TensorProto.INT64, [count]))
+    if options.position_input:
+        graph.input.append(position)
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(PROJECTION, TensorProto.FLOAT, [count, *input_shape]),
+            helper.make_tensor_value_info(ACTIVATION, TensorProto.FLOAT, [count]),
+        ]
+    )
+    if not options.position_input:
+        graph.output.append(position)

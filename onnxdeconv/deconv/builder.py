@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from onnxdeconv.deconv.emitter import DECONV_OPSET, OPSET_RANGE, DeconvGraph
 from onnxdeconv.deconv.fusion import rewrite_path
-from onnxdeconv.deconv.rules import RULES, TRANSPOSE_RULES, Rule, TransposeContext
+from onnxdeconv.deconv.rules import (
+    RULES,
+    TRANSPOSE_RULES,
+    Rule,
+    TransposeContext,
+    TransposeRule,
+)
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
-from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.passes import TensorInfo, constant_tensors
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
 
 logger = logging.getLogger(__name__)
@@ -66,14 +72,9 @@ def build_deconv(
         UnsupportedOpError: A node on the path has no rule or an unsupported attribute.
         OnnxDeconvError: The target does not depend on the input or has no static shape.
     """
-    if rule not in RULES:
-        raise OnnxDeconvError(f"unknown rule '{rule}': use one of {', '.join(RULES)}")
-    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        raise ValueError(f"deconv graphs are built at opset {OPSET_RANGE}, not {opset}")
+    _check_choices(rule, opset)
     graph = model.graph
     if constants is None:
-        from onnxdeconv.graph.passes import constant_tensors
-
         constants = constant_tensors(graph)
     if reached is None:
         reached = path_tensors(graph, input_name, info)
@@ -84,57 +85,97 @@ def build_deconv(
         )
     nodes = rewrite_path(graph, path_nodes(graph, target, reached), reached, info, constants)
     all_info, switches = with_switches(graph, info)
-    for name in {target, input_name} | {n for node in nodes for n in node.input if n in reached}:
+    on_path = {n for node in nodes for n in node.input if n in reached}
+    _require_static_shapes({target, input_name} | on_path, all_info)
+
+    deconv = DeconvGraph(all_info[target].per_sample, all_info)
+    walk = _Transposer(deconv, rule, all_info, constants, reached, switches)
+    walk.pending[target].append("signal")
+    for node in nodes:  # already in reverse topological order
+        walk.transpose(node)
+    arrived_at_input = walk.pending.pop(input_name, [])
+    if not arrived_at_input:
+        raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
+    projection = deconv.sum(arrived_at_input, input_name)
+    return finish_plan(
+        deconv, projection, all_info, input_name, target, rule, walk.used_switches, opset
+    )
+
+
+def _check_choices(rule: Rule, opset: int) -> None:
+    if rule not in RULES:
+        raise OnnxDeconvError(f"unknown rule '{rule}': use one of {', '.join(RULES)}")
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ValueError(f"deconv graphs are built at opset {OPSET_RANGE}, not {opset}")
+
+
+def _require_static_shapes(names: Iterable[str], info: Mapping[str, TensorInfo]) -> None:
+    """Raise unless every tensor in ``names`` has a static per-sample shape."""
+    for name in names:
         try:
-            all_info[name].per_sample  # noqa: B018 - validates the shape
+            info[name].per_sample  # noqa: B018 - validates the shape
         except ValueError as exc:
             raise OnnxDeconvError(
                 f"tensor '{name}' has no static shape ({exc}); give a fixed input size",
                 parameter="input_shape",
             ) from exc
 
-    deconv = DeconvGraph(all_info[target].per_sample, all_info)
-    pending: dict[str, list[str]] = defaultdict(list)
-    pending[target].append("signal")
-    used_switches: dict[str, str] = {}
-    for node in nodes:  # already in reverse topological order
-        arrived = [pending.pop(output, []) for output in node.output]
+
+@dataclass
+class _Transposer:
+    """Walks the path back node by node, collecting the signals that arrive at each tensor."""
+
+    deconv: DeconvGraph
+    rule: Rule
+    info: Mapping[str, TensorInfo]
+    constants: Mapping[str, np.ndarray]
+    reached: set[str]
+    switches: dict[str, str]
+    #: Signals sent back to each forward tensor, not yet passed on; summed where they meet.
+    pending: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: Output name of each MaxPool the signal went through -> its switches tensor.
+    used_switches: dict[str, str] = field(default_factory=dict)
+
+    def transpose(self, node: onnx.NodeProto) -> None:
+        """Send the signals at the node's outputs back to its inputs (nodes none reached skip)."""
+        arrived = [self.pending.pop(output, []) for output in node.output]
         if not any(arrived):
-            continue
-        transpose = TRANSPOSE_RULES.get(node.op_type)
-        if transpose is None:
-            if node.op_type in DATA_DEPENDENT:
-                raise UnsupportedOpError(
-                    node.name,
-                    node.op_type,
-                    "it is a data-dependent op (what it passes on is decided by the input's "
-                    "values), which has no transpose: project from a layer before it",
-                )
-            supported = ", ".join(sorted(TRANSPOSE_RULES))
-            raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")
+            return
+        transpose = _rule_of(node)
         context = TransposeContext(
             node=node,
-            rule=rule,
-            info=all_info,
-            constants=constants,
-            on_path=[name in reached for name in node.input],
-            graph=deconv,
-            switches=switches,
+            rule=self.rule,
+            info=self.info,
+            constants=self.constants,
+            on_path=[name in self.reached for name in node.input],
+            graph=self.deconv,
+            switches=self.switches,
             output_signals=[
-                deconv.sum(signals, output) if signals else None
+                self.deconv.sum(signals, output) if signals else None
                 for signals, output in zip(arrived, node.output, strict=True)
             ],
         )
-        signal = context.output_signals[0] or deconv.zeros(context.output_shape(0))
+        signal = context.output_signals[0] or self.deconv.zeros(context.output_shape(0))
         for index, produced in transpose(context, signal).items():
-            pending[node.input[index]].append(produced)
+            self.pending[node.input[index]].append(produced)
         if node.op_type == "MaxPool":
-            used_switches[node.output[0]] = switches[node.output[0]]
-    arrived_at_input = pending.pop(input_name, [])
-    if not arrived_at_input:
-        raise OnnxDeconvError(f"no signal from '{target}' reaches input '{input_name}'")
-    projection = deconv.sum(arrived_at_input, input_name)
-    return finish_plan(deconv, projection, all_info, input_name, target, rule, used_switches, opset)
+            self.used_switches[node.output[0]] = self.switches[node.output[0]]
+
+
+def _rule_of(node: onnx.NodeProto) -> TransposeRule:
+    """The node's transpose rule; raises UnsupportedOpError saying why it has none."""
+    transpose = TRANSPOSE_RULES.get(node.op_type)
+    if transpose is not None:
+        return transpose
+    if node.op_type in DATA_DEPENDENT:
+        raise UnsupportedOpError(
+            node.name,
+            node.op_type,
+            "it is a data-dependent op (what it passes on is decided by the input's "
+            "values), which has no transpose: project from a layer before it",
+        )
+    supported = ", ".join(sorted(TRANSPOSE_RULES))
+    raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")
 
 
 def with_switches(

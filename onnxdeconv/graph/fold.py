@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -35,6 +36,8 @@ from onnxdeconv.graph.passes import (
     copy_model,
     default_opset,
     infer_tensor_info,
+    names_read,
+    node_attribute,
     prune_to,
     skeleton,
     with_input_shape,
@@ -53,6 +56,7 @@ MAX_ROUNDS = 8
 _RANDOM = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"}
 _RANDOM |= {"Bernoulli"}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_SHAPE_OPS = ("Shape", "Size")
 
 Values = dict[str, np.ndarray]
 
@@ -78,7 +82,7 @@ def fold_constants(
     """
     current = model
     for _ in range(MAX_ROUNDS):
-        if any(node.op_type in ("Shape", "Size") for node in current.graph.node):
+        if any(node.op_type in _SHAPE_OPS for node in current.graph.node):
             batches = (batch,) if batch is not None else PROBE_BATCHES
             infos = [_shapes(current, input_name, (b, *input_shape)) for b in batches]
         else:
@@ -99,34 +103,46 @@ def fold_constants(
 
 
 def _shapes(model: onnx.ModelProto, input_name: str, shape: Sequence[int]) -> dict[str, TensorInfo]:
-    """Shapes of every tensor at the given input shape, measured by one run where unsure.
+    """Shapes of every tensor at the given input shape, measured by one run where unsure."""
+    info = infer_tensor_info(with_input_shape(skeleton(model), input_name, shape))
+    if not _inference_unsure(model, info):
+        return info
+    # Only what Shape and Size read is folded into the graph, so only those are measured.
+    produced = {o for n in model.graph.node for o in n.output}
+    names = sorted({n.input[0] for n in _shape_reads(model.graph) if n.input[0] in produced})
+    if not names:
+        return info
+    return _measured(model, input_name, shape, names, info)
+
+
+def _shape_reads(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The ``Shape`` and ``Size`` nodes that have an input."""
+    return [n for n in graph.node if n.op_type in _SHAPE_OPS and n.input]
+
+
+def _inference_unsure(model: onnx.ModelProto, info: Mapping[str, TensorInfo]) -> bool:
+    """Whether shape inference may be wrong, or silent, about a shape that would be folded.
 
     Ceil-mode pools below opset 22 are inferred differently from how ONNX Runtime runs them, and
     a folded wrong shape would be baked into the graph.
     """
-    info = infer_tensor_info(with_input_shape(skeleton(model), input_name, shape))
-    unsure = any(
-        node.op_type in ("MaxPool", "AveragePool")
-        and any(a.name == "ceil_mode" and a.i for a in node.attribute)
+    ceil_mode_pool = any(
+        node.op_type in ("MaxPool", "AveragePool") and _attr(node, "ceil_mode", 0)
         for node in model.graph.node
-    ) or any(
-        not _static(info.get(name))
-        for node in model.graph.node
-        if node.op_type in ("Shape", "Size")
-        for name in node.input[:1]
     )
-    if not unsure:
-        return info
-    produced = {o for n in model.graph.node for o in n.output}
-    names = sorted(
-        {
-            n.input[0]
-            for n in model.graph.node
-            if n.op_type in ("Shape", "Size") and n.input and n.input[0] in produced
-        }
+    return ceil_mode_pool or any(
+        not _static(info.get(node.input[0])) for node in _shape_reads(model.graph)
     )
-    if not names:
-        return info
+
+
+def _measured(
+    model: onnx.ModelProto,
+    input_name: str,
+    shape: Sequence[int],
+    names: list[str],
+    info: dict[str, TensorInfo],
+) -> dict[str, TensorInfo]:
+    """``info`` with the shapes of ``names`` as one ONNX Runtime run of a zero input gives them."""
     element = next(i for i in model.graph.input if i.name == input_name).type.tensor_type
     probe = prune_to(with_input_shape(model, input_name, shape), names)
     try:
@@ -155,6 +171,13 @@ def _static(info: TensorInfo | None) -> bool:
     return info is not None and all(isinstance(d, int) and d >= 0 for d in info.shape)
 
 
+def _static_dims(infos: Sequence[TensorInfo | None]) -> list[list[int]] | None:
+    """The dims of one tensor at each probe, or None unless they are static at every probe."""
+    if not all(_static(info) for info in infos):
+        return None
+    return [[int(d) for d in info.shape] for info in infos if info is not None]
+
+
 def _constant_names(graph: onnx.GraphProto) -> set[str]:
     names = {t.name for t in graph.initializer}
     names.update(n.output[0] for n in graph.node if n.op_type == "Constant")
@@ -176,36 +199,63 @@ def _evaluate(graph: onnx.GraphProto, info: Mapping[str, TensorInfo], opset: int
     """Every value computable from constants and static shapes, in graph order."""
     values = _constants(graph)
     for node in graph.node:
-        if node.op_type == "Constant" or node.domain not in _DEFAULT_DOMAINS:
+        if not _evaluable(node):
             continue
-        if node.op_type in _RANDOM or _has_subgraph(node):
-            continue
-        if node.op_type in ("Shape", "Size"):
-            source = info.get(node.input[0])
-            if source is None or not _static(source):
-                continue
-            dims = [int(d) for d in source.shape]
-            if node.op_type == "Size":
-                values[node.output[0]] = np.array(int(np.prod(dims)), np.int64)
-            else:
-                start, end = _attr(node, "start", 0), _attr(node, "end", None)
-                values[node.output[0]] = np.array(dims[start:end], np.int64)
-            continue
-        inputs = [name for name in node.input if name]
-        if not all(name in values for name in inputs):
-            continue
-        if any(_too_big(info.get(out)) for out in node.output if out):
-            continue
-        try:
-            outputs = _run_node(node, {name: values[name] for name in inputs}, opset)
-        except Exception as exc:
-            logger.debug("constant folding: cannot evaluate %s (%s)", node.name, exc)
-            continue
-        for name, value in zip(node.output, outputs, strict=False):
-            array = np.asarray(value)
-            if name and array.size <= MAX_ELEMENTS:
-                values[name] = array
+        if node.op_type in _SHAPE_OPS:
+            shape = _shape_value(node, info)
+            if shape is not None:
+                values[node.output[0]] = shape
+        else:
+            values.update(_computed_outputs(node, values, info, opset))
     return values
+
+
+def _evaluable(node: onnx.NodeProto) -> bool:
+    """Whether evaluating the node could give a value to fold.
+
+    Constants are read as they are; random ops differ at every run; nodes with subgraphs are
+    inlined (``If``) or left alone instead.
+    """
+    return (
+        node.op_type != "Constant"
+        and node.domain in _DEFAULT_DOMAINS
+        and node.op_type not in _RANDOM
+        and not _has_subgraph(node)
+    )
+
+
+def _shape_value(node: onnx.NodeProto, info: Mapping[str, TensorInfo]) -> np.ndarray | None:
+    """The output of a ``Shape`` or ``Size`` node whose input shape is static, else None."""
+    source = info.get(node.input[0])
+    if source is None or not _static(source):
+        return None
+    dims = [int(d) for d in source.shape]
+    if node.op_type == "Size":
+        return np.array(int(np.prod(dims)), np.int64)
+    start, end = _attr(node, "start", 0), _attr(node, "end", None)
+    return np.array(dims[start:end], np.int64)
+
+
+def _computed_outputs(
+    node: onnx.NodeProto, values: Values, info: Mapping[str, TensorInfo], opset: int
+) -> Values:
+    """The node's outputs when all its inputs have values and nothing is too big to fold."""
+    inputs = [name for name in node.input if name]
+    if not all(name in values for name in inputs):
+        return {}
+    if any(_too_big(info.get(out)) for out in node.output if out):
+        return {}
+    try:
+        outputs = _run_node(node, {name: values[name] for name in inputs}, opset)
+    except Exception as exc:
+        logger.debug("constant folding: cannot evaluate %s (%s)", node.name, exc)
+        return {}
+    computed = {}
+    for name, value in zip(node.output, outputs, strict=False):
+        array = np.asarray(value)
+        if name and array.size <= MAX_ELEMENTS:
+            computed[name] = array
+    return computed
 
 
 def _run_node(
@@ -228,10 +278,9 @@ def _run_node(
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int | None) -> int | None:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return int(attribute.i)
-    return default
+    """An integer attribute of ``node``, or ``default``."""
+    value = node_attribute(node, name)
+    return default if value is None else int(value)
 
 
 def _too_big(info: TensorInfo | None) -> bool:
@@ -264,65 +313,87 @@ def _batch_free(probes: Sequence[Values], constants: set[str]) -> Values:
     return folded
 
 
-def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node reads, including outer-scope names read inside its subgraphs."""
-    names = {name for name in node.input if name}
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
-        graphs += list(attribute.graphs) if attribute.type == onnx.AttributeProto.GRAPHS else []
-        for graph in graphs:
-            for inner in graph.node:
-                names |= _subgraph_inputs(inner)
-            names.update(o.name for o in graph.output)
-    return names
-
-
 def _batch_copies(
     graph: onnx.GraphProto, probes: Sequence[Values], infos: Sequence[Mapping[str, TensorInfo]]
 ) -> dict[int, np.ndarray]:
     """Constant targets for the Reshape nodes whose computed target varies with the batch.
 
-    ``x.view(x.size(0), -1)`` computes ``[N, -1]``. When the output shapes at the probes differ in
-    one axis only, the target becomes those dims with -1 on that axis: the one size that keeps
-    the element count is the original's, at any batch. Otherwise (``allowzero=0`` only), entries
-    that vary but equal the data's own dim on their axis become 0, "copy that dim". Keyed by node
-    index.
+    ``x.view(x.size(0), -1)`` computes ``[N, -1]``. Each such target becomes a constant in which
+    the batch's entry is -1 (:func:`_inferred_axis_target`) or, failing that, 0
+    (:func:`_copied_dims_target`). Keyed by node index.
     """
     copies: dict[int, np.ndarray] = {}
     for index, node in enumerate(graph.node):
-        if node.op_type != "Reshape" or len(node.input) < 2:
+        targets = _batch_dependent_target(node, probes)
+        if targets is None:
             continue
-        target = node.input[1]
-        if not all(target in probe for probe in probes):
-            continue
-        values = [probe[target].astype(np.int64).reshape(-1) for probe in probes]
-        if all(np.array_equal(v, values[0]) for v in values):
-            continue  # batch-free: folded as it is
-        outs = [info.get(node.output[0]) for info in infos]
-        if all(o is not None and _static(o) for o in outs):
-            dims = np.array([[int(d) for d in o.shape] for o in outs if o is not None])
-            varying = np.flatnonzero((dims != dims[0]).any(axis=0))
-            if len(varying) == 1 and np.all(np.delete(dims[0], varying) > 0):
-                copy = dims[0].copy()
-                copy[varying] = -1
-                copies[index] = copy
-                continue
+        outputs = [info.get(node.output[0]) for info in infos]
         data = [info.get(node.input[0]) for info in infos]
-        if _attr(node, "allowzero", 0) or not all(d is not None and _static(d) for d in data):
-            continue
-        data_dims = [[int(x) for x in d.shape] for d in data if d is not None]
-        if any(v.shape != values[0].shape for v in values):
-            continue
-        differ = [i for i in range(values[0].size) if len({int(v[i]) for v in values}) > 1]
-        if all(
-            i < len(data_dims[0])
-            and all(int(v[i]) == d[i] for v, d in zip(values, data_dims, strict=True))
-            for i in differ
-        ):
-            copy = values[0].copy()
-            copy[differ] = 0
+        copy = _inferred_axis_target(outputs)
+        if copy is None and not _attr(node, "allowzero", 0):
+            copy = _copied_dims_target(targets, data)
+        if copy is not None:
             copies[index] = copy
     return copies
+
+
+def _batch_dependent_target(
+    node: onnx.NodeProto, probes: Sequence[Values]
+) -> list[np.ndarray] | None:
+    """A Reshape's computed target at each probe, or None unless it varies with the batch.
+
+    A target that is the same at every probe is batch-free: it is folded as it is.
+    """
+    if node.op_type != "Reshape" or len(node.input) < 2:
+        return None
+    target = node.input[1]
+    if not all(target in probe for probe in probes):
+        return None
+    values = [probe[target].astype(np.int64).reshape(-1) for probe in probes]
+    if all(np.array_equal(v, values[0]) for v in values):
+        return None
+    return values
+
+
+def _inferred_axis_target(outputs: Sequence[TensorInfo | None]) -> np.ndarray | None:
+    """The Reshape's output dims with -1 on the one axis that varies between the probes.
+
+    The one size that keeps the element count is the original's, at any batch. None when the
+    output is not static, or more than one axis (or an axis of size 0 elsewhere) varies.
+    """
+    dims = _static_dims(outputs)
+    if dims is None:
+        return None
+    sizes = np.array(dims)
+    varying = np.flatnonzero((sizes != sizes[0]).any(axis=0))
+    if len(varying) != 1 or not np.all(np.delete(sizes[0], varying) > 0):
+        return None
+    target: np.ndarray = sizes[0].copy()
+    target[varying] = -1
+    return target
+
+
+def _copied_dims_target(
+    targets: Sequence[np.ndarray], data: Sequence[TensorInfo | None]
+) -> np.ndarray | None:
+    """The computed target with 0 ("copy the data's dim", ``allowzero=0`` only) where it varies.
+
+    Only where each entry that varies equals the data's own dim on its axis at every probe.
+    """
+    data_dims = _static_dims(data)
+    if data_dims is None or any(t.shape != targets[0].shape for t in targets):
+        return None
+    differ = [i for i in range(targets[0].size) if len({int(t[i]) for t in targets}) > 1]
+    copies_data_dim = all(
+        i < len(data_dims[0])
+        and all(int(t[i]) == d[i] for t, d in zip(targets, data_dims, strict=True))
+        for i in differ
+    )
+    if not copies_data_dim:
+        return None
+    target: np.ndarray = targets[0].copy()
+    target[differ] = 0
+    return target
 
 
 def _rewrite(
@@ -334,42 +405,14 @@ def _rewrite(
     Reshape nodes read their batch-copying constant targets (``copies``, by node index).
     Returns None when there is nothing to change.
     """
-    outputs = {o.name for o in model.graph.output}
-
-    def is_folded(node: onnx.NodeProto) -> bool:
-        return node.op_type != "Constant" and all(
-            not out or (out in folded and out not in outputs) for out in node.output
-        )
-
-    def is_inlined(node: onnx.NodeProto) -> bool:
-        return node.op_type == "If" and node.input[0] in folded and not _nested(node)
-
-    if not copies and not any(is_folded(node) or is_inlined(node) for node in model.graph.node):
+    fold = _Folding(folded, {o.name for o in model.graph.output})
+    if not copies and not any(fold.changes(node) for node in model.graph.node):
         return None
     out = copy_model(model)
     graph = out.graph
-    nodes: list[onnx.NodeProto] = []
-    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
-    for index, node in enumerate(graph.node):
-        if index in copies:
-            name = node.input[1] + "_batch_copy"
-            while name in taken:
-                name += "_"
-            taken.add(name)
-            graph.initializer.append(numpy_helper.from_array(copies[index], name))
-            node.input[1] = name
-        if is_folded(node):
-            continue
-        if is_inlined(node):
-            branch, initializers = _inline(node, bool(folded[node.input[0]]), taken)
-            nodes.extend(branch)
-            graph.initializer.extend(initializers)
-            continue
-        nodes.append(node)
-    kept = _prune(nodes, outputs, _read_names(model.graph.node))
-    read: set[str] = set(outputs)
-    for node in kept:
-        read |= _subgraph_inputs(node)
+    nodes = _folded_nodes(graph, fold, copies)
+    kept = _prune(nodes, fold.outputs, names_read(model.graph.node))
+    read = names_read(kept) | fold.outputs
     produced = {o for node in kept for o in node.output}
     existing = {t.name for t in graph.initializer}
     for name in sorted(read - produced - existing):
@@ -377,23 +420,78 @@ def _rewrite(
             graph.initializer.append(numpy_helper.from_array(folded[name], name))
     del graph.node[:]
     graph.node.extend(kept)
-    initializers = [
-        t for t in graph.initializer if t.name in read or t.name in _graph_inputs(graph)
-    ]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    live = {o for node in kept for o in node.output} | {t.name for t in graph.initializer}
-    value_info = [v for v in graph.value_info if v.name in live]
-    del graph.value_info[:]
-    graph.value_info.extend(value_info)
+    _drop_unused(graph, read)
     return out
 
 
-def _read_names(nodes: Iterable[onnx.NodeProto]) -> set[str]:
-    names: set[str] = set()
-    for node in nodes:
-        names |= _subgraph_inputs(node)
-    return names
+@dataclass(frozen=True)
+class _Folding:
+    """One round's folded values, and what it does with each node."""
+
+    folded: Values
+    #: The graph's outputs: they stay computed by their nodes.
+    outputs: set[str]
+
+    def removes(self, node: onnx.NodeProto) -> bool:
+        """Whether every output of the node is folded (Constant nodes stay as they are)."""
+        return node.op_type != "Constant" and all(
+            not out or (out in self.folded and out not in self.outputs) for out in node.output
+        )
+
+    def inlines(self, node: onnx.NodeProto) -> bool:
+        """Whether the node is an ``If`` whose condition folds, to be replaced by its branch."""
+        return node.op_type == "If" and node.input[0] in self.folded and not _nested(node)
+
+    def changes(self, node: onnx.NodeProto) -> bool:
+        """Whether the round removes or inlines the node."""
+        return self.removes(node) or self.inlines(node)
+
+
+def _folded_nodes(
+    graph: onnx.GraphProto, fold: _Folding, copies: Mapping[int, np.ndarray]
+) -> list[onnx.NodeProto]:
+    """The graph's nodes after one round, before pruning; adds the initializers it needs.
+
+    Reshape nodes (mutated in place) read their batch-copying targets, folded nodes go and
+    inlined ``If`` nodes become their branch.
+    """
+    nodes: list[onnx.NodeProto] = []
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    for index, node in enumerate(graph.node):
+        if index in copies:
+            name = _fresh_name(node.input[1] + "_batch_copy", taken)
+            graph.initializer.append(numpy_helper.from_array(copies[index], name))
+            node.input[1] = name
+        if fold.removes(node):
+            continue
+        if fold.inlines(node):
+            branch, initializers = _inline(node, bool(fold.folded[node.input[0]]), taken)
+            nodes.extend(branch)
+            graph.initializer.extend(initializers)
+            continue
+        nodes.append(node)
+    return nodes
+
+
+def _fresh_name(base: str, taken: set[str]) -> str:
+    """``base``, with underscores appended until no tensor has it; then it is taken."""
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def _drop_unused(graph: onnx.GraphProto, read: set[str]) -> None:
+    """Remove the initializers nothing reads and the value_info of tensors that are gone."""
+    inputs = {i.name for i in graph.input}
+    initializers = [t for t in graph.initializer if t.name in read or t.name in inputs]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    live = {o for node in graph.node for o in node.output} | {t.name for t in graph.initializer}
+    value_info = [v for v in graph.value_info if v.name in live]
+    del graph.value_info[:]
+    graph.value_info.extend(value_info)
 
 
 def _prune(
@@ -405,7 +503,7 @@ def _prune(
     """
     kept = list(nodes)
     while True:
-        read = _read_names(kept) | outputs
+        read = names_read(kept) | outputs
         orphaned = [
             node
             for node in kept
@@ -416,10 +514,6 @@ def _prune(
             return kept
         gone = {id(node) for node in orphaned}
         kept = [node for node in kept if id(node) not in gone]
-
-
-def _graph_inputs(graph: onnx.GraphProto) -> set[str]:
-    return {i.name for i in graph.input}
 
 
 def _nested(node: onnx.NodeProto) -> bool:
@@ -442,12 +536,8 @@ def _inline(
     renamed: dict[str, str] = {}
 
     def fresh(local: str) -> str:
-        candidate = prefix + local
-        while candidate in taken:
-            candidate += "_"
-        taken.add(candidate)
-        renamed[local] = candidate
-        return candidate
+        renamed[local] = _fresh_name(prefix + local, taken)
+        return renamed[local]
 
     initializers = []
     for tensor in branch.initializer:

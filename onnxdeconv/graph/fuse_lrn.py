@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdeconv.graph.passes import constant_tensors, copy_model, infer_tensor_info, skeleton
+from onnxdeconv.graph.passes import (
+    constant_tensors,
+    copy_model,
+    infer_tensor_info,
+    names_read,
+    node_attribute,
+    skeleton,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,23 +44,15 @@ def _scalar(name: str, constants: Mapping[str, np.ndarray]) -> float | None:
     return float(value.reshape(-1)[0]) if value.size == 1 else None
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            value = helper.get_attribute_value(attribute)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def _zero_pads(pad: onnx.NodeProto | None, constants: Mapping[str, np.ndarray]) -> list[int] | None:
     """The pads of a constant-mode Pad with fill value 0, or None for any other node."""
-    if pad is None or _attr(pad, "mode", "constant") != "constant":
+    if pad is None or node_attribute(pad, "mode", "constant") != "constant":
         return None
     if len(pad.input) < 2:
         # Before opset 11, pads and value are attributes.
-        if float(_attr(pad, "value", 0.0)) != 0.0:
+        if float(node_attribute(pad, "value", 0.0)) != 0.0:
             return None
-        return [int(p) for p in _attr(pad, "pads", [])]
+        return [int(p) for p in node_attribute(pad, "pads", [])]
     if pad.input[1] not in constants:
         return None
     if len(pad.input) > 2 and pad.input[2] and _scalar(pad.input[2], constants) != 0:
@@ -91,94 +90,153 @@ def _shape_tail(
     return parts
 
 
-def _match(
-    div: onnx.NodeProto,
-    producers: Mapping[str, onnx.NodeProto],
-    constants: Mapping[str, np.ndarray],
-    channels: Mapping[str, int],
-) -> tuple[dict[str, float], list[onnx.NodeProto]] | None:
-    """LRN attributes and the chain's nodes when ``div`` ends a decomposed LocalResponseNorm.
+@dataclass(frozen=True)
+class _Lookup:
+    """What matching reads of the graph: producers, constants and channel counts."""
 
-    ``channels`` holds the channel count of tensors: the 5-D view must be ``[N, 1, C, ...]``.
-    """
-    x, denominator = div.input[0], div.input[1]
-    chain = [div]
+    #: The node that computes each tensor.
+    producers: Mapping[str, onnx.NodeProto]
+    constants: Mapping[str, np.ndarray]
+    #: Channel count of the tensors: the 5-D view must be ``[N, 1, C, ...]``.
+    channels: Mapping[str, int]
 
-    def producer(name: str, *ops: str) -> onnx.NodeProto | None:
-        node = producers.get(name)
+    def producer(self, name: str, *ops: str) -> onnx.NodeProto | None:
+        """The node that computes ``name`` if it is one of ``ops``."""
+        node = self.producers.get(name)
         return node if node is not None and node.op_type in ops else None
 
-    power = producer(denominator, "Pow")
-    if power is None or (beta := _scalar(power.input[1], constants)) is None:
+
+@dataclass(frozen=True)
+class _LrnParameters:
+    """The attributes of the ``LRN`` node a matched chain becomes."""
+
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+
+
+@dataclass(frozen=True)
+class _Denominator:
+    """``(bias + alpha * window_mean) ** beta``, the divisor of a decomposed LRN."""
+
+    window_mean: str
+    alpha: float
+    beta: float
+    bias: float
+
+
+def _match(div: onnx.NodeProto, lookup: _Lookup) -> _LrnParameters | None:
+    """The LRN attributes when ``div`` ends a decomposed LocalResponseNorm of its input 0.
+
+    Walks the chain back from the Div to the square of that input, one stage at a time.
+    """
+    x = div.input[0]
+    denominator = _denominator(div.input[1], lookup)
+    if denominator is None:
         return None
-    add = producer(power.input[0], "Add")
-    found = None if add is None else _other_input(add, constants)
-    if add is None or found is None:
+    pool = _pool_under_views(denominator.window_mean, lookup.producers)
+    size = None if pool is None else _channel_window(pool)
+    if pool is None or size is None:
         return None
-    chain += [power, add]
-    scaled, bias = found
+    pad = _channel_pad(pool.input[0], size, lookup)
+    lift = None if pad is None else lookup.producers.get(pad.input[0])
+    if lift is None or not _lifts_channels(lift, x, lookup):
+        return None
+    square = lookup.producers.get(lift.input[0])
+    if square is None or not _squares(square, x, lookup.constants):
+        return None
+    return _LrnParameters(size, denominator.alpha, denominator.beta, denominator.bias)
+
+
+def _denominator(name: str, lookup: _Lookup) -> _Denominator | None:
+    """``Pow(Add(Mul(mean, alpha), bias), beta)`` computing ``name``; the Mul may be left out."""
+    power = lookup.producer(name, "Pow")
+    if power is None or (beta := _scalar(power.input[1], lookup.constants)) is None:
+        return None
+    add = lookup.producer(power.input[0], "Add")
+    biased = None if add is None else _other_input(add, lookup.constants)
+    if biased is None:
+        return None
+    mean, bias = biased
     alpha = 1.0
-    mul = producer(scaled, "Mul")
-    if mul is not None and (found := _other_input(mul, constants)) is not None:
-        scaled, alpha = found
-        chain.append(mul)
-    view = producers.get(scaled)
-    for _ in range(3):  # the view back from [N, 1, C, H, W]
-        if view is None or view.op_type not in _VIEWS:
+    mul = lookup.producer(mean, "Mul")
+    if mul is not None and (scaled := _other_input(mul, lookup.constants)) is not None:
+        mean, alpha = scaled
+    return _Denominator(mean, alpha, beta, bias)
+
+
+def _pool_under_views(name: str, producers: Mapping[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+    """The AveragePool that computes ``name`` through the view back from ``[N, 1, C, H, W]``."""
+    node = producers.get(name)
+    for _ in range(3):
+        if node is None or node.op_type not in _VIEWS:
             break
-        chain.append(view)
-        view = producers.get(view.input[0])
-    pool = view
-    # The pool itself must not pad (checked below), so count_include_pad makes no difference:
-    # the channel padding is an explicit Pad of zeros that the average counts.
-    if pool is None or pool.op_type != "AveragePool":
-        return None
-    kernel = [int(k) for k in _attr(pool, "kernel_shape", [])]
-    strides = [int(s) for s in _attr(pool, "strides", [1] * len(kernel))]
-    pool_pads = [int(p) for p in _attr(pool, "pads", [0] * 2 * len(kernel))]
+        node = producers.get(node.input[0])
+    return node if node is not None and node.op_type == "AveragePool" else None
+
+
+def _channel_window(pool: onnx.NodeProto) -> int | None:
+    """The window size of an AveragePool that averages over channels only, without padding.
+
+    The pool itself must not pad, so count_include_pad makes no difference: the channel padding
+    is an explicit Pad of zeros that the average counts.
+    """
+    kernel = [int(k) for k in node_attribute(pool, "kernel_shape", [])]
+    strides = [int(s) for s in node_attribute(pool, "strides", [1] * len(kernel))]
+    pool_pads = [int(p) for p in node_attribute(pool, "pads", [0] * 2 * len(kernel))]
     if len(kernel) != 3 or kernel[1:] != [1, 1] or any(s != 1 for s in strides) or any(pool_pads):
         return None
-    size = kernel[0]
-    pad = producer(pool.input[0], "Pad")
-    pads = _zero_pads(pad, constants)
-    # Old exports add a second Pad of zeros (the pooling's own padding) after the channel one.
+    return kernel[0]
+
+
+def _channel_pad(name: str, size: int, lookup: _Lookup) -> onnx.NodeProto | None:
+    """The Pad of zeros that computes ``name`` (past zero-width ones) and pads as LRN does.
+
+    Old exports add a second Pad of zeros (the pooling's own padding) after the channel one.
+    """
+    pad = lookup.producer(name, "Pad")
+    pads = _zero_pads(pad, lookup.constants)
     while pad is not None and pads is not None and not any(pads):
-        chain.append(pad)
-        pad = producer(pad.input[0], "Pad")
-        pads = _zero_pads(pad, constants)
+        pad = lookup.producer(pad.input[0], "Pad")
+        pads = _zero_pads(pad, lookup.constants)
     if pad is None or pads is None:
         return None
     # Rank 5 view [N, 1, C, H, W]: the channels are axis 2, padded (size // 2, (size - 1) // 2).
+    # ONNX's LRN has that window only when the size is odd.
     expected = [0] * 10
     expected[2], expected[7] = size // 2, (size - 1) // 2
-    if size % 2 == 0 or pads != expected:
-        return None
-    chain += [pool, pad]
-    lift = producers.get(pad.input[0])
-    if lift is None or lift.op_type not in ("Reshape", "Unsqueeze"):
-        return None
+    return pad if size % 2 == 1 and pads == expected else None
+
+
+def _lifts_channels(lift: onnx.NodeProto, x: str, lookup: _Lookup) -> bool:
+    """Whether ``lift`` views ``[N, C, H, W]`` as ``[N, 1, C, H, W]`` (``C`` the channels of x)."""
     if lift.op_type == "Reshape":
-        tail = _shape_tail(lift.input[1], producers, constants) if len(lift.input) > 1 else None
-        if tail is None or len(tail) != 4 or tail[0] != 1 or tail[1] != channels.get(x):
-            return None
-    else:
-        axes = constants.get(lift.input[1]) if len(lift.input) > 1 else None
-        axes = axes if axes is not None else np.asarray(_attr(lift, "axes", []))
-        if [int(a) for a in np.asarray(axes).reshape(-1)] != [1]:
-            return None
-    square = producers.get(lift.input[0])
-    if square is None:
-        return None
-    if square.op_type == "Mul" and list(square.input) == [x, x]:
-        pass
-    elif not (
+        if len(lift.input) < 2:
+            return False
+        tail = _shape_tail(lift.input[1], lookup.producers, lookup.constants)
+        return (
+            tail is not None
+            and len(tail) == 4
+            and tail[0] == 1
+            and tail[1] == lookup.channels.get(x)
+        )
+    if lift.op_type == "Unsqueeze":
+        axes = lookup.constants.get(lift.input[1]) if len(lift.input) > 1 else None
+        axes = axes if axes is not None else np.asarray(node_attribute(lift, "axes", []))
+        return [int(a) for a in np.asarray(axes).reshape(-1)] == [1]
+    return False
+
+
+def _squares(square: onnx.NodeProto, x: str, constants: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``square`` computes ``x * x`` or ``x ** 2``."""
+    if square.op_type == "Mul":
+        return list(square.input) == [x, x]
+    return (
         square.op_type == "Pow"
         and square.input[0] == x
         and _scalar(square.input[1], constants) == 2.0
-    ):
-        return None
-    chain += [lift, square]
-    return {"size": size, "alpha": alpha, "beta": beta, "bias": bias}, chain
+    )
 
 
 def _channel_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -196,51 +254,55 @@ def fuse_local_response_norm(model: onnx.ModelProto) -> onnx.ModelProto:
     The model comes back unchanged (the same object) when it has none. Nodes of the chain that
     nothing else reads are dropped.
     """
-    graph = model.graph
-    constants = constant_tensors(graph)
-    producers = {out: node for node in graph.node for out in node.output if out}
-    fused: dict[int, onnx.NodeProto] = {}
-    channels: dict[str, int] | None = None
-    for node in graph.node:
-        if node.op_type != "Div" or len(node.input) != 2:
-            continue
-        power = producers.get(node.input[1])
-        if power is None or power.op_type != "Pow":
-            continue
-        if channels is None:
-            channels = _channel_counts(model)
-        found = _match(node, producers, constants, channels)
-        if found is None:
-            continue
-        attrs, _ = found
-        fused[id(node)] = helper.make_node(
-            "LRN",
-            [node.input[0]],
-            [node.output[0]],
-            name=node.name or f"{node.output[0]}_lrn",
-            size=int(attrs["size"]),
-            alpha=float(attrs["alpha"]),
-            beta=float(attrs["beta"]),
-            bias=float(attrs["bias"]),
-        )
-        logger.info("fused a decomposed LocalResponseNorm into LRN node %s", node.name)
+    fused = _lrn_nodes(model)
     if not fused:
         return model
     out = copy_model(model)
-    nodes = [fused.get(id(node), node) for node in graph.node]
+    nodes = [fused.get(index, node) for index, node in enumerate(model.graph.node)]
     # Drop what nothing reads any more: the chain, and shape arithmetic read off it.
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = set(outputs)
-        for node in nodes:
-            used.update(node.input)
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    used.update(n for sub in attribute.g.node for n in sub.input)
-        kept = [n for n in nodes if any(o in used for o in n.output if o)]
-        if len(kept) == len(nodes):
-            break
-        nodes = kept
+    nodes = _drop_unread(nodes, {o.name for o in model.graph.output})
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+def _lrn_nodes(model: onnx.ModelProto) -> dict[int, onnx.NodeProto]:
+    """An ``LRN`` node for each Div (by node index) that ends a decomposed LocalResponseNorm."""
+    nodes = model.graph.node
+    producers = {out: node for node in nodes for out in node.output if out}
+    lookup: _Lookup | None = None
+    fused: dict[int, onnx.NodeProto] = {}
+    for index, div in enumerate(nodes):
+        if div.op_type != "Div" or len(div.input) != 2:
+            continue
+        power = producers.get(div.input[1])
+        if power is None or power.op_type != "Pow":
+            continue
+        # Shape inference only for models that may hold the chain.
+        if lookup is None:
+            lookup = _Lookup(producers, constant_tensors(model.graph), _channel_counts(model))
+        parameters = _match(div, lookup)
+        if parameters is None:
+            continue
+        fused[index] = helper.make_node(
+            "LRN",
+            [div.input[0]],
+            [div.output[0]],
+            name=div.name or f"{div.output[0]}_lrn",
+            size=parameters.size,
+            alpha=parameters.alpha,
+            beta=parameters.beta,
+            bias=parameters.bias,
+        )
+        logger.info("fused a decomposed LocalResponseNorm into LRN node %s", div.name)
+    return fused
+
+
+def _drop_unread(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` without those whose outputs nothing reads, repeated until none is left."""
+    while True:
+        read = names_read(nodes) | outputs
+        kept = [n for n in nodes if any(o in read for o in n.output if o)]
+        if len(kept) == len(nodes):
+            return nodes
+        nodes = kept

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -63,6 +64,34 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+def node_attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """Attribute ``name`` of ``node`` as a Python value (strings decoded), or ``default``."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def names_read(nodes: Iterable[onnx.NodeProto]) -> set[str]:
+    """Every name the nodes read, including any name read or returned inside their subgraphs.
+
+    A superset of what they read from outside (inner names count too), which is what pruning
+    needs: a tensor in it is never dropped.
+    """
+    names: set[str] = set()
+    for node in nodes:
+        names.update(name for name in node.input if name)
+        for attribute in node.attribute:
+            graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
+            if attribute.type == onnx.AttributeProto.GRAPHS:
+                graphs += list(attribute.graphs)
+            for graph in graphs:
+                names |= names_read(graph.node)
+                names.update(o.name for o in graph.output)
+    return names
 
 
 class ConstantValues(Mapping[str, np.ndarray]):

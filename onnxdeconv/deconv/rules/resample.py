@@ -9,10 +9,12 @@ each output's weighted signal back onto the elements it read (see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
-from onnxdeconv.deconv.rules.shape_ops import Tap, scatter_back
+from onnxdeconv.deconv.rules.shape_ops import Tap, only_data_input_on_path, scatter_back
 
 F32 = np.float32
 
@@ -103,19 +105,27 @@ def _scales(ctx: TransposeContext, legacy: bool, axes: list[int], rank: int) -> 
     return None
 
 
-@transpose_rule("Resize", "Upsample")
-def resize(ctx: TransposeContext, signal: str) -> dict[int, str]:
-    """Send each output's signal back to the input elements it was interpolated from.
+@dataclass(frozen=True)
+class _Sampling:
+    """Where a Resize reads its outputs from, per axis."""
 
-    Nearest: to the one element it copied. Linear: to its two neighbours along each axis, with
-    the interpolation weights. The batch axis must keep its size.
-    """
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
-    in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
-    rank = len(in_shape) + 1
-    # Resize-10 has (X, scales); from opset 11 on, (X, roi, scales[, sizes]).
-    legacy = ctx.node.op_type == "Upsample" or len(ctx.node.input) == 2
+    #: ``nearest`` or ``linear``.
+    mode: str
+    #: One of :data:`COORDINATE_MODES`.
+    coordinates: str
+    #: One of :data:`NEAREST_MODES`: how ``nearest`` rounds.
+    rounding: str
+
+    def taps(self, in_size: int, out_size: int, scale: float) -> list[Tap]:
+        """The input elements (and weights) each output along one axis is computed from."""
+        x = source_coordinates(self.coordinates, out_size, in_size, scale)
+        if self.mode == "nearest":
+            return nearest_taps(x, in_size, self.rounding, scale)
+        return linear_taps(x, in_size)
+
+
+def _sampling(ctx: TransposeContext, legacy: bool) -> _Sampling:
+    """The node's interpolation, coordinate and rounding modes; raises for unsupported ones."""
     mode = str(ctx.attr("mode", "nearest"))
     if mode == "bilinear":
         mode = "linear"
@@ -131,8 +141,12 @@ def resize(ctx: TransposeContext, signal: str) -> dict[int, str]:
     rounding = "simple" if legacy else str(ctx.attr("nearest_mode", "round_prefer_floor"))
     if rounding not in NEAREST_MODES:
         raise ctx.unsupported(f"nearest_mode={rounding!r}")
-    axes = [int(a) + rank if int(a) < 0 else int(a) for a in ctx.attr("axes", range(rank))]
-    scales = _scales(ctx, legacy, axes, rank)
+    return _Sampling(mode, coordinates, rounding)
+
+
+def _check_resizable(ctx: TransposeContext, mode: str, scales: list[float] | None) -> None:
+    """Raise for what the transpose does not cover: aspect policies, the batch, antialiasing."""
+    in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     if str(ctx.attr("keep_aspect_ratio_policy", "stretch")) != "stretch" and scales is None:
         raise ctx.unsupported("only keep_aspect_ratio_policy='stretch' is supported with sizes")
     if ctx.info[ctx.node.input[0]].shape[0] != ctx.info[ctx.node.output[0]].shape[0] or (
@@ -145,13 +159,30 @@ def resize(ctx: TransposeContext, signal: str) -> dict[int, str]:
         and any(o < i for i, o in zip(in_shape, out_shape, strict=True))
     ):
         raise ctx.unsupported("antialiased downsampling is not supported")
+
+
+@transpose_rule("Resize", "Upsample")
+def resize(ctx: TransposeContext, signal: str) -> dict[int, str]:
+    """Send each output's signal back to the input elements it was interpolated from.
+
+    Nearest: to the one element it copied. Linear: to its two neighbours along each axis, with
+    the interpolation weights. The batch axis must keep its size.
+    """
+    only_data_input_on_path(ctx)
+    in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
+    rank = len(in_shape) + 1
+    # Resize-10 has (X, scales); from opset 11 on, (X, roi, scales[, sizes]).
+    legacy = ctx.node.op_type == "Upsample" or len(ctx.node.input) == 2
+    sampling = _sampling(ctx, legacy)
+    axes = [int(a) + rank if int(a) < 0 else int(a) for a in ctx.attr("axes", range(rank))]
+    scales = _scales(ctx, legacy, axes, rank)
+    _check_resizable(ctx, sampling.mode, scales)
     shape = list(out_shape)
     for local, (n_in, n_out) in enumerate(zip(in_shape, out_shape, strict=True)):
         scale = scales[local + 1] if scales is not None else float(F32(n_out) / F32(n_in))
         if n_in == n_out and scale == 1:
             continue  # ONNX Runtime copies an axis of scale 1 whatever the coordinate mode
-        x = source_coordinates(coordinates, n_out, n_in, scale)
-        taps = nearest_taps(x, n_in, rounding, scale) if mode == "nearest" else linear_taps(x, n_in)
+        taps = sampling.taps(n_in, n_out, scale)
         signal = scatter_back(ctx.graph, signal, shape, local, taps, n_in)
         shape[local] = n_in
     return {0: signal}

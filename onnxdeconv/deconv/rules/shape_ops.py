@@ -144,6 +144,12 @@ def scatter_back(
     return result
 
 
+def only_data_input_on_path(ctx: TransposeContext) -> None:
+    """Raise unless the data input 0 depends on the image and no other input (shape, indices)."""
+    if not ctx.on_path[0] or any(ctx.on_path[1:]):
+        raise ctx.unsupported("only the data input may depend on the image input")
+
+
 def _per_sample_axis(ctx: TransposeContext, axis: int, rank: int) -> int:
     """Per-sample axis of tensor axis ``axis`` (negative counts from the end)."""
     axis = axis + rank if axis < 0 else axis
@@ -174,6 +180,10 @@ def pad_index(mode: str, out_size: int, in_size: int, before: int) -> np.ndarray
     return np.where(t < in_size, t, period - t)
 
 
+#: Pad modes whose transpose is written here.
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
 @transpose_rule("Pad")
 def pad(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Add each output's signal back onto the element it copies; padding constants get nothing.
@@ -183,10 +193,29 @@ def pad(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """
     ctx.only_first_input_on_path()
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
-    rank = len(in_shape) + 1
     mode = str(ctx.attr("mode", "constant"))
-    if mode not in ("constant", "reflect", "edge", "wrap"):
-        raise ctx.unsupported(f"mode={mode!r}; supported modes are constant, reflect, edge, wrap")
+    if mode not in PAD_MODES:
+        raise ctx.unsupported(f"mode={mode!r}; supported modes are {', '.join(PAD_MODES)}")
+    axes, begin, end = _pads_by_axis(ctx, len(in_shape) + 1)
+    if begin.get(0, 0) or end.get(0, 0):
+        raise ctx.unsupported("padding the batch axis is not supported")
+    shape = list(out_shape)
+    for axis in sorted(a for a in axes if a > 0 and (begin[a] or end[a])):
+        local = axis - 1
+        _check_pads(ctx, mode, begin[axis], end[axis], in_shape[local])
+        index = pad_index(mode, shape[local], in_shape[local], begin[axis])
+        signal = scatter_back(ctx.graph, signal, shape, local, [Tap(index)], in_shape[local])
+        shape[local] = in_shape[local]
+    return {0: signal}
+
+
+def _pads_by_axis(
+    ctx: TransposeContext, rank: int
+) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """The padded tensor axes, and the pads before and after each of them.
+
+    Pads are an input from opset 11 on (axes from 18 on), attributes before.
+    """
     if len(ctx.node.input) > 1 and ctx.node.input[1]:
         pads = [int(p) for p in ctx.constant(1, "pads")]
     else:
@@ -199,19 +228,15 @@ def pad(ctx: TransposeContext, signal: str) -> dict[int, str]:
         raise ctx.unsupported(f"{len(pads)} pads for {len(axes)} axes")
     begin = dict(zip(axes, pads[: len(axes)], strict=True))
     end = dict(zip(axes, pads[len(axes) :], strict=True))
-    if begin.get(0, 0) or end.get(0, 0):
-        raise ctx.unsupported("padding the batch axis is not supported")
-    shape = list(out_shape)
-    for axis in sorted(a for a in axes if a > 0 and (begin[a] or end[a])):
-        local = axis - 1
-        if mode != "constant" and (begin[axis] < 0 or end[axis] < 0):
-            raise ctx.unsupported(f"negative pads with mode={mode!r}")
-        if mode == "reflect" and max(begin[axis], end[axis]) >= in_shape[local]:
-            raise ctx.unsupported("reflect pads must be smaller than the padded axis")
-        index = pad_index(mode, shape[local], in_shape[local], begin[axis])
-        signal = scatter_back(ctx.graph, signal, shape, local, [Tap(index)], in_shape[local])
-        shape[local] = in_shape[local]
-    return {0: signal}
+    return axes, begin, end
+
+
+def _check_pads(ctx: TransposeContext, mode: str, before: int, after: int, size: int) -> None:
+    """Raise for the pads of one axis that ``mode`` cannot pad with."""
+    if mode != "constant" and (before < 0 or after < 0):
+        raise ctx.unsupported(f"negative pads with mode={mode!r}")
+    if mode == "reflect" and max(before, after) >= size:
+        raise ctx.unsupported("reflect pads must be smaller than the padded axis")
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,25 +260,10 @@ def slice_index(start: int, end: int, step: int, size: int) -> np.ndarray:
 @transpose_rule("Slice")
 def slice_(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Put the signal back where the slice read it (with zeros elsewhere), any step."""
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
+    only_data_input_on_path(ctx)
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     rank = len(in_shape) + 1
-    if len(ctx.node.input) > 1:
-        starts = [int(v) for v in ctx.constant(1, "starts")]
-        ends = [int(v) for v in ctx.constant(2, "ends")]
-        axes_value = ctx.optional_constant(3)
-        steps_value = ctx.optional_constant(4)
-        for index, what in ((3, "axes"), (4, "steps")):
-            if len(ctx.node.input) > index and ctx.node.input[index]:
-                ctx.constant(index, what)  # raises if computed at run time
-        axes = list(range(len(starts))) if axes_value is None else [int(a) for a in axes_value]
-        steps = [1] * len(starts) if steps_value is None else [int(s) for s in steps_value]
-    else:
-        starts = [int(v) for v in ctx.attr("starts")]
-        ends = [int(v) for v in ctx.attr("ends")]
-        axes = [int(a) for a in ctx.attr("axes", list(range(len(starts))))]
-        steps = [1] * len(starts)
+    starts, ends, axes, steps = _slice_inputs(ctx) if len(ctx.node.input) > 1 else _slice_attrs(ctx)
     batch_rank = len(ctx.info[ctx.node.input[0]].shape)
     shape = list(out_shape)
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
@@ -261,6 +271,7 @@ def slice_(ctx: TransposeContext, signal: str) -> dict[int, str]:
         if step == 0:
             raise ctx.unsupported("step 0 is not a valid slice")
         if axis == 0:
+            # Exporters slice the batch axis whole ("x[:, ...]"): that reads every element.
             if (start, step) == (0, 1) and end >= 2**31 - 1:
                 continue
             raise ctx.unsupported("slicing the batch axis is not supported")
@@ -274,6 +285,31 @@ def slice_(ctx: TransposeContext, signal: str) -> dict[int, str]:
         signal = scatter_back(ctx.graph, signal, shape, local, [Tap(read)], in_shape[local])
         shape[local] = in_shape[local]
     return {0: signal}
+
+
+_SliceArguments = tuple[list[int], list[int], list[int], list[int]]
+
+
+def _slice_inputs(ctx: TransposeContext) -> _SliceArguments:
+    """Starts, ends, axes and steps of a Slice that takes them as inputs (opset 10 on)."""
+    starts = [int(v) for v in ctx.constant(1, "starts")]
+    ends = [int(v) for v in ctx.constant(2, "ends")]
+    axes_value = ctx.optional_constant(3)
+    steps_value = ctx.optional_constant(4)
+    for index, what in ((3, "axes"), (4, "steps")):
+        if len(ctx.node.input) > index and ctx.node.input[index]:
+            ctx.constant(index, what)  # raises if computed at run time
+    axes = list(range(len(starts))) if axes_value is None else [int(a) for a in axes_value]
+    steps = [1] * len(starts) if steps_value is None else [int(s) for s in steps_value]
+    return starts, ends, axes, steps
+
+
+def _slice_attrs(ctx: TransposeContext) -> _SliceArguments:
+    """Starts, ends and axes of a Slice that has them as attributes (before opset 10), step 1."""
+    starts = [int(v) for v in ctx.attr("starts")]
+    ends = [int(v) for v in ctx.attr("ends")]
+    axes = [int(a) for a in ctx.attr("axes", list(range(len(starts))))]
+    return starts, ends, axes, [1] * len(starts)
 
 
 @transpose_rule("Split")
@@ -316,8 +352,7 @@ def transpose(ctx: TransposeContext, signal: str) -> dict[int, str]:
 @transpose_rule("Tile")
 def tile(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Sum the signal over the copies: each copy read the whole input once."""
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
+    only_data_input_on_path(ctx)
     repeats = [int(r) for r in ctx.constant(1, "repeats")]
     in_shape = ctx.input_shape()
     if repeats[0] != 1:
@@ -337,8 +372,7 @@ def tile(ctx: TransposeContext, signal: str) -> dict[int, str]:
 @transpose_rule("Expand")
 def expand(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Sum the signal over the broadcast axes; the batch axis must not be broadcast."""
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
+    only_data_input_on_path(ctx)
     in_info, out_info = ctx.info[ctx.node.input[0]], ctx.info[ctx.node.output[0]]
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     if len(in_info.shape) != len(out_info.shape) or in_info.shape[0] != out_info.shape[0]:
