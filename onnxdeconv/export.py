@@ -229,9 +229,11 @@ def export_projector(
     options = options or ExportOptions()
     loaded = model.loaded if isinstance(model, PreparedModel) else model
     converted = _target_opset(loaded)
-    prepared = (
-        model if isinstance(model, PreparedModel) and converted is loaded else prepare(converted)
-    )
+    if isinstance(model, PreparedModel):
+        # A model at another opset is converted first; it keeps the input size it was given.
+        prepared = model if converted is loaded else prepare(converted, model.input_shape)
+    else:
+        prepared = prepare(converted)
     opset = default_opset(converted.model)
     layer = _export_layer(prepared, options.layer)
     plan = prepared.plan(layer, options.rule, opset)

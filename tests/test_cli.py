@@ -369,11 +369,13 @@ def test_layer_to_json() -> None:
     assert json.loads(json.dumps(rows)) == rows
 
 
+@pytest.mark.parametrize("opset", [17, 13])
 def test_export_fixes_a_dynamic_input_size(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], opset: int
 ) -> None:
+    """At opset 13 the model is converted first: the converted one keeps the size given."""
     model = conv_relu_pool_model(size=16)
-    model.opset_import[0].version = 17
+    model.opset_import[0].version = opset
     for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
         dim.dim_param = "S"
     onnx.save(model, str(tmp_path / "dyn.onnx"))
