@@ -294,7 +294,7 @@ def test_cli_without_images_default_output(
     code, stdout, err = run(["filters", DIGITNET], capsys)
     assert code == 0, err
     assert (tmp_path / "digitnet_filters.png").is_file()
-    assert "not measured (give --images)" in stdout
+    assert "not measured (no images given)" in stdout
     assert "from filters" in stdout
 
 
