@@ -26,7 +26,7 @@ from onnxdeconv.analysis.features import (
     unit_box,
 )
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.cli import features_options
+from onnxdeconv.cli import parse
 from onnxdeconv.engines import folder_images, mine_features
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
@@ -634,8 +634,8 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("features", "merge"):
         code, stdout, _ = run([command, "--help"], capsys)
         assert code == 0 and re.search(rf"^\s*Example: onnxdeconv {command} ", stdout, re.M)
-    assert features_options.parse_channels("0-2,7,1") == [0, 1, 2, 7]
-    assert features_options.parse_channels("all") is None
+    assert parse.channel_ranges("0-2,7,1") == [0, 1, 2, 7]
+    assert parse.channel_ranges("all") is None
 
 
 # --- the library API: the mergeable state and the local engine, without the CLI -------------

@@ -20,7 +20,7 @@ GROUPS = ("analyzable", "faithful", "filters", "architecture", "regression")
 
 @dataclass
 class CheckConfig:
-    """Every threshold of ``onnxdeconv check``; the README's table documents each one."""
+    """Every threshold of ``onnxdeconv check``; docs/commands/check.md documents each one."""
 
     #: Ops after which unprojectable layers are expected (classifier heads): reported, not failed.
     allowed_unprojectable_ops: list[str] = field(default_factory=lambda: ["Softmax", "LogSoftmax"])

@@ -12,6 +12,7 @@ import click
 from onnxdeconv.check import load_config, run_checks
 from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import find_images, info, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
 from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
 from onnxdeconv.graph.load import load_model
@@ -34,31 +35,25 @@ def _read_baseline(path: Path) -> dict[str, Any]:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    help="Folder of images (recursive) for activity, drift and projection checks.",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.argument("model", type=options.PATH)
+@options.images_option("for the activity, drift and projection checks")
+@options.limit_option
 @options.model_options(device="cpu")
 @click.option(
-    "--baseline",
-    type=click.Path(path_type=Path),
-    help="Compare with a baseline written by --write-baseline.",
+    "--baseline", type=options.PATH, help="Compare with a baseline written by --write-baseline."
 )
 @click.option(
     "--write-baseline",
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help="Write this run's statistics and top-k projections as a baseline.",
 )
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path),
-    help="TOML file with thresholds (see the README for keys and defaults).",
+    type=options.PATH,
+    help="TOML file with thresholds (keys and defaults: docs/commands/check.md).",
 )
-@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--junit", type=options.PATH, help="Write JUnit XML here.")
 @options.json_option("the report")
 @click.option("--verbose", "show_all", is_flag=True, help="List passed findings too.")
 def check(
@@ -85,21 +80,16 @@ def check(
     old = _read_baseline(baseline) if baseline is not None else None
     loaded = load_model(model)
     input_shape = prepare(loaded, model_options.input_shape(loaded)).input_shape
-    batch = names = None
+    found = None
     if images is not None:
         preprocessing, _ = model_options.preprocessing(loaded)
-        files = options.image_files(images, limit)
-        batch, names = options.load_images(files, loaded, preprocessing, input_shape, images)
+        files = find_images(images, limit)
+        found = read_images(files, loaded, preprocessing, input_shape, images)
+    batch, names = (found.batch, found.names) if found else (None, ())
     report = run_checks(
-        loaded,
-        batch,
-        names or (),
-        old,
-        config,
-        input_shape=input_shape,
-        device=model_options.device,
+        loaded, batch, names, old, config, input_shape=input_shape, device=model_options.device
     )
-    click.echo(f"running on {report.provider}", err=True)
+    info(f"running on {report.provider}")
     click.echo(summary_table(report, show_all))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(report):

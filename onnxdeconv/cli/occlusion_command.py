@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from onnxdeconv.analysis.layers import occlusion_layer
 from onnxdeconv.analysis.occlusion import check_choice, occluder_grid, occlusion_maps
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
 from onnxdeconv.labels import read_labels
@@ -19,13 +20,11 @@ from onnxdeconv.projector import Projector
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.occlusion import occlusion_figure, occlusion_summary
 
-CONTEXT = options.CONTEXT
 
-
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--label", help="Class to track, as an index or a name; default: the predicted one.")
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@click.argument("image", type=options.PATH)
+@options.label_option("the predicted one")
 @options.labels_option
 @click.option(
     "--occluder",
@@ -35,10 +34,8 @@ CONTEXT = options.CONTEXT
 @click.option(
     "--stride", type=click.IntRange(min=1), help="Step between occluders; default: occluder / 2."
 )
-@click.option(
-    "--layer", help="Tensor name or alias; default: the deepest layer with a spatial map."
-)
-@click.option("--channel", type=int, help="Feature map to track; default: the strongest.")
+@options.layer_option("the deepest layer with a spatial map")
+@options.channel_option
 @click.option(
     "--projections",
     "count",
@@ -83,8 +80,8 @@ def occlusion(
     Example: onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7
     """
     output = output or Path(f"{image.stem}_occlusion.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(json_path, "--json")
+    check_output(output, "-o", ".png")
+    check_output(json_path, "--json")
     loaded = load_model(model)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
     preprocessing, source = model_options.preprocessing(loaded)
@@ -96,10 +93,9 @@ def occlusion(
     projector = Projector(prepared, target, device=model_options.device, keep_outputs=True)
     chosen = check_choice(projector, channel, label, labels)
     if model_input.preprocessing is not None:
-        click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {projector.provider}", err=True)
-    total = len(rows) * len(columns)
-    with tqdm(total=total, desc="occluded images", unit="img", leave=False, disable=None) as bar:
+        info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {projector.provider}")
+    with progress(len(rows) * len(columns), "occluded images", "img") as advance:
         result = occlusion_maps(
             projector,
             model_input.array,
@@ -110,7 +106,7 @@ def occlusion(
             preprocessing=model_input.preprocessing,
             projections=count,
             batch_size=batch,
-            progress=bar.update,
+            progress=advance,
         )
     alias = prepared.alias_of.get(result.layer, result.layer)
     figure = occlusion_figure(
@@ -129,6 +125,4 @@ def occlusion(
         write_json(json_path, {**data, **result.to_json(labels)})
     for line in occlusion_summary(result, labels, alias):
         click.echo(line)
-    click.echo(str(output))
-    if json_path is not None:
-        click.echo(str(json_path))
+    written(output, json_path)
