@@ -101,7 +101,7 @@ def evolution(
     info(f"preprocessing: {source}: {preprocessing.describe()}")
     found = read_images(files, prepared[0].loaded, preprocessing, prepared[0].input_shape, images)
     batch, image_names = found.batch, found.names
-    with progress(len(prepared), "checkpoints", "ckpt") as advance:
+    with progress(len(prepared), "checkpoints", "ckpt", logged=True) as advance:
         report = trace_evolution(
             prepared,
             batch,

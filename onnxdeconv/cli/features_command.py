@@ -136,7 +136,10 @@ def features(
     shard_note = f" (shard {index}/{count} of {len(names)})" if count > 1 else ""
     layer_list = ", ".join(prepared.alias_of.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")
-    with named_options(state_path), progress(todo, "streaming", "img", so_far=True) as advance:
+    with (
+        named_options(state_path),
+        progress(todo, "streaming", "img", so_far=True, logged=True) as advance,
+    ):
         result = mine_features(
             prepared,
             names,

@@ -22,25 +22,26 @@ def info(message: str) -> None:
 
 @contextmanager
 def progress(
-    total: int, desc: str, unit: str, so_far: bool = False
+    total: int, desc: str, unit: str, so_far: bool = False, logged: bool = False
 ) -> Iterator[Callable[[int], None]]:
-    """A bar on stderr (when it is a terminal) for the run inside; yields its progress callback.
+    """A bar on stderr, when it is a terminal, for the run inside; yields its progress callback.
 
     Args:
         total: How many ``unit`` the run does.
         desc: What the run does, shown before the bar.
         unit: What it counts.
         so_far: The library reports the count done so far, not the count just done.
+        logged: Show the bar in a log too, and leave it there (long runs over many images).
     """
-    with tqdm(
+    bar = tqdm(
         total=total,
         desc=desc,
         unit=unit,
         file=sys.stderr,
-        leave=False,
-        disable=None,
         dynamic_ncols=True,
-    ) as bar:
+        **({"leave": True, "disable": False} if logged else {"leave": False, "disable": None}),
+    )
+    with bar:
         yield (lambda done: bar.update(done - bar.n)) if so_far else bar.update
 
 

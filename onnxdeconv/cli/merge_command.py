@@ -113,7 +113,7 @@ def write_pages(
 ) -> None:
     """Project the entries and write the pages and JSON, with a progress bar; list the files."""
     streamed = result.provider is not None
-    with progress(result.state.filled, "projecting", "proj", so_far=True) as advance:
+    with progress(result.state.filled, "projecting", "proj", True, True) as advance:
         pages = write_features(
             result,
             outdir,
