@@ -41,13 +41,12 @@ from onnxdeconv.render.correspondence import correspondence_figure, corresponden
 )
 @click.option("--parts", help="Comma-separated parts to mask (default: every part in the file).")
 @options.layers_option("the deepest spatial layer and the one before it", multiple=True)
-@click.option(
+@options.count_option(
     "--random",
     "draws",
-    type=click.IntRange(min=0),
     default=10,
-    show_default=True,
-    help="Random boxes per image for the baseline (0: none).",
+    least=0,
+    text="Random boxes per image for the baseline (0: none).",
 )
 @options.seed_option("boxes")
 @options.model_options()

@@ -37,12 +37,8 @@ from onnxdeconv.render.evolution import evolution_figure
     help="Feature maps to follow in every layer; default: per layer, the --count maps with the "
     "highest activation in the last checkpoint.",
 )
-@click.option(
-    "--count",
-    type=click.IntRange(min=1),
-    default=CHANNELS_PER_LAYER,
-    show_default=True,
-    help="Maps per layer when --channels is not given.",
+@options.count_option(
+    "--count", default=CHANNELS_PER_LAYER, text="Maps per layer when --channels is not given."
 )
 @click.option(
     "--threshold",

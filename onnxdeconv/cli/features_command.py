@@ -62,7 +62,7 @@ def named_options(path: Path) -> Iterator[None]:
     show_default=True,
     help="'all', a range (0-15) or a list (0,3,7); channels a layer lacks are left out.",
 )
-@click.option("--top", type=click.IntRange(min=1), default=9, show_default=True)
+@options.count_option("--top", default=9, text="")
 @click.option("--shard", metavar="i/n", help="Process only images whose index % n == i.")
 @click.option("--resume", is_flag=True, help="Continue from the state's last checkpoint.")
 @click.option(
@@ -71,13 +71,7 @@ def named_options(path: Path) -> Iterator[None]:
     type=options.PATH,
     help="State file (.npz); default: OUTDIR/features_state.npz (…_state_IofN.npz for a shard).",
 )
-@click.option(
-    "--checkpoint-every",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Save the state every N batches.",
-)
+@options.count_option("--checkpoint-every", default=20, text="Save the state every N batches.")
 @page_options
 @options.model_options()
 @options.output_option("Output folder (created); default: MODEL-stem_features.")

@@ -37,10 +37,10 @@ from onnxdeconv.render.invariance import (
 @options.label_option("each image's prediction")
 @options.labels_option
 @options.layers_option("bottom, top")
-@click.option(
+@options.count_option(
     "--steps",
-    type=click.IntRange(min=2),
-    help="Amounts per sweep (default: 13 shifts, 11 scales, 25 rotations); the identity is added.",
+    least=2,
+    text="Amounts per sweep (default: 13 shifts, 11 scales, 25 rotations); the identity is added.",
 )
 @click.option(
     "--range",

@@ -26,31 +26,20 @@ from onnxdeconv.render.occlusion import occlusion_figure, occlusion_summary
 @click.argument("image", type=options.PATH)
 @options.label_option("the predicted one")
 @options.labels_option
-@click.option(
-    "--occluder",
-    type=click.IntRange(min=1),
-    help="Occluder side in pixels; default: a sixth of the image side.",
+@options.count_option(
+    "--occluder", text="Occluder side in pixels; default: a sixth of the image side."
 )
-@click.option(
-    "--stride", type=click.IntRange(min=1), help="Step between occluders; default: occluder / 2."
-)
+@options.count_option("--stride", text="Step between occluders; default: occluder / 2.")
 @options.layer_option("the deepest layer with a spatial map")
 @options.channel_option
-@click.option(
+@options.count_option(
     "--projections",
     "count",
-    type=click.IntRange(min=0),
     default=3,
-    show_default=True,
-    help="Occluder positions shown in the projection panel (c).",
+    least=0,
+    text="Occluder positions shown in the projection panel (c).",
 )
-@click.option(
-    "--batch",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Occluded images per forward run.",
-)
+@options.count_option("--batch", default=32, text="Occluded images per forward run.")
 @options.model_options()
 @options.output_option("OUT.png; default: IMAGE-stem_occlusion.png")
 @options.json_option("the maps")
@@ -109,20 +98,21 @@ def occlusion(
             progress=advance,
         )
     alias = prepared.alias_of.get(result.layer, result.layer)
+    bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
+    title = f"{model.name} · {image.name} · occlusion sensitivity"
     figure = occlusion_figure(
         result,
         model_input.display,
         result.projections,
         labels=labels,
         layout=model_input.layout,
-        bgr=bool(model_input.preprocessing and model_input.preprocessing.bgr),
+        bgr=bgr,
         layer_name=alias,
-        title=f"{model.name} · {image.name} · occlusion sensitivity",
+        title=title,
     )
     save_figure(figure, output)
     if json_path is not None:
         data = {"model": str(model), "image": str(image), "layer_alias": alias}
         write_json(json_path, {**data, **result.to_json(labels)})
-    for line in occlusion_summary(result, labels, alias):
-        click.echo(line)
+    click.echo("\n".join(occlusion_summary(result, labels, alias)))
     written(output, json_path)

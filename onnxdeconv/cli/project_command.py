@@ -22,11 +22,7 @@ from onnxdeconv.projector import Projector
 @options.layer_option("the deepest projectable")
 @options.channel_option
 @options.position_option(allow_all=True)
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    help="Project the K strongest channels, each at its arg-max.",
-)
+@options.count_option("--top", text="Project the K strongest channels, each at its arg-max.")
 @options.rule_option
 @options.model_options()
 @options.output_option(

@@ -29,20 +29,10 @@ from onnxdeconv.prepared import prepare
 @options.labels_option
 @options.layers_option(f"up to {DEFAULT_LAYERS} rectified layers spread over the depth")
 @options.limit_option
-@click.option(
-    "--show",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Images whose projections are shown for each layer.",
+@options.count_option(
+    "--show", default=3, text="Images whose projections are shown for each layer."
 )
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Strongest channels projected per image and layer.",
-)
+@options.count_option("--top", default=4, text="Strongest channels projected per image and layer.")
 @options.model_options()
 @options.output_option("Folder to write index.html into (created if missing); default: report.")
 def report(

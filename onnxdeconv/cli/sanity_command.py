@@ -47,10 +47,9 @@ from onnxdeconv.render.sanity import sanity_figure, sanity_text
     multiple=True,
     help="Rule(s) to test; repeat the option for several.  [default: all]",
 )
-@click.option(
+@options.count_option(
     "--steps",
-    type=click.IntRange(min=1),
-    help="Cascade steps after the original, spread over the layers; default: one per layer.",
+    text="Cascade steps after the original, spread over the layers; default: one per layer.",
 )
 @options.seed_option("weights")
 @options.model_options()
