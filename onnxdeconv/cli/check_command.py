@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
-from onnxdeconv.check import load_config, run_checks
+from onnxdeconv.check import load_baseline, load_config, run_checks
 from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
-from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
+from onnxdeconv.errors import CheckFailedError
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import write_json, write_text
 from onnxdeconv.prepared import prepare
-
-
-def _read_baseline(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise OnnxDeconvError(f"cannot read baseline '{path}': {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise OnnxDeconvError(
-            f"baseline '{path}' is not JSON ({exc.msg}): write it again with --write-baseline"
-        ) from exc
-    if not isinstance(data, dict):
-        raise OnnxDeconvError(f"baseline '{path}' is not an onnxdeconv baseline")
-    return data
 
 
 @click.command(context_settings=CONTEXT)
@@ -77,7 +61,7 @@ def check(
     Example: onnxdeconv check models/digitnet.onnx --images models/examples --junit check.xml
     """
     config = load_config(config_path)
-    old = _read_baseline(baseline) if baseline is not None else None
+    old = load_baseline(baseline) if baseline is not None else None
     loaded = load_model(model)
     input_shape = prepare(loaded, model_options.input_shape(loaded)).input_shape
     found = None

@@ -6,11 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.analysis.correspondence import (
-    CSV_FIELDS,
-    correspondence_scores,
-    read_boxed_images,
-)
+from onnxdeconv.analysis.correspondence import CSV_FIELDS, correspondence_scores, read_boxed_images
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import info, progress, written
 from onnxdeconv.cli.parse import check_output

@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from onnxdeconv.analysis.features import (
-    FeaturesState,
-    StateMismatchError,
-    feature_channels,
-    feature_layer_names,
-)
+from onnxdeconv.analysis.features import FeaturesState, feature_channels, feature_layer_names
 from onnxdeconv.cli import options, parse
+from onnxdeconv.cli.features_options import named_options, page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder, progress
-from onnxdeconv.cli.merge_command import page_options, write_pages
 from onnxdeconv.engines import folder_images, mine_features, run_meta
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs.features import file_meta
 from onnxdeconv.prepared import prepare
-
-#: The option (or file) behind each difference a state can have from the run that resumes it.
-FLAGS = {
-    "model_sha256": "model",
-    "input_shape": "--size",
-    "preprocessing": "--preset/--mean/--std/--scale/--bgr",
-    "shard": "--shard",
-    "top": "--top",
-    "channels": "--layers/--channels",
-    "images": "the images in the folder",
-}
-
-
-@contextmanager
-def named_options(path: Path) -> Iterator[None]:
-    """Name the options behind a state that does not fit, and the checkpoint on an interrupt."""
-    try:
-        yield
-    except StateMismatchError as exc:
-        differ = ", ".join(FLAGS.get(key, key) for key in exc.differences)
-        raise InputError(
-            f"{path} was made with other options ({differ} differ): rerun with the same ones, or "
-            "without --resume to start over"
-        ) from None
-    except KeyboardInterrupt:
-        saved = FeaturesState.load(path).processed if path.is_file() else 0
-        info(f"interrupted: the checkpoint {path} holds {saved} images; continue with --resume")
-        raise
 
 
 @click.command(context_settings=options.CONTEXT)

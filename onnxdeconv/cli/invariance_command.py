@@ -16,12 +16,7 @@ from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.outputs import write_csv
 from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
-from onnxdeconv.render.invariance import (
-    Distance,
-    examples_for,
-    invariance_figure,
-    layer_titles,
-)
+from onnxdeconv.render.invariance import Distance, examples_for, invariance_figure, layer_titles
 
 
 @click.command(context_settings=options.CONTEXT)

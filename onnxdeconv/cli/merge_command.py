@@ -9,23 +9,14 @@ import click
 
 from onnxdeconv.analysis.features import MATCHING, FeaturesState
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, output_folder, progress, written
+from onnxdeconv.cli.features_options import page_options, write_pages
+from onnxdeconv.cli.feedback import info, output_folder
 from onnxdeconv.engines import FeaturesResult, default_batch, default_workers, preprocessing_of
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.outputs.features import model_digest, write_features
+from onnxdeconv.outputs.features import model_digest
 from onnxdeconv.prepared import prepare
 from onnxdeconv.runtime import Device
-
-#: ``--per-page``, ``--batch-size`` and ``--workers``: how the pages are made (features, merge).
-page_options = options.together(
-    options.count_option("--per-page", text="", default=16),
-    options.count_option(
-        "--batch-size",
-        text="Images per forward pass; default: as many as fill 8 MB of input, from 32 to 256.",
-    ),
-    options.count_option("--workers", text="Image decoding threads; default: min(4, CPUs)."),
-)
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -106,22 +97,3 @@ def merge(
         workers=workers or default_workers(),
     )
     write_pages(result, outdir, model, per_page, state_path)
-
-
-def write_pages(
-    result: FeaturesResult, outdir: Path, model: Path, per_page: int, state_path: Path
-) -> None:
-    """Project the entries and write the pages and JSON, with a progress bar; list the files."""
-    streamed = result.provider is not None
-    with progress(result.state.filled, "projecting", "proj", True, True) as advance:
-        pages = write_features(
-            result,
-            outdir,
-            model_name=model.name,
-            per_page=per_page,
-            state_path=state_path,
-            progress=advance,
-        )
-    if not streamed:  # the projections were the first run: say where it ran
-        info(f"running on {result.provider}")
-    written(*pages)

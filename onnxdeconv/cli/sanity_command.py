@@ -7,13 +7,7 @@ from typing import cast
 
 import click
 
-from onnxdeconv.analysis.sanity import (
-    CSV_COLUMNS,
-    Target,
-    input_layout,
-    sanity_check,
-    sanity_steps,
-)
+from onnxdeconv.analysis.sanity import CSV_COLUMNS, Target, input_layout, sanity_check, sanity_steps
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import info, progress, written
 from onnxdeconv.cli.parse import check_output

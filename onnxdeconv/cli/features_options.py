@@ -1,0 +1,72 @@
+"""CLI glue of ``features`` and ``merge`` (the dataset top-k): page options, states, pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from onnxdeconv.analysis.features import FeaturesState, StateMismatchError
+from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.engines import FeaturesResult
+from onnxdeconv.errors import InputError
+from onnxdeconv.outputs.features import write_features
+
+#: The option (or file) behind each difference a state can have from the run that resumes it.
+FLAGS = {
+    "model_sha256": "model",
+    "input_shape": "--size",
+    "preprocessing": "--preset/--mean/--std/--scale/--bgr",
+    "shard": "--shard",
+    "top": "--top",
+    "channels": "--layers/--channels",
+    "images": "the images in the folder",
+}
+
+
+@contextmanager
+def named_options(path: Path) -> Iterator[None]:
+    """Name the options behind a state that does not fit, and the checkpoint on an interrupt."""
+    try:
+        yield
+    except StateMismatchError as exc:
+        differ = ", ".join(FLAGS.get(key, key) for key in exc.differences)
+        raise InputError(
+            f"{path} was made with other options ({differ} differ): rerun with the same ones, or "
+            "without --resume to start over"
+        ) from None
+    except KeyboardInterrupt:
+        saved = FeaturesState.load(path).processed if path.is_file() else 0
+        info(f"interrupted: the checkpoint {path} holds {saved} images; continue with --resume")
+        raise
+
+
+#: ``--per-page``, ``--batch-size`` and ``--workers``: how the pages are made (features, merge).
+page_options = options.together(
+    options.count_option("--per-page", text="", default=16),
+    options.count_option(
+        "--batch-size",
+        text="Images per forward pass; default: as many as fill 8 MB of input, from 32 to 256.",
+    ),
+    options.count_option("--workers", text="Image decoding threads; default: min(4, CPUs)."),
+)
+
+
+def write_pages(
+    result: FeaturesResult, outdir: Path, model: Path, per_page: int, state_path: Path
+) -> None:
+    """Project the entries and write the pages and JSON, with a progress bar; list the files."""
+    streamed = result.provider is not None
+    with progress(result.state.filled, "projecting", "proj", True, True) as advance:
+        pages = write_features(
+            result,
+            outdir,
+            model_name=model.name,
+            per_page=per_page,
+            state_path=state_path,
+            progress=advance,
+        )
+    if not streamed:  # the projections were the first run: say where it ran
+        info(f"running on {result.provider}")
+    written(*pages)
