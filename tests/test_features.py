@@ -826,3 +826,25 @@ def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Pa
     assert [s.processed for s in shards] == [6, 6, 6]
     merged = shards[1].merge(shards[2]).merge(shards[0])
     assert_same_state(merged, one)
+
+
+def test_state_resume_checks_images_and_options(tmp_path: Path) -> None:
+    names, activations = random_state_parts(5, count=12)
+    meta = {"model_sha256": "abc", "shard": [0, 1]}
+    state = FeaturesState(4, names, meta=meta)
+    state.add_layer("a", [2, 0], rank=2)
+    state.update_maxima({"a": activations["a"][:, [2, 0]].max(axis=(2, 3))}, range(12))
+    path = tmp_path / "state.npz"
+    assert FeaturesState.resume(path, names, {"a": [2, 0]}, 4, meta) is None  # no file yet
+    state.save(path)
+    resumed = FeaturesState.resume(path, names, {"a": [2, 0]}, 4, meta)
+    assert resumed is not None and resumed.processed == 12
+    mismatches = [
+        ((names[::-1], {"a": [2, 0]}, 4, meta), ["images"]),
+        ((names, {"a": [0, 2]}, 4, meta), ["channels"]),
+        ((names, {"a": [2, 0]}, 9, {**meta, "model_sha256": "def"}), ["model_sha256", "top"]),
+    ]
+    for (images, channels, k, run_meta), differences in mismatches:
+        with pytest.raises(StateMismatchError) as raised:
+            FeaturesState.resume(path, images, channels, k, run_meta)
+        assert raised.value.differences == differences
