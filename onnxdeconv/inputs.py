@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -175,6 +176,14 @@ def normalise(
     return np.ascontiguousarray(values[None].astype(dtype))
 
 
+def input_shape_for(loaded: ModelInputSpec, size: tuple[int, int] | None) -> tuple[int, ...] | None:
+    """The per-sample input shape of ``loaded`` at image size ``size`` (H, W); None for None."""
+    if size is None:
+        return None
+    layout, channels = image_layout(tuple(loaded.input_shape[1:]))
+    return (channels, *size) if layout == "NCHW" else (*size, channels)
+
+
 @dataclass
 class ModelInput:
     """A model input ready to run, and the picture a person recognises it by."""
@@ -251,3 +260,64 @@ def display_array(values: np.ndarray, layout: Layout) -> np.ndarray:
     scaled = (hwc - low) / (high - low) if high > low else np.zeros_like(hwc)
     picture: np.ndarray = (scaled * 255).round().astype(np.uint8)
     return picture[..., 0] if picture.ndim == 3 and picture.shape[2] == 1 else picture
+
+
+def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """The image files under ``folder``, recursively, sorted by path; at most ``limit``.
+
+    Raises:
+        InputError: The folder does not exist or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder '{folder}' does not exist: check the path")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise InputError(
+            f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{folder}': point at a folder "
+            "of photos"
+        )
+    return files[:limit] if limit else files
+
+
+@dataclass
+class LoadedImages:
+    """Images preprocessed for a model: one batch, and each image's name and picture."""
+
+    batch: np.ndarray
+    #: Paths relative to the folder, one per row of ``batch``.
+    names: list[str]
+    #: Each image as loaded, with the picture a person recognises it by.
+    inputs: list[ModelInput]
+    #: ``(path relative to the folder, reason)`` for each image that could not be read.
+    skipped: list[tuple[str, str]]
+
+
+def read_images(
+    files: Sequence[Path],
+    loaded: ModelInputSpec,
+    preprocessing: Preprocessing,
+    input_shape: tuple[int, ...],
+    folder: Path,
+) -> LoadedImages:
+    """Preprocess every readable image of ``files`` (under ``folder``) into one batch.
+
+    Unreadable images are left out and listed in :attr:`LoadedImages.skipped`.
+
+    Raises:
+        InputError: None of the images is readable.
+    """
+    layout, _ = image_layout(input_shape)
+    spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
+    inputs, names, skipped = [], [], []
+    for path in files:
+        try:
+            inputs.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])))
+            names.append(str(path.relative_to(folder)))
+        except InputError as exc:
+            skipped.append((str(path.relative_to(folder)), str(exc)))
+    if not inputs:
+        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
+    return LoadedImages(np.concatenate([i.array for i in inputs]), names, inputs, skipped)

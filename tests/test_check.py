@@ -364,3 +364,17 @@ def test_fixed_batch_adjoint_test_still_catches_a_flipped_kernel(
     report = run_checks(load_model(fixed_batch_net(seed=3)), IMAGES[:2], NAMES[:2])
     adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}
     assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"
+
+
+def test_load_baseline_reads_json_objects_only(tmp_path: Path) -> None:
+    from onnxdeconv.check import load_baseline
+    from onnxdeconv.errors import OnnxDeconvError
+
+    (tmp_path / "ok.json").write_text('{"schema": 1}')
+    assert load_baseline(tmp_path / "ok.json") == {"schema": 1}
+    for name, text, message in (("bad.json", "{", "is not JSON"), ("list.json", "[]", "not an")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(OnnxDeconvError, match=message):
+            load_baseline(tmp_path / name)
+    with pytest.raises(OnnxDeconvError, match="cannot read baseline"):
+        load_baseline(tmp_path / "missing.json")

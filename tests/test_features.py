@@ -26,7 +26,7 @@ from onnxdeconv.analysis.features import (
     unit_box,
 )
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.cli import features_options
+from onnxdeconv.cli import parse
 from onnxdeconv.engines import folder_images, mine_features
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
@@ -634,8 +634,8 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("features", "merge"):
         code, stdout, _ = run([command, "--help"], capsys)
         assert code == 0 and re.search(rf"^\s*Example: onnxdeconv {command} ", stdout, re.M)
-    assert features_options.parse_channels("0-2,7,1") == [0, 1, 2, 7]
-    assert features_options.parse_channels("all") is None
+    assert parse.channel_ranges("0-2,7,1") == [0, 1, 2, 7]
+    assert parse.channel_ranges("all") is None
 
 
 # --- the library API: the mergeable state and the local engine, without the CLI -------------
@@ -826,3 +826,25 @@ def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Pa
     assert [s.processed for s in shards] == [6, 6, 6]
     merged = shards[1].merge(shards[2]).merge(shards[0])
     assert_same_state(merged, one)
+
+
+def test_state_resume_checks_images_and_options(tmp_path: Path) -> None:
+    names, activations = random_state_parts(5, count=12)
+    meta = {"model_sha256": "abc", "shard": [0, 1]}
+    state = FeaturesState(4, names, meta=meta)
+    state.add_layer("a", [2, 0], rank=2)
+    state.update_maxima({"a": activations["a"][:, [2, 0]].max(axis=(2, 3))}, range(12))
+    path = tmp_path / "state.npz"
+    assert FeaturesState.resume(path, names, {"a": [2, 0]}, 4, meta) is None  # no file yet
+    state.save(path)
+    resumed = FeaturesState.resume(path, names, {"a": [2, 0]}, 4, meta)
+    assert resumed is not None and resumed.processed == 12
+    mismatches = [
+        ((names[::-1], {"a": [2, 0]}, 4, meta), ["images"]),
+        ((names, {"a": [0, 2]}, 4, meta), ["channels"]),
+        ((names, {"a": [2, 0]}, 9, {**meta, "model_sha256": "def"}), ["model_sha256", "top"]),
+    ]
+    for (images, channels, k, run_meta), differences in mismatches:
+        with pytest.raises(StateMismatchError) as raised:
+            FeaturesState.resume(path, images, channels, k, run_meta)
+        assert raised.value.differences == differences

@@ -127,3 +127,27 @@ def test_description_names_the_channel_order_only_where_it_matters() -> None:
     assert PRESETS["imagenet"].describe().startswith("RGB, x*0.00392157")
     gray = Preprocessing(1 / 255, (0.1307,), (0.3081,))
     assert gray.describe() == "x*0.00392157, mean [0.1307], std [0.3081]"
+
+
+def test_image_files_and_read_images_report_what_they_skip(tmp_path: Path) -> None:
+    from conftest import DIGITNET
+
+    from onnxdeconv.inputs import image_files, read_images
+
+    with pytest.raises(InputError, match="does not exist"):
+        image_files(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="no images"):
+        image_files(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "sub/a.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 20, 3), 128, np.uint8))
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    files = image_files(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["b.png", "c.jpg", "sub/a.png"]
+    assert image_files(tmp_path, limit=1) == files[:1]
+    loaded = load_model(DIGITNET)
+    found = read_images(files, loaded, PRESETS["raw"], (1, 28, 28), tmp_path)
+    assert found.batch.shape == (2, 1, 28, 28) and len(found.inputs) == 2
+    assert found.names == ["b.png", str(Path("sub/a.png"))]
+    assert [name for name, _ in found.skipped] == ["c.jpg"]
+    assert "not a readable image" in found.skipped[0][1]

@@ -500,6 +500,37 @@ class FeaturesState:
             raise OnnxDeconvError(f"'{path}' is damaged: its image flags do not match its list")
         return state
 
+    @classmethod
+    def resume(
+        cls,
+        path: str | Path,
+        images: Sequence[str],
+        channels: Mapping[str, Sequence[int]],
+        k: int,
+        meta: Mapping[str, Any],
+    ) -> FeaturesState | None:
+        """The checkpoint at ``path`` to continue a run over ``images`` with; None if none.
+
+        Args:
+            path: Where the run saves its checkpoints.
+            images: The run's images, as :func:`~onnxdeconv.engines.folder_images` lists them.
+            channels: The run's tracked channels of each layer.
+            k: The run's top-k.
+            meta: What the run records about itself (see :meth:`differences`).
+
+        Raises:
+            StateMismatchError: The checkpoint was made with other images or options.
+        """
+        path = Path(path)
+        if not path.is_file():
+            return None
+        state = cls.load(path)
+        same = state.images == list(images)
+        differences = state.differences(meta, channels, k) if same else ["images"]
+        if differences:
+            raise StateMismatchError(differences)
+        return state
+
 
 class PendingUpdates:
     """Collects batches of maxima and counts them into a :class:`FeaturesState` in bulk.

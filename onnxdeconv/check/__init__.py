@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxdeconv.check.config import CheckConfig, load_config
+from onnxdeconv.check.config import CheckConfig, load_baseline, load_config
 from onnxdeconv.check.run import CheckReport, Finding, run_checks
 
-__all__ = ["CheckConfig", "CheckReport", "Finding", "load_config", "run_checks"]
+__all__ = ["CheckConfig", "CheckReport", "Finding", "load_baseline", "load_config", "run_checks"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,7 +21,7 @@ GROUPS = ("analyzable", "faithful", "filters", "architecture", "regression")
 
 @dataclass
 class CheckConfig:
-    """Every threshold of ``onnxdeconv check``; the README's table documents each one."""
+    """Every threshold of ``onnxdeconv check``; docs/commands/check.md documents each one."""
 
     #: Ops after which unprojectable layers are expected (classifier heads): reported, not failed.
     allowed_unprojectable_ops: list[str] = field(default_factory=lambda: ["Softmax", "LogSoftmax"])
@@ -89,3 +90,17 @@ def load_config(path: str | Path | None) -> CheckConfig:
             )
         config.severity[group] = level
     return config
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read a baseline that a run of the checks wrote (``CheckReport.baseline`` as JSON)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise OnnxDeconvError(f"cannot read baseline '{path}': {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise OnnxDeconvError(f"baseline '{path}' is not JSON ({exc.msg}): write it again") from exc
+    if not isinstance(data, dict):
+        raise OnnxDeconvError(f"baseline '{path}' is not an onnxdeconv baseline")
+    return data

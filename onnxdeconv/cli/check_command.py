@@ -2,63 +2,42 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
-from onnxdeconv.check import load_config, run_checks
+from onnxdeconv.check import load_baseline, load_config, run_checks
 from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import find_images, info, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
-from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
+from onnxdeconv.errors import CheckFailedError
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import write_json, write_text
 from onnxdeconv.prepared import prepare
 
 
-def _read_baseline(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise OnnxDeconvError(f"cannot read baseline '{path}': {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise OnnxDeconvError(
-            f"baseline '{path}' is not JSON ({exc.msg}): write it again with --write-baseline"
-        ) from exc
-    if not isinstance(data, dict):
-        raise OnnxDeconvError(f"baseline '{path}' is not an onnxdeconv baseline")
-    return data
-
-
 @click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    help="Folder of images (recursive) for activity, drift and projection checks.",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.argument("model", type=options.PATH)
+@options.images_option("for the activity, drift and projection checks")
+@options.limit_option
 @options.model_options(device="cpu")
 @click.option(
-    "--baseline",
-    type=click.Path(path_type=Path),
-    help="Compare with a baseline written by --write-baseline.",
+    "--baseline", type=options.PATH, help="Compare with a baseline written by --write-baseline."
 )
 @click.option(
     "--write-baseline",
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help="Write this run's statistics and top-k projections as a baseline.",
 )
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path),
-    help="TOML file with thresholds (see the README for keys and defaults).",
+    type=options.PATH,
+    help="TOML file with thresholds (keys and defaults: docs/commands/check.md).",
 )
-@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--junit", type=options.PATH, help="Write JUnit XML here.")
 @options.json_option("the report")
 @click.option("--verbose", "show_all", is_flag=True, help="List passed findings too.")
 def check(
@@ -82,24 +61,19 @@ def check(
     Example: onnxdeconv check models/digitnet.onnx --images models/examples --junit check.xml
     """
     config = load_config(config_path)
-    old = _read_baseline(baseline) if baseline is not None else None
+    old = load_baseline(baseline) if baseline is not None else None
     loaded = load_model(model)
     input_shape = prepare(loaded, model_options.input_shape(loaded)).input_shape
-    batch = names = None
+    found = None
     if images is not None:
         preprocessing, _ = model_options.preprocessing(loaded)
-        files = options.image_files(images, limit)
-        batch, names = options.load_images(files, loaded, preprocessing, input_shape, images)
+        files = find_images(images, limit)
+        found = read_images(files, loaded, preprocessing, input_shape, images)
+    batch, names = (found.batch, found.names) if found else (None, ())
     report = run_checks(
-        loaded,
-        batch,
-        names or (),
-        old,
-        config,
-        input_shape=input_shape,
-        device=model_options.device,
+        loaded, batch, names, old, config, input_shape=input_shape, device=model_options.device
     )
-    click.echo(f"running on {report.provider}", err=True)
+    info(f"running on {report.provider}")
     click.echo(summary_table(report, show_all))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(report):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
-from onnxdeconv.analysis.correspondence import (
-    CSV_FIELDS,
-    correspondence_scores,
-    read_boxed_images,
-)
+from onnxdeconv.analysis.correspondence import CSV_FIELDS, correspondence_scores, read_boxed_images
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import write_csv, write_json
 from onnxdeconv.prepared import prepare
@@ -22,13 +18,13 @@ from onnxdeconv.render.correspondence import correspondence_figure, corresponden
 
 
 @click.command(context_settings=options.CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("more_images", metavar="[IMAGES]...", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("model", type=options.PATH)
+@click.argument("more_images", metavar="[IMAGES]...", nargs=-1, type=options.PATH)
 @click.option(
     "--images",
     "image_paths",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help="An image, or a folder searched for the images the boxes file names; more images may "
     "follow as arguments. Default: beside the boxes file.",
 )
@@ -36,26 +32,19 @@ from onnxdeconv.render.correspondence import correspondence_figure, corresponden
     "--boxes",
     "boxes_path",
     required=True,
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help='JSON: {"images": {"A.jpg": {"nose": [x0, y0, x1, y1], ...}, ...}} in original pixels.',
 )
 @click.option("--parts", help="Comma-separated parts to mask (default: every part in the file).")
-@click.option(
-    "--layers",
-    "layer_names",
-    multiple=True,
-    help="Layers (tensor names or aliases, comma-separated or repeated). Default: the deepest "
-    "spatial layer and the one before it.",
-)
-@click.option(
+@options.layers_option("the deepest spatial layer and the one before it", multiple=True)
+@options.count_option(
     "--random",
     "draws",
-    type=click.IntRange(min=0),
     default=10,
-    show_default=True,
-    help="Random boxes per image for the baseline (0: none).",
+    least=0,
+    text="Random boxes per image for the baseline (0: none).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random boxes.")
+@options.seed_option("boxes")
 @options.model_options()
 @options.output_option("OUT.png; default: MODEL-stem_correspondence.png")
 @options.json_option("the table")
@@ -66,7 +55,7 @@ def correspondence(
     image_paths: tuple[Path, ...],
     boxes_path: Path,
     parts: str | None,
-    layer_names: tuple[str, ...],
+    layers: list[str] | None,
     draws: int,
     seed: int,
     model_options: options.ModelOptions,
@@ -88,26 +77,23 @@ def correspondence(
     Example: onnxdeconv correspondence model.onnx --images cat.jpg dog.jpg fox.jpg --boxes b.json
     """
     output = output or Path(f"{model.stem}_correspondence.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(json_path, "--json")
-    options.check_output(csv_path, "--csv")
+    check_output(output, "-o", ".png")
+    check_output(json_path, "--json")
+    check_output(csv_path, "--csv")
     wanted = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
     read = read_boxed_images(boxes_path, [*image_paths, *more_images], wanted)
     for key, why in read.skipped:
-        click.echo(f"skipped {key}: {why}", err=True)
+        info(f"skipped {key}: {why}")
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
-    layers = [name.strip() for value in layer_names for name in value.split(",") if name.strip()]
     preprocessing, source = model_options.preprocessing(loaded)
     total = len(read.keys) * (1 + len(read.boxes) + draws)
-    with tqdm(
-        total=total, desc="masked copies", unit="input", file=sys.stderr, leave=False, disable=None
-    ) as bar:
+    with progress(total, "masked copies", "input", so_far=True) as advance:
         result = correspondence_scores(
             prepared,
             read.pictures,
             read.boxes,
-            layers or None,
+            layers,
             preprocessing,
             draws,
             seed,
@@ -115,11 +101,11 @@ def correspondence(
             objects=read.objects,
             names=read.keys,
             device=model_options.device,
-            progress=lambda done: bar.update(done - bar.n),
+            progress=advance,
         )
     # Said after the run, so that an error stays the only line on stderr.
-    click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {result.provider}", err=True)
+    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {result.provider}")
     save_figure(
         correspondence_figure(result, title=correspondence_title(result, model.name)), output
     )
@@ -128,4 +114,4 @@ def correspondence(
     if csv_path is not None:
         write_csv(csv_path, result.rows(), CSV_FIELDS)
     click.echo(result.text_table())
-    click.echo("\n".join(str(path) for path in (output, json_path, csv_path) if path is not None))
+    written(output, json_path, csv_path)

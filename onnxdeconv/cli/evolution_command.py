@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from onnxdeconv.analysis.evolution import (
     CHANNELS_PER_LAYER,
@@ -17,6 +15,8 @@ from onnxdeconv.analysis.evolution import (
 )
 from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import find_images, info, progress, read_images, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import image_layout
 from onnxdeconv.outputs import write_json
@@ -27,17 +27,9 @@ from onnxdeconv.render.evolution import evolution_figure
 
 @click.command(context_settings=options.CONTEXT)
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--images",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder of images (searched recursively) to find each map's strongest activation in.",
-)
-@click.option(
-    "--layers",
-    metavar="L1,L2,..",
-    help="Tensor names or aliases; default: the Relu layers with spatial maps (at most "
-    f"{MAX_DEFAULT_LAYERS}, spread over the depth).",
+@options.images_option("to find each map's strongest activation in", required=True)
+@options.layers_option(
+    f"the Relu layers with spatial maps (at most {MAX_DEFAULT_LAYERS}, spread over the depth)"
 )
 @click.option(
     "--channels",
@@ -45,12 +37,8 @@ from onnxdeconv.render.evolution import evolution_figure
     help="Feature maps to follow in every layer; default: per layer, the --count maps with the "
     "highest activation in the last checkpoint.",
 )
-@click.option(
-    "--count",
-    type=click.IntRange(min=1),
-    default=CHANNELS_PER_LAYER,
-    show_default=True,
-    help="Maps per layer when --channels is not given.",
+@options.count_option(
+    "--count", default=CHANNELS_PER_LAYER, text="Maps per layer when --channels is not given."
 )
 @click.option(
     "--threshold",
@@ -59,14 +47,14 @@ from onnxdeconv.render.evolution import evolution_figure
     show_default=True,
     help="Similarity a layer must keep to the next checkpoint from where it converges on.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most N images (sorted by path).")
+@options.limit_option
 @options.model_options()
 @options.output_option("OUT.png; default: evolution.png")
 @options.json_option("the report")
 def evolution(
     checkpoints: tuple[Path, ...],
     images: Path,
-    layers: str | None,
+    layers: list[str] | None,
     channels: str | None,
     count: int,
     threshold: float,
@@ -88,29 +76,28 @@ def evolution(
     Example: onnxdeconv evolution models/digitnet_checkpoints/epoch_*.onnx --images models/examples
     """
     output = output or Path("evolution.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(json_path, "--json")
+    check_output(output, "-o", ".png")
+    check_output(json_path, "--json")
     if len(checkpoints) < 2:
         raise click.BadParameter(
             "give at least two checkpoints, in training order", param_hint="CHECKPOINTS"
         )
     wanted_channels = _channel_list(channels)
-    files = options.image_files(images, limit)
+    files = find_images(images, limit)
     loaded = [load_model(path) for path in checkpoints]
     shape = model_options.input_shape(loaded[0])
     given = [prepare(model, shape) for model in loaded]
     order = training_order(given)
     if order != sorted(order):
-        click.echo("ordered the checkpoints by their onnxdeconv.epoch metadata", err=True)
+        info("ordered the checkpoints by their onnxdeconv.epoch metadata")
     prepared = [given[i] for i in order]
     names = [str(checkpoints[i]) for i in order]
-    chosen = checked_layers(prepared, layers.split(",") if layers else None, wanted_channels, names)
+    chosen = checked_layers(prepared, layers, wanted_channels, names)
     preprocessing, source = model_options.preprocessing(prepared[0].loaded)
-    click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    batch, image_names = options.load_images(
-        files, prepared[0].loaded, preprocessing, prepared[0].input_shape, images
-    )
-    with tqdm(total=len(prepared), desc="checkpoints", unit="ckpt", file=sys.stderr) as bar:
+    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    found = read_images(files, prepared[0].loaded, preprocessing, prepared[0].input_shape, images)
+    batch, image_names = found.batch, found.names
+    with progress(len(prepared), "checkpoints", "ckpt", logged=True) as advance:
         report = trace_evolution(
             prepared,
             batch,
@@ -120,9 +107,9 @@ def evolution(
             threshold,
             names=names,
             device=model_options.device,
-            progress=bar.update,
+            progress=advance,
         )
-    click.echo(f"running on {report.provider}", err=True)
+    info(f"running on {report.provider}")
     layout, _ = image_layout(prepared[0].input_shape)
     title = f"{Path(names[0]).parent.name or 'checkpoints'} · {len(batch)} images"
     figure = evolution_figure(
@@ -132,7 +119,7 @@ def evolution(
     if json_path is not None:
         write_json(json_path, report.to_json(image_names, names))
     click.echo(report.text_table())
-    click.echo("\n".join(str(path) for path in (output, json_path) if path is not None))
+    written(output, json_path)
 
 
 def _channel_list(value: str | None) -> list[int] | None:

@@ -6,63 +6,44 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.cli import options
-from onnxdeconv.cli.features_options import (
-    choose_channels,
-    info,
-    output_folder,
-    page_options,
-    parse_channels,
-    parse_shard,
-    progress_bar,
-    resume_state,
-    streaming,
-    write_pages,
-)
+from onnxdeconv.analysis.features import FeaturesState, feature_channels, feature_layer_names
+from onnxdeconv.cli import options, parse
+from onnxdeconv.cli.features_options import named_options, page_options, write_pages
+from onnxdeconv.cli.feedback import info, output_folder, progress
 from onnxdeconv.engines import folder_images, mine_features, run_meta
-from onnxdeconv.errors import InputError
+from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs.features import file_meta
 from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("images_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--layers",
-    metavar="A,B,..",
-    help="Tensor names or aliases; default: the deepest rectified layer at each resolution.",
-)
+@click.argument("model", type=options.PATH)
+@click.argument("images_dir", type=options.PATH)
+@options.layers_option("the deepest rectified layer at each resolution")
 @click.option(
     "--channels",
     default="0-15",
     show_default=True,
     help="'all', a range (0-15) or a list (0,3,7); channels a layer lacks are left out.",
 )
-@click.option("--top", type=click.IntRange(min=1), default=9, show_default=True)
+@options.count_option("--top", default=9, text="")
 @click.option("--shard", metavar="i/n", help="Process only images whose index % n == i.")
 @click.option("--resume", is_flag=True, help="Continue from the state's last checkpoint.")
 @click.option(
     "--state",
     "state_path",
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help="State file (.npz); default: OUTDIR/features_state.npz (…_state_IofN.npz for a shard).",
 )
-@click.option(
-    "--checkpoint-every",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Save the state every N batches.",
-)
+@options.count_option("--checkpoint-every", default=20, text="Save the state every N batches.")
 @page_options
 @options.model_options()
 @options.output_option("Output folder (created); default: MODEL-stem_features.")
 def features(
     model: Path,
     images_dir: Path,
-    layers: str | None,
+    layers: list[str] | None,
     channels: str,
     top: int,
     shard: str | None,
@@ -87,28 +68,37 @@ def features(
 
     Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --top 4
     """
-    index, count = parse_shard(shard)
-    chosen = parse_channels(channels)
+    index, count = parse.shard(shard)
+    chosen = parse.channel_ranges(channels)
     names = folder_images(images_dir)
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
-    tracked = choose_channels(prepared, layers, chosen)
+    try:
+        tracked = feature_channels(prepared, feature_layer_names(prepared, layers or []), chosen)
+    except SelectionError as exc:
+        raise SelectionError(str(exc).replace("the chosen channels", "the --channels")) from None
     preprocessing, source = model_options.preprocessing(loaded)
     outdir = output_folder(output or Path(f"{model.stem}_features"))
     stem = "features_state" if count == 1 else f"features_state_{index}of{count}"
     state_path = state_path or outdir / f"{stem}.npz"
     files = file_meta(model, images_dir)
     meta = {**files, **run_meta(prepared, preprocessing, (index, count))}
-    state = resume_state(state_path, resume, names, tracked, top, meta)
+    with named_options(state_path):
+        state = FeaturesState.resume(state_path, names, tracked, top, meta) if resume else None
+    if resume and state is None:
+        info(f"no checkpoint at {state_path}: starting from the beginning")
+    elif state is not None:
+        info(f"resuming from {state_path}: {state.processed} images done")
     mine = len(range(index, len(names), count))
     todo = len(state.todo((index, count))) if state else mine
     info(f"preprocessing: {source}: {preprocessing.describe()}")
-    aliases = prepared.alias_of
     shard_note = f" (shard {index}/{count} of {len(names)})" if count > 1 else ""
-    layer_list = ", ".join(aliases.get(n, n) for n in tracked)
+    layer_list = ", ".join(prepared.alias_of.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")
-    bar, progress = progress_bar(todo, "img", "streaming")
-    with streaming(state_path), bar:
+    with (
+        named_options(state_path),
+        progress(todo, "streaming", "img", so_far=True, logged=True) as advance,
+    ):
         result = mine_features(
             prepared,
             names,
@@ -125,7 +115,7 @@ def features(
             meta=files,
             workers=workers,
             device=model_options.device,
-            progress=progress,
+            progress=advance,
             on_skip=lambda _, reason: info(f"skipped: {reason}"),
         )
     if result.provider:

@@ -8,25 +8,22 @@ import click
 
 from onnxdeconv.analysis.filters import analyse_filters
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import find_images, info, read_images, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import write_json
 from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.filters import filters_figure, filters_table
 
-CONTEXT = options.CONTEXT
 #: Aliasing scores above this are called high.
 ALIASING_THRESHOLD = 0.1
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    help="Folder of images (searched recursively) to measure aliasing and never-active filters on.",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most N images (sorted by path).")
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@options.images_option("to measure aliasing and never-active filters on")
+@options.limit_option
 @options.model_options()
 @options.output_option("OUT.png; default: MODEL-stem_filters.png")
 @options.json_option("the report")
@@ -48,22 +45,22 @@ def filters(
     Example: onnxdeconv filters models/digitnet.onnx --images models/examples
     """
     output = output or Path(f"{model.stem}_filters.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(json_path, "--json")
-    files = options.image_files(images, limit) if images is not None else []
+    check_output(output, "-o", ".png")
+    check_output(json_path, "--json")
+    files = find_images(images, limit) if images is not None else []
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
     batch, bgr = None, False
     if images is not None:
         preprocessing, source = model_options.preprocessing(loaded)
         bgr = preprocessing.bgr
-        click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-        batch, _ = options.load_images(files, loaded, preprocessing, prepared.input_shape, images)
+        info(f"preprocessing: {source}: {preprocessing.describe()}")
+        batch = read_images(files, loaded, preprocessing, prepared.input_shape, images).batch
     report = analyse_filters(
         prepared, batch, aliasing_threshold=ALIASING_THRESHOLD, device=model_options.device
     )
     if report.provider:
-        click.echo(f"running on {report.provider}", err=True)
+        info(f"running on {report.provider}")
     title = f"{model.name} · first layer {report.layer}"
     figure = filters_figure(report, title=title, bgr=bgr, aliasing_threshold=ALIASING_THRESHOLD)
     save_figure(figure, output)
@@ -71,6 +68,4 @@ def filters(
         write_json(json_path, report.to_json())
     click.echo(report.verdict)
     click.echo(filters_table(report, 0 if batch is None else len(batch), ALIASING_THRESHOLD))
-    click.echo(str(output))
-    if json_path is not None:
-        click.echo(str(json_path))
+    written(output, json_path)

@@ -5,27 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from onnxdeconv.analysis import invariance as analysis
 from onnxdeconv.analysis.invariance import TRANSFORMS
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.parse import check_output, floats
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.outputs import write_csv
 from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
-from onnxdeconv.render.invariance import (
-    Distance,
-    examples_for,
-    invariance_figure,
-    layer_titles,
-)
+from onnxdeconv.render.invariance import Distance, examples_for, invariance_figure, layer_titles
 
 
 @click.command(context_settings=options.CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("model", type=options.PATH)
+@click.argument("images", nargs=-1, required=True, type=options.PATH)
 @click.option(
     "--transform",
     "transforms",
@@ -33,13 +29,13 @@ from onnxdeconv.render.invariance import (
     type=click.Choice(analysis.TRANSFORMS),
     help="Transform to sweep; repeat for several (default: all three, one row each).",
 )
-@click.option("--label", help="Class to track, index or name; default: each image's prediction.")
+@options.label_option("each image's prediction")
 @options.labels_option
-@click.option("--layers", help="Comma-separated tensor names or aliases; default: bottom, top.")
-@click.option(
+@options.layers_option("bottom, top")
+@options.count_option(
     "--steps",
-    type=click.IntRange(min=2),
-    help="Amounts per sweep (default: 13 shifts, 11 scales, 25 rotations); the identity is added.",
+    least=2,
+    text="Amounts per sweep (default: 13 shifts, 11 scales, 25 rotations); the identity is added.",
 )
 @click.option(
     "--range",
@@ -70,7 +66,7 @@ def invariance(
     transforms: tuple[str, ...],
     label: str | None,
     labels_path: Path | None,
-    layers: str | None,
+    layers: list[str] | None,
     steps: int | None,
     amount_range: str | None,
     border: analysis.Border,
@@ -91,22 +87,22 @@ def invariance(
     """
     kinds: tuple[str, ...] = tuple(dict.fromkeys(transforms)) or TRANSFORMS
     output = output or Path(f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(csv_path, "--csv", ".csv")
+    check_output(output, "-o", ".png")
+    check_output(csv_path, "--csv", ".csv")
     bounds = _range(amount_range, len(kinds))
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
     preprocessing, source = model_options.preprocessing(loaded)
-    names = analysis.chosen_layers(prepared, layers.split(",") if layers is not None else None)
+    names = analysis.chosen_layers(prepared, layers)
     class_names = read_labels(labels_path) if labels_path is not None else loaded.labels
     label_index = resolve_label(label, class_names) if label is not None else None
     read = analysis.read_pictures(images, analysis.model_image_size(prepared))
     for path, why in read.skipped:
-        click.echo(f"skipped {path}: {why}", err=True)
+        info(f"skipped {path}: {why}")
     runner = analysis.invariance_runner(prepared, names, model_options.device)
-    click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {runner.provider}", err=True)
-    with tqdm(total=len(kinds) * len(read.pictures), unit="image", disable=None) as bar:
+    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {runner.provider}")
+    with progress(len(kinds) * len(read.pictures), "sweeps", "image") as advance:
         results = analysis.sweep_transforms(
             prepared,
             read.pictures,
@@ -118,7 +114,7 @@ def invariance(
             label=label_index,
             border=border,
             runner=runner,
-            progress=bar.update,
+            progress=advance,
         )
     figure = invariance_figure(
         results,
@@ -134,7 +130,7 @@ def invariance(
         rows = [row for curves in results for row in curves.rows(read.names)]
         write_csv(csv_path, rows, analysis.CSV_COLUMNS)
     click.echo("\n".join(curves.summary() for curves in results))
-    click.echo("\n".join(str(path) for path in (output, csv_path) if path is not None))
+    written(output, csv_path)
 
 
 def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:
@@ -142,7 +138,7 @@ def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:
         return None, None
     if kinds != 1:
         raise click.UsageError("--range needs exactly one --transform: its unit depends on it")
-    pair = options.floats(value, "--range") or ()
+    pair = floats(value, "--range") or ()
     if len(pair) != 2 or not pair[0] < pair[1]:
         raise click.BadParameter(
             f"expected LO,HI with LO < HI, got '{value}'", param_hint="--range"

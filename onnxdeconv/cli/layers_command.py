@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.cli.options import CONTEXT, ModelOptions, model_options
+from onnxdeconv.cli import options
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import json_text
 from onnxdeconv.prepared import Layer, prepare
@@ -28,11 +28,11 @@ def _table(rows: list[Layer]) -> list[str]:
     ]
 
 
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@model_options(images=False, device=None)
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@options.model_options(images=False, device=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def layers(model: Path, model_options: ModelOptions, as_json: bool) -> None:
+def layers(model: Path, model_options: options.ModelOptions, as_json: bool) -> None:
     """List the tensors a projection can start from.
 
     Shows each tensor's short alias, op, shape, receptive field (size and stride in input pixels)

@@ -9,7 +9,8 @@ import click
 
 from onnxdeconv.analysis.features import MATCHING, FeaturesState
 from onnxdeconv.cli import options
-from onnxdeconv.cli.features_options import info, output_folder, page_options, write_pages
+from onnxdeconv.cli.features_options import page_options, write_pages
+from onnxdeconv.cli.feedback import info, output_folder
 from onnxdeconv.engines import FeaturesResult, default_batch, default_workers, preprocessing_of
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import load_model
@@ -19,19 +20,19 @@ from onnxdeconv.runtime import Device
 
 
 @click.command(context_settings=options.CONTEXT)
-@click.argument("states", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("states", nargs=-1, required=True, type=options.PATH)
 @options.output_option("Output folder (created).", required=True)
 @click.option(
     "--state",
     "state_path",
-    type=click.Path(path_type=Path),
+    type=options.PATH,
     help="Where to write the merged state; default: OUTDIR/features_state.npz.",
 )
-@click.option("--model", type=click.Path(path_type=Path), help="The model, if it moved.")
-@click.option("--images", type=click.Path(path_type=Path), help="The image folder, if it moved.")
+@click.option("--model", type=options.PATH, help="The model, if it moved.")
+@options.images_option("the states were made from, if it moved")
 @click.option("--partial", is_flag=True, help="Render even if some images were not processed.")
 @page_options
-@options.device_option
+@options.device_option()
 def merge(
     states: tuple[Path, ...],
     output: Path,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from onnxdeconv.analysis.layers import occlusion_layer
 from onnxdeconv.analysis.occlusion import check_choice, occluder_grid, occlusion_maps
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
 from onnxdeconv.labels import read_labels
@@ -19,41 +20,26 @@ from onnxdeconv.projector import Projector
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.occlusion import occlusion_figure, occlusion_summary
 
-CONTEXT = options.CONTEXT
 
-
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--label", help="Class to track, as an index or a name; default: the predicted one.")
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@click.argument("image", type=options.PATH)
+@options.label_option("the predicted one")
 @options.labels_option
-@click.option(
-    "--occluder",
-    type=click.IntRange(min=1),
-    help="Occluder side in pixels; default: a sixth of the image side.",
+@options.count_option(
+    "--occluder", text="Occluder side in pixels; default: a sixth of the image side."
 )
-@click.option(
-    "--stride", type=click.IntRange(min=1), help="Step between occluders; default: occluder / 2."
-)
-@click.option(
-    "--layer", help="Tensor name or alias; default: the deepest layer with a spatial map."
-)
-@click.option("--channel", type=int, help="Feature map to track; default: the strongest.")
-@click.option(
+@options.count_option("--stride", text="Step between occluders; default: occluder / 2.")
+@options.layer_option("the deepest layer with a spatial map")
+@options.channel_option
+@options.count_option(
     "--projections",
     "count",
-    type=click.IntRange(min=0),
     default=3,
-    show_default=True,
-    help="Occluder positions shown in the projection panel (c).",
+    least=0,
+    text="Occluder positions shown in the projection panel (c).",
 )
-@click.option(
-    "--batch",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Occluded images per forward run.",
-)
+@options.count_option("--batch", default=32, text="Occluded images per forward run.")
 @options.model_options()
 @options.output_option("OUT.png; default: IMAGE-stem_occlusion.png")
 @options.json_option("the maps")
@@ -83,8 +69,8 @@ def occlusion(
     Example: onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7
     """
     output = output or Path(f"{image.stem}_occlusion.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(json_path, "--json")
+    check_output(output, "-o", ".png")
+    check_output(json_path, "--json")
     loaded = load_model(model)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
     preprocessing, source = model_options.preprocessing(loaded)
@@ -96,10 +82,9 @@ def occlusion(
     projector = Projector(prepared, target, device=model_options.device, keep_outputs=True)
     chosen = check_choice(projector, channel, label, labels)
     if model_input.preprocessing is not None:
-        click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {projector.provider}", err=True)
-    total = len(rows) * len(columns)
-    with tqdm(total=total, desc="occluded images", unit="img", leave=False, disable=None) as bar:
+        info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {projector.provider}")
+    with progress(len(rows) * len(columns), "occluded images", "img") as advance:
         result = occlusion_maps(
             projector,
             model_input.array,
@@ -110,25 +95,24 @@ def occlusion(
             preprocessing=model_input.preprocessing,
             projections=count,
             batch_size=batch,
-            progress=bar.update,
+            progress=advance,
         )
     alias = prepared.alias_of.get(result.layer, result.layer)
+    bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
+    title = f"{model.name} · {image.name} · occlusion sensitivity"
     figure = occlusion_figure(
         result,
         model_input.display,
         result.projections,
         labels=labels,
         layout=model_input.layout,
-        bgr=bool(model_input.preprocessing and model_input.preprocessing.bgr),
+        bgr=bgr,
         layer_name=alias,
-        title=f"{model.name} · {image.name} · occlusion sensitivity",
+        title=title,
     )
     save_figure(figure, output)
     if json_path is not None:
         data = {"model": str(model), "image": str(image), "layer_alias": alias}
         write_json(json_path, {**data, **result.to_json(labels)})
-    for line in occlusion_summary(result, labels, alias):
-        click.echo(line)
-    click.echo(str(output))
-    if json_path is not None:
-        click.echo(str(json_path))
+    click.echo("\n".join(occlusion_summary(result, labels, alias)))
+    written(output, json_path)

@@ -6,73 +6,37 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.cli.options import CONTEXT, ModelOptions, model_options
-from onnxdeconv.deconv.rules import RULES, Rule
+from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info
+from onnxdeconv.cli.parse import check_output
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.files import save_npy
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
 from onnxdeconv.projector import Projector
 
 
-def _parse_position(value: str | None) -> tuple[int, ...] | str | None:
-    if value is None or value == "all":
-        return value
-    try:
-        return tuple(int(p) for p in value.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected H,W or 'all', got '{value}'", param_hint="--position"
-        ) from None
-
-
-def _check_output(output: Path) -> None:
-    if output.suffix.lower() not in (".png", ".npy"):
-        raise click.BadParameter(f"'{output}' must end in .png or .npy", param_hint="-o")
-    if not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise click.BadParameter(
-            f"output folder '{output.parent}' does not exist: create it first", param_hint="-o"
-        )
-
-
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("--layer", help="Tensor name or alias (see 'layers'); default: deepest projectable.")
-@click.option("--channel", type=int, help="Channel to project; default: the strongest.")
-@click.option(
-    "--position",
-    metavar="H,W|all",
-    help="Position in the feature map; 'all' projects the whole map; default: arg-max.",
-)
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    help="Project the K strongest channels, each at its arg-max.",
-)
-@click.option(
-    "--rule",
-    type=click.Choice(RULES),
-    default="deconvnet",
-    show_default=True,
-    help="What rectifiers pass back (see README).",
-)
-@model_options()
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    help="OUT.png (picture) or OUT.npy (float32 [K, *input_shape]); "
-    "default: INPUT-stem_projection.png",
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@click.argument("input", type=options.PATH)
+@options.layer_option("the deepest projectable")
+@options.channel_option
+@options.position_option(allow_all=True)
+@options.count_option("--top", text="Project the K strongest channels, each at its arg-max.")
+@options.rule_option
+@options.model_options()
+@options.output_option(
+    "OUT.png (picture) or OUT.npy (float32 [K, *input_shape]); default: INPUT-stem_projection.png"
 )
 def project(
     model: Path,
     input: Path,
     layer: str | None,
     channel: int | None,
-    position: str | None,
+    position: tuple[int, ...] | str | None,
     top: int | None,
     rule: Rule,
-    model_options: ModelOptions,
+    model_options: options.ModelOptions,
     output: Path | None,
 ) -> None:
     """Project the strongest activations of a layer back to the input image.
@@ -83,10 +47,9 @@ def project(
     Example: onnxdeconv project models/digitnet.onnx models/examples/digit_7.png --top 8
     """
     output = output or Path(f"{input.stem}_projection.png")
-    _check_output(output)
+    check_output(output, "-o", (".png", ".npy"))
     if channel is not None and top is not None:
         raise click.UsageError("use --channel or --top, not both")
-    where = _parse_position(position)
     loaded = load_model(model)
     preprocessing, source = model_options.preprocessing(loaded)
     model_input = load_input(input, loaded, preprocessing, model_options.size)
@@ -94,10 +57,10 @@ def project(
         loaded, layer, rule, model_options.device, input_shape=tuple(model_input.array.shape[1:])
     )
     forward = projector.forward(model_input.array)
-    picks = projector.strongest(forward, top=top or 1, channel=channel, position=where)
+    picks = projector.strongest(forward, top=top or 1, channel=channel, position=position)
     if input.suffix.lower() != ".npy":
-        click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {projector.provider}", err=True)
+        info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {projector.provider}")
     projections = projector.project(forward, picks)
     if output.suffix.lower() == ".npy":
         save_npy(output, projections)
@@ -114,5 +77,5 @@ def project(
             model_name=model.name,
         )
         save_figure(figure, output)
-    click.echo(f"projected {len(picks)} from layer {projector.layer}", err=True)
+    info(f"projected {len(picks)} from layer {projector.layer}")
     click.echo(str(output))

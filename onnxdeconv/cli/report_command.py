@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from onnxdeconv.analysis.report import (
     ANALYSES,
@@ -16,51 +15,31 @@ from onnxdeconv.analysis.report import (
     report_layers,
 )
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import find_images, info, output_folder, progress, read_images
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import read_image
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs.report import write_report
 from onnxdeconv.prepared import prepare
 
-CONTEXT = options.CONTEXT
 
-
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder of images (searched recursively) to analyse.",
-)
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@options.images_option("to analyse", required=True)
 @options.labels_option
-@click.option(
-    "--layers",
-    help=f"Comma-separated tensor names or aliases to project; default: up to {DEFAULT_LAYERS} "
-    "rectified layers spread over the depth.",
+@options.layers_option(f"up to {DEFAULT_LAYERS} rectified layers spread over the depth")
+@options.limit_option
+@options.count_option(
+    "--show", default=3, text="Images whose projections are shown for each layer."
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Use at most N images (sorted by path).")
-@click.option(
-    "--show",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Images whose projections are shown for each layer.",
-)
-@click.option(
-    "--top",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Strongest channels projected per image and layer.",
-)
+@options.count_option("--top", default=4, text="Strongest channels projected per image and layer.")
 @options.model_options()
 @options.output_option("Folder to write index.html into (created if missing); default: report.")
 def report(
     model: Path,
     images: Path,
     labels_path: Path | None,
-    layers: str | None,
+    layers: list[str] | None,
     limit: int | None,
     show: int,
     top: int,
@@ -79,20 +58,19 @@ def report(
     Example: onnxdeconv report models/digitnet.onnx --images models/examples -o report
     """
     started = time.monotonic()
-    files = options.image_files(images, limit)
-    folder = _output_folder(output or Path("report"))
+    files = find_images(images, limit)
+    folder = output_folder(output or Path("report"))
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
     preprocessing, source = model_options.preprocessing(loaded)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
-    wanted = [name.strip() for name in layers.split(",") if name.strip()] if layers else None
-    chosen = report_layers(prepared, wanted)
-    click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    found = options.read_images(files, loaded, preprocessing, prepared.input_shape, images)
+    chosen = report_layers(prepared, layers)
+    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    found = read_images(files, loaded, preprocessing, prepared.input_shape, images)
     # The invariance curves transform the pictures before preprocessing.
     pictures = [read_image(images / name) for name in found.names[:INVARIANCE_IMAGES]]
     sections = len(ANALYSES) + len(chosen)
-    with tqdm(total=sections, desc="report", unit="section", leave=False, disable=None) as bar:
+    with progress(sections, "report", "section") as advance:
         result = build_report(
             prepared,
             found.batch,
@@ -104,12 +82,11 @@ def report(
             pictures=pictures,
             preprocessing=preprocessing,
             device=model_options.device,
-            progress=bar.update,
+            progress=advance,
         )
-    click.echo(f"running on {result.provider}", err=True)
-    aliases = prepared.alias_of
+    info(f"running on {result.provider}")
     for key, note in result.notes.items():
-        click.echo(f"{aliases.get(key, key)}: not shown: {note}", err=True)
+        info(f"{prepared.alias_of.get(key, key)}: not shown: {note}")
     target = write_report(
         folder,
         result,
@@ -118,22 +95,8 @@ def report(
         model=model,
         preprocessing=f"{source}: {preprocessing.describe()}",
         images=f"{len(found.inputs)} of {len(files)} from {images}",
-        skipped=found.skipped,
+        skipped=[f"{name}: {reason}" for name, reason in found.skipped],
         started=started,
     )
-    click.echo(f"{sections} sections in {time.monotonic() - started:.1f} s", err=True)
+    info(f"{sections} sections in {time.monotonic() - started:.1f} s")
     click.echo(str(target))
-
-
-def _output_folder(output: Path) -> Path:
-    if output.exists() and not output.is_dir():
-        raise click.BadParameter(
-            f"'{output}' is a file: give a folder for index.html", param_hint="-o"
-        )
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise click.BadParameter(
-            f"the folder above '{output}' does not exist: create it first", param_hint="-o"
-        )
-    output.mkdir(exist_ok=True)
-    return output

@@ -6,16 +6,11 @@ from pathlib import Path
 from typing import cast
 
 import click
-from tqdm import tqdm
 
-from onnxdeconv.analysis.sanity import (
-    CSV_COLUMNS,
-    Target,
-    input_layout,
-    sanity_check,
-    sanity_steps,
-)
+from onnxdeconv.analysis.sanity import CSV_COLUMNS, Target, input_layout, sanity_check, sanity_steps
 from onnxdeconv.cli import options
+from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.parse import check_output
 from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import load_input
@@ -24,30 +19,13 @@ from onnxdeconv.prepared import prepare
 from onnxdeconv.render import save_figure
 from onnxdeconv.render.sanity import sanity_figure, sanity_text
 
-CONTEXT = options.CONTEXT
 
-
-def _position(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(p) for p in value.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected H,W such as 3,8, got '{value}'", param_hint="--position"
-        ) from None
-
-
-@click.command(context_settings=CONTEXT)
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option(
-    "--layer",
-    help="Tensor name or alias to project from; default: the deepest Conv output with a "
-    "feature map.",
-)
-@click.option("--channel", type=int, help="Channel of the unit; default: the strongest.")
-@click.option("--position", metavar="H,W", help="Position of the unit; default: its arg-max.")
+@click.command(context_settings=options.CONTEXT)
+@click.argument("model", type=options.PATH)
+@click.argument("image", type=options.PATH)
+@options.layer_option("the deepest Conv output with a feature map")
+@options.channel_option
+@options.position_option()
 @click.option(
     "--target",
     type=click.Choice(["same", "own"]),
@@ -63,12 +41,11 @@ def _position(value: str | None) -> tuple[int, ...] | None:
     multiple=True,
     help="Rule(s) to test; repeat the option for several.  [default: all]",
 )
-@click.option(
+@options.count_option(
     "--steps",
-    type=click.IntRange(min=1),
-    help="Cascade steps after the original, spread over the layers; default: one per layer.",
+    text="Cascade steps after the original, spread over the layers; default: one per layer.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@options.seed_option("weights")
 @options.model_options()
 @options.output_option("OUT.png; default: IMAGE-stem_sanity.png")
 @options.csv_option("the scores")
@@ -78,7 +55,7 @@ def sanity(
     image: Path,
     layer: str | None,
     channel: int | None,
-    position: str | None,
+    position: tuple[int, ...] | None,
     target: str,
     rules: tuple[str, ...],
     steps: int | None,
@@ -100,17 +77,15 @@ def sanity(
     Example: onnxdeconv sanity models/digitnet.onnx models/examples/digit_7.png --csv scores.csv
     """
     output = output or Path(f"{image.stem}_sanity.png")
-    options.check_output(output, "-o", ".png")
-    options.check_output(csv_path, "--csv", ".csv")
-    options.check_output(json_path, "--json")
+    check_output(output, "-o", ".png")
+    check_output(csv_path, "--csv", ".csv")
+    check_output(json_path, "--json")
     chosen = cast(tuple[Rule, ...], RULES if not rules or "all" in rules else tuple(rules))
-    where = _position(position)
     loaded = load_model(model)
     preprocessing, source = model_options.preprocessing(loaded)
     model_input = load_input(image, loaded, preprocessing, model_options.size)
     prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
-    total = len(sanity_steps(prepared, layer, steps))
-    with tqdm(total=total, desc="cascade steps", unit="step", leave=False, disable=None) as bar:
+    with progress(len(sanity_steps(prepared, layer, steps)), "cascade steps", "step") as advance:
         report = sanity_check(
             prepared,
             model_input.array,
@@ -119,14 +94,14 @@ def sanity(
             steps=steps,
             seed=seed,
             channel=channel,
-            position=where,
+            position=position,
             target=cast(Target, target),
             device=model_options.device,
-            progress=bar.update,
+            progress=advance,
         )
     if model_input.preprocessing is not None:
-        click.echo(f"preprocessing: {source}: {preprocessing.describe()}", err=True)
-    click.echo(f"running on {report.provider}", err=True)
+        info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"running on {report.provider}")
     shown = prepared.alias_of.get(report.layer, report.layer)
     title = (
         f"{model.name} · {image.name} · layer {shown} · cascading randomisation of "
@@ -142,6 +117,4 @@ def sanity(
     if json_path is not None:
         write_json(json_path, {"model": str(model), "image": str(image), **report.to_json()})
     click.echo(sanity_text(report))
-    for path in (output, csv_path, json_path):
-        if path is not None:
-            click.echo(str(path))
+    written(output, csv_path, json_path)

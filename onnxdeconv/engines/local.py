@@ -41,10 +41,10 @@ from onnxdeconv.analysis.features import (
 )
 from onnxdeconv.errors import InputError, OnnxDeconvError
 from onnxdeconv.inputs import (
-    IMAGE_SUFFIXES,
     PRESETS,
     ModelInput,
     Preprocessing,
+    image_files,
     image_layout,
     load_input,
     preprocessing_from_metadata,
@@ -133,17 +133,7 @@ def folder_images(folder: str | Path) -> list[str]:
     Raises:
         InputError: The folder does not exist or holds no image.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"image folder '{folder}' does not exist: check the path")
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise InputError(
-            f"no images (jpg, png, bmp, webp, tiff) in '{folder}': point at a folder of images"
-        )
-    return [str(path.relative_to(folder)) for path in files]
+    return [str(path.relative_to(folder)) for path in image_files(folder)]
 
 
 def run_meta(

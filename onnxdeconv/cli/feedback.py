@@ -1,0 +1,84 @@
+"""What the commands tell the user on stderr (lines, progress bars) and list on stdout (files)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from onnxdeconv import inputs
+from onnxdeconv.errors import InputError
+from onnxdeconv.inputs import LoadedImages, ModelInputSpec, Preprocessing
+
+
+def info(message: str) -> None:
+    """A line on stderr that leaves the progress bars intact."""
+    tqdm.write(message, file=sys.stderr)
+
+
+@contextmanager
+def progress(
+    total: int, desc: str, unit: str, so_far: bool = False, logged: bool = False
+) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr, when it is a terminal, for the run inside; yields its progress callback.
+
+    Args:
+        total: How many ``unit`` the run does.
+        desc: What the run does, shown before the bar.
+        unit: What it counts.
+        so_far: The library reports the count done so far, not the count just done.
+        logged: Show the bar in a log too, and leave it there (long runs over many images).
+    """
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        **({"leave": True, "disable": False} if logged else {"leave": False, "disable": None}),
+    )
+    with bar:
+        yield (lambda done: bar.update(done - bar.n)) if so_far else bar.update
+
+
+def written(*paths: Path | None) -> None:
+    """List the files a command wrote on stdout, one a line."""
+    for path in paths:
+        if path is not None:
+            click.echo(str(path))
+
+
+def find_images(folder: Path, limit: int | None) -> list[Path]:
+    """The image files ``--images`` names (see :func:`onnxdeconv.inputs.image_files`)."""
+    try:
+        return inputs.image_files(folder, limit)
+    except InputError as exc:
+        hint = str(exc).replace("check the path", "check the --images path")
+        raise InputError(hint.replace("point at", "point --images at")) from None
+
+
+def read_images(
+    files: Sequence[Path],
+    loaded: ModelInputSpec,
+    preprocessing: Preprocessing,
+    input_shape: tuple[int, ...],
+    folder: Path,
+) -> LoadedImages:
+    """Read the images as :func:`onnxdeconv.inputs.read_images` does; say which it skipped."""
+    found = inputs.read_images(files, loaded, preprocessing, input_shape, folder)
+    for name, reason in found.skipped:
+        info(f"skipped {folder / name}: {reason}")
+    info(f"using {len(found.inputs)} of {len(files)} images from {folder}")
+    return found
+
+
+def output_folder(folder: Path) -> Path:
+    """Create the output folder ``-o`` names, and the folders above it."""
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"'{folder}' is a file: give a folder", param_hint="-o")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

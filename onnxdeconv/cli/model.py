@@ -1,0 +1,100 @@
+"""The model options every command that runs a model shares: preprocessing, input size, device."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
+
+from onnxdeconv.cli.parse import floats, int_pair
+from onnxdeconv.inputs import PRESETS, ModelInputSpec, Preprocessing, input_shape_for
+from onnxdeconv.inputs import preprocessing_from_metadata as declared_preprocessing
+
+if TYPE_CHECKING:
+    # Importing the runtime (and ONNX Runtime) would slow every --help.
+    from onnxdeconv.runtime import Device
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model options of a command: how to preprocess images, the input size, the device."""
+
+    preset: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    scale: float | None = None
+    bgr: bool = False
+    size: tuple[int, int] | None = None
+    device: Device = "auto"
+
+    def preprocessing(self, loaded: ModelInputSpec) -> tuple[Preprocessing, str]:
+        """The preprocessing: a preset, custom values, the metadata or ImageNet; and which."""
+        custom = self.mean is not None or self.std is not None or self.scale is not None
+        if self.preset and (custom or self.bgr):
+            raise click.UsageError("use either --preset or --mean/--std/--scale/--bgr, not both")
+        if self.preset:
+            return PRESETS[self.preset], f"preset {self.preset}"
+        if custom or self.bgr:
+            scale = 1.0 if self.scale is None else self.scale
+            mean, std = floats(self.mean, "--mean") or (0.0,), floats(self.std, "--std") or (1.0,)
+            return Preprocessing(scale, mean, std, self.bgr), "custom"
+        declared = declared_preprocessing(loaded)
+        if declared is not None:
+            return declared, "from the model's metadata"
+        return PRESETS["imagenet"], "preset imagenet (default; see --preset)"
+
+    def input_shape(self, loaded: ModelInputSpec) -> tuple[int, ...] | None:
+        """The per-sample input shape ``--size`` asks for (None: the model's own)."""
+        return input_shape_for(loaded, self.size)
+
+
+def together(*chosen: Callable[[F], F]) -> Callable[[F], F]:
+    """Several options as one decorator, listed in ``--help`` in the order given."""
+    return lambda command: functools.reduce(lambda f, option: option(f), reversed(chosen), command)
+
+
+def device_option(default: str = "auto") -> Callable[[F], F]:
+    """``--device``: where ONNX Runtime runs."""
+    choice, text = click.Choice(["auto", "cpu", "cuda"]), "Where ONNX Runtime runs."
+    return click.option("--device", type=choice, default=default, show_default=True, help=text)
+
+
+_PRESET = "Image preprocessing preset; default: the model's metadata, else imagenet."
+_PREPROCESSING = together(
+    click.option("--preset", type=click.Choice(sorted(PRESETS)), help=_PRESET),
+    click.option(
+        "--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order."
+    ),
+    click.option("--std", metavar="S[,S,S]", help="Per-channel standard deviation."),
+    click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean."),
+    click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
+)
+_SIZE_HELP = "Input size H,W, for models with dynamic spatial dims."
+_SIZE = click.option("--size", metavar="H,W", help=_SIZE_HELP)
+
+
+def model_options(images: bool = True, device: str | None = "auto") -> Callable[[F], F]:
+    """Add the model options and pass them to the command as ``model_options: ModelOptions``.
+
+    Args:
+        images: Whether the command reads images (adds the preprocessing options).
+        device: The default of ``--device``; None for commands that run no model (no option).
+    """
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            names = ("preset", "mean", "std", "scale", "bgr", "device")
+            given = {name: v for name in names if (v := kwargs.pop(name, None)) is not None}
+            chosen = ModelOptions(size=int_pair(kwargs.pop("size"), "--size"), **given)
+            return function(*args, model_options=chosen, **kwargs)
+
+        added = (*((_PREPROCESSING,) if images else ()), _SIZE)
+        return cast(F, together(*added, *((device_option(device),) if device else ()))(command))
+
+    return decorate

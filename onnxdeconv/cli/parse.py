@@ -1,0 +1,94 @@
+"""Parsing of option values the commands share, and checks of output paths before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def int_pair(value: str | None, option: str) -> tuple[int, int] | None:
+    """Parse ``H,W`` (or ``HxW``)."""
+    if value is None:
+        return None
+    try:
+        pair = tuple(int(p) for p in value.replace("x", ",").split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or min(pair) < 0:
+        message = f"expected two integers H,W such as 224,224, got '{value}'"
+        raise click.BadParameter(message, param_hint=option)
+    return pair[0], pair[1]
+
+
+def floats(value: str | None, option: str) -> tuple[float, ...] | None:
+    """Parse a comma-separated list of numbers."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        message = f"expected numbers separated by commas, got '{value}'"
+        raise click.BadParameter(message, param_hint=option) from None
+
+
+def position(value: str | None, allow_all: bool = False) -> tuple[int, ...] | str | None:
+    """Parse ``--position H,W`` (and ``all`` where ``allow_all``)."""
+    if value is None or (allow_all and value == "all"):
+        return value
+    try:
+        return tuple(int(p) for p in value.split(","))
+    except ValueError:
+        expected = "H,W or 'all'" if allow_all else "H,W such as 3,8"
+        message = f"expected {expected}, got '{value}'"
+        raise click.BadParameter(message, param_hint="--position") from None
+
+
+def channel_ranges(value: str) -> list[int] | None:
+    """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all."""
+    if value.strip().lower() == "all":
+        return None
+    chosen: dict[int, None] = {}
+    try:
+        for part in value.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high) if high else int(low)
+            if first < 0 or last < first:
+                raise ValueError
+            chosen.update(dict.fromkeys(range(first, last + 1)))
+    except ValueError:
+        message = f"expected 'all', a range such as 0-15 or a list such as 0,3,7, got '{value}'"
+        raise click.BadParameter(message, param_hint="--channels") from None
+    return list(chosen)
+
+
+def shard(value: str | None) -> tuple[int, int]:
+    """Parse ``i/n`` (0 <= i < n); None is the whole run, ``0/1``."""
+    parts = (value or "0/1").split("/")
+    try:
+        index, count = (int(p) for p in parts)
+    except ValueError:
+        index, count = -1, 0
+    if len(parts) != 2 or count < 1 or not 0 <= index < count:
+        message = f"expected i/n with 0 <= i < n, such as 0/4, got '{value}'"
+        raise click.BadParameter(message, param_hint="--shard")
+    return index, count
+
+
+def check_output(path: Path | None, hint: str, suffix: str | tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output ``path`` without ``suffix`` or in a missing folder.
+
+    Args:
+        path: The output file (None: not asked for).
+        hint: The option that names it, for the message (``-o``).
+        suffix: The suffix it must have (``.png``), or one of several, case-insensitive.
+    """
+    if path is None:
+        return
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
+    if suffixes and path.suffix.lower() not in suffixes:
+        message = f"'{path}' must end in {' or '.join(suffixes)}"
+        raise click.BadParameter(message, param_hint=hint)
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        message = f"output folder '{path.parent}' does not exist: create it first"
+        raise click.BadParameter(message, param_hint=hint)
