@@ -13,11 +13,10 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.errors import UnsupportedOpError
-from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.passes import TensorInfo, node_attribute
 from onnxdeconv.registry import OpRegistry
 
 Rule = Literal["deconvnet", "guided", "gradient"]
@@ -40,12 +39,8 @@ class TransposeContext:
     output_signals: Sequence[str | None] = ()
 
     def attr(self, name: str, default: Any = None) -> Any:
-        """Return attribute ``name`` of the node, or ``default``."""
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                value = helper.get_attribute_value(attribute)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
+        """Return attribute ``name`` of the node (text decoded), or ``default``."""
+        return node_attribute(self.node, name, default)
 
     def unsupported(self, reason: str, parameter: str | None = None) -> UnsupportedOpError:
         """Build the error for this node with ``reason`` saying what is supported.
