@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from onnxdeconv.graph.passes import node_attribute
+from onnxdeconv.graph.passes import REDUCE_OPS, node_attribute
 from onnxdeconv.graph.receptive_field.field import (
     Field,
     Op,
@@ -12,19 +12,6 @@ from onnxdeconv.graph.receptive_field.field import (
     merge,
     renumber,
     spread,
-)
-
-_REDUCTIONS = (
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceSum",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceSumSquare",
 )
 
 
@@ -66,7 +53,7 @@ def _reduced_axes(op: Op, rank: int) -> list[int] | None:
     return [a % rank for a in axes]
 
 
-@field_rule(*_REDUCTIONS, data_inputs=(0,))
+@field_rule(*REDUCE_OPS, data_inputs=(0,))
 @field_rule("ArgMax", "ArgMin")
 def _reduce(op: Op) -> Field:
     field, shape = op.fields[0], op.in_shape()
