@@ -73,10 +73,20 @@ class TransposeContext:
         name = self.node.input[index] if index < len(self.node.input) else ""
         return np.asarray(self.constants[name]) if name in self.constants else None
 
-    def only_first_input_on_path(self) -> None:
-        """Raise unless the data input 0 is the only input that depends on the image."""
+    def tied_weight(self, weight: np.ndarray) -> str:
+        """Input 1, read as constant ``weight``, as a float32 constant of the deconv graph.
+
+        The transpose uses the forward weights as they are ("tied"), as Zeiler & Fergus do.
+        """
+        return self.graph.const(weight.astype(np.float32), self.node.input[1])
+
+    def only_first_input_on_path(self, reason: str = "") -> None:
+        """Raise unless the data input 0 is the only input that depends on the image.
+
+        ``reason`` replaces the message's default (which calls input 0 the first input).
+        """
         if not self.on_path[0] or any(self.on_path[1:]):
-            raise self.unsupported("only the first input may depend on the image input")
+            raise self.unsupported(reason or "only the first input may depend on the image input")
 
 
 #: The signature every rule has: ``(context, signal at output 0) -> {input index: signal}``.
