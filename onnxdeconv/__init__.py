@@ -6,8 +6,7 @@ module such as :mod:`onnxdeconv.errors`) does not load ONNX and ONNX Runtime.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from onnxdeconv.errors import (
     InputError,
@@ -17,6 +16,7 @@ from onnxdeconv.errors import (
     UnknownLayerError,
     UnsupportedOpError,
 )
+from onnxdeconv.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from onnxdeconv.graph.load import LoadedModel, load_model
@@ -25,26 +25,20 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-#: Where each lazily loaded name lives.
+#: Where each lazily loaded name lives, within this package.
 _LAZY = {
-    "LoadedModel": "onnxdeconv.graph.load",
-    "load_model": "onnxdeconv.graph.load",
-    "Layer": "onnxdeconv.prepared",
-    "PreparedModel": "onnxdeconv.prepared",
-    "prepare": "onnxdeconv.prepared",
-    "ForwardPass": "onnxdeconv.projector",
-    "Projector": "onnxdeconv.projector",
-    "Selection": "onnxdeconv.projector",
+    "LoadedModel": "graph.load",
+    "load_model": "graph.load",
+    "Layer": "prepared",
+    "PreparedModel": "prepared",
+    "prepare": "prepared",
+    "ForwardPass": "projector",
+    "Projector": "projector",
+    "Selection": "projector",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'onnxdeconv' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -21,7 +21,13 @@ from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, OPSET_RANGE, PR
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import ModelLoadError, OnnxDeconvError
 from onnxdeconv.graph.load import LoadedModel
-from onnxdeconv.graph.passes import copy_model, default_opset, instrument, with_input_shape
+from onnxdeconv.graph.passes import (
+    REDUCE_OPS,
+    copy_model,
+    default_opset,
+    instrument,
+    with_input_shape,
+)
 from onnxdeconv.prepared import PreparedModel, prepare
 
 logger = logging.getLogger(__name__)
@@ -73,17 +79,8 @@ def _target_opset(loaded: LoadedModel) -> LoadedModel:
     )
 
 
-REDUCE_OPS = {
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceSumSquare",
-}
+#: The reductions that gained ``noop_with_empty_axes`` at opset 18.
+_NOOP_FROM_18 = frozenset(REDUCE_OPS) - {"ReduceSum"}
 
 
 def _drop_reduce_noop(model: onnx.ModelProto) -> None:
@@ -95,7 +92,7 @@ def _drop_reduce_noop(model: onnx.ModelProto) -> None:
     if default_opset(model) >= 18:
         return
     for node in model.graph.node:
-        if node.op_type in REDUCE_OPS:
+        if node.op_type in _NOOP_FROM_18:
             kept = [
                 a
                 for a in node.attribute

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -33,6 +33,9 @@ from onnxdeconv.graph.paths import path_tensors
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)
+
+#: A cached deconv plan: dense (always built) or windowed (None where the path is no chain).
+_Plan = TypeVar("_Plan", bound="DeconvPlan | None")
 
 
 @dataclass(frozen=True)
@@ -174,19 +177,7 @@ class PreparedModel:
 
     def plan(self, target: str, rule: Rule = "deconvnet", opset: int = DECONV_OPSET) -> DeconvPlan:
         """The deconv graph for ``target`` under ``rule`` (built once, then cached)."""
-        key = (target, rule, opset)
-        if key not in self._plans:
-            self._plans[key] = build_deconv(
-                self.loaded.model,
-                self.loaded.input_name,
-                target,
-                self.info,
-                rule,
-                self.constants,
-                opset,
-                self.reached,
-            )
-        return self._plans[key]
+        return self._built(self._plans, build_deconv, target, rule, opset)
 
     @cached_property
     def reached(self) -> set[str]:
@@ -199,18 +190,30 @@ class PreparedModel:
         See :mod:`onnxdeconv.deconv.window`; it serves signals that are one-hot in space.
         """
         self.plan(target, rule)  # validates every node on the path
-        key = (target, rule, -1)
-        if key not in self._windowed:
-            self._windowed[key] = build_windowed(
+        return self._built(self._windowed, build_windowed, target, rule, DECONV_OPSET)
+
+    def _built(
+        self,
+        cache: dict[tuple[str, str, int], _Plan],
+        build: Callable[..., _Plan],
+        target: str,
+        rule: Rule,
+        opset: int,
+    ) -> _Plan:
+        """``build``'s graph for ``target`` from ``cache``, built and kept there the first time."""
+        key = (target, rule, opset)
+        if key not in cache:
+            cache[key] = build(
                 self.loaded.model,
                 self.loaded.input_name,
                 target,
                 self.info,
                 rule,
                 self.constants,
-                reached=self.reached,
+                opset,
+                self.reached,
             )
-        return self._windowed[key]
+        return cache[key]
 
     def layers(self) -> list[Layer]:
         """Every candidate tensor with its alias, shape, receptive field and projectability."""

@@ -22,8 +22,9 @@ Names load on first use, so that importing one analysis does not import them all
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from onnxdeconv.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from onnxdeconv.analysis.correspondence import CorrespondenceResult, correspondence_scores
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from onnxdeconv.analysis.report import Report, build_report
     from onnxdeconv.analysis.sanity import SanityReport, sanity_check
 
-#: Where each name lives.
+#: Where each name lives, within this package.
 _MODULES = {
     "CorrespondenceResult": "correspondence",
     "correspondence_scores": "correspondence",
@@ -70,13 +71,7 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'onnxdeconv.analysis' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _MODULES)
 
 
 __all__ = [

@@ -318,7 +318,7 @@ def _conv(
     in_shape = ctx.input_shape()
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
     g = windows.graph
-    tied = g.const(weight.astype(np.float32), ctx.node.input[1])
+    tied = ctx.tied_weight(weight)
     spread = g.op(
         "ConvTranspose",
         [signal, tied],

@@ -23,6 +23,20 @@ logger = logging.getLogger(__name__)
 #: MaxPool gained its ``Indices`` output in opset 8; older models are upgraded to this opset.
 UPGRADE_OPSET = 13
 SWITCHES_SUFFIX = "__switches"
+#: The ONNX reductions. ReduceSum's ``axes`` became an input (with ``noop_with_empty_axes``) at
+#: opset 13, the others' at 18.
+REDUCE_OPS = (
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from onnxdeconv.analysis.evolution import EvolutionReport
-from onnxdeconv.render.picture import display_projection
+from onnxdeconv.render.picture import display_projection, show_picture
 
 #: Cell size, gap between columns, caption height under a cell, all in inches.
 CELL = 1.25
@@ -96,14 +96,7 @@ def evolution_figure(
             picture = display_projection(trace.crops[row], layout, bgr)
             gray = gray and picture.ndim == 2
             left = column * pitch_x + GAP / 2
-            grid.imshow(
-                picture,
-                cmap="gray" if picture.ndim == 2 else None,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-                extent=(left, left + CELL, top + CELL, top),
-            )
+            show_picture(grid, picture, vmin=0, vmax=1, extent=(left, left + CELL, top + CELL, top))
             grid.add_patch(
                 Rectangle((left, top), CELL, CELL, fill=False, edgecolor="#bbbbbb", linewidth=0.5)
             )

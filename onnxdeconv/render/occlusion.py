@@ -16,8 +16,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Patch, Rectangle
 
-from onnxdeconv.analysis.occlusion import Box, OcclusionProjections, OcclusionResult
-from onnxdeconv.render.picture import display_projection
+from onnxdeconv.analysis.occlusion import OcclusionProjections, OcclusionResult
+from onnxdeconv.render.picture import display_projection, outline_box, show_picture
 
 #: Colour map of the activation and probability maps: blue low, red high, as in the paper.
 HEAT = "RdYlBu_r"
@@ -51,24 +51,7 @@ def cell_edges(starts: Sequence[int], size: int, length: int) -> np.ndarray:
 
 def _background(axis: Axes, picture: np.ndarray) -> None:
     gray = picture if picture.ndim == 2 else picture.mean(axis=2)
-    axis.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    axis.set_xticks([])
-    axis.set_yticks([])
-
-
-def _square(axis: Axes, box: Box, colour: str, **style: object) -> None:
-    (top, bottom), (left, right) = box
-    axis.add_patch(
-        Rectangle(
-            (left - 0.5, top - 0.5),
-            right - left,
-            bottom - top,
-            fill=False,
-            edgecolor=colour,
-            linewidth=style.pop("linewidth", 1.5),
-            **style,  # type: ignore[arg-type]
-        )
-    )
+    show_picture(axis, gray, vmin=0, vmax=255)
 
 
 def _heat_panel(
@@ -95,7 +78,7 @@ def _heat_panel(
     )
     i, j = np.unravel_index(int(values.argmin()), values.shape)
     y, x = result.rows[i], result.columns[j]
-    _square(axis, ((y, y + result.size), (x, x + result.size)), "black", linestyle="--")
+    outline_box(axis, ((y, y + result.size), (x, x + result.size)), "black", linestyle="--")
     axis.set_xlim(-0.5, width - 0.5)
     axis.set_ylim(height - 0.5, -0.5)
     axis.set_title(title, fontsize=9)
@@ -175,18 +158,10 @@ def _projection_panels(
     for index, axis in enumerate(axes):
         pick = projections.selections[index]
         picture = display_projection(projections.projections[index], layout, bgr)
-        axis.imshow(
-            picture,
-            cmap="gray" if picture.ndim == 2 else None,
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
-        axis.set_xticks([])
-        axis.set_yticks([])
+        show_picture(axis, picture, vmin=0, vmax=1)
         box = projections.boxes[index] if index < len(projections.boxes) else None
         if box is not None and pick.value > 0:
-            _square(axis, box, FIELD_EDGE, linestyle="--", linewidth=1.2)
+            outline_box(axis, box, FIELD_EDGE, linestyle="--", linewidth=1.2)
         position = projections.positions[index]
         where = f" @{','.join(map(str, pick.position))}" if pick.position else ""
         if position is None:
@@ -194,7 +169,7 @@ def _projection_panels(
             tail = f"strongest unit{where}: {pick.value:.3g}"
         else:
             y, x = position
-            _square(axis, ((y, y + result.size), (x, x + result.size)), OCCLUDER_EDGE)
+            outline_box(axis, ((y, y + result.size), (x, x + result.size)), OCCLUDER_EDGE)
             head = f"occluder at y{y} x{x}: {projections.reasons[index]}"
             share = f" ({pick.value / base:.0%})" if base > 0 else ""
             tail = f"strongest unit{where}: {pick.value:.3g}{share}"
@@ -249,15 +224,7 @@ def occlusion_figure(
     field_box = projections.boxes[0] if projections is not None and projections.boxes else None
 
     axis = top[0]
-    axis.imshow(
-        picture,
-        cmap="gray" if picture.ndim == 2 else None,
-        vmin=0,
-        vmax=255,
-        interpolation="nearest",
-    )
-    axis.set_xticks([])
-    axis.set_yticks([])
+    show_picture(axis, picture, vmin=0, vmax=255)
     sample = None
     if projections is not None and len(projections.positions) > 1:
         sample = projections.positions[1]
@@ -269,7 +236,7 @@ def occlusion_figure(
         Rectangle((x - 0.5, y - 0.5), result.size, result.size, color="#808080", linewidth=0)
     )
     if field_box is not None:
-        _square(axis, field_box, FIELD_EDGE, linestyle="--")
+        outline_box(axis, field_box, FIELD_EDGE, linestyle="--")
     grid = f"{len(result.rows)}x{len(result.columns)}"
     axis.set_title(
         f"(a) input, one grey occluder\n{result.size}x{result.size} px, stride {result.stride}, "

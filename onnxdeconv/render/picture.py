@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,7 +14,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from onnxdeconv.files import atomic_path
 
@@ -48,6 +51,38 @@ def display_projection(
     peak = float(np.percentile(magnitude, 99.9)) if magnitude.size else 0.0
     shown: np.ndarray = np.clip(values / (2 * peak) + 0.5 if peak > 0 else values + 0.5, 0, 1)
     return shown
+
+
+def show_picture(axis: Axes, picture: np.ndarray, **imshow: Any) -> None:
+    """Draw an HxW (gray) or HxWx3 picture pixel for pixel, with no ticks.
+
+    ``imshow`` holds further options of :meth:`~matplotlib.axes.Axes.imshow` (``vmax``, ...).
+    """
+    axis.imshow(
+        picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest", **imshow
+    )
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def outline_box(axis: Axes, box: Sequence[tuple[int, int]], colour: str, **style: Any) -> None:
+    """Outline ``box``, ``((top, bottom), (left, right))`` with the ends exclusive, on a picture.
+
+    ``style`` holds further options of :class:`~matplotlib.patches.Rectangle` (``linestyle``).
+    """
+    (top, bottom), (left, right) = box
+    axis.add_patch(
+        Rectangle(
+            # Pixel i covers [i - 0.5, i + 0.5) in imshow coordinates.
+            (left - 0.5, top - 0.5),
+            right - left,
+            bottom - top,
+            fill=False,
+            edgecolor=colour,
+            linewidth=style.pop("linewidth", 1.5),
+            **style,
+        )
+    )
 
 
 def projection_figure(panels: Sequence[Panel], title: str = "", max_columns: int = 9) -> Figure:

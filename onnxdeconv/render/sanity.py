@@ -13,11 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from onnxdeconv.analysis.sanity import CAVEAT, SanityReport, crop
 from onnxdeconv.inputs import Layout
-from onnxdeconv.render.picture import display_projection
+from onnxdeconv.render.picture import display_projection, outline_box, show_picture
 
 RULE_COLOURS = {"deconvnet": "#4c72b0", "guided": "#dd8452", "gradient": "#55a868"}
 REGION_COLOUR = "#d62728"
@@ -65,15 +64,9 @@ def sanity_figure(
         for column, index in enumerate(columns):
             axis = figure.add_subplot(grid[row, column])
             projection = crop(report.projections[rule][index], layout, report.region)
-            axis.imshow(
-                display_projection(projection, layout or "NCHW", bgr),
-                cmap="gray",
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
+            show_picture(
+                axis, display_projection(projection, layout or "NCHW", bgr), vmin=0, vmax=1
             )
-            axis.set_xticks([])
-            axis.set_yticks([])
             if row == 0:
                 step = report.step_label(index)
                 head = "original" if index == 0 else f"step {index}: to {step}"
@@ -99,21 +92,9 @@ def _scores(report: SanityReport, rule: str, index: int) -> str:
 
 
 def _input_panel(axis: Axes, report: SanityReport, display: np.ndarray) -> None:
-    axis.imshow(display, cmap="gray" if display.ndim == 2 else None, interpolation="nearest")
-    axis.set_xticks([])
-    axis.set_yticks([])
+    show_picture(axis, display)
     if report.region is not None and len(report.region) == 2:
-        (top, bottom), (left, right) = report.region
-        axis.add_patch(
-            Rectangle(
-                (left - 0.5, top - 0.5),
-                right - left,
-                bottom - top,
-                fill=False,
-                edgecolor=REGION_COLOUR,
-                linewidth=1.5,
-            )
-        )
+        outline_box(axis, report.region, REGION_COLOUR)
     pick = report.selection
     where = f" @{','.join(map(str, pick.position))}" if pick.position else ""
     target = "every step" if report.target == "same" else "step 0; later steps: their own"

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxdeconv.graph.passes import SWITCHES_SUFFIX, constant_tensors, copy_model
+from onnxdeconv.graph.passes import SWITCHES_SUFFIX, constant_tensors, copy_model, node_attribute
 from onnxdeconv.registry import OpRegistry
 
 
@@ -39,6 +39,14 @@ class Linearised:
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
+    def output_sum(
+        self, node: onnx.NodeProto, partial: str, value: np.ndarray, name: str
+    ) -> onnx.NodeProto:
+        """The last node: ``partial + value`` (a constant) into the node's output, by its name."""
+        return helper.make_node(
+            "Add", [partial, self.constant(value, name)], [node.output[0]], name=node.name
+        )
+
 
 #: ``(node, recorded values) -> replacement``; the values hold the node's inputs and outputs.
 Lineariser = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], Linearised]
@@ -47,6 +55,11 @@ Lineariser = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], Linearised]
 LINEARISERS: OpRegistry[Lineariser] = OpRegistry("lineariser", __name__)
 #: Decorator: ``@lineariser("Relu")`` registers a lineariser (twice for one op raises).
 lineariser = LINEARISERS.register
+
+
+def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    """Attribute ``name`` of ``node`` as a float, or ``default``."""
+    return float(node_attribute(node, name, default))
 
 
 def recorded_tensors(graph: onnx.GraphProto) -> tuple[list[str], list[str]]:
@@ -87,12 +100,7 @@ def elementwise_affine(
         helper.make_node(
             "Mul", [node.input[0], linearised.constant(slope, f"{stem}_slope")], [scaled]
         ),
-        helper.make_node(
-            "Add",
-            [scaled, linearised.constant(y0 - slope * x0, f"{stem}_offset")],
-            [node.output[0]],
-            name=node.name,
-        ),
+        linearised.output_sum(node, scaled, y0 - slope * x0, f"{stem}_offset"),
     ]
     return linearised
 

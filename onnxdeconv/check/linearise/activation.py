@@ -10,20 +10,19 @@ of a composition is the composition of the expansions.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdeconv.check.linearise import Linearised, elementwise_affine, lineariser
-
-
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return float(helper.get_attribute_value(attribute))
-    return default
+from onnxdeconv.check.linearise import (
+    Linearised,
+    elementwise_affine,
+    float_attribute,
+    lineariser,
+)
+from onnxdeconv.graph.passes import node_attribute
 
 
 def _x(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -48,8 +47,8 @@ def _clip(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     low: float | None
     high: float | None
     if len(node.input) == 1:
-        low = _attr(node, "min", -math.inf)
-        high = _attr(node, "max", math.inf)
+        low = float_attribute(node, "min", -math.inf)
+        high = float_attribute(node, "max", math.inf)
     else:
         present = [i < len(node.input) and bool(node.input[i]) for i in (1, 2)]
         low = float(np.asarray(values[node.input[1]]).ravel()[0]) if present[0] else -math.inf
@@ -63,7 +62,8 @@ def _clip(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 @lineariser("LeakyRelu")
 def _leaky_relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    return elementwise_affine(node, np.where(x > 0, 1.0, _attr(node, "alpha", 0.01)), values)
+    alpha = float_attribute(node, "alpha", 0.01)
+    return elementwise_affine(node, np.where(x > 0, 1.0, alpha), values)
 
 
 @lineariser("PRelu")
@@ -76,15 +76,15 @@ def _prelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised
 @lineariser("Elu")
 def _elu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    alpha = _attr(node, "alpha", 1.0)
+    alpha = float_attribute(node, "alpha", 1.0)
     return elementwise_affine(node, np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))), values)
 
 
 @lineariser("Selu")
 def _selu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    alpha = _attr(node, "alpha", 1.67326319217681884765625)
-    gamma = _attr(node, "gamma", 1.05070102214813232421875)
+    alpha = float_attribute(node, "alpha", 1.67326319217681884765625)
+    gamma = float_attribute(node, "gamma", 1.05070102214813232421875)
     slope = gamma * np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
     return elementwise_affine(node, slope, values)
 
@@ -92,14 +92,14 @@ def _selu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 @lineariser("Celu")
 def _celu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    alpha = _attr(node, "alpha", 1.0)
+    alpha = float_attribute(node, "alpha", 1.0)
     return elementwise_affine(node, np.where(x > 0, 1.0, np.exp(np.minimum(x, 0) / alpha)), values)
 
 
 @lineariser("HardSigmoid")
 def _hard_sigmoid(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values).astype(np.float32)
-    alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
+    alpha, beta = float_attribute(node, "alpha", 0.2), float_attribute(node, "beta", 0.5)
     # The bounds are tested on the float32 value the op computes, as the rule does.
     value = x * np.float32(alpha) + np.float32(beta)
     return elementwise_affine(node, alpha * ((value > 0) & (value < 1)), values)
@@ -136,11 +136,7 @@ def _softsign(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Lineari
 @lineariser("Gelu")
 def _gelu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    approximate = "none"
-    for attribute in node.attribute:
-        if attribute.name == "approximate":
-            approximate = helper.get_attribute_value(attribute).decode()
-    if approximate == "tanh":
+    if node_attribute(node, "approximate", "none") == "tanh":
         k = math.sqrt(2 / math.pi)
         t = np.tanh(k * (x + 0.044715 * x**3))
         slope = 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * k * (1 + 3 * 0.044715 * x**2)
@@ -160,7 +156,7 @@ def _mish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 @lineariser("Swish")
 def _swish(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     x = _x(node, values)
-    alpha = _attr(node, "alpha", 1.0)
+    alpha = float_attribute(node, "alpha", 1.0)
     s = _sigmoid(alpha * x)
     return elementwise_affine(node, s + alpha * x * s * (1 - s), values)
 
@@ -200,13 +196,19 @@ def _pow(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 
 def _bilinear(
     node: onnx.NodeProto,
-    slopes: tuple[np.ndarray, np.ndarray],
     values: Mapping[str, np.ndarray],
+    slopes_at: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
 ) -> Linearised:
-    """``y = y0 + slope_a * (a - a0) + slope_b * (b - b0)``, with broadcasting as the op has it."""
+    """``y = y0 + slope_a * (a - a0) + slope_b * (b - b0)``, with broadcasting as the op has it.
+
+    ``slopes_at(a0, b0)`` gives both slopes. A node on integer tensors stays as it is.
+    """
+    if not _is_float(values, *node.input, *node.output):
+        return _unchanged(node)
     a, b = node.input[0], node.input[1]
     a0, b0 = np.asarray(values[a], np.float64), np.asarray(values[b], np.float64)
     y0 = np.asarray(values[node.output[0]], np.float64)
+    slopes = slopes_at(a0, b0)
     offset = y0 - slopes[0] * a0 - slopes[1] * b0
     linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
@@ -214,12 +216,7 @@ def _bilinear(
         helper.make_node("Mul", [a, linearised.constant(slopes[0], f"{stem}_da")], [f"{stem}_a"]),
         helper.make_node("Mul", [b, linearised.constant(slopes[1], f"{stem}_db")], [f"{stem}_b"]),
         helper.make_node("Add", [f"{stem}_a", f"{stem}_b"], [f"{stem}_ab"]),
-        helper.make_node(
-            "Add",
-            [f"{stem}_ab", linearised.constant(offset, f"{stem}_offset")],
-            [node.output[0]],
-            name=node.name,
-        ),
+        linearised.output_sum(node, f"{stem}_ab", offset, f"{stem}_offset"),
     ]
     return linearised
 
@@ -227,21 +224,13 @@ def _bilinear(
 @lineariser("Mul")
 def _mul(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     """A product linearised at the pass: ``a b ~ a0 b0 + b0 (a - a0) + a0 (b - b0)``."""
-    if not _is_float(values, *node.input, *node.output):
-        return _unchanged(node)
-    a0 = np.asarray(values[node.input[0]], np.float64)
-    b0 = np.asarray(values[node.input[1]], np.float64)
-    return _bilinear(node, (b0, a0), values)
+    return _bilinear(node, values, lambda a0, b0: (b0, a0))
 
 
 @lineariser("Div")
 def _div(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     """A quotient linearised at the pass: slopes ``1 / b0`` and ``-a0 / b0^2``."""
-    if not _is_float(values, *node.input, *node.output):
-        return _unchanged(node)
-    a0 = np.asarray(values[node.input[0]], np.float64)
-    b0 = np.asarray(values[node.input[1]], np.float64)
-    return _bilinear(node, (1 / b0, -a0 / b0**2), values)
+    return _bilinear(node, values, lambda a0, b0: (1 / b0, -a0 / b0**2))
 
 
 @lineariser("Where")

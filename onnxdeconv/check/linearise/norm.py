@@ -13,14 +13,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxdeconv.check.linearise import Linearised, elementwise_affine, lineariser
-
-
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return float(helper.get_attribute_value(attribute))
-    return default
+from onnxdeconv.check.linearise import (
+    Linearised,
+    elementwise_affine,
+    float_attribute,
+    lineariser,
+)
 
 
 @lineariser("InstanceNormalization")
@@ -31,7 +29,7 @@ def _instance_normalization(node: onnx.NodeProto, values: Mapping[str, np.ndarra
     axes = tuple(range(2, x0.ndim))
     variance = x0.var(axis=axes, keepdims=True)
     shape = (1, -1) + (1,) * (x0.ndim - 2)
-    slope = gamma.reshape(shape) / np.sqrt(variance + _attr(node, "epsilon", 1e-5))
+    slope = gamma.reshape(shape) / np.sqrt(variance + float_attribute(node, "epsilon", 1e-5))
     return elementwise_affine(node, slope, values)
 
 
@@ -41,9 +39,9 @@ def _lrn(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
     # (window sum of x0 d), D = bias + alpha / size * (window sum of x0^2).
     x0 = np.asarray(values[node.input[0]], np.float64)
     y0 = np.asarray(values[node.output[0]], np.float64)
-    size = int(_attr(node, "size", 0))
-    alpha, beta = _attr(node, "alpha", 1e-4), _attr(node, "beta", 0.75)
-    bias = _attr(node, "bias", 1.0)
+    size = int(float_attribute(node, "size", 0))
+    alpha, beta = float_attribute(node, "alpha", 1e-4), float_attribute(node, "beta", 0.75)
+    bias = float_attribute(node, "bias", 1.0)
     channels = x0.shape[1]
     window = np.zeros((channels, channels))
     for c in range(channels):
@@ -84,11 +82,6 @@ def _lrn(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
             "Mul", [f"{stem}_d", linearised.constant(direct, f"{stem}_direct")], [f"{stem}_a"]
         ),
         helper.make_node("Sub", [f"{stem}_a", f"{stem}_c"], [f"{stem}_jd"]),
-        helper.make_node(
-            "Add",
-            [f"{stem}_jd", linearised.constant(y0, f"{stem}_y0")],
-            [node.output[0]],
-            name=node.name,
-        ),
+        linearised.output_sum(node, f"{stem}_jd", y0, f"{stem}_y0"),
     ]
     return linearised

@@ -13,11 +13,10 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.errors import UnsupportedOpError
-from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.passes import TensorInfo, node_attribute
 from onnxdeconv.registry import OpRegistry
 
 Rule = Literal["deconvnet", "guided", "gradient"]
@@ -40,12 +39,8 @@ class TransposeContext:
     output_signals: Sequence[str | None] = ()
 
     def attr(self, name: str, default: Any = None) -> Any:
-        """Return attribute ``name`` of the node, or ``default``."""
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                value = helper.get_attribute_value(attribute)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
+        """Return attribute ``name`` of the node (text decoded), or ``default``."""
+        return node_attribute(self.node, name, default)
 
     def unsupported(self, reason: str, parameter: str | None = None) -> UnsupportedOpError:
         """Build the error for this node with ``reason`` saying what is supported.
@@ -78,10 +73,20 @@ class TransposeContext:
         name = self.node.input[index] if index < len(self.node.input) else ""
         return np.asarray(self.constants[name]) if name in self.constants else None
 
-    def only_first_input_on_path(self) -> None:
-        """Raise unless the data input 0 is the only input that depends on the image."""
+    def tied_weight(self, weight: np.ndarray) -> str:
+        """Input 1, read as constant ``weight``, as a float32 constant of the deconv graph.
+
+        The transpose uses the forward weights as they are ("tied"), as Zeiler & Fergus do.
+        """
+        return self.graph.const(weight.astype(np.float32), self.node.input[1])
+
+    def only_first_input_on_path(self, reason: str = "") -> None:
+        """Raise unless the data input 0 is the only input that depends on the image.
+
+        ``reason`` replaces the message's default (which calls input 0 the first input).
+        """
         if not self.on_path[0] or any(self.on_path[1:]):
-            raise self.unsupported("only the first input may depend on the image input")
+            raise self.unsupported(reason or "only the first input may depend on the image input")
 
 
 #: The signature every rule has: ``(context, signal at output 0) -> {input index: signal}``.

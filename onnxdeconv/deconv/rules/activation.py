@@ -32,11 +32,6 @@ import onnx
 from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
-#: ``(context, forward input as float32) -> f'(x)``.
-Derivative = Callable[[TransposeContext, str], str]
-#: ``(context, forward input) -> boolean mask [f'(x) > 0]``, or None where that holds everywhere.
-Positive = Callable[[TransposeContext, str], str | None]
-
 
 class _Ops:
     """Terse elementwise arithmetic on a deconv graph, for writing derivatives."""
@@ -85,6 +80,12 @@ class _Ops:
         return self.graph.op("Cast", [mask], hint="act_mask", to=onnx.TensorProto.FLOAT)
 
 
+#: ``(ops on the deconv graph, forward input as float32) -> f'(x)``.
+Derivative = Callable[[_Ops, str], str]
+#: ``(ops, forward input) -> boolean mask [f'(x) > 0]``, or None where that holds everywhere.
+Positive = Callable[[_Ops, str], str | None]
+
+
 def apply_activation(
     ctx: TransposeContext,
     signal: str,
@@ -109,16 +110,36 @@ def apply_activation(
     ops = _Ops(graph)
     x = graph.forward(ctx.node.input[0])
     if ctx.rule == "gradient":
-        return {0: graph.op("Mul", [signal, derivative(ctx, x)], hint="gated")}
+        return {0: graph.op("Mul", [signal, derivative(ops, x)], hint="gated")}
     rectified = graph.op("Relu", [signal], hint="rectified")
-    mask = ops.greater(derivative(ctx, x), 0.0) if positive is None else positive(ctx, x)
+    mask = ops.greater(derivative(ops, x), 0.0) if positive is None else positive(ops, x)
     if mask is None:
         return {0: rectified}
     return {0: graph.op("Mul", [rectified, ops.as_float(mask)], hint="gated")}
 
 
-def _everywhere(_ctx: TransposeContext, _x: str) -> str | None:
+def _everywhere(_ops: _Ops, _x: str) -> str | None:
     return None
+
+
+def _derivative_rule(
+    op_type: str, *, increasing: bool = False
+) -> Callable[[Derivative], Derivative]:
+    """Decorator: register the rule of ``op_type``, an op with no attributes, from ``f'(x)``.
+
+    ``increasing``: ``f`` is increasing everywhere, so the guided mask is 1 (see the module).
+    """
+
+    def register(derivative: Derivative) -> Derivative:
+        def rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
+            ctx.only_first_input_on_path()
+            return apply_activation(ctx, signal, derivative, _everywhere if increasing else None)
+
+        rule.__doc__ = derivative.__doc__
+        transpose_rule(op_type)(rule)
+        return derivative
+
+    return register
 
 
 def _float_attr(ctx: TransposeContext, name: str, default: float) -> float:
@@ -164,8 +185,7 @@ def clip(ctx: TransposeContext, signal: str) -> dict[int, str]:
     if low is None and high is None:
         return {0: signal}  # no bounds: the identity
 
-    def inside(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def inside(ops: _Ops, x: str) -> str:
         masks = []
         if low is not None:
             masks.append(ops.greater(x, low))
@@ -173,8 +193,8 @@ def clip(ctx: TransposeContext, signal: str) -> dict[int, str]:
             masks.append(ops.less(x, high))
         return masks[0] if len(masks) == 1 else ops.both(masks[0], masks[1])
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        return _Ops(ctx.graph).as_float(inside(ctx, x))
+    def derivative(ops: _Ops, x: str) -> str:
+        return ops.as_float(inside(ops, x))
 
     return apply_activation(ctx, signal, derivative, inside)
 
@@ -185,12 +205,11 @@ def leaky_relu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     ctx.only_first_input_on_path()
     alpha = _float_attr(ctx, "alpha", 0.01)
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def derivative(ops: _Ops, x: str) -> str:
         return ops.where(ops.greater(x, 0.0), 1.0, alpha)
 
-    def positive(ctx: TransposeContext, x: str) -> str | None:
-        return None if alpha > 0 else _Ops(ctx.graph).greater(x, 0.0)
+    def positive(ops: _Ops, x: str) -> str | None:
+        return None if alpha > 0 else ops.greater(x, 0.0)
 
     return apply_activation(ctx, signal, derivative, positive)
 
@@ -204,8 +223,7 @@ def prelu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     if slope.ndim == rank and slope.shape[0] != 1:
         raise ctx.unsupported("the slope must not vary along the batch axis")
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def derivative(ops: _Ops, x: str) -> str:
         return ops.where(ops.greater(x, 0.0), 1.0, ops.c(slope))
 
     return apply_activation(ctx, signal, derivative)
@@ -215,14 +233,13 @@ def _exponential_linear(
     ctx: TransposeContext,
     signal: str,
     positive_slope: float,
-    negative: Callable[[_Ops, str], str],
+    negative: Derivative,
     increasing: bool,
 ) -> dict[int, str]:
     """``positive_slope`` for x > 0, ``negative(x)`` for x <= 0 (Elu, Selu, Celu)."""
     ctx.only_first_input_on_path()
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def derivative(ops: _Ops, x: str) -> str:
         return ops.where(ops.greater(x, 0.0), positive_slope, negative(ops, x))
 
     return apply_activation(ctx, signal, derivative, _everywhere if increasing else None)
@@ -267,55 +284,35 @@ def hard_sigmoid(ctx: TransposeContext, signal: str) -> dict[int, str]:
     alpha = _float_attr(ctx, "alpha", 0.2)
     beta = _float_attr(ctx, "beta", 0.5)
 
-    def inside(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def inside(ops: _Ops, x: str) -> str:
         value = ops.add(ops.mul(x, alpha), beta)
         return ops.both(ops.greater(value, 0.0), ops.less(value, 1.0))
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        return ops.mul(ops.as_float(inside(ctx, x)), alpha)
+    def derivative(ops: _Ops, x: str) -> str:
+        return ops.mul(ops.as_float(inside(ops, x)), alpha)
 
     return apply_activation(ctx, signal, derivative, inside if alpha > 0 else None)
 
 
-@transpose_rule("HardSwish")
-def hard_swish(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("HardSwish")
+def hard_swish_derivative(ops: _Ops, x: str) -> str:
     """0 below -3, ``x / 3 + 1 / 2`` on [-3, 3], 1 above (PyTorch's ``hardswish_backward``)."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        middle = ops.add(ops.div(x, 3.0), 0.5)
-        return ops.where(ops.less(x, -3.0), 0.0, ops.where(ops.greater(x, 3.0), 1.0, middle))
-
-    return apply_activation(ctx, signal, derivative)
+    middle = ops.add(ops.div(x, 3.0), 0.5)
+    return ops.where(ops.less(x, -3.0), 0.0, ops.where(ops.greater(x, 3.0), 1.0, middle))
 
 
-@transpose_rule("Sigmoid")
-def sigmoid_rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("Sigmoid", increasing=True)
+def sigmoid_derivative(ops: _Ops, x: str) -> str:
     """Slope ``s (1 - s)`` with ``s = sigmoid(x)``."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        s = ops.unary("Sigmoid", x)
-        return ops.mul(s, ops.sub(1.0, s))
-
-    return apply_activation(ctx, signal, derivative, _everywhere)
+    s = ops.unary("Sigmoid", x)
+    return ops.mul(s, ops.sub(1.0, s))
 
 
-@transpose_rule("Tanh")
-def tanh_rule(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("Tanh", increasing=True)
+def tanh_derivative(ops: _Ops, x: str) -> str:
     """Slope ``1 - tanh(x)^2``."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        t = ops.unary("Tanh", x)
-        return ops.sub(1.0, ops.mul(t, t))
-
-    return apply_activation(ctx, signal, derivative, _everywhere)
+    t = ops.unary("Tanh", x)
+    return ops.sub(1.0, ops.mul(t, t))
 
 
 @transpose_rule("Softplus")
@@ -331,8 +328,7 @@ def softplus(ctx: TransposeContext, signal: str) -> dict[int, str]:
     if beta <= 0:
         raise ctx.unsupported("beta must be positive")
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def derivative(ops: _Ops, x: str) -> str:
         scaled = x if beta == 1.0 else ops.mul(x, beta)
         slope = ops.unary("Sigmoid", scaled)
         if threshold is None:
@@ -342,29 +338,17 @@ def softplus(ctx: TransposeContext, signal: str) -> dict[int, str]:
     return apply_activation(ctx, signal, derivative, _everywhere)
 
 
-@transpose_rule("Erf")
-def erf(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("Erf", increasing=True)
+def erf_derivative(ops: _Ops, x: str) -> str:
     """Slope ``2 / sqrt(pi) exp(-x^2)``: increasing, like a sigmoid (GELU's inner tensors)."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        return ops.mul(ops.unary("Exp", ops.mul(ops.mul(x, x), -1.0)), 2.0 / math.sqrt(math.pi))
-
-    return apply_activation(ctx, signal, derivative, _everywhere)
+    return ops.mul(ops.unary("Exp", ops.mul(ops.mul(x, x), -1.0)), 2.0 / math.sqrt(math.pi))
 
 
-@transpose_rule("Softsign")
-def softsign(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("Softsign", increasing=True)
+def softsign_derivative(ops: _Ops, x: str) -> str:
     """``1 / (1 + |x|)^2``."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        denominator = ops.add(ops.unary("Abs", x), 1.0)
-        return ops.div(1.0, ops.mul(denominator, denominator))
-
-    return apply_activation(ctx, signal, derivative, _everywhere)
+    denominator = ops.add(ops.unary("Abs", x), 1.0)
+    return ops.div(1.0, ops.mul(denominator, denominator))
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -381,15 +365,13 @@ def gelu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     if approximate not in ("none", "tanh"):
         raise ctx.unsupported("approximate must be 'none' or 'tanh'")
 
-    def exact(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def exact(ops: _Ops, x: str) -> str:
         cdf = ops.mul(ops.add(ops.unary("Erf", ops.mul(x, _SQRT_HALF)), 1.0), 0.5)
         pdf = ops.mul(ops.unary("Exp", ops.mul(ops.mul(x, x), -0.5)), _INV_SQRT_2PI)
         return ops.add(cdf, ops.mul(x, pdf))
 
-    def tanh_form(ctx: TransposeContext, x: str) -> str:
+    def tanh_form(ops: _Ops, x: str) -> str:
         # PyTorch's GeluBackward for approximate="tanh", term by term.
-        ops = _Ops(ctx.graph)
         square = ops.mul(x, x)
         inner = ops.mul(ops.add(x, ops.mul(ops.mul(square, x), _GELU_KAPPA)), _SQRT_2_OVER_PI)
         t = ops.unary("Tanh", inner)
@@ -401,17 +383,11 @@ def gelu(ctx: TransposeContext, signal: str) -> dict[int, str]:
     return apply_activation(ctx, signal, exact if approximate == "none" else tanh_form)
 
 
-@transpose_rule("Mish")
-def mish(ctx: TransposeContext, signal: str) -> dict[int, str]:
+@_derivative_rule("Mish")
+def mish_derivative(ops: _Ops, x: str) -> str:
     """``tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)`` with ``sp = softplus(x)``."""
-    ctx.only_first_input_on_path()
-
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
-        t = ops.unary("Tanh", ops.unary("Softplus", x))
-        return ops.add(t, ops.mul(ops.mul(x, ops.unary("Sigmoid", x)), ops.sub(1.0, ops.mul(t, t))))
-
-    return apply_activation(ctx, signal, derivative)
+    t = ops.unary("Tanh", ops.unary("Softplus", x))
+    return ops.add(t, ops.mul(ops.mul(x, ops.unary("Sigmoid", x)), ops.sub(1.0, ops.mul(t, t))))
 
 
 @transpose_rule("Swish")
@@ -420,8 +396,7 @@ def swish(ctx: TransposeContext, signal: str) -> dict[int, str]:
     ctx.only_first_input_on_path()
     alpha = _float_attr(ctx, "alpha", 1.0)
 
-    def derivative(ctx: TransposeContext, x: str) -> str:
-        ops = _Ops(ctx.graph)
+    def derivative(ops: _Ops, x: str) -> str:
         s = ops.unary("Sigmoid", x if alpha == 1.0 else ops.mul(x, alpha))
         slope = ops.mul(ops.mul(x, s), ops.sub(1.0, s))
         return ops.add(s, slope if alpha == 1.0 else ops.mul(slope, alpha))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.deconv.rules.spatial import read_window, transpose_window
 
@@ -17,7 +15,7 @@ def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
     weight = ctx.constant(1, "weight")
     in_shape = ctx.input_shape()
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
-    tied = ctx.graph.const(weight.astype(np.float32), ctx.node.input[1])
+    tied = ctx.tied_weight(weight)
     projected = transpose_window(
         ctx.graph,
         signal,
@@ -101,7 +99,7 @@ def conv_transpose(ctx: TransposeContext, signal: str) -> dict[int, str]:
         pads = [0, 0, *begins, 0, 0, *ends]
         signal = graph.op("Pad", [signal, graph.const(pads, "convt_pads")], mode="constant")
         begins = ends = [0] * rank
-    tied = graph.const(weight.astype(np.float32), ctx.node.input[1])
+    tied = ctx.tied_weight(weight)
     projected = graph.op(
         "Conv",
         [signal, tied],

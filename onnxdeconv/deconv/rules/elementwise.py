@@ -114,8 +114,9 @@ def div(ctx: TransposeContext, signal: str) -> dict[int, str]:
 
 
 def _only_base_on_path(ctx: TransposeContext) -> None:
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the base may depend on the image; the exponent is a constant")
+    ctx.only_first_input_on_path(
+        "only the base may depend on the image; the exponent is a constant"
+    )
 
 
 @transpose_rule("Sqrt")

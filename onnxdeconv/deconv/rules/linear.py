@@ -15,7 +15,7 @@ def gemm(ctx: TransposeContext, signal: str) -> dict[int, str]:
         raise ctx.unsupported("transA=1 would mix the batch; only transA=0 is supported")
     weight = ctx.constant(1, "weight B")
     graph = ctx.graph
-    tied = graph.const(weight.astype(np.float32), ctx.node.input[1])
+    tied = ctx.tied_weight(weight)
     projected = graph.op(
         "Gemm",
         [signal, tied],

@@ -146,8 +146,7 @@ def scatter_back(
 
 def only_data_input_on_path(ctx: TransposeContext) -> None:
     """Raise unless the data input 0 depends on the image and no other input (shape, indices)."""
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
+    ctx.only_first_input_on_path("only the data input may depend on the image input")
 
 
 def _per_sample_axis(ctx: TransposeContext, axis: int, rank: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
+from onnxdeconv.deconv.rules.shape_ops import only_data_input_on_path
 
 
 @transpose_rule("Identity", "Dropout")
@@ -39,8 +40,7 @@ def concat(ctx: TransposeContext, signal: str) -> dict[int, str]:
 @transpose_rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def reshape(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Give the signal back the input's shape, provided the batch axis was left alone."""
-    if not ctx.on_path[0] or any(ctx.on_path[1:]):
-        raise ctx.unsupported("only the data input may depend on the image input")
+    only_data_input_on_path(ctx)
     in_info, out_info = ctx.info[ctx.node.input[0]], ctx.info[ctx.node.output[0]]
     in_shape, out_shape = ctx.input_shape(), ctx.output_shape()
     keeps_batch = in_info.shape[0] == out_info.shape[0] and (

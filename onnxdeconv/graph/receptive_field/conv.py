@@ -6,11 +6,12 @@ from fractions import Fraction
 
 import onnx
 
+from onnxdeconv.graph.passes import node_attribute
 from onnxdeconv.graph.receptive_field.field import (
     Dim,
     Field,
     Op,
-    attr,
+    channels_hold_dim,
     field_rule,
     ints,
     resampled,
@@ -31,7 +32,7 @@ def _same_pads(
     node: onnx.NodeProto, size: int | None, kernel: int, stride: int, dilation: int
 ) -> int | None:
     """Begin padding under ``auto_pad``; None for explicit pads, -1 when the size is unknown."""
-    auto_pad = attr(node, "auto_pad", "NOTSET")
+    auto_pad = node_attribute(node, "auto_pad", "NOTSET")
     if auto_pad == "VALID":
         return 0
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
@@ -66,11 +67,11 @@ def _window(op: Op, mixes_channels: bool) -> Field:
     strides = ints(op.node, "strides") or [1] * rank
     dilations = ints(op.node, "dilations") or [1] * rank
     pads = ints(op.node, "pads") or [0] * 2 * rank
+    if mixes_channels and channels_hold_dim(field, shape):
+        return None
     dims = []
     for dim in field:
         if dim.axis is None or dim.axis < 2:
-            if mixes_channels and dim.axis == 1 and (shape is None or shape[1] > 1):
-                return None  # the channel axis holds a spatial dim: every unit mixes it
             dims.append(dim)
             continue
         i = dim.axis - 2
@@ -103,12 +104,13 @@ def _conv_transpose(op: Op) -> Field:
     dilations = ints(op.node, "dilations") or [1] * rank
     pads = ints(op.node, "pads") or [0] * 2 * rank
     output_padding = ints(op.node, "output_padding") or [0] * rank
-    derived = attr(op.node, "auto_pad", "NOTSET") != "NOTSET" or attr(op.node, "output_shape")
+    auto_pad = node_attribute(op.node, "auto_pad", "NOTSET")
+    derived = auto_pad != "NOTSET" or node_attribute(op.node, "output_shape")
+    if channels_hold_dim(field, shape):
+        return None
     dims = []
     for dim in field:
         if dim.axis is None or dim.axis < 2:
-            if dim.axis == 1 and shape[1] > 1:
-                return None
             dims.append(dim)
             continue
         i = dim.axis - 2

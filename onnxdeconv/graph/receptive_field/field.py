@@ -14,9 +14,8 @@ from typing import TypeVar
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.passes import TensorInfo, node_attribute
 from onnxdeconv.registry import OpRegistry
 
 
@@ -52,19 +51,10 @@ def cover(pieces: Iterable[Piece], stride: Fraction) -> tuple[Fraction, Fraction
     return low, high - low
 
 
-def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute ``name`` of ``node`` (text decoded), or ``default``."""
-    for attribute in node.attribute:
-        if attribute.name == name:
-            value = helper.get_attribute_value(attribute)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def ints(node: onnx.NodeProto, name: str) -> list[int] | None:
     """Integer list attribute ``name`` of ``node``, or None."""
-    value = attr(node, name)
-    return None if value is None else [int(v) for v in value]  # type: ignore[attr-defined]
+    value = node_attribute(node, name)
+    return None if value is None else [int(v) for v in value]
 
 
 class Context:
@@ -120,6 +110,21 @@ class Op:
 def spread(dim: Dim, shape: Sequence[int]) -> bool:
     """Whether the dim sits on an axis with more than one unit."""
     return dim.axis is not None and shape[dim.axis] > 1
+
+
+def channels_hold_dim(field: tuple[Dim, ...], shape: Sequence[int] | None) -> bool:
+    """Whether a dim of ``field`` lies on the channel axis and that has several (or unknown) units.
+
+    An op that mixes channels then mixes that dim whole: its output has no bounded field.
+    """
+    return any(dim.axis == 1 for dim in field) and (shape is None or shape[1] > 1)
+
+
+def map_spatial(field: tuple[Dim, ...], spatial: Callable[[Dim, int], Dim]) -> tuple[Dim, ...]:
+    """``field`` with ``spatial(dim, axis)`` for each dim on a spatial axis (2 on); others stay."""
+    return tuple(
+        dim if dim.axis is None or dim.axis < 2 else spatial(dim, dim.axis) for dim in field
+    )
 
 
 def renumber(field: Field, mapping: Callable[[int], int | None]) -> Field:

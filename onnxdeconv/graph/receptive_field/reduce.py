@@ -4,27 +4,14 @@ from __future__ import annotations
 
 from functools import partial
 
+from onnxdeconv.graph.passes import REDUCE_OPS, node_attribute
 from onnxdeconv.graph.receptive_field.field import (
     Field,
     Op,
-    attr,
     field_rule,
     merge,
     renumber,
     spread,
-)
-
-_REDUCTIONS = (
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceSum",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceSumSquare",
 )
 
 
@@ -57,16 +44,16 @@ def _contract(contracted: int, shift: int, axis: int) -> int | None:
 def _reduced_axes(op: Op, rank: int) -> list[int] | None:
     node = op.node
     if node.op_type in ("ArgMax", "ArgMin"):
-        return [int(attr(node, "axis", 0)) % rank]  # type: ignore[call-overload]
+        return [int(node_attribute(node, "axis", 0)) % rank]
     axes = op.ctx.ints(node, "axes", 1)
     if axes is None and len(node.input) > 1 and node.input[1]:
         return None  # computed axes
     if not axes:
-        return [] if attr(node, "noop_with_empty_axes", 0) else list(range(rank))
+        return [] if node_attribute(node, "noop_with_empty_axes", 0) else list(range(rank))
     return [a % rank for a in axes]
 
 
-@field_rule(*_REDUCTIONS, data_inputs=(0,))
+@field_rule(*REDUCE_OPS, data_inputs=(0,))
 @field_rule("ArgMax", "ArgMin")
 def _reduce(op: Op) -> Field:
     field, shape = op.fields[0], op.in_shape()
@@ -77,7 +64,7 @@ def _reduce(op: Op) -> Field:
         return None
     if any(d.axis in axes and spread(d, shape) for d in field):
         return None
-    if attr(op.node, "keepdims", 1):
+    if node_attribute(op.node, "keepdims", 1):
         return field
     return renumber(field, lambda a: None if a in axes else a - sum(1 for r in axes if r < a))
 
@@ -114,7 +101,7 @@ def _softmax(op: Op) -> Field:
     field, shape = op.fields[0], op.in_shape()
     if field is None or shape is None:
         return None
-    axis = int(attr(op.node, "axis", -1)) % len(shape)  # type: ignore[call-overload]
+    axis = int(node_attribute(op.node, "axis", -1)) % len(shape)
     # Before opset 13 the axis meant "this one and all after it": assume the wider.
     if any(d.axis is not None and d.axis >= axis and spread(d, shape) for d in field):
         return None

@@ -9,13 +9,15 @@ from fractions import Fraction
 import numpy as np
 import onnx
 
+from onnxdeconv.graph.passes import node_attribute
 from onnxdeconv.graph.receptive_field.field import (
     Dim,
     Field,
     Op,
-    attr,
+    channels_hold_dim,
     field_rule,
     ints,
+    map_spatial,
     resampled,
 )
 
@@ -24,9 +26,9 @@ def _scales(op: Op, rank: int) -> list[Fraction | None]:
     """Resize/Upsample scale per axis when the graph gives scales; None where only sizes."""
     node = op.node
     values: list[float] | None = None
-    attribute = attr(node, "scales")
+    attribute = node_attribute(node, "scales")
     if attribute is not None:
-        values = [float(v) for v in attribute]  # type: ignore[attr-defined]
+        values = [float(v) for v in attribute]
     else:
         index = 1 if node.op_type == "Upsample" or len(node.input) == 2 else 2
         array = op.ctx.value(node, index)
@@ -64,7 +66,7 @@ class _Method:
 def _coordinate_transforms(node: onnx.NodeProto) -> tuple[str, ...]:
     if node.op_type == "Upsample":
         return ("asymmetric",)
-    transform = attr(node, "coordinate_transformation_mode")
+    transform = node_attribute(node, "coordinate_transformation_mode")
     if transform is None:
         # Opset-10 Resize maps asymmetrically, later ones by half pixels: the graph alone does
         # not say which, so the field covers both.
@@ -76,8 +78,8 @@ def _method(op: Op, rank: int) -> _Method | None:
     """How ``op.node`` interpolates; None where a crop's region of interest is unknown."""
     node = op.node
     transforms = _coordinate_transforms(node)
-    mode = str(attr(node, "mode", "nearest"))
-    nearest = attr(node, "nearest_mode")
+    mode = str(node_attribute(node, "mode", "nearest"))
+    nearest = node_attribute(node, "nearest_mode")
     roi = op.ctx.value(node, 1) if node.op_type == "Resize" and len(node.input) > 2 else None
     if "tf_crop_and_resize" in transforms and (roi is None or roi.size != 2 * rank):
         return None
@@ -86,7 +88,7 @@ def _method(op: Op, rank: int) -> _Method | None:
         mode=mode,
         nearest_modes=(str(nearest),) if nearest is not None else ("round_prefer_floor", "floor"),
         window=(0,) if mode == "nearest" else (-1, 0, 1, 2) if mode == "cubic" else (0, 1),
-        antialias=bool(attr(node, "antialias", 0)),
+        antialias=bool(node_attribute(node, "antialias", 0)),
         roi=roi,
         rank=rank,
     )
@@ -184,36 +186,25 @@ def _nearest(x: Fraction, mode: str) -> int:
 
 @field_rule("DepthToSpace")
 def _depth_to_space(op: Op) -> Field:
-    block = int(attr(op.node, "blocksize", 1))  # type: ignore[call-overload]
+    block = int(node_attribute(op.node, "blocksize", 1))
     field, out = op.fields[0], op.out_shape()
-    if field is None or out is None:
+    if field is None or out is None or channels_hold_dim(field, op.in_shape()):
         return None
-    dims = []
-    for dim in field:
-        if dim.axis is None or dim.axis < 2:
-            if dim.axis == 1 and (op.in_shape() or (1, 2))[1] > 1:
-                return None
-            dims.append(dim)
-            continue
-        dims.append(
-            resampled(dim, out[dim.axis], lambda q: (q // block, q // block), Fraction(block))
-        )
-    return tuple(dims)
+
+    def spread(dim: Dim, axis: int) -> Dim:
+        return resampled(dim, out[axis], lambda q: (q // block, q // block), Fraction(block))
+
+    return map_spatial(field, spread)
 
 
 @field_rule("SpaceToDepth")
 def _space_to_depth(op: Op) -> Field:
-    block = int(attr(op.node, "blocksize", 1))  # type: ignore[call-overload]
+    block = int(node_attribute(op.node, "blocksize", 1))
     field = op.fields[0]
-    if field is None:
+    if field is None or channels_hold_dim(field, op.in_shape()):
         return None
-    dims = []
-    for dim in field:
-        if dim.axis is None or dim.axis < 2:
-            if dim.axis == 1 and (op.in_shape() or (1, 2))[1] > 1:
-                return None
-            dims.append(dim)
-            continue
-        size = dim.size + (block - 1) * dim.stride
-        dims.append(Dim(dim.axis, dim.offset, dim.stride * block, size))
-    return tuple(dims)
+
+    def gathered(dim: Dim, axis: int) -> Dim:
+        return Dim(axis, dim.offset, dim.stride * block, dim.size + (block - 1) * dim.stride)
+
+    return map_spatial(field, gathered)

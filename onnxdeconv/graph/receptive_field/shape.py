@@ -6,12 +6,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
+from onnxdeconv.graph.passes import node_attribute
 from onnxdeconv.graph.receptive_field.field import (
     Dim,
     Field,
     Op,
     Piece,
-    attr,
     cover,
     field_rule,
     ints,
@@ -119,7 +119,7 @@ def _pad(op: Op) -> Field:
 def _split(op: Op) -> list[Field]:
     field = op.fields[0]
     shape = op.in_shape()
-    axis = int(attr(op.node, "axis", 0))  # type: ignore[call-overload]
+    axis = int(node_attribute(op.node, "axis", 0))
     shapes = [op.ctx.shape(o) if o else None for o in op.node.output]
     if field is None or shape is None:
         return [None] * len(op.node.output)
@@ -145,7 +145,7 @@ def _concat(op: Op) -> Field:
     out = op.out_shape()
     if out is None:
         return None
-    axis = int(attr(op.node, "axis", 0)) % len(out)  # type: ignore[call-overload]
+    axis = int(node_attribute(op.node, "axis", 0)) % len(out)
     parts: list[tuple[Field, tuple[int, ...]]] = []
     starts = []
     start = 0
@@ -212,7 +212,7 @@ def _gather(op: Op) -> Field:
     field, shape = op.fields[0], op.in_shape()
     if field is None or shape is None or 0 not in op.fields:
         return None
-    axis = int(attr(op.node, "axis", 0)) % len(shape)  # type: ignore[call-overload]
+    axis = int(node_attribute(op.node, "axis", 0)) % len(shape)
     indices = op.ctx.value(op.node, 1)
     index_shape = op.ctx.shape(op.node.input[1])
     rank = (
