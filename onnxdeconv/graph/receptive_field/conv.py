@@ -57,16 +57,20 @@ def _kernel(op: Op) -> list[int] | None:
     return kernel
 
 
+def _geometry(node: onnx.NodeProto, rank: int) -> tuple[list[int], list[int], list[int]]:
+    """Strides, dilations and pads of a Conv, pool or ConvTranspose, with ONNX's defaults."""
+    strides = ints(node, "strides") or [1] * rank
+    dilations = ints(node, "dilations") or [1] * rank
+    return strides, dilations, ints(node, "pads") or [0] * 2 * rank
+
+
 def _window(op: Op, mixes_channels: bool) -> Field:
     """Conv and pools: unit ``p`` sees input units ``p*s - pad .. p*s - pad + d*(k-1)``."""
     field, shape = op.fields[0], op.in_shape()
     kernel = _kernel(op)
     if field is None or kernel is None or (shape is not None and len(kernel) != len(shape) - 2):
         return None
-    rank = len(kernel)
-    strides = ints(op.node, "strides") or [1] * rank
-    dilations = ints(op.node, "dilations") or [1] * rank
-    pads = ints(op.node, "pads") or [0] * 2 * rank
+    strides, dilations, pads = _geometry(op.node, len(kernel))
     if mixes_channels and channels_hold_dim(field, shape):
         return None
     dims = []
@@ -99,11 +103,8 @@ def _conv_transpose(op: Op) -> Field:
     kernel = _kernel(op)
     if field is None or shape is None or out is None or kernel is None:
         return None
-    rank = len(kernel)
-    strides = ints(op.node, "strides") or [1] * rank
-    dilations = ints(op.node, "dilations") or [1] * rank
-    pads = ints(op.node, "pads") or [0] * 2 * rank
-    output_padding = ints(op.node, "output_padding") or [0] * rank
+    strides, dilations, pads = _geometry(op.node, len(kernel))
+    output_padding = ints(op.node, "output_padding") or [0] * len(kernel)
     auto_pad = node_attribute(op.node, "auto_pad", "NOTSET")
     derived = auto_pad != "NOTSET" or node_attribute(op.node, "output_shape")
     if channels_hold_dim(field, shape):
