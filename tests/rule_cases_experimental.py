@@ -24,7 +24,7 @@ def old_model(
     opset: int = 7,
     out_rank: int = 4,
 ) -> onnx.ModelProto:
-    """Input ``x`` float32 ``[N, *x_shape]``, output ``y``, as an IR-3 export at ``opset`` writes."""
+    """Input ``x`` float32 ``[N, *x_shape]``, output ``y``: an IR-3 export at ``opset``."""
     weights = [
         numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in (inits or {}).items()
     ]
