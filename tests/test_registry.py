@@ -44,6 +44,11 @@ AFFINE: dict[str, str] = {
         "the identity at inference (Cast: on the float path)",
     ),
     "MaxPool": "piecewise linear: linearise() gathers at the recorded switches itself",
+    **dict.fromkeys(
+        ("ImageScaler", "Affine", "Scale"),
+        "experimental ops of opsets 1 to 9: a constant scale and bias, affine",
+    ),
+    "Crop": "an experimental op of opsets 1 to 9 that reads a window: linear",
 }
 
 #: Ops with a lineariser and no transpose rule, with the reason.

@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.passes import skeleton, with_input_shape
+from onnxdeconv.graph.passes import check_model, skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.prepared import PreparedModel
@@ -664,7 +664,7 @@ class MaximaRunner:
             self.columns[name] = start + np.asarray(chosen, np.int64)
             start += prepared.info[name].per_sample[0]
         model = maxima_model(prepared, list(self.channels), "N")
-        onnx.checker.check_model(skeleton(model))
+        check_model(skeleton(model))
         self.forward = ForwardRunner(prepared, model=model, device=device, threads=threads)
         self.provider = self.forward.provider
         fixed = prepared.loaded.fixed_batch

@@ -20,6 +20,7 @@ from onnxdeconv.deconv.rules import (
     TransposeRule,
 )
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
+from onnxdeconv.graph.experimental import is_experimental
 from onnxdeconv.graph.passes import TensorInfo, constant_tensors
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
 
@@ -173,6 +174,13 @@ def _rule_of(node: onnx.NodeProto) -> TransposeRule:
             node.op_type,
             "it is a data-dependent op (what it passes on is decided by the input's "
             "values), which has no transpose: project from a layer before it",
+        )
+    if is_experimental(node):
+        raise UnsupportedOpError(
+            node.name,
+            node.op_type,
+            "it is an experimental op of opsets 1 to 9 with no transpose rule: the layers "
+            "before it are projectable ('onnxdeconv layers' lists them)",
         )
     supported = ", ".join(sorted(TRANSPOSE_RULES))
     raise UnsupportedOpError(node.name, node.op_type, f"supported ops are {supported}")

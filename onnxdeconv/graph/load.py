@@ -2,7 +2,9 @@
 
 Loading makes any convnet file usable by the later passes: it refuses external data outside the
 model's folder, drops IR-3 style weight inputs, upgrades opsets whose MaxPool has no ``Indices``
-output, and reads the one image input the projections start from.
+output, and reads the one image input the projections start from. The experimental ops of the
+first opsets (ImageScaler, Crop, Affine, ...) pass through their stand-ins
+(:mod:`~onnxdeconv.graph.experimental`); those ONNX Runtime cannot run are refused here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import external_data_helper, helper
 
 from onnxdeconv.errors import ModelLoadError
-from onnxdeconv.graph import passes
+from onnxdeconv.graph import experimental, passes
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +156,9 @@ def load_model(source: str | Path | onnx.ModelProto) -> LoadedModel:
         model = _read(path)
         where = f"'{path}'"
     model = passes.strip_initializer_inputs(model)
+    experimental.refuse_unreadable(model, where)
     try:
-        onnx.checker.check_model(passes.skeleton(model))
+        passes.check_model(passes.skeleton(model))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelLoadError(f"{where} is not a valid ONNX model: {first}") from exc

@@ -7,6 +7,7 @@ one they were given, so a caller can keep the user's model pristine.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, version_converter
 
 from onnxdeconv.errors import ModelLoadError
+from onnxdeconv.graph import experimental
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,8 @@ def constant_tensors(graph: onnx.GraphProto) -> ConstantValues:
 def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop graph inputs that only restate initializers (IR-3 style); mutates and returns ``model``.
 
-    Also gives every unnamed node a unique name so that errors can point at it.
+    Also gives every unnamed node a unique name so that errors can point at it, and every
+    experimental node one (their stand-ins are matched to them by name).
     """
     out = model
     initializers = {t.name for t in out.graph.initializer}
@@ -169,9 +172,10 @@ def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.input[:]
     out.graph.input.extend(kept)
     out.ir_version = max(out.ir_version, 4)
-    used = {n.name for n in out.graph.node if n.name}
+    counts = Counter(n.name for n in out.graph.node if n.name)
+    used = set(counts)
     for index, node in enumerate(out.graph.node):
-        if not node.name:
+        if not node.name or (counts[node.name] > 1 and experimental.is_experimental(node)):
             name = f"{node.op_type}_{index}"
             while name in used:
                 name += "_"
@@ -183,23 +187,40 @@ def strip_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     """Convert models older than ``minimum`` to :data:`UPGRADE_OPSET`; returns a new model.
 
-    Models already at ``minimum`` or newer are returned as they are (not copied).
+    Models already at ``minimum`` or newer are returned as they are (not copied). A model with
+    experimental ops (:mod:`~onnxdeconv.graph.experimental`) goes to their last opset instead,
+    the newest at which ONNX Runtime still runs them; they are converted as their stand-ins and
+    put back.
     """
     opset = default_opset(model)
     if opset >= minimum:
         return model
+    originals = {node.name: node for node in experimental.experimental_nodes(model)}
+    target = experimental.LAST_OPSET if originals else UPGRADE_OPSET
     try:
-        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+        upgraded = version_converter.convert_version(experimental.with_stand_ins(model), target)
     except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"cannot upgrade the model from opset {opset} to {UPGRADE_OPSET} ({exc}); "
+            f"cannot upgrade the model from opset {opset} to {target} ({first}); "
             "re-export it at opset 8 or newer"
         ) from exc
+    experimental.restore(upgraded, originals)
     upgraded.ir_version = max(
         upgraded.ir_version, helper.find_min_ir_version_for(list(upgraded.opset_import))
     )
-    logger.info("upgraded the model from opset %d to %d", opset, UPGRADE_OPSET)
+    logger.info("upgraded the model from opset %d to %d", opset, target)
     return upgraded
+
+
+def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """Run the ONNX checker, on stand-ins for the experimental ops (see ``experimental``).
+
+    The checker passes an experimental op only with a warning printed on stdout, and its full
+    check (strict shape inference) cannot see through one; the stand-ins have the same types
+    and shapes. Does not mutate ``model``.
+    """
+    onnx.checker.check_model(experimental.with_stand_ins(model), full_check=full_check)
 
 
 #: Float initializers with more elements than this are left out of a skeleton.
@@ -297,7 +318,10 @@ def infer_tensor_info(model: onnx.ModelProto) -> dict[str, TensorInfo]:
         Every tensor whose type is known, including those with partially known shapes.
     """
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        # Experimental ops have no schema: their stand-ins carry the shapes through.
+        inferred = onnx.shape_inference.infer_shapes(
+            experimental.with_stand_ins(model), data_prop=True
+        )
     except onnx.shape_inference.InferenceError as exc:
         raise ModelLoadError(f"shape inference failed on the model: {exc}") from exc
     info: dict[str, TensorInfo] = {}

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.passes import instrument, prune_to, skeleton, with_input_shape
+from onnxdeconv.graph.passes import check_model, instrument, prune_to, skeleton, with_input_shape
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime.sessions import Device, create_session, provider_of, run_bound
 
@@ -70,7 +70,7 @@ class ForwardRunner:
             source = loaded.model if keep_outputs else prune_to(loaded.model, kept)
             sized = with_input_shape(source, loaded.input_name, (batch, *prepared.input_shape))
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
-            onnx.checker.check_model(skeleton(model), full_check=True)
+            check_model(skeleton(model), full_check=True)
         self.model = model
         self.session = create_session(model, device, threads)
         #: The tensors a run returns by default: every output of the graph, in order.

@@ -111,21 +111,23 @@ def _relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 
 
 def _linearise_max_pool(node: onnx.NodeProto, switches: np.ndarray) -> Linearised:
-    # A gather at the recorded switches: the pool with its choice of maxima fixed.
+    # A gather at the recorded switches: the pool with its choice of maxima fixed. A flat Gather
+    # (opset 1), not GatherElements (opset 11): models at opsets 8 to 10 (old exports with
+    # experimental ops stay there) must still load.
     linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
     indices = np.asarray(switches, np.int64)
     linearised.nodes = [
         helper.make_node(
             "Reshape",
-            [node.input[0], linearised.constant(np.array([1, -1]), f"{stem}_flat")],
+            [node.input[0], linearised.constant(np.array([-1]), f"{stem}_flat")],
             [f"{stem}_in"],
         ),
         helper.make_node(
-            "GatherElements",
-            [f"{stem}_in", linearised.constant(indices.reshape(1, -1), f"{stem}_switches")],
+            "Gather",
+            [f"{stem}_in", linearised.constant(indices.reshape(-1), f"{stem}_switches")],
             [f"{stem}_picked"],
-            axis=1,
+            axis=0,
         ),
         helper.make_node(
             "Reshape",

@@ -19,6 +19,8 @@ _ELEMENTWISE_OPS = (
     # LRN mixes channels only. InstanceNormalization's statistics mix every position; the field
     # follows the projection, which holds them at their forward values.
     *("LRN", "InstanceNormalization"),
+    # The affine experimental ops of opsets 1 to 9 (ImageScaler's bias is per channel).
+    *("ImageScaler", "Affine", "Scale"),
 )
 
 

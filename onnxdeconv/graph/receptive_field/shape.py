@@ -66,6 +66,22 @@ def _regroup(op: Op) -> Field:
     return tuple(dims)
 
 
+@field_rule("Crop")
+def _crop(op: Op) -> Field:
+    """A window of axes 2 and 3 from its top-left corner, like a Slice with step 1."""
+    field = op.fields[0]
+    border = ints(op.node, "border")
+    if field is None or border is None or len(border) != 4:
+        return None
+    corner = {2: border[1], 3: border[0]}  # border is [left, top, right, bottom]
+    return tuple(
+        dim
+        if dim.axis not in corner
+        else Dim(dim.axis, dim.offset + corner[dim.axis] * dim.stride, dim.stride, dim.size)
+        for dim in field
+    )
+
+
 @field_rule("Slice", data_inputs=(0,))
 def _slice(op: Op) -> Field:
     field, shape, out = op.fields[0], op.in_shape(), op.out_shape()
