@@ -68,7 +68,9 @@ def small_net(
         helper.make_node("GlobalAveragePool", ["relu2"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
         helper.make_node(
-            "Gemm", ["flat", "fc", *(["fc_bias"] if opset < 11 else [])], ["logits"],
+            "Gemm",
+            ["flat", "fc", *(["fc_bias"] if opset < 11 else [])],
+            ["logits"],
             name="fc",
             transB=1,
         ),
