@@ -286,6 +286,70 @@ def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and "regression.projection" in out
 
 
+def dynamic_net(height: int | str, width: int | str) -> onnx.ModelProto:
+    """``small_net`` exported with a dynamic size, such as an OCR model's [N, 3, 32, W]."""
+    model = small_net()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[2:], (height, width), strict=True):
+        if isinstance(value, str):
+            dim.dim_param = value
+    return model
+
+
+DYNAMIC = pytest.mark.parametrize(("height", "width"), [(32, "W"), ("H", "W")])
+
+
+@DYNAMIC
+def test_cli_dynamic_size_needs_size(
+    height: int | str, width: int | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write(dynamic_net(height, width), tmp_path / "dynamic.onnx")
+    code, _, err = run(["check", model], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "give the input size" in err and "--size H,W" in err
+
+
+@DYNAMIC
+def test_cli_dynamic_size_with_size_and_images(
+    height: int | str,
+    width: int | str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cv2
+
+    import onnxdeconv.cli.check_command as check_command
+
+    model = write(dynamic_net(height, width), tmp_path / "dynamic.onnx")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(9)
+    for index, (h, w) in enumerate([(50, 70), (20, 90)]):
+        cv2.imwrite(str(folder / f"{index}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+    seen: list[tuple[tuple[int, ...] | None, tuple[int, ...] | None]] = []
+    real = check_command.run_checks
+
+    def spy(loaded, images, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((None if images is None else images.shape, kwargs["input_shape"]))
+        return real(loaded, images, *args, **kwargs)
+
+    monkeypatch.setattr(check_command, "run_checks", spy)
+    code, out, err = run(["check", model, "--size", "32,40"], capsys)
+    assert code == 0, out + err
+    code, out, err = run(["check", model, "--size", "32,40", "--images", folder], capsys)
+    assert code == 0, out + err
+    # Every image is resized to the given size, whatever its own.
+    assert seen == [(None, (3, 32, 40)), ((2, 3, 32, 40), (3, 32, 40))]
+    assert "0 failed" in out and "0 skipped" in out
+
+
+def test_dynamic_size_library_call() -> None:
+    report = run_checks(load_model(dynamic_net(32, "W")), input_shape=(3, 32, 24))
+    assert report.passed
+    assert {f.status for f in report.findings if f.check == "faithful.adjoint"} == {"pass"}
+
+
 def test_cli_exit_1_with_annotations_and_junit_failure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
