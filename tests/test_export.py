@@ -24,6 +24,7 @@ from onnxdeconv.export import (
 )
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
+from onnxdeconv.prepared import prepare
 
 
 def run_exported(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -253,3 +254,24 @@ def test_keras_model_with_default_layer_names(layer: str | None) -> None:
     exported = assert_matches_python(model, x, name, "deconvnet", [0, 5])
     assert io_names(exported) == (["image", "channel"], IO_NAMES[1])
     assert "model/activation" in {n for node in exported.graph.node for n in node.output}
+
+
+def test_dynamic_width_exported_at_the_size_given() -> None:
+    # An OCR-like input: fixed height, dynamic width; the exported graph takes the size given.
+    model = conv_relu_pool_model(size=16)
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "W"
+    # Up to the pool: the Gemm head's weights fix the width.
+    del model.graph.node[3:], model.graph.output[:], model.graph.initializer[2:]
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("pool", onnx.TensorProto.FLOAT, ["N", 4, 8, "W2"])
+    )
+    prepared = prepare(load_model(model), (3, 16, 24))
+    exported = export_projector(prepared, ExportOptions(layer="relu"))
+    image = exported.graph.input[0].type.tensor_type.shape
+    assert [d.dim_value for d in image.dim] == [1, 3, 16, 24]
+    x = np.random.default_rng(10).normal(size=(1, 3, 16, 24)).astype(np.float32)
+    out = run_exported(exported, {"x": x, "channel": np.array([1], np.int64)})
+    projector = Projector(prepared, layer="relu")
+    forward = projector.forward(x)
+    expected = projector.project(forward, projector.strongest(forward, channel=1))
+    np.testing.assert_allclose(out["projection"], expected, rtol=1e-5, atol=1e-6)
