@@ -36,6 +36,18 @@ CHANNEL = "channel"
 POSITION = "position"
 ACTIVATION = "activation"
 DECONV_PREFIX = "deconv/"
+SELECT_PREFIX = "select/"
+LINK_PREFIX = "link/"
+OUTPUT_NODE = "output"
+#: The exported graph's own inputs and outputs: fixed names, whatever the model calls its tensors.
+RESERVED_NAMES = (PROJECTION, ACTIVATION, POSITION, CHANNEL)
+#: Every other tensor the exported graph adds starts with one of these.
+RESERVED_PREFIXES = (SELECT_PREFIX, DECONV_PREFIX)
+#: Node names the exported graph adds: these, or a name starting with one of the prefixes.
+RESERVED_NODE_NAMES = (OUTPUT_NODE,)
+RESERVED_NODE_PREFIXES = (SELECT_PREFIX, LINK_PREFIX, DECONV_PREFIX)
+#: A model's tensor or node whose name the exported graph reserves gets this prefix there.
+MODEL_PREFIX = "model/"
 
 
 @dataclass(frozen=True)
@@ -110,12 +122,12 @@ class _Nodes:
         self.initializers: list[onnx.TensorProto] = []
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(value, f"select/{name}"))
-        return f"select/{name}"
+        self.initializers.append(numpy_helper.from_array(value, SELECT_PREFIX + name))
+        return SELECT_PREFIX + name
 
     def op(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(
-            helper.make_node(op_type, inputs, [output], name=f"select/{output}", **attrs)
+            helper.make_node(op_type, inputs, [output], name=SELECT_PREFIX + output, **attrs)
         )
         return output
 
@@ -270,45 +282,143 @@ def _projector_graph(
     """The forward graph at batch 1, then the selection, then the plan's deconv graph."""
     sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
     forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)
-    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
-    selection = _Nodes()
-    _selection(selection, plan.target, plan.target_shape, options.position_input)
-    links = [
-        helper.make_node("Identity", [name], [DECONV_PREFIX + name], name=f"link/{name}")
-        for name in plan.forward_inputs
-    ]
     graph = forward.graph
     del graph.output[:]
-    kept = _share_forward_weights(deconv.graph, graph.initializer)
+    renames = _rename_reserved(graph)
+    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
+    selection = _Nodes()
+    target = renames.get(plan.target, plan.target)
+    _selection(selection, target, plan.target_shape, options.position_input)
+    links = [
+        helper.make_node(
+            "Identity",
+            [renames.get(name, name)],
+            [DECONV_PREFIX + name],
+            name=LINK_PREFIX + renames.get(name, name),
+        )
+        for name in plan.forward_inputs
+    ]
+    kept = _share_forward_weights(deconv.graph, graph.initializer, renames)
     graph.node.extend([*selection.nodes, *links, *deconv.graph.node])
     graph.initializer.extend([*selection.initializers, *kept])
     _declare_io(graph, options, len(plan.target_shape) - 1, prepared.input_shape)
     graph.node.append(
-        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name="output")
+        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name=OUTPUT_NODE)
     )
     graph.name = "onnxdeconv_projector"
     del graph.value_info[:]
     return graph
 
 
+def _reserved(name: str, names: Iterable[str], prefixes: Iterable[str]) -> bool:
+    return name in names or any(name.startswith(prefix) for prefix in prefixes)
+
+
+def _rename_reserved(graph: onnx.GraphProto) -> dict[str, str]:
+    """Give the model's tensors and nodes that bear a name the exported graph adds another one.
+
+    Keras names layers ``activation``, ``activation_1``, ... and tf2onnx keeps those names, so
+    a model often has a tensor called like an output of the exported graph; the exported
+    graph's names stay fixed, and the model's tensor becomes ``model/activation``. Mutates
+    ``graph`` (subgraphs included).
+
+    Returns:
+        The new name of each renamed tensor.
+    """
+    tensors, nodes = _graph_names(graph)
+    taken = tensors | nodes
+    tensor_renames = {
+        name: _free_name(name, taken)
+        for name in sorted(tensors)
+        if _reserved(name, RESERVED_NAMES, RESERVED_PREFIXES)
+    }
+    node_renames = {
+        name: _free_name(name, taken)
+        for name in sorted(nodes)
+        if _reserved(name, RESERVED_NODE_NAMES, RESERVED_NODE_PREFIXES)
+    }
+    if tensor_renames or node_renames:
+        logger.info(
+            "renamed the model's %s: the exported graph uses those names",
+            ", ".join(
+                f"'{old}' to '{new}'" for old, new in {**tensor_renames, **node_renames}.items()
+            ),
+        )
+        _rename(graph, tensor_renames, node_renames)
+    return tensor_renames
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``model/<name>``, or ``model/<name>_<i>`` where that is taken too; adds it to ``taken``."""
+    free, count = MODEL_PREFIX + name, 0
+    while free in taken:
+        count += 1
+        free = f"{MODEL_PREFIX}{name}_{count}"
+    taken.add(free)
+    return free
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [
+        graph
+        for attribute in node.attribute
+        for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+    ]
+
+
+def _graph_names(graph: onnx.GraphProto) -> tuple[set[str], set[str]]:
+    """Every tensor name and every node name in ``graph`` and its subgraphs."""
+    tensors = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    tensors |= {t.name for t in graph.initializer}
+    tensors |= {t.values.name for t in graph.sparse_initializer}
+    nodes: set[str] = set()
+    for node in graph.node:
+        tensors |= {*node.input, *node.output} - {""}
+        if node.name:
+            nodes.add(node.name)
+        for subgraph in _subgraphs(node):
+            inner_tensors, inner_nodes = _graph_names(subgraph)
+            tensors |= inner_tensors
+            nodes |= inner_nodes
+    return tensors, nodes
+
+
+def _rename(graph: onnx.GraphProto, tensors: dict[str, str], nodes: dict[str, str]) -> None:
+    """Rename tensors and nodes in ``graph`` and its subgraphs (mutates it)."""
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = tensors.get(value.name, value.name)
+    for sparse in graph.sparse_initializer:
+        sparse.values.name = tensors.get(sparse.values.name, sparse.values.name)
+    for node in graph.node:
+        node.input[:] = [tensors.get(name, name) for name in node.input]
+        node.output[:] = [tensors.get(name, name) for name in node.output]
+        node.name = nodes.get(node.name, node.name)
+        for subgraph in _subgraphs(node):
+            _rename(subgraph, tensors, nodes)
+
+
 def _share_forward_weights(
-    deconv: onnx.GraphProto, forward_weights: Iterable[onnx.TensorProto]
+    deconv: onnx.GraphProto,
+    forward_weights: Iterable[onnx.TensorProto],
+    renames: dict[str, str],
 ) -> list[onnx.TensorProto]:
     """The deconv initializers the forward graph lacks; the others' readers read the forward's.
 
     Mutates the nodes of ``deconv``: weights it shares with the forward graph are stored once.
+    ``renames`` maps the model's names to the ones its weights have in the forward graph.
     """
     forward_by_name = {t.name: t for t in forward_weights}
-    renames = {}
+    shared = {}
     kept = []
     for tensor in deconv.initializer:
         original = tensor.name[len(DECONV_PREFIX) :]
-        if _same_tensor(forward_by_name.get(original), tensor):
-            renames[tensor.name] = original
+        forward_name = renames.get(original, original)
+        if _same_tensor(forward_by_name.get(forward_name), tensor):
+            shared[tensor.name] = forward_name
         else:
             kept.append(tensor)
     for node in deconv.node:
-        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.input[:] = [shared.get(name, name) for name in node.input]
     return kept
 
 

@@ -27,8 +27,13 @@ def small_net(
     bias_shift: dict[int, float] | None = None,
     head: str = "Gemm",
     seed: int = 0,
+    opset: int = 13,
 ) -> onnx.ModelProto:
-    """x[N,3,32,32] -> Conv -> Relu -> MaxPool 3x3/2 -> Conv -> Relu -> GAP -> Flatten -> head."""
+    """x[N,3,32,32] -> Conv -> Relu -> MaxPool 3x3/2 -> Conv -> Relu -> GAP -> Flatten -> head.
+
+    Every op of it means the same from opset 8 on (Gemm's bias is optional from 11: before, it
+    gets a zero one).
+    """
     rng = np.random.default_rng(seed)
     w1 = rng.normal(size=(8, 3, kernel, kernel)).astype(np.float32) / kernel
     b1 = np.full(8, 0.1, np.float32)
@@ -62,7 +67,13 @@ def small_net(
         helper.make_node("Relu", ["conv2"], ["relu2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["relu2"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
-        helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc", transB=1),
+        helper.make_node(
+            "Gemm",
+            ["flat", "fc", *(["fc_bias"] if opset < 11 else [])],
+            ["logits"],
+            name="fc",
+            transB=1,
+        ),
     ]
     output = "logits"
     if head != "Gemm":
@@ -78,8 +89,11 @@ def small_net(
             for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("fc", fc))
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
+    if opset < 11:
+        graph.initializer.append(numpy_helper.from_array(np.zeros(4, np.float32), "fc_bias"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # IR 4: initializers need not be listed as graph inputs.
+    model.ir_version = max(4, helper.find_min_ir_version_for(list(model.opset_import)))
     return model
 
 
@@ -90,6 +104,20 @@ NAMES = ["a", "b", "c"]
 def statuses(model: onnx.ModelProto, check: str, **kwargs: object) -> dict[str, str]:
     report = run_checks(load_model(model), IMAGES, NAMES, **kwargs)  # type: ignore[arg-type]
     return {f.subject: f.status for f in report.findings if f.check == check}
+
+
+def _flipped_conv_rule() -> Callable[[rules.TransposeContext, str], dict[int, str]]:
+    """The Conv transpose rule with a classic bug planted: a spatially flipped kernel."""
+    original = rules.TRANSPOSE_RULES["Conv"]
+
+    def flipped(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
+        name = ctx.node.input[1]
+        constants = dict(ctx.constants)
+        constants[name] = np.asarray(ctx.constants[name])[:, :, ::-1, ::-1].copy()
+        ctx.constants = constants
+        return original(ctx, signal)
+
+    return flipped
 
 
 def test_clean_model_passes() -> None:
@@ -107,6 +135,27 @@ def test_clean_model_passes() -> None:
         "architecture.aliasing",
         "architecture.coverage",
     } <= checks
+
+
+@pytest.mark.parametrize("opset", [8, 9, 10])
+def test_old_opset_with_max_pool_runs_every_check(opset: int) -> None:
+    # The adjoint test's linearised copy keeps the model's opset: its frozen max pool must not
+    # use an op newer than that (GatherElements is opset 11).
+    model = small_net(opset=opset)
+    onnx.checker.check_model(model, full_check=True)
+    report = run_checks(load_model(model), IMAGES, NAMES)
+    failed = [(f.check, f.subject, f.message) for f in report.findings if f.status == "fail"]
+    assert failed == []
+    adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}
+    assert adjoint["pool1"] == "pass" and adjoint["relu2"] == "pass"
+
+
+def test_old_opset_adjoint_test_still_catches_a_flipped_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", _flipped_conv_rule())
+    adjoint = statuses(small_net(kernel=3, seed=3, opset=8), "faithful.adjoint")
+    assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"
 
 
 def test_planted_dead_filter() -> None:
@@ -127,18 +176,7 @@ def test_unprojectable_layer_fails_but_softmax_head_is_allowed() -> None:
 
 
 def test_corrupted_rule_fails_the_adjoint_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = rules.TRANSPOSE_RULES["Conv"]
-
-    def flipped(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
-        # Plant a classic bug: transpose with a spatially flipped kernel.
-        name = ctx.node.input[1]
-        weights = np.asarray(ctx.constants[name])
-        constants = dict(ctx.constants)
-        constants[name] = weights[:, :, ::-1, ::-1].copy()
-        ctx.constants = constants
-        return original(ctx, signal)
-
-    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", flipped)
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", _flipped_conv_rule())
     adjoint = statuses(small_net(kernel=3, seed=3), "faithful.adjoint")
     assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"
 
@@ -248,6 +286,70 @@ def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and "regression.projection" in out
 
 
+def dynamic_net(height: int | str, width: int | str) -> onnx.ModelProto:
+    """``small_net`` exported with a dynamic size, such as an OCR model's [N, 3, 32, W]."""
+    model = small_net()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[2:], (height, width), strict=True):
+        if isinstance(value, str):
+            dim.dim_param = value
+    return model
+
+
+DYNAMIC = pytest.mark.parametrize(("height", "width"), [(32, "W"), ("H", "W")])
+
+
+@DYNAMIC
+def test_cli_dynamic_size_needs_size(
+    height: int | str, width: int | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write(dynamic_net(height, width), tmp_path / "dynamic.onnx")
+    code, _, err = run(["check", model], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "give the input size" in err and "--size H,W" in err
+
+
+@DYNAMIC
+def test_cli_dynamic_size_with_size_and_images(
+    height: int | str,
+    width: int | str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cv2
+
+    import onnxdeconv.cli.check_command as check_command
+
+    model = write(dynamic_net(height, width), tmp_path / "dynamic.onnx")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(9)
+    for index, (h, w) in enumerate([(50, 70), (20, 90)]):
+        cv2.imwrite(str(folder / f"{index}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+    seen: list[tuple[tuple[int, ...] | None, tuple[int, ...] | None]] = []
+    real = check_command.run_checks
+
+    def spy(loaded, images, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((None if images is None else images.shape, kwargs["input_shape"]))
+        return real(loaded, images, *args, **kwargs)
+
+    monkeypatch.setattr(check_command, "run_checks", spy)
+    code, out, err = run(["check", model, "--size", "32,40"], capsys)
+    assert code == 0, out + err
+    code, out, err = run(["check", model, "--size", "32,40", "--images", folder], capsys)
+    assert code == 0, out + err
+    # Every image is resized to the given size, whatever its own.
+    assert seen == [(None, (3, 32, 40)), ((2, 3, 32, 40), (3, 32, 40))]
+    assert "0 failed" in out and "0 skipped" in out
+
+
+def test_dynamic_size_library_call() -> None:
+    report = run_checks(load_model(dynamic_net(32, "W")), input_shape=(3, 32, 24))
+    assert report.passed
+    assert {f.status for f in report.findings if f.check == "faithful.adjoint"} == {"pass"}
+
+
 def test_cli_exit_1_with_annotations_and_junit_failure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,16 +453,7 @@ def test_fixed_batch_of_two_runs_the_adjoint_test_at_that_batch() -> None:
 def test_fixed_batch_adjoint_test_still_catches_a_flipped_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = rules.TRANSPOSE_RULES["Conv"]
-
-    def flipped(ctx: rules.TransposeContext, signal: str) -> dict[int, str]:
-        name = ctx.node.input[1]
-        constants = dict(ctx.constants)
-        constants[name] = np.asarray(ctx.constants[name])[:, :, ::-1, ::-1].copy()
-        ctx.constants = constants
-        return original(ctx, signal)
-
-    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", flipped)
+    monkeypatch.setitem(rules.TRANSPOSE_RULES, "Conv", _flipped_conv_rule())
     report = run_checks(load_model(fixed_batch_net(seed=3)), IMAGES[:2], NAMES[:2])
     adjoint = {f.subject: f.status for f in report.findings if f.check == "faithful.adjoint"}
     assert adjoint["conv1"] == "fail" and adjoint["relu2"] == "fail"

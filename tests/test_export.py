@@ -9,12 +9,22 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import DIGIT_7, DIGITNET
+from conftest import DIGIT_7, DIGITNET, ROOT
+from helpers import conv_relu_pool_model
 from oracle_nets import build_net, export, make_input
 
 from onnxdeconv import Projector, load_model
-from onnxdeconv.export import ExportOptions, export_projector
+from onnxdeconv.export import (
+    RESERVED_NAMES,
+    RESERVED_NODE_NAMES,
+    RESERVED_NODE_PREFIXES,
+    RESERVED_PREFIXES,
+    ExportOptions,
+    export_projector,
+)
+from onnxdeconv.graph.passes import SWITCHES_SUFFIX
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
+from onnxdeconv.prepared import prepare
 
 
 def run_exported(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -116,3 +126,152 @@ def test_pytorch_architectures(arch: str, exporter: str, tmp_path: Path) -> None
     # dynamo exports at opset 20: the exporter converts them down to the deconv opset range.
     deepest_conv = [n.output[0] for n in model.graph.node if n.op_type == "Relu"][-1]
     assert_matches_python(model, x, deepest_conv, "deconvnet", [0, 1], rtol=1e-4)
+
+
+KERAS_DEFAULT_NAMES = ROOT / "tests" / "data" / "keras_default_names.onnx"
+IO_NAMES = (["x", "channel"], ["projection", "activation", "position"])
+
+
+def io_names(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    return [i.name for i in model.graph.input], [o.name for o in model.graph.output]
+
+
+def renamed(model: onnx.ModelProto, tensors: dict[str, str]) -> onnx.ModelProto:
+    """A copy of ``model`` with some tensors (and nodes of the same name) renamed."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    for value in (*graph.input, *graph.output, *graph.initializer):
+        value.name = tensors.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [tensors.get(n, n) for n in node.input]
+        node.output[:] = [tensors.get(n, n) for n in node.output]
+        node.name = tensors.get(node.name, node.name)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def added_names(exported: onnx.ModelProto, model: onnx.ModelProto) -> tuple[set[str], set[str]]:
+    """The tensor and node names the exported graph has and the model has not."""
+
+    def names(graph: onnx.GraphProto) -> tuple[set[str], set[str]]:
+        tensors = {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
+        for node in graph.node:
+            tensors |= {*node.input, *node.output} - {""}
+        return tensors, {node.name for node in graph.node}
+
+    (exported_tensors, exported_nodes), (tensors, nodes) = names(exported.graph), names(model.graph)
+    return exported_tensors - tensors, exported_nodes - nodes
+
+
+def test_reserved_names_cover_every_name_the_export_adds() -> None:
+    # With the pools' switches and a linked rectifier input, and the position found in the graph.
+    model = conv_relu_pool_model()
+    for options in (ExportOptions(layer="pool", rule="guided"), ExportOptions(layer="logits")):
+        exported = export_projector(load_model(model), options)
+        tensors, nodes = added_names(exported, model)
+        assert tensors and nodes
+        assert {
+            t
+            for t in tensors
+            if t not in RESERVED_NAMES
+            and not t.startswith(RESERVED_PREFIXES)
+            # The instrumented forward graph's switches are the model's tensors.
+            and not t.endswith(SWITCHES_SUFFIX)
+        } == set()
+        assert {
+            n
+            for n in nodes
+            if n not in RESERVED_NODE_NAMES and not n.startswith(RESERVED_NODE_PREFIXES)
+        } <= {""}
+
+
+def clashing_names(reserved: str) -> list[str]:
+    """``reserved`` itself, or for a prefix the names the export adds with that prefix."""
+    if reserved in RESERVED_NAMES or reserved in RESERVED_NODE_NAMES:
+        return [reserved]
+    model = conv_relu_pool_model()
+    exported = export_projector(load_model(model), ExportOptions(layer="pool", rule="guided"))
+    tensors, nodes = added_names(exported, model)
+    return sorted(n for n in tensors | nodes if n.startswith(reserved))
+
+
+@pytest.mark.parametrize(
+    "reserved",
+    sorted({*RESERVED_NAMES, *RESERVED_PREFIXES, *RESERVED_NODE_NAMES, *RESERVED_NODE_PREFIXES}),
+)
+@pytest.mark.parametrize("tensor", ["relu", "pool", "w", "logits"])
+def test_model_tensor_with_a_reserved_name_is_renamed(reserved: str, tensor: str) -> None:
+    # The layer tensor, the one before it (linked into the deconv graph), a shared weight and
+    # the model's output each take a name the exported graph uses; its io names stay fixed.
+    model = conv_relu_pool_model()
+    clashes = clashing_names(reserved)
+    assert clashes
+    clash = clashes[0] if tensor != "pool" else clashes[-1]
+    # The node of the same name, too (node names must be unique for ONNX Runtime).
+    clashing = renamed(model, {tensor: clash})
+    layer = clash if tensor == "pool" else "pool"
+    x = np.random.default_rng(5).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    exported = assert_matches_python(clashing, x, layer, "guided", [0, 3])
+    assert io_names(exported) == (IO_NAMES[0], IO_NAMES[1])
+    assert exported.metadata_props[0].value == layer
+
+
+def test_every_prefixed_name_of_the_export_in_the_model_at_once() -> None:
+    model = conv_relu_pool_model()
+    exported = export_projector(load_model(model), ExportOptions(layer="pool", rule="guided"))
+    tensors, nodes = added_names(exported, model)
+    # Give the model's tensors (and nodes) as many of the export's own names as it has.
+    wanted = sorted((tensors | nodes) - {""})
+    ours = ["conv", "relu", "pool", "flat", "logits"]
+    clashing = renamed(model, dict(zip(ours, wanted[: len(ours)], strict=True)))
+    x = np.random.default_rng(6).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    exported = assert_matches_python(clashing, x, wanted[2], "guided", [1])
+    assert io_names(exported) == (IO_NAMES[0], IO_NAMES[1])
+
+
+def test_image_input_named_channel_is_renamed() -> None:
+    clashing = renamed(conv_relu_pool_model(), {"x": "channel"})
+    exported = export_projector(load_model(clashing), ExportOptions(layer="pool"))
+    assert io_names(exported) == (["model/channel", "channel"], IO_NAMES[1])
+    x = np.random.default_rng(7).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    out = run_exported(exported, {"model/channel": x, "channel": np.array([2], np.int64)})
+    projector = Projector(clashing, layer="pool")
+    forward = projector.forward(x)
+    expected = projector.project(forward, projector.strongest(forward, channel=2))
+    np.testing.assert_allclose(out["projection"], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["relu1", "relu2", "relu3", None])
+def test_keras_model_with_default_layer_names(layer: str | None) -> None:
+    # tf2onnx names the output after the softmax layer, "activation": an output name of export.
+    model = onnx.load(KERAS_DEFAULT_NAMES)
+    assert [o.name for o in model.graph.output] == ["activation"]
+    loaded = load_model(model)
+    x = np.random.default_rng(8).uniform(0, 255, size=(1, 32, 32, 3)).astype(np.float32)
+    projector = Projector(loaded)
+    name = projector.prepared.resolve(layer) if layer else projector.prepared.default_layer()
+    exported = assert_matches_python(model, x, name, "deconvnet", [0, 5])
+    assert io_names(exported) == (["image", "channel"], IO_NAMES[1])
+    assert "model/activation" in {n for node in exported.graph.node for n in node.output}
+
+
+def test_dynamic_width_exported_at_the_size_given() -> None:
+    # An OCR-like input: fixed height, dynamic width; the exported graph takes the size given.
+    model = conv_relu_pool_model(size=16)
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "W"
+    # Up to the pool: the Gemm head's weights fix the width.
+    del model.graph.node[3:], model.graph.output[:], model.graph.initializer[2:]
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("pool", onnx.TensorProto.FLOAT, ["N", 4, 8, "W2"])
+    )
+    prepared = prepare(load_model(model), (3, 16, 24))
+    exported = export_projector(prepared, ExportOptions(layer="relu"))
+    image = exported.graph.input[0].type.tensor_type.shape
+    assert [d.dim_value for d in image.dim] == [1, 3, 16, 24]
+    x = np.random.default_rng(10).normal(size=(1, 3, 16, 24)).astype(np.float32)
+    out = run_exported(exported, {"x": x, "channel": np.array([1], np.int64)})
+    projector = Projector(prepared, layer="relu")
+    forward = projector.forward(x)
+    expected = projector.project(forward, projector.strongest(forward, channel=1))
+    np.testing.assert_allclose(out["projection"], expected, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rule_cases import to_float16
@@ -218,3 +219,92 @@ def test_fixed_batch_model_runs_a_short_last_chunk() -> None:
         results.append((forward.activations, projector.project(forward, picks)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+# --- max-pool ties on flat images ---------------------------------------------------------------
+
+TIES_CHAIN = [
+    conv(4, (3, 3), pads=[1, 1, 1, 1]),
+    RELU,
+    pool((3, 3), strides=[2, 2], pads=[1, 1, 1, 1]),
+    conv(6, (3, 3), pads=[1, 1, 1, 1]),
+    RELU,
+    pool((3, 3), strides=[2, 2], pads=[1, 1, 1, 1]),
+    conv(5, (3, 3), pads=[1, 1, 1, 1]),
+    RELU,
+]
+
+
+def text_on_white(height: int = 40, width: int = 56) -> np.ndarray:
+    """A white page with a few black strokes: large flat areas, as a scanned text line has."""
+    page = np.ones((1, 1, height, width), np.float32)
+    page[0, 0, 10:30, 8:10] = 0.0  # a vertical stroke
+    page[0, 0, 19:21, 8:24] = 0.0  # a horizontal one
+    page[0, 0, 10:30, 30:32] = 0.0
+    page[0, 0, 10:12, 30:44] = 0.0
+    return page
+
+
+def host(value: np.ndarray | ort.OrtValue) -> np.ndarray:
+    return np.asarray(value.numpy() if isinstance(value, ort.OrtValue) else value)
+
+
+def tied_windows(values: np.ndarray) -> int:
+    """How many 3x3/2 windows (padding 1) of a [1, C, H, W] map hold their maximum twice."""
+    padded = np.pad(values[0], ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))[:, ::2, ::2]
+    peaks = windows.max(axis=(-2, -1), keepdims=True)
+    return int(((windows == peaks).sum(axis=(-2, -1)) > 1).sum())
+
+
+def test_ort_breaks_max_pool_ties_at_the_first_maximum_of_the_window() -> None:
+    # What docs/rules.md says the switches follow (ONNX Runtime on the CPU).
+    model = chain_model([pool((3, 3), strides=[2, 2], pads=[1, 1, 1, 1])], (1, 5, 5))
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    x[0, 0, 1, 2] = x[0, 0, 2, 1] = 2.0  # both in the window of output (1, 1)
+    projector = Projector(model, layer="maxpool0", device="cpu")
+    forward = projector.forward(x)
+    (switches,) = [host(v) for k, v in forward.forward_values.items() if k.endswith("switches")]
+    assert switches[0, 0, 1, 1] == 1 * 5 + 2  # (1, 2) comes before (2, 1) in row-major order
+    assert switches[0, 0, 0, 0] == 0  # all zeros: the first element of the window
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "gradient"])
+def test_max_pool_ties_give_stable_projections_windowed_and_dense(rule: str) -> None:
+    model = chain_model(TIES_CHAIN, (1, 40, 56), seed=2)
+    x = text_on_white()
+    prepared = prepare(load_model(model))
+    first_relu = Projector(prepared, layer="relu1", device="cpu")
+    second_relu = Projector(prepared, layer="relu4", device="cpu")
+    # The test means something only if the pools do see ties.
+    assert tied_windows(first_relu.forward(x).activations) > 1000  # of 2240
+    assert tied_windows(second_relu.forward(x).activations) > 300  # of 840
+    windowed = 0
+    for layer in prepared.candidates:
+        if len(prepared.info[layer].per_sample) < 2:
+            continue
+        runs = []
+        for _ in range(2):  # fresh sessions each time
+            projector = Projector(prepared, layer=layer, rule=rule, device="cpu")  # type: ignore[arg-type]
+            forward = projector.forward(x)
+            spatial = projector.layer_shape[1:]
+            picks = projector.strongest(forward, top=3)
+            # Positions inside the flat page: a corner and the middle of the blank right side.
+            for where in ((0, 0), (spatial[0] // 2, spatial[1] - 2)):
+                picks += projector.strongest(forward, channel=1, position=where)
+            by_window = projector.project(forward, picks)
+            signal = projector.signal(forward, picks)
+            dense = projector.project_signal(forward, signal, [p.image for p in picks])
+            peak = float(np.abs(dense).max())
+            assert peak > 0
+            np.testing.assert_allclose(by_window, dense, rtol=0, atol=1e-6 * peak)
+            runs.append((forward, by_window, dense))
+        (first, window1, dense1), (second, window2, dense2) = runs
+        for name, value in first.forward_values.items():
+            np.testing.assert_array_equal(
+                host(second.forward_values[name]), host(value), err_msg=name
+            )
+        np.testing.assert_array_equal(window1, window2)
+        np.testing.assert_array_equal(dense1, dense2)
+        windowed += projector.windowed is not None
+    assert windowed >= 4

@@ -6,10 +6,11 @@ tensorflow-cpu and tf2onnx (not the project's)::
 
     python -m venv /tmp/tfvenv
     /tmp/tfvenv/bin/pip install "tensorflow-cpu==2.15.1" "tf2onnx==1.16.1" "numpy<2"
-    /tmp/tfvenv/bin/python tests/data/make_keras.py
+    /tmp/tfvenv/bin/python tests/data/make_keras.py [name ...]
 
-Every model takes NHWC images with a dynamic batch (tf2onnx puts a Transpose to NCHW in front of
-the first Conv), and has random weights from a fixed seed and non-trivial BatchNormalization
+Names (``keras_nhwc``, ...) regenerate only those models. Every model takes NHWC images with a
+dynamic batch (tf2onnx puts a Transpose to NCHW in front of the first Conv), and has random
+weights from a fixed seed and non-trivial BatchNormalization
 statistics.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,6 +124,26 @@ def twin() -> keras.Model:
     return keras.Model(image, L.Dense(4, name="fc2")(x), name="keras_twin")
 
 
+def default_names_classifier() -> keras.Model:
+    """Layers with Keras' default names: tf2onnx names a model's output after its last layer, and
+    the softmax head is the first Activation layer made, so the output tensor is ``activation``
+    (the name of an output of ``onnxdeconv export``); the ReLUs are ``activation_1`` to ``_3``."""
+    keras.backend.clear_session()  # restart Keras' name counters: activation, activation_1, ...
+    head = L.Activation("softmax")
+    image = keras.Input((32, 32, 3), name="image")
+    x = L.Rescaling(1 / 255)(image)
+    x = L.Conv2D(8, 3, padding="same")(x)
+    x = L.Activation("relu")(x)
+    x = L.MaxPool2D(3, strides=2, padding="same")(x)  # 32 -> 16, overlapping windows
+    x = L.Conv2D(12, 3, padding="same")(x)
+    x = L.Activation("relu")(x)
+    x = L.MaxPool2D(2)(x)  # -> 8
+    x = L.Flatten()(x)
+    x = L.Dense(16)(x)
+    x = L.Activation("relu")(x)
+    return keras.Model(image, head(L.Dense(10)(x)), name="keras_default_names")
+
+
 def save_twin_weights(model: keras.Model, path: Path) -> None:
     """Save each layer's weights as ``<layer>.<kernel|bias|gamma|...>`` in Keras layouts."""
     arrays: dict[str, np.ndarray] = {}
@@ -155,8 +177,13 @@ def main() -> None:
         (normalized_classifier, "keras_norm", 15, tf.float32, True),
         (uint8_classifier, "keras_uint8", 17, tf.uint8, True),
         (twin, "keras_twin", 13, tf.float32, False),
+        # Last: it restarts Keras' layer names, which the models above were made without.
+        (default_names_classifier, "keras_default_names", 13, tf.float32, True),
     ]
+    wanted = set(sys.argv[1:])
     for seed, (build, name, opset, dtype, raw) in enumerate(builds):
+        if wanted and name not in wanted:
+            continue
         keras.utils.set_random_seed(seed)
         model = build()
         randomize(model, seed)

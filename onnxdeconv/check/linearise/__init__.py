@@ -9,7 +9,9 @@ recorded switches.
 A lineariser is registered per op type with :func:`lineariser`, in the modules of this package
 (:mod:`~onnxdeconv.check.linearise.activation`, :mod:`~onnxdeconv.check.linearise.norm`). It
 receives the node and the recorded values of every tensor :func:`recorded_tensors` asked for,
-and returns replacement nodes and initializers that compute the node's outputs.
+and returns replacement nodes and initializers that compute the node's outputs. The linearised
+model keeps the model's opset, which may be as old as 8 (see :func:`onnxdeconv.load_model`), so
+replacements use only ops that exist there (Mul, Add, Sub, MatMul, Reshape, Gather).
 """
 
 from __future__ import annotations
@@ -111,9 +113,9 @@ def _relu(node: onnx.NodeProto, values: Mapping[str, np.ndarray]) -> Linearised:
 
 
 def _linearise_max_pool(node: onnx.NodeProto, switches: np.ndarray) -> Linearised:
-    # A gather at the recorded switches: the pool with its choice of maxima fixed. A flat Gather
-    # (opset 1), not GatherElements (opset 11): models at opsets 8 to 10 (old exports with
-    # experimental ops stay there) must still load.
+    # A gather at the recorded switches: the pool with its choice of maxima fixed. The switches
+    # index the flattened input, so a Gather on axis 0 of the flat input (opset 1) does it and
+    # the graph stays valid at the model's own opset (GatherElements needs opset 11).
     linearised = Linearised()
     stem = f"{node.output[0]}__frozen"
     indices = np.asarray(switches, np.int64)
@@ -125,15 +127,10 @@ def _linearise_max_pool(node: onnx.NodeProto, switches: np.ndarray) -> Linearise
         ),
         helper.make_node(
             "Gather",
-            [f"{stem}_in", linearised.constant(indices.reshape(-1), f"{stem}_switches")],
-            [f"{stem}_picked"],
-            axis=0,
-        ),
-        helper.make_node(
-            "Reshape",
-            [f"{stem}_picked", linearised.constant(np.array(indices.shape), f"{stem}_shape")],
+            [f"{stem}_in", linearised.constant(indices, f"{stem}_switches")],
             [node.output[0]],
             name=node.name,
+            axis=0,
         ),
     ]
     return linearised
