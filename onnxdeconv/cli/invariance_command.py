@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +16,11 @@ from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.invariance import write_invariance
 from onnxdeconv.render.invariance import Distance
+
+
+def _default_output(given: dict[str, Any]) -> str:
+    kinds = tuple(dict.fromkeys(given["transforms"])) or TRANSFORMS
+    return f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png"
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -57,7 +63,7 @@ from onnxdeconv.render.invariance import Distance
 )
 @options.model_options()
 @options.outputs(
-    lambda given: _default_output(given["transforms"]),
+    _default_output,
     "OUT.png; default: invariance_TRANSFORM.png (invariance.png for several).",
     csv_suffix=".csv",
     csv="every value",
@@ -124,11 +130,6 @@ def invariance(
         model_name=model.name,
     )
     click.echo(summary)
-
-
-def _default_output(transforms: tuple[str, ...]) -> str:
-    kinds = tuple(dict.fromkeys(transforms)) or TRANSFORMS
-    return f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png"
 
 
 def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:

@@ -19,9 +19,8 @@ import click
 from onnxdeconv.cli import CONTEXT as CONTEXT  # every command reads it from here
 from onnxdeconv.cli.feedback import written
 from onnxdeconv.cli.model import ModelOptions as ModelOptions  # commands reach every option here
-from onnxdeconv.cli.model import device_option as device_option
 from onnxdeconv.cli.model import model_options as model_options
-from onnxdeconv.cli.model import together as together
+from onnxdeconv.cli.model import together
 from onnxdeconv.cli.parse import check_output, position
 from onnxdeconv.deconv.rules import RULES
 from onnxdeconv.outputs import OutputPaths
