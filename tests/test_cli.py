@@ -15,8 +15,10 @@ from conftest import DIGIT_7, DIGITNET, ROOT
 from helpers import conv_relu_pool_model, run
 
 from onnxdeconv import Projector, load_model, prepare
+from onnxdeconv.cli import options
 from onnxdeconv.cli.main import cli
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
+from onnxdeconv.outputs import OutputPaths
 
 
 def assert_user_error(code: int, err: str, pattern: str) -> None:
@@ -400,3 +402,37 @@ def test_library_error_gets_the_option_as_a_hint(
     code, _, err = run(["project", DIGITNET, DIGIT_7, "--device", "cuda", "-o", out], capsys)
     assert_user_error(code, err, r"run on the CPU \(option --device\)$")
     assert not out.exists()
+
+
+def test_outputs_option_group_checks_the_paths_before_the_command_and_lists_them_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    given: list[OutputPaths] = []
+
+    @click.command()
+    @click.argument("model", type=options.PATH)
+    @options.outputs("{model.stem}_probe.png", csv_suffix=".csv", csv="the rows", json="the data")
+    def probe(model: Path, paths: OutputPaths) -> None:
+        given.append(paths)
+        click.echo("summary")
+
+    monkeypatch.chdir(tmp_path)
+    invoke = lambda *args: CliRunner().invoke(probe, ["models/m.onnx", *args])  # noqa: E731
+    for args, message in [
+        (["-o", "p.jpg"], "'p.jpg' must end in .png"),
+        (["--csv", "rows.txt"], "'rows.txt' must end in .csv"),
+        (["--json", "no/such/d.json"], "output folder 'no/such' does not exist"),
+    ]:
+        refused = invoke(*args)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    assert given == []  # refused before the command ran
+    done = invoke("--json", "d.json", "--csv", "r.csv")
+    assert done.exit_code == 0, done.output
+    assert given == [OutputPaths(Path("m_probe.png"), Path("d.json"), Path("r.csv"))]
+    # The command's own lines, then the files, in the order of the options (--csv first here).
+    assert done.output.splitlines() == ["summary", "m_probe.png", "r.csv", "d.json"]
+    shown = invoke("--help").output
+    assert "OUT.png; default: MODEL-stem_probe.png" in shown
+    assert shown.index("--csv") < shown.index("--json")

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import load_model, prepare
 from onnxdeconv.analysis.invariance import (
+    CSV_COLUMNS,
     class_output,
     invariance_curves,
     model_image_size,
@@ -28,7 +29,8 @@ from onnxdeconv.analysis.layers import invariance_layers
 from onnxdeconv.errors import InputError, SelectionError
 from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
 from onnxdeconv.labels import read_labels, resolve_label
-from onnxdeconv.outputs import json_safe
+from onnxdeconv.outputs import OutputPaths, json_safe
+from onnxdeconv.outputs.invariance import write_invariance
 
 RAW = PRESETS["raw"]
 DIGITS = ROOT / "models" / "examples"
@@ -430,3 +432,38 @@ def test_zero_norm_layer_gives_null_in_strict_json_and_an_empty_csv_cell() -> No
     assert [row[6] for row in curves.rows(["black"])] == [None, None]
     with pytest.raises(SelectionError, match="no layers given"):
         invariance_curves(prepared, [black], RAW, "rotate", [0], [" "])
+
+
+def test_write_invariance_writes_the_figure_and_a_csv_row_per_image_amount_and_layer(
+    tmp_path: Path,
+) -> None:
+    loaded = load_model(DIGITNET)
+    prepared = prepare(loaded)
+    preprocessing = preprocessing_from_metadata(loaded)
+    assert preprocessing is not None
+    pictures = [DIGITS / "digit_3.png", DIGITS / "digit_7.png"]
+    read = read_pictures(pictures, model_image_size(prepared))
+    results = sweep_transforms(prepared, read.pictures, preprocessing, ["rotate", "scale"], steps=3)
+    paths = OutputPaths(tmp_path / "inv.png", csv=tmp_path / "inv.csv")
+    summary = write_invariance(
+        results, read.names, paths, prepared=prepared, picture=read.pictures[0], model_name="m"
+    )
+    assert summary.splitlines() == [curves.summary() for curves in results]
+    assert paths.output.read_bytes().startswith(b"\x89PNG")
+    assert paths.csv is not None
+    rows = read_rows(paths.csv)
+    assert tuple(rows[0]) == CSV_COLUMNS
+    # Per transform: 2 images x its amounts x 3 layers (relu1, relu3, relu4).
+    kinds = [kind for curves in results for kind in [curves.kind] * 2 * len(curves.amounts) * 3]
+    assert [row["transform"] for row in rows] == kinds and len(kinds) == 2 * (3 + 4) * 3
+    assert {row["image"] for row in rows} == {"digit_3.png", "digit_7.png"}
+    assert {row["layer"] for row in rows} == {"relu1", "relu3", "relu4"}
+    # Without --csv only the figure is written.
+    write_invariance(
+        results,
+        read.names,
+        OutputPaths(tmp_path / "alone.png"),
+        prepared=prepared,
+        picture=read.pictures[0],
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.png", "inv.csv", "inv.png"]

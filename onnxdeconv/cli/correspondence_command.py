@@ -6,15 +6,11 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.analysis.correspondence import CSV_FIELDS, correspondence_scores, read_boxed_images
+from onnxdeconv.analysis.correspondence import correspondence_scores, read_boxed_images
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress, written
-from onnxdeconv.cli.parse import check_output
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.outputs import write_csv, write_json
-from onnxdeconv.prepared import prepare
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.correspondence import correspondence_figure, correspondence_title
+from onnxdeconv.cli.feedback import info, progress
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.correspondence import write_correspondence
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -46,9 +42,7 @@ from onnxdeconv.render.correspondence import correspondence_figure, corresponden
 )
 @options.seed_option("boxes")
 @options.model_options()
-@options.output_option("OUT.png; default: MODEL-stem_correspondence.png")
-@options.json_option("the table")
-@options.csv_option("the table")
+@options.outputs("{model.stem}_correspondence.png", json="the table", csv="the table")
 def correspondence(
     model: Path,
     more_images: tuple[Path, ...],
@@ -59,9 +53,7 @@ def correspondence(
     draws: int,
     seed: int,
     model_options: options.ModelOptions,
-    output: Path | None,
-    json_path: Path | None,
-    csv_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Correspondence analysis (Zeiler & Fergus, Table 1): does a layer see object parts alike?
 
@@ -76,17 +68,11 @@ def correspondence(
 
     Example: onnxdeconv correspondence model.onnx --images cat.jpg dog.jpg fox.jpg --boxes b.json
     """
-    output = output or Path(f"{model.stem}_correspondence.png")
-    check_output(output, "-o", ".png")
-    check_output(json_path, "--json")
-    check_output(csv_path, "--csv")
     wanted = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
     read = read_boxed_images(boxes_path, [*image_paths, *more_images], wanted)
     for key, why in read.skipped:
         info(f"skipped {key}: {why}")
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
-    preprocessing, source = model_options.preprocessing(loaded)
+    _, prepared, preprocessing, how = model_options.load(model)
     total = len(read.keys) * (1 + len(read.boxes) + draws)
     with progress(total, "masked copies", "input", so_far=True) as advance:
         result = correspondence_scores(
@@ -104,14 +90,6 @@ def correspondence(
             progress=advance,
         )
     # Said after the run, so that an error stays the only line on stderr.
-    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"preprocessing: {how}")
     info(f"running on {result.provider}")
-    save_figure(
-        correspondence_figure(result, title=correspondence_title(result, model.name)), output
-    )
-    if json_path is not None:
-        write_json(json_path, result.to_json())
-    if csv_path is not None:
-        write_csv(csv_path, result.rows(), CSV_FIELDS)
-    click.echo(result.text_table())
-    written(output, json_path, csv_path)
+    click.echo(write_correspondence(result, paths, model.name))

@@ -15,14 +15,11 @@ from onnxdeconv.analysis.evolution import (
 )
 from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import find_images, info, progress, read_images, written
-from onnxdeconv.cli.parse import check_output
+from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import image_layout
-from onnxdeconv.outputs import write_json
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.evolution import write_evolution
 from onnxdeconv.prepared import prepare
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.evolution import evolution_figure
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -49,8 +46,7 @@ from onnxdeconv.render.evolution import evolution_figure
 )
 @options.limit_option
 @options.model_options()
-@options.output_option("OUT.png; default: evolution.png")
-@options.json_option("the report")
+@options.outputs("evolution.png", json="the report")
 def evolution(
     checkpoints: tuple[Path, ...],
     images: Path,
@@ -60,8 +56,7 @@ def evolution(
     threshold: float,
     limit: int | None,
     model_options: options.ModelOptions,
-    output: Path | None,
-    json_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Follow feature maps through training checkpoints, as in Zeiler & Fergus' Fig. 4.
 
@@ -75,9 +70,6 @@ def evolution(
 
     Example: onnxdeconv evolution models/digitnet_checkpoints/epoch_*.onnx --images models/examples
     """
-    output = output or Path("evolution.png")
-    check_output(output, "-o", ".png")
-    check_output(json_path, "--json")
     if len(checkpoints) < 2:
         raise click.BadParameter(
             "give at least two checkpoints, in training order", param_hint="CHECKPOINTS"
@@ -93,14 +85,13 @@ def evolution(
     prepared = [given[i] for i in order]
     names = [str(checkpoints[i]) for i in order]
     chosen = checked_layers(prepared, layers, wanted_channels, names)
-    preprocessing, source = model_options.preprocessing(prepared[0].loaded)
-    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    preprocessing, how = model_options.preprocessing(prepared[0].loaded)
+    info(f"preprocessing: {how}")
     found = read_images(files, prepared[0].loaded, preprocessing, prepared[0].input_shape, images)
-    batch, image_names = found.batch, found.names
     with progress(len(prepared), "checkpoints", "ckpt", logged=True) as advance:
         report = trace_evolution(
             prepared,
-            batch,
+            found.batch,
             chosen,
             wanted_channels,
             count,
@@ -110,16 +101,11 @@ def evolution(
             progress=advance,
         )
     info(f"running on {report.provider}")
-    layout, _ = image_layout(prepared[0].input_shape)
-    title = f"{Path(names[0]).parent.name or 'checkpoints'} · {len(batch)} images"
-    figure = evolution_figure(
-        report, layout=layout, bgr=preprocessing.bgr, title=title, image_names=image_names
+    bgr, shape = preprocessing.bgr, prepared[0].input_shape
+    summary = write_evolution(
+        report, paths, checkpoints=names, image_names=found.names, input_shape=shape, bgr=bgr
     )
-    save_figure(figure, output)
-    if json_path is not None:
-        write_json(json_path, report.to_json(image_names, names))
-    click.echo(report.text_table())
-    written(output, json_path)
+    click.echo(summary)
 
 
 def _channel_list(value: str | None) -> list[int] | None:

@@ -12,9 +12,7 @@ from onnxdeconv.cli.features_options import named_options, page_options, write_p
 from onnxdeconv.cli.feedback import info, output_folder, progress
 from onnxdeconv.engines import folder_images, mine_features, run_meta
 from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs.features import file_meta
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -71,13 +69,11 @@ def features(
     index, count = parse.shard(shard)
     chosen = parse.channel_ranges(channels)
     names = folder_images(images_dir)
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
+    _, prepared, preprocessing, how = model_options.load(model)
     try:
         tracked = feature_channels(prepared, feature_layer_names(prepared, layers or []), chosen)
     except SelectionError as exc:
         raise SelectionError(str(exc).replace("the chosen channels", "the --channels")) from None
-    preprocessing, source = model_options.preprocessing(loaded)
     outdir = output_folder(output or Path(f"{model.stem}_features"))
     stem = "features_state" if count == 1 else f"features_state_{index}of{count}"
     state_path = state_path or outdir / f"{stem}.npz"
@@ -91,7 +87,7 @@ def features(
         info(f"resuming from {state_path}: {state.processed} images done")
     mine = len(range(index, len(names), count))
     todo = len(state.todo((index, count))) if state else mine
-    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"preprocessing: {how}")
     shard_note = f" (shard {index}/{count} of {len(names)})" if count > 1 else ""
     layer_list = ", ".join(prepared.alias_of.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from onnxdeconv.analysis.features import FeaturesState, StateMismatchError
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.model import together
 from onnxdeconv.engines import FeaturesResult
 from onnxdeconv.errors import InputError
 from onnxdeconv.outputs.features import write_features
@@ -43,7 +44,7 @@ def named_options(path: Path) -> Iterator[None]:
 
 
 #: ``--per-page``, ``--batch-size`` and ``--workers``: how the pages are made (features, merge).
-page_options = options.together(
+page_options = together(
     options.count_option("--per-page", text="", default=16),
     options.count_option(
         "--batch-size",

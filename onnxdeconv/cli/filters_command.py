@@ -7,17 +7,13 @@ from pathlib import Path
 import click
 
 from onnxdeconv.analysis.filters import analyse_filters
+from onnxdeconv.analysis.report import ALIASING_THRESHOLD
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import find_images, info, read_images, written
-from onnxdeconv.cli.parse import check_output
+from onnxdeconv.cli.feedback import find_images, info, read_images
 from onnxdeconv.graph.load import load_model
-from onnxdeconv.outputs import write_json
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.filters import write_filters
 from onnxdeconv.prepared import prepare
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.filters import filters_figure, filters_table
-
-#: Aliasing scores above this are called high.
-ALIASING_THRESHOLD = 0.1
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -25,15 +21,13 @@ ALIASING_THRESHOLD = 0.1
 @options.images_option("to measure aliasing and never-active filters on")
 @options.limit_option
 @options.model_options()
-@options.output_option("OUT.png; default: MODEL-stem_filters.png")
-@options.json_option("the report")
+@options.outputs("{model.stem}_filters.png", json="the report")
 def filters(
     model: Path,
     images: Path | None,
     limit: int | None,
     model_options: options.ModelOptions,
-    output: Path | None,
-    json_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Diagnose the first convolutional layer, as Zeiler & Fergus did to choose their architecture.
 
@@ -44,28 +38,19 @@ def filters(
 
     Example: onnxdeconv filters models/digitnet.onnx --images models/examples
     """
-    output = output or Path(f"{model.stem}_filters.png")
-    check_output(output, "-o", ".png")
-    check_output(json_path, "--json")
     files = find_images(images, limit) if images is not None else []
     loaded = load_model(model)
     prepared = prepare(loaded, model_options.input_shape(loaded))
     batch, bgr = None, False
     if images is not None:
-        preprocessing, source = model_options.preprocessing(loaded)
+        preprocessing, how = model_options.preprocessing(loaded)
         bgr = preprocessing.bgr
-        info(f"preprocessing: {source}: {preprocessing.describe()}")
+        info(f"preprocessing: {how}")
         batch = read_images(files, loaded, preprocessing, prepared.input_shape, images).batch
     report = analyse_filters(
         prepared, batch, aliasing_threshold=ALIASING_THRESHOLD, device=model_options.device
     )
     if report.provider:
         info(f"running on {report.provider}")
-    title = f"{model.name} · first layer {report.layer}"
-    figure = filters_figure(report, title=title, bgr=bgr, aliasing_threshold=ALIASING_THRESHOLD)
-    save_figure(figure, output)
-    if json_path is not None:
-        write_json(json_path, report.to_json())
-    click.echo(report.verdict)
-    click.echo(filters_table(report, 0 if batch is None else len(batch), ALIASING_THRESHOLD))
-    written(output, json_path)
+    images_seen = 0 if batch is None else len(batch)
+    click.echo(write_filters(report, paths, model.name, images_seen, bgr))

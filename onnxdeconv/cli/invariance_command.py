@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from onnxdeconv.analysis import invariance as analysis
 from onnxdeconv.analysis.invariance import TRANSFORMS
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress, written
-from onnxdeconv.cli.parse import check_output, floats
-from onnxdeconv.graph.load import load_model
+from onnxdeconv.cli.feedback import info, progress
+from onnxdeconv.cli.parse import floats
 from onnxdeconv.labels import read_labels, resolve_label
-from onnxdeconv.outputs import write_csv
-from onnxdeconv.prepared import prepare
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.invariance import Distance, examples_for, invariance_figure, layer_titles
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.invariance import write_invariance
+from onnxdeconv.render.invariance import Distance
+
+
+def _default_output(given: dict[str, Any]) -> str:
+    kinds = tuple(dict.fromkeys(given["transforms"])) or TRANSFORMS
+    return f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png"
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -58,8 +62,12 @@ from onnxdeconv.render.invariance import Distance, examples_for, invariance_figu
     help="Plot ||f(Tx)-f(x)|| divided by ||f(x)||, or the raw Euclidean distance.",
 )
 @options.model_options()
-@options.output_option("OUT.png; default: invariance_TRANSFORM.png (invariance.png for several).")
-@options.csv_option("every value")
+@options.outputs(
+    _default_output,
+    "OUT.png; default: invariance_TRANSFORM.png (invariance.png for several).",
+    csv_suffix=".csv",
+    csv="every value",
+)
 def invariance(
     model: Path,
     images: tuple[Path, ...],
@@ -72,8 +80,7 @@ def invariance(
     border: analysis.Border,
     distance: Distance,
     model_options: options.ModelOptions,
-    output: Path | None,
-    csv_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Measure how features and the prediction change as images are shifted, scaled or rotated.
 
@@ -86,13 +93,8 @@ def invariance(
     Example: onnxdeconv invariance models/digitnet.onnx models/examples --border replicate
     """
     kinds: tuple[str, ...] = tuple(dict.fromkeys(transforms)) or TRANSFORMS
-    output = output or Path(f"invariance_{kinds[0]}.png" if len(kinds) == 1 else "invariance.png")
-    check_output(output, "-o", ".png")
-    check_output(csv_path, "--csv", ".csv")
     bounds = _range(amount_range, len(kinds))
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
-    preprocessing, source = model_options.preprocessing(loaded)
+    loaded, prepared, preprocessing, how = model_options.load(model)
     names = analysis.chosen_layers(prepared, layers)
     class_names = read_labels(labels_path) if labels_path is not None else loaded.labels
     label_index = resolve_label(label, class_names) if label is not None else None
@@ -100,7 +102,7 @@ def invariance(
     for path, why in read.skipped:
         info(f"skipped {path}: {why}")
     runner = analysis.invariance_runner(prepared, names, model_options.device)
-    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"preprocessing: {how}")
     info(f"running on {runner.provider}")
     with progress(len(kinds) * len(read.pictures), "sweeps", "image") as advance:
         results = analysis.sweep_transforms(
@@ -116,21 +118,18 @@ def invariance(
             runner=runner,
             progress=advance,
         )
-    figure = invariance_figure(
+    summary = write_invariance(
         results,
         read.names,
-        layer_titles=layer_titles(prepared, names),
+        paths,
+        prepared=prepared,
+        picture=read.pictures[0],
         class_names=class_names,
-        examples=examples_for(results, read.pictures[0], border),
+        border=border,
         distance=distance,
-        title=f"{model.name} · invariance of features and prediction ({border} border)",
+        model_name=model.name,
     )
-    save_figure(figure, output)
-    if csv_path is not None:
-        rows = [row for curves in results for row in curves.rows(read.names)]
-        write_csv(csv_path, rows, analysis.CSV_COLUMNS)
-    click.echo("\n".join(curves.summary() for curves in results))
-    written(output, csv_path)
+    click.echo(summary)
 
 
 def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:

@@ -11,6 +11,7 @@ from onnxdeconv.analysis.features import MATCHING, FeaturesState
 from onnxdeconv.cli import options
 from onnxdeconv.cli.features_options import page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder
+from onnxdeconv.cli.model import device_option
 from onnxdeconv.engines import FeaturesResult, default_batch, default_workers, preprocessing_of
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import load_model
@@ -32,7 +33,7 @@ from onnxdeconv.runtime import Device
 @options.images_option("the states were made from, if it moved")
 @click.option("--partial", is_flag=True, help="Render even if some images were not processed.")
 @page_options
-@options.device_option()
+@device_option()
 def merge(
     states: tuple[Path, ...],
     output: Path,

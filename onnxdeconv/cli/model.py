@@ -5,19 +5,30 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar, cast
 
 import click
 
 from onnxdeconv.cli.parse import floats, int_pair
-from onnxdeconv.inputs import PRESETS, ModelInputSpec, Preprocessing, input_shape_for
+from onnxdeconv.graph.load import LoadedModel, load_model
+from onnxdeconv.inputs import PRESETS, ModelInput, ModelInputSpec, Preprocessing, input_shape_for
+from onnxdeconv.inputs import load_input as load_model_input
 from onnxdeconv.inputs import preprocessing_from_metadata as declared_preprocessing
-
-if TYPE_CHECKING:
-    # Importing the runtime (and ONNX Runtime) would slow every --help.
-    from onnxdeconv.runtime import Device
+from onnxdeconv.prepared import PreparedModel, prepare
+from onnxdeconv.runtime import Device
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ModelSetup(NamedTuple):
+    """A command's model: as loaded, prepared for its input size, and its preprocessing."""
+
+    loaded: LoadedModel
+    prepared: PreparedModel
+    preprocessing: Preprocessing
+    #: Which preprocessing, and its values: what the ``preprocessing:`` line says.
+    how: str
 
 
 @dataclass(frozen=True)
@@ -33,24 +44,42 @@ class ModelOptions:
     device: Device = "auto"
 
     def preprocessing(self, loaded: ModelInputSpec) -> tuple[Preprocessing, str]:
-        """The preprocessing: a preset, custom values, the metadata or ImageNet; and which."""
+        """The preprocessing (a preset, custom values, the metadata or ImageNet); which, and how."""
         custom = self.mean is not None or self.std is not None or self.scale is not None
         if self.preset and (custom or self.bgr):
             raise click.UsageError("use either --preset or --mean/--std/--scale/--bgr, not both")
         if self.preset:
-            return PRESETS[self.preset], f"preset {self.preset}"
-        if custom or self.bgr:
+            chosen, source = PRESETS[self.preset], f"preset {self.preset}"
+        elif custom or self.bgr:
             scale = 1.0 if self.scale is None else self.scale
             mean, std = floats(self.mean, "--mean") or (0.0,), floats(self.std, "--std") or (1.0,)
-            return Preprocessing(scale, mean, std, self.bgr), "custom"
-        declared = declared_preprocessing(loaded)
-        if declared is not None:
-            return declared, "from the model's metadata"
-        return PRESETS["imagenet"], "preset imagenet (default; see --preset)"
+            chosen, source = Preprocessing(scale, mean, std, self.bgr), "custom"
+        elif (declared := declared_preprocessing(loaded)) is not None:
+            chosen, source = declared, "from the model's metadata"
+        else:
+            chosen, source = PRESETS["imagenet"], "preset imagenet (default; see --preset)"
+        return chosen, f"{source}: {chosen.describe()}"
 
     def input_shape(self, loaded: ModelInputSpec) -> tuple[int, ...] | None:
         """The per-sample input shape ``--size`` asks for (None: the model's own)."""
         return input_shape_for(loaded, self.size)
+
+    def load(self, model: Path) -> ModelSetup:
+        """Load ``model``, prepare it at ``--size`` and choose its preprocessing."""
+        loaded = load_model(model)
+        prepared = prepare(loaded, self.input_shape(loaded))
+        return ModelSetup(loaded, prepared, *self.preprocessing(loaded))
+
+    def load_input(self, model: Path, path: Path) -> tuple[ModelSetup, ModelInput]:
+        """Load ``model`` and the input file ``path`` (an image, or a .npy fed as is) for it.
+
+        The model is prepared at the input's size (an image is resized to ``--size``).
+        """
+        loaded = load_model(model)
+        preprocessing, how = self.preprocessing(loaded)
+        model_input = load_model_input(path, loaded, preprocessing, self.size)
+        prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
+        return ModelSetup(loaded, prepared, preprocessing, how), model_input
 
 
 def together(*chosen: Callable[[F], F]) -> Callable[[F], F]:

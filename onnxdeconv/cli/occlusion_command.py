@@ -9,16 +9,11 @@ import click
 from onnxdeconv.analysis.layers import occlusion_layer
 from onnxdeconv.analysis.occlusion import check_choice, occluder_grid, occlusion_maps
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress, written
-from onnxdeconv.cli.parse import check_output
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import load_input
+from onnxdeconv.cli.feedback import info, progress
 from onnxdeconv.labels import read_labels
-from onnxdeconv.outputs import write_json
-from onnxdeconv.prepared import prepare
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.occlusion import write_occlusion
 from onnxdeconv.projector import Projector
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.occlusion import occlusion_figure, occlusion_summary
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -41,8 +36,7 @@ from onnxdeconv.render.occlusion import occlusion_figure, occlusion_summary
 )
 @options.count_option("--batch", default=32, text="Occluded images per forward run.")
 @options.model_options()
-@options.output_option("OUT.png; default: IMAGE-stem_occlusion.png")
-@options.json_option("the maps")
+@options.outputs("{image.stem}_occlusion.png", json="the maps")
 def occlusion(
     model: Path,
     image: Path,
@@ -55,8 +49,7 @@ def occlusion(
     count: int,
     batch: int,
     model_options: options.ModelOptions,
-    output: Path | None,
-    json_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Slide a grey square over the image and map what the model loses (Zeiler & Fergus Fig. 7).
 
@@ -68,21 +61,15 @@ def occlusion(
 
     Example: onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7
     """
-    output = output or Path(f"{image.stem}_occlusion.png")
-    check_output(output, "-o", ".png")
-    check_output(json_path, "--json")
-    loaded = load_model(model)
+    (loaded, prepared, _, how), model_input = model_options.load_input(model, image)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
-    preprocessing, source = model_options.preprocessing(loaded)
-    model_input = load_input(image, loaded, preprocessing, model_options.size)
-    prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
     # The grid is checked before the projector is built, so that a mistake costs nothing.
     _, _, rows, columns = occluder_grid(prepared.input_shape, occluder, stride)
     target = layer or occlusion_layer(prepared)
     projector = Projector(prepared, target, device=model_options.device, keep_outputs=True)
     chosen = check_choice(projector, channel, label, labels)
     if model_input.preprocessing is not None:
-        info(f"preprocessing: {source}: {preprocessing.describe()}")
+        info(f"preprocessing: {how}")
     info(f"running on {projector.provider}")
     with progress(len(rows) * len(columns), "occluded images", "img") as advance:
         result = occlusion_maps(
@@ -98,21 +85,7 @@ def occlusion(
             progress=advance,
         )
     alias = prepared.alias_of.get(result.layer, result.layer)
-    bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
-    title = f"{model.name} · {image.name} · occlusion sensitivity"
-    figure = occlusion_figure(
-        result,
-        model_input.display,
-        result.projections,
-        labels=labels,
-        layout=model_input.layout,
-        bgr=bgr,
-        layer_name=alias,
-        title=title,
+    summary = write_occlusion(
+        result, model_input, paths, labels=labels, layer_name=alias, model=model, image=image
     )
-    save_figure(figure, output)
-    if json_path is not None:
-        data = {"model": str(model), "image": str(image), "layer_alias": alias}
-        write_json(json_path, {**data, **result.to_json(labels)})
-    click.echo("\n".join(occlusion_summary(result, labels, alias)))
-    written(output, json_path)
+    click.echo(summary)

@@ -8,19 +8,22 @@ preprocessing, ``--size``, ``--device``), the same words for its outputs (:func:
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from onnxdeconv.cli import CONTEXT as CONTEXT  # every command reads it from here
+from onnxdeconv.cli.feedback import written
 from onnxdeconv.cli.model import ModelOptions as ModelOptions  # commands reach every option here
-from onnxdeconv.cli.model import device_option as device_option
 from onnxdeconv.cli.model import model_options as model_options
-from onnxdeconv.cli.model import together as together
-from onnxdeconv.cli.parse import position
+from onnxdeconv.cli.model import together
+from onnxdeconv.cli.parse import check_output, position
 from onnxdeconv.deconv.rules import RULES
+from onnxdeconv.outputs import OutputPaths
 
 F = TypeVar("F", bound=Callable[..., Any])
 PATH = click.Path(path_type=Path)
@@ -39,6 +42,48 @@ def json_option(what: str) -> Callable[[F], F]:
 def csv_option(what: str) -> Callable[[F], F]:
     """``--csv PATH``: also write ``what`` as CSV."""
     return click.option("--csv", "csv_path", type=PATH, help=f"Also write {what} as CSV.")
+
+
+def outputs(
+    default: str | Callable[[dict[str, Any]], str],
+    text: str | None = None,
+    suffix: str | tuple[str, ...] = ".png",
+    csv_suffix: str | tuple[str, ...] = (),
+    **tables: str,
+) -> Callable[[F], F]:
+    """``-o/--output`` and the ``--json``/``--csv`` of ``tables``, passed as ``paths: OutputPaths``.
+
+    The paths are checked before any work, and listed on stdout when the command is done.
+
+    Args:
+        default: The output without ``-o``: a format of the command's parameters
+            (``"{image.stem}_sanity.png"``), or a function of them.
+        text: The help of ``-o``; default: ``OUT.png; default: IMAGE-stem_sanity.png``.
+        suffix: The suffix ``-o`` must have, or one of several.
+        csv_suffix: The suffix ``--csv`` must have, or one of several (none: any).
+        tables: ``json=``, ``csv=``: what the file holds; in the order of ``--help`` and listing.
+    """
+    shown = re.sub(r"\{(\w+)\.stem\}", lambda m: f"{m[1].upper()}-stem", str(default))
+    table_options = {"json": json_option, "csv": csv_option}
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def command(*args: Any, **kwargs: Any) -> None:
+            named = {name: kwargs.pop(f"{name}_path") for name in tables}
+            chosen = default.format(**kwargs) if isinstance(default, str) else default(kwargs)
+            output = kwargs.pop("output") or Path(chosen)
+            check_output(output, "-o", suffix)
+            for name, path in named.items():
+                check_output(path, f"--{name}", csv_suffix if name == "csv" else ())
+            paths = OutputPaths(output, named.get("json"), named.get("csv"))
+            function(*args, paths=paths, **kwargs)
+            written(output, *named.values())
+
+        added = [table_options[name](what) for name, what in tables.items()]
+        option = output_option(text or f"OUT{suffix}; default: {shown}")
+        return cast(F, together(option, *added)(command))
+
+    return decorate
 
 
 def count_option(

@@ -16,11 +16,9 @@ from onnxdeconv.analysis.report import (
 )
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, output_folder, progress, read_images
-from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import read_image
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs.report import write_report
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -60,12 +58,10 @@ def report(
     started = time.monotonic()
     files = find_images(images, limit)
     folder = output_folder(output or Path("report"))
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
-    preprocessing, source = model_options.preprocessing(loaded)
+    loaded, prepared, preprocessing, how = model_options.load(model)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
     chosen = report_layers(prepared, layers)
-    info(f"preprocessing: {source}: {preprocessing.describe()}")
+    info(f"preprocessing: {how}")
     found = read_images(files, loaded, preprocessing, prepared.input_shape, images)
     # The invariance curves transform the pictures before preprocessing.
     pictures = [read_image(images / name) for name in found.names[:INVARIANCE_IMAGES]]
@@ -93,7 +89,7 @@ def report(
         prepared,
         found.inputs,
         model=model,
-        preprocessing=f"{source}: {preprocessing.describe()}",
+        preprocessing=how,
         images=f"{len(found.inputs)} of {len(files)} from {images}",
         skipped=[f"{name}: {reason}" for name, reason in found.skipped],
         started=started,

@@ -7,17 +7,12 @@ from typing import cast
 
 import click
 
-from onnxdeconv.analysis.sanity import CSV_COLUMNS, Target, input_layout, sanity_check, sanity_steps
+from onnxdeconv.analysis.sanity import Target, sanity_check, sanity_steps
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress, written
-from onnxdeconv.cli.parse import check_output
+from onnxdeconv.cli.feedback import info, progress
 from onnxdeconv.deconv.rules import RULES, Rule
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.inputs import load_input
-from onnxdeconv.outputs import write_csv, write_json
-from onnxdeconv.prepared import prepare
-from onnxdeconv.render import save_figure
-from onnxdeconv.render.sanity import sanity_figure, sanity_text
+from onnxdeconv.outputs import OutputPaths
+from onnxdeconv.outputs.sanity import write_sanity
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -47,9 +42,7 @@ from onnxdeconv.render.sanity import sanity_figure, sanity_text
 )
 @options.seed_option("weights")
 @options.model_options()
-@options.output_option("OUT.png; default: IMAGE-stem_sanity.png")
-@options.csv_option("the scores")
-@options.json_option("the scores")
+@options.outputs("{image.stem}_sanity.png", csv_suffix=".csv", csv="the scores", json="the scores")
 def sanity(
     model: Path,
     image: Path,
@@ -61,9 +54,7 @@ def sanity(
     steps: int | None,
     seed: int,
     model_options: options.ModelOptions,
-    output: Path | None,
-    csv_path: Path | None,
-    json_path: Path | None,
+    paths: OutputPaths,
 ) -> None:
     """Test whether projections depend on the learned weights (Adebayo et al. 2018).
 
@@ -76,15 +67,8 @@ def sanity(
 
     Example: onnxdeconv sanity models/digitnet.onnx models/examples/digit_7.png --csv scores.csv
     """
-    output = output or Path(f"{image.stem}_sanity.png")
-    check_output(output, "-o", ".png")
-    check_output(csv_path, "--csv", ".csv")
-    check_output(json_path, "--json")
     chosen = cast(tuple[Rule, ...], RULES if not rules or "all" in rules else tuple(rules))
-    loaded = load_model(model)
-    preprocessing, source = model_options.preprocessing(loaded)
-    model_input = load_input(image, loaded, preprocessing, model_options.size)
-    prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
+    (_, prepared, _, how), model_input = model_options.load_input(model, image)
     with progress(len(sanity_steps(prepared, layer, steps)), "cascade steps", "step") as advance:
         report = sanity_check(
             prepared,
@@ -100,21 +84,9 @@ def sanity(
             progress=advance,
         )
     if model_input.preprocessing is not None:
-        info(f"preprocessing: {source}: {preprocessing.describe()}")
+        info(f"preprocessing: {how}")
     info(f"running on {report.provider}")
-    shown = prepared.alias_of.get(report.layer, report.layer)
-    title = (
-        f"{model.name} · {image.name} · layer {shown} · cascading randomisation of "
-        f"{len(report.layers)} weighted layers, top first (seed {seed})"
+    summary = write_sanity(
+        report, model_input, paths, prepared=prepared, model=model, image=image, seed=seed
     )
-    bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
-    figure = sanity_figure(
-        report, model_input.display, layout=input_layout(prepared), bgr=bgr, title=title
-    )
-    save_figure(figure, output)
-    if csv_path is not None:
-        write_csv(csv_path, report.rows(), CSV_COLUMNS)
-    if json_path is not None:
-        write_json(json_path, {"model": str(model), "image": str(image), **report.to_json()})
-    click.echo(sanity_text(report))
-    written(output, csv_path, json_path)
+    click.echo(summary)

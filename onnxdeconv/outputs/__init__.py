@@ -6,6 +6,13 @@ existing file is replaced only by a complete one.
 
 from __future__ import annotations
 
-from onnxdeconv.outputs.tables import json_safe, json_text, write_csv, write_json, write_text
+from onnxdeconv.outputs.tables import (
+    OutputPaths,
+    json_safe,
+    json_text,
+    write_csv,
+    write_json,
+    write_text,
+)
 
-__all__ = ["json_safe", "json_text", "write_csv", "write_json", "write_text"]
+__all__ = ["OutputPaths", "json_safe", "json_text", "write_csv", "write_json", "write_text"]

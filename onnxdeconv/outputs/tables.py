@@ -7,12 +7,22 @@ import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxdeconv.files import atomic_path
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where an analysis writes: its main file (a figure), and the JSON and CSV asked for."""
+
+    output: Path
+    json: Path | None = None
+    csv: Path | None = None
 
 
 def json_safe(value: Any) -> Any:
