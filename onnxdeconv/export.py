@@ -20,6 +20,7 @@ from onnxdeconv.deconv.builder import DeconvPlan
 from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, OPSET_RANGE, PROJECTION, SIGNAL
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import ModelLoadError, OnnxDeconvError
+from onnxdeconv.graph import experimental
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     REDUCE_OPS,
@@ -72,8 +73,12 @@ def _target_opset(loaded: LoadedModel) -> LoadedModel:
     opset = default_opset(loaded.model)
     if OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         return loaded
+    # ONNX Runtime runs the experimental ops of old exports only up to opset 9: carry them over
+    # as the standard ops that compute the same.
+    float_type = loaded.input_dtype if loaded.input_dtype.kind == "f" else np.dtype(np.float32)
+    standard = experimental.with_standard_ops(loaded.model, float_type)
     try:
-        converted = version_converter.convert_version(loaded.model, DECONV_OPSET)
+        converted = version_converter.convert_version(standard, DECONV_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
         raise ModelLoadError(
             f"cannot convert the model from opset {opset} to {DECONV_OPSET} for export ({exc}); "

@@ -293,3 +293,35 @@ def test_an_unreadable_one_is_refused_in_one_line() -> None:
     message = str(info.value)
     assert "\n" not in message and "'old_op'" in message and "DynamicSlice" in message
     assert "registered schema" not in message and "opset 8" not in message
+
+
+def test_standard_equivalents_compute_the_same(twin: tuple) -> None:
+    """ImageScaler, Crop, Affine and Scale as Mul/Add/Slice: the same outputs in ONNX Runtime."""
+    from onnxdeconv.graph.experimental import with_standard_ops
+
+    _, model, x = twin
+    standard = with_standard_ops(model, np.dtype(np.float32))
+    assert not {"ImageScaler", "Crop", "Affine", "Scale"} & {n.op_type for n in standard.graph.node}
+    original = _ort_session(model).run(None, {"data": x})[0]
+    np.testing.assert_array_equal(_ort_session(standard).run(None, {"data": x})[0], original)
+
+
+def test_export_carries_them_to_a_newer_opset(twin: tuple, tmp_path: Path) -> None:
+    """export converts to opset 17, where ONNX Runtime no longer runs the originals."""
+    from onnxdeconv.export import ExportOptions, export_projector
+
+    _, model, x = twin
+    exported = export_projector(load_model(model), ExportOptions(layer="relu2"))
+    session = _ort_session(exported)
+    out = dict(
+        zip(
+            [o.name for o in session.get_outputs()],
+            session.run(None, {"data": x[:1], "channel": np.array([0], np.int64)}),
+            strict=True,
+        )
+    )
+    projector = Projector(prepare(load_model(model)), "relu2", device="cpu")
+    forward = projector.forward(x[:1])
+    pick = projector.strongest(forward, channel=0)
+    expected = projector.project(forward, pick)
+    assert relative_error(out["projection"], expected) <= TOLERANCE

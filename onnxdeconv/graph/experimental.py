@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxdeconv.errors import ModelLoadError
 
@@ -97,6 +98,91 @@ def stand_in(node: onnx.NodeProto) -> onnx.NodeProto | None:
             axes=[2, 3],
         )
     return None
+
+
+def _floats(node: onnx.NodeProto, name: str, default: list[float]) -> list[float]:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return [float(v) for v in (value if isinstance(value, list) else [value])]
+    return default
+
+
+def _affine_parts(node: onnx.NodeProto) -> tuple[list[float], list[float]] | None:
+    """``y = x * factor + offset`` of an elementwise experimental op (per channel where a list)."""
+    if node.op_type == "ImageScaler":
+        return _floats(node, "scale", [1.0]), _floats(node, "bias", [])
+    if node.op_type == "Affine":
+        return _floats(node, "alpha", [1.0]), _floats(node, "beta", [0.0])
+    if node.op_type == "Scale":
+        return _floats(node, "scale", [1.0]), []
+    return None
+
+
+def standard_equivalent(
+    node: onnx.NodeProto, dtype: np.dtype
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]] | None:
+    """Standard nodes that compute exactly what ``node`` computes, with their constants.
+
+    Unlike :func:`stand_in`, the result is the same computation, valid at every opset from 7, so
+    a model can be converted to newer opsets (where ONNX Runtime no longer runs the originals).
+    ImageScaler, Affine and Scale become a ``Mul`` (and an ``Add``), Crop its ``Slice``; None for
+    the others. Constants are in ``dtype`` (the model's float type).
+    """
+    if node.op_type == "Crop":
+        replacement = stand_in(node)
+        return ([replacement], []) if replacement is not None else None
+    parts = _affine_parts(node)
+    if parts is None:
+        return None
+    factor, offset = parts
+    stem = f"{node.output[0]}__{node.op_type.lower()}"
+    # A per-channel list broadcasts over [N, C, H, W] as [1, C, 1, 1].
+    shape = (1, -1, 1, 1)
+    scaled = f"{stem}_scaled" if offset else node.output[0]
+    constants = [
+        numpy_helper.from_array(np.reshape(np.asarray(factor, dtype), shape), f"{stem}_factor")
+    ]
+    nodes = [helper.make_node("Mul", [node.input[0], constants[0].name], [scaled], name=node.name)]
+    if offset:
+        constants.append(
+            numpy_helper.from_array(np.reshape(np.asarray(offset, dtype), shape), f"{stem}_offset")
+        )
+        nodes.append(
+            helper.make_node(
+                "Add", [scaled, constants[1].name], node.output[:1], name=f"{stem}_add"
+            )
+        )
+    return nodes, constants
+
+
+def with_standard_ops(model: onnx.ModelProto, dtype: np.dtype) -> onnx.ModelProto:
+    """``model`` itself without experimental nodes, else a copy computing them with standard ops.
+
+    Raises:
+        ModelLoadError: An experimental op has no standard equivalent here (see
+            :func:`standard_equivalent`).
+    """
+    if not experimental_nodes(model):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes: list[onnx.NodeProto] = []
+    for node in out.graph.node:
+        if not is_experimental(node):
+            nodes.append(node)
+            continue
+        equivalent = standard_equivalent(node, dtype)
+        if equivalent is None:
+            raise ModelLoadError(
+                f"node '{node.name}' ({node.op_type}) is an experimental op with no standard "
+                "equivalent here: it cannot be carried to a newer opset"
+            )
+        nodes += equivalent[0]
+        out.graph.initializer.extend(equivalent[1])
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
 
 
 def refuse_unreadable(model: onnx.ModelProto, where: str) -> None:
