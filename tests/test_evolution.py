@@ -423,7 +423,7 @@ def test_cli_mismatched_architectures(
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        ([CHECKPOINTS[0]], r"give at least two checkpoints"),
+        ([CHECKPOINTS[0]], r"needs at least two checkpoints, got 1"),
         ([*CHECKPOINTS[:2], "--channels", "0,99"], r"channel 99 is out of range"),
         ([*CHECKPOINTS[:2], "--channels", "a,b"], r"expected channel numbers"),
         ([*CHECKPOINTS[:2], "--layers", "relu9"], r"unknown layer 'relu9'"),

@@ -54,11 +54,15 @@ class ModelOptions:
         """The per-sample input shape ``--size`` asks for (None: the model's own)."""
         return inputs.input_shape_for(loaded, self.size)
 
+    def prepared(self, model: Path) -> PreparedModel:
+        """Load ``model`` and prepare it at ``--size``."""
+        loaded = load_model(model)
+        return prepare(loaded, self.input_shape(loaded))
+
     def load(self, model: Path) -> ModelSetup:
         """Load ``model``, prepare it at ``--size`` and choose its preprocessing."""
-        loaded = load_model(model)
-        prepared = prepare(loaded, self.input_shape(loaded))
-        return ModelSetup(loaded, prepared, *self.preprocessing(loaded))
+        prepared = self.prepared(model)
+        return ModelSetup(prepared.loaded, prepared, *self.preprocessing(prepared.loaded))
 
     def load_input(self, model: Path, path: Path) -> tuple[ModelSetup, ModelInput]:
         """Load ``model`` and the input file ``path`` (an image, or a .npy fed as is) for it.
