@@ -96,6 +96,38 @@ def preprocessing_from_metadata(loaded: ModelInputSpec) -> Preprocessing | None:
         ) from exc
 
 
+def choose_preprocessing(
+    loaded: ModelInputSpec,
+    preset: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    scale: float | None = None,
+    bgr: bool = False,
+) -> tuple[Preprocessing, str]:
+    """The preprocessing asked for, and a line that says which it is and its values.
+
+    A ``preset`` wins; else any custom value (``mean``, ``std``, ``scale``, ``bgr``) makes a
+    custom preprocessing (the others at their identity); else the model's metadata; else ImageNet.
+
+    Raises:
+        InputError: ``preset`` is unknown, or the model's metadata is malformed.
+    """
+    if preset is not None and preset not in PRESETS:
+        known = ", ".join(sorted(PRESETS))
+        message = f"unknown preset '{preset}': use one of {known}"
+        raise InputError(message, parameter="preprocessing")
+    if preset:
+        chosen, source = PRESETS[preset], f"preset {preset}"
+    elif mean is not None or std is not None or scale is not None or bgr:
+        values = (1.0 if scale is None else scale, tuple(mean or (0.0,)), tuple(std or (1.0,)))
+        chosen, source = Preprocessing(*values, bgr), "custom"
+    elif (declared := preprocessing_from_metadata(loaded)) is not None:
+        chosen, source = declared, "from the model's metadata"
+    else:
+        chosen, source = PRESETS["imagenet"], "preset imagenet (default)"
+    return chosen, f"{source}: {chosen.describe()}"
+
+
 def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
     """Guess the input layout and channel count from a per-sample shape like (3, H, W)."""
     first, last = per_sample[0], per_sample[-1]

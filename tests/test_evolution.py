@@ -21,9 +21,11 @@ from onnxdeconv.analysis.evolution import (
     LayerForwards,
     check_same_architecture,
     checked_layers,
+    checkpoint_label,
     converged_at,
     cosine_similarity,
     crop_to_field,
+    load_checkpoints,
     stability,
     strongest_channels,
     strongest_over_images,
@@ -423,7 +425,7 @@ def test_cli_mismatched_architectures(
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        ([CHECKPOINTS[0]], r"give at least two checkpoints"),
+        ([CHECKPOINTS[0]], r"needs at least two checkpoints, got 1"),
         ([*CHECKPOINTS[:2], "--channels", "0,99"], r"channel 99 is out of range"),
         ([*CHECKPOINTS[:2], "--channels", "a,b"], r"expected channel numbers"),
         ([*CHECKPOINTS[:2], "--layers", "relu9"], r"unknown layer 'relu9'"),
@@ -447,6 +449,13 @@ def test_cli_user_errors(
 
 
 # --- library API --------------------------------------------------------------------------
+
+
+def test_load_checkpoints_orders_by_epoch_and_sizes_the_input() -> None:
+    shuffled = [CHECKPOINTS[i] for i in (2, 0, 1)]
+    prepared, names = load_checkpoints(shuffled)
+    assert names == [str(CHECKPOINTS[i]) for i in (0, 1, 2)]
+    assert [checkpoint_label(p) for p in prepared] == ["epoch 1", "epoch 2", "epoch 4"]
 
 
 def test_library_call_on_shipped_checkpoints(digits: np.ndarray) -> None:

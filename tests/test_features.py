@@ -27,7 +27,8 @@ from onnxdeconv.analysis.features import (
 )
 from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.cli import parse
-from onnxdeconv.engines import folder_images, mine_features
+from onnxdeconv.engines import file_meta, folder_images, merge_states, mine_features
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 
@@ -542,7 +543,7 @@ def test_shards_merge_to_one_run(
     assert not list(sharded.glob("*.png"))  # shards only write their state
     states = sorted(sharded.glob("features_state_*of3.npz"))
     code, _, err = run(["merge", *states[:2], "-o", sharded], capsys)
-    assert_user_error(code, err, r"6 of 18 images are in none of the states")
+    assert_user_error(code, err, r"6 of 18 images are in none of the states.*\(option --partial\)$")
     code, stdout, err = run(["merge", *states, "-o", sharded], capsys)
     assert code == 0, err
     assert_same_state(
@@ -598,7 +599,7 @@ def test_resume_after_a_kill_equals_one_run(
     assert_same_state(resumed, FeaturesState.load(one / "features_state.npz"))
     assert read_entries(killed / "relu2.json") == read_entries(one / "relu2.json")
     code, _, err = run([*args, "--resume", "--top", "4"], capsys)
-    assert_user_error(code, err, r"other options \(--top differ\)")
+    assert_user_error(code, err, r"other options \(top differ\).*\(option --top\)$")
 
 
 def test_user_errors_exit_2_with_one_line(
@@ -622,7 +623,7 @@ def test_user_errors_exit_2_with_one_line(
     code, _, err = run(
         ["features", DIGITNET, digit_folder, "--layers", "relu1", "--channels", "40-50"], capsys
     )
-    assert_user_error(code, err, "none of the --channels")
+    assert_user_error(code, err, r"none of the chosen channels.*\(option --channels\)$")
     code, _, err = run(["merge", tmp_path / "missing.npz", "-o", out], capsys)
     assert_user_error(code, err, "does not exist")
     (tmp_path / "junk.npz").write_bytes(b"junk")
@@ -826,6 +827,40 @@ def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Pa
     assert [s.processed for s in shards] == [6, 6, 6]
     merged = shards[1].merge(shards[2]).merge(shards[0])
     assert_same_state(merged, one)
+
+
+def test_merge_states_equals_one_run_and_names_what_is_wrong(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    names = folder_images(digit_folder)
+    prepared = prepare(load_model(DIGITNET))
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    meta = file_meta(DIGITNET, digit_folder)
+    one = mine_features(prepared, names, meta=meta, **common).state
+    paths = [tmp_path / f"shard{index}.npz" for index in range(2)]
+    for index, path in enumerate(paths):
+        mine_features(prepared, names, shard=(index, 2), checkpoint=path, meta=meta, **common)
+    result = merge_states(paths, device="cpu", batch_size=5)
+    assert_same_state(result.state, one)
+    assert result.state.meta["shard"] == [0, 1] and result.root == digit_folder.resolve()
+    assert result.batch_size == 5 and result.prepared.input_shape == prepared.input_shape
+
+    def refused(states: list[Path], parameter: str | None, pattern: str, **kwargs: object) -> None:
+        with pytest.raises(InputError, match=pattern) as raised:
+            merge_states(states, **kwargs)  # type: ignore[arg-type]
+        assert raised.value.parameter == parameter
+
+    refused(paths[:1], "partial", "9 of 18 images are in none of the states")
+    assert merge_states(paths[:1], partial=True).state.processed == 9
+    refused(paths, "model", "does not exist", model=tmp_path / "moved.onnx")
+    other = tmp_path / "other.onnx"
+    other.write_bytes(Path(DIGITNET).read_bytes() + b"\0")
+    refused(paths, "model", "is not the model the states were made with", model=other)
+    refused(paths, "images", "image folder .* does not exist", images=tmp_path / "moved")
+    odd = FeaturesState.load(paths[1])
+    odd.meta = {**odd.meta, "input_shape": [1, 32, 32]}
+    odd.save(paths[1])
+    refused(paths, None, "was made with another input_shape than")
 
 
 def test_state_resume_checks_images_and_options(tmp_path: Path) -> None:

@@ -151,3 +151,32 @@ def test_image_files_and_read_images_report_what_they_skip(tmp_path: Path) -> No
     assert found.names == ["b.png", str(Path("sub/a.png"))]
     assert [name for name, _ in found.skipped] == ["c.jpg"]
     assert "not a readable image" in found.skipped[0][1]
+
+
+def test_choose_preprocessing_prefers_preset_then_custom_then_metadata_then_imagenet() -> None:
+    from dataclasses import dataclass, field
+
+    from onnxdeconv.inputs import METADATA_KEY, choose_preprocessing
+
+    @dataclass
+    class Spec:
+        input_name: str = "x"
+        input_shape: list[int | str] = field(default_factory=lambda: [1, 3, 8, 8])
+        input_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+        metadata: dict[str, str] = field(default_factory=dict)
+
+    declared = Spec(metadata={METADATA_KEY: '{"scale": 0.5, "mean": [1, 2, 3], "bgr": true}'})
+    chosen, how = choose_preprocessing(declared)
+    assert chosen == Preprocessing(0.5, (1.0, 2.0, 3.0), (1.0,), bgr=True)
+    assert how.startswith("from the model's metadata: BGR")
+    assert choose_preprocessing(Spec()) == (
+        PRESETS["imagenet"],
+        f"preset imagenet (default): {PRESETS['imagenet'].describe()}",
+    )
+    assert choose_preprocessing(declared, preset="caffe")[0] == PRESETS["caffe"]
+    custom, how = choose_preprocessing(declared, mean=(10.0,), scale=2.0)
+    assert custom == Preprocessing(2.0, (10.0,), (1.0,), bgr=False) and how.startswith("custom")
+    assert choose_preprocessing(Spec(), bgr=True)[0] == Preprocessing(1.0, (0.0,), (1.0,), True)
+    with pytest.raises(InputError, match="unknown preset 'imagenette'") as raised:
+        choose_preprocessing(Spec(), preset="imagenette")
+    assert raised.value.parameter == "preprocessing"

@@ -22,15 +22,17 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from onnxdeconv.analysis.layers import evolution_layers
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
+from onnxdeconv.graph.load import load_model
 from onnxdeconv.graph.receptive_field import ReceptiveField
-from onnxdeconv.inputs import Layout, image_layout
-from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.inputs import Layout, image_layout, input_shape_for
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import ForwardPass, Projector, Selection
 from onnxdeconv.runtime import Device, ForwardRunner
 
@@ -594,6 +596,25 @@ def training_order(checkpoints: Sequence[PreparedModel]) -> list[int]:
     if len(known) < len(epochs):
         return list(range(len(checkpoints)))
     return sorted(range(len(checkpoints)), key=lambda index: known[index])
+
+
+def load_checkpoints(
+    paths: Sequence[str | Path], size: tuple[int, int] | None = None
+) -> tuple[list[PreparedModel], list[str]]:
+    """Load and prepare checkpoint files, in training order (see :func:`training_order`).
+
+    Args:
+        paths: The ONNX files of one architecture, in training order unless every one has an
+            ``onnxdeconv.epoch`` metadata entry.
+        size: The input size ``(H, W)`` to prepare them at (default: the model's own).
+
+    Returns:
+        The prepared checkpoints and their paths (as text), both in training order.
+    """
+    loaded = [load_model(path) for path in paths]
+    given = [prepare(model, input_shape_for(model, size)) for model in loaded]
+    order = training_order(given)
+    return [given[i] for i in order], [str(paths[i]) for i in order]
 
 
 def checked_layers(

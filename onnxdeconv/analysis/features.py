@@ -59,18 +59,32 @@ MATCHING = ("model_sha256", "input_shape", "preprocessing")
 PROJECT_CHUNK = 64
 
 
+#: The parameter of a run behind each difference a state can have from it (``images``: none).
+DIFFERENCE_PARAMETERS = {
+    "model_sha256": "model",
+    "input_shape": "input_shape",
+    "preprocessing": "preprocessing",
+    "shard": "shard",
+    "top": "top",
+    "channels": "channels",
+}
+
+
 class StateMismatchError(InputError):
     """A state does not belong to the run that resumes it: ``differences`` names what differs.
 
     The names are meta keys (``model_sha256``, ``input_shape``, ``preprocessing``, ``shard``),
     ``top``, ``channels`` (the tracked layers or channels) or ``images`` (the list of images).
+    The message names them as the run's parameters, and ``parameter`` is the first one's.
     """
 
-    def __init__(self, differences: Sequence[str]) -> None:
+    def __init__(self, differences: Sequence[str], path: str | Path | None = None) -> None:
         self.differences = list(differences)
+        named = [DIFFERENCE_PARAMETERS.get(key, key) for key in self.differences]
         super().__init__(
-            f"the state was made with other options ({', '.join(self.differences)} differ): "
-            "resume it with the same ones, or start a new state"
+            f"{'the state' if path is None else repr(str(path))} was made with other options "
+            f"({', '.join(named)} differ): resume it with the same ones, or start a new state",
+            parameter=DIFFERENCE_PARAMETERS.get(self.differences[0]) if differences else None,
         )
 
 
@@ -528,7 +542,7 @@ class FeaturesState:
         same = state.images == list(images)
         differences = state.differences(meta, channels, k) if same else ["images"]
         if differences:
-            raise StateMismatchError(differences)
+            raise StateMismatchError(differences, path)
         return state
 
 
@@ -790,7 +804,8 @@ def feature_channels(
         if not kept:
             raise SelectionError(
                 f"none of the chosen channels exist in layer '{name}', which has {count} "
-                f"channels (0..{count - 1})"
+                f"channels (0..{count - 1})",
+                parameter="channels",
             )
         result[name] = kept
     return result

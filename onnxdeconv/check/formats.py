@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from pathlib import Path
 
 from onnxdeconv.check.run import CheckReport
+from onnxdeconv.outputs import write_json, write_text
 
 SYMBOLS = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
@@ -77,3 +79,22 @@ def github_annotations(report: CheckReport) -> list[str]:
         title = _escape(f"onnxdeconv {finding.check}").replace(",", "%2C").replace(":", "%3A")
         lines.append(f"::{level} title={title}::{_escape(f'{finding.subject}: {finding.message}')}")
     return lines
+
+
+def write_check_files(
+    report: CheckReport,
+    *,
+    json_path: Path | None = None,
+    junit: Path | None = None,
+    baseline: Path | None = None,
+) -> None:
+    """Write the files asked for: the report as JSON and as JUnit XML, and a baseline.
+
+    A baseline holds the run's statistics and top-k projections, to compare a later run with.
+    """
+    if json_path is not None:
+        write_json(json_path, report.to_json())
+    if junit is not None:
+        write_text(junit, junit_xml(report))
+    if baseline is not None:
+        write_json(baseline, report.baseline, indent=1)

@@ -8,14 +8,11 @@ from pathlib import Path
 import click
 
 from onnxdeconv.check import load_baseline, load_config, run_checks
-from onnxdeconv.check.formats import github_annotations, junit_xml, summary_table
+from onnxdeconv.check.formats import github_annotations, summary_table, write_check_files
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
 from onnxdeconv.errors import CheckFailedError
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.outputs import write_json, write_text
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=CONTEXT)
@@ -62,8 +59,8 @@ def check(
     """
     config = load_config(config_path)
     old = load_baseline(baseline) if baseline is not None else None
-    loaded = load_model(model)
-    input_shape = prepare(loaded, model_options.input_shape(loaded)).input_shape
+    prepared = model_options.prepared(model)
+    loaded, input_shape = prepared.loaded, prepared.input_shape
     found = None
     if images is not None:
         preprocessing, _ = model_options.preprocessing(loaded)
@@ -78,12 +75,7 @@ def check(
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(report):
             click.echo(line)
-    if json_path is not None:
-        write_json(json_path, report.to_json())
-    if junit is not None:
-        write_text(junit, junit_xml(report))
-    if write_baseline is not None:
-        write_json(write_baseline, report.baseline, indent=1)
+    write_check_files(report, json_path=json_path, junit=junit, baseline=write_baseline)
     if not report.passed:
         failed = report.counts()["fail"]
         raise CheckFailedError(f"{failed} check(s) failed on {model.name}: see the summary above")

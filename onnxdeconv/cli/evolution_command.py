@@ -10,16 +10,14 @@ from onnxdeconv.analysis.evolution import (
     CHANNELS_PER_LAYER,
     THRESHOLD,
     checked_layers,
+    load_checkpoints,
     trace_evolution,
-    training_order,
 )
 from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS
-from onnxdeconv.cli import options
+from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.feedback import find_images, info, progress, read_images
-from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.evolution import write_evolution
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -70,20 +68,11 @@ def evolution(
 
     Example: onnxdeconv evolution models/digitnet_checkpoints/epoch_*.onnx --images models/examples
     """
-    if len(checkpoints) < 2:
-        raise click.BadParameter(
-            "give at least two checkpoints, in training order", param_hint="CHECKPOINTS"
-        )
-    wanted_channels = _channel_list(channels)
+    wanted_channels = parse.int_list(channels, "--channels")
     files = find_images(images, limit)
-    loaded = [load_model(path) for path in checkpoints]
-    shape = model_options.input_shape(loaded[0])
-    given = [prepare(model, shape) for model in loaded]
-    order = training_order(given)
-    if order != sorted(order):
+    prepared, names = load_checkpoints(checkpoints, model_options.size)
+    if names != [str(path) for path in checkpoints]:
         info("ordered the checkpoints by their onnxdeconv.epoch metadata")
-    prepared = [given[i] for i in order]
-    names = [str(checkpoints[i]) for i in order]
     chosen = checked_layers(prepared, layers, wanted_channels, names)
     preprocessing, how = model_options.preprocessing(prepared[0].loaded)
     info(f"preprocessing: {how}")
@@ -106,18 +95,3 @@ def evolution(
         report, paths, checkpoints=names, image_names=found.names, input_shape=shape, bgr=bgr
     )
     click.echo(summary)
-
-
-def _channel_list(value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        parsed = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        parsed = []
-    if not parsed or min(parsed) < 0:
-        raise click.BadParameter(
-            f"expected channel numbers separated by commas, such as 0,3,7, got '{value}'",
-            param_hint="--channels",
-        )
-    return list(dict.fromkeys(parsed))

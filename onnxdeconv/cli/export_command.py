@@ -13,8 +13,6 @@ from onnxdeconv.cli.parse import check_output
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.export import ExportOptions, export_projector
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -48,8 +46,7 @@ def export(
     Example: onnxdeconv export models/digitnet.onnx --layer relu2 -o digitnet_relu2.onnx
     """
     check_output(output, "-o", ".onnx")
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
+    prepared = model_options.prepared(model)
     projector = export_projector(prepared, ExportOptions(layer, rule, position_input, batch))
     with atomic_path(output) as temp:
         onnx.save(projector, str(temp))

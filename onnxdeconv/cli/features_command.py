@@ -8,11 +8,10 @@ import click
 
 from onnxdeconv.analysis.features import FeaturesState, feature_channels, feature_layer_names
 from onnxdeconv.cli import options, parse
-from onnxdeconv.cli.features_options import named_options, page_options, write_pages
+from onnxdeconv.cli.features_options import interrupted, page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder, progress
-from onnxdeconv.engines import folder_images, mine_features, run_meta
-from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.outputs.features import file_meta
+from onnxdeconv.engines import file_meta, folder_images, mine_features, run_meta
+from onnxdeconv.errors import InputError
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -70,17 +69,13 @@ def features(
     chosen = parse.channel_ranges(channels)
     names = folder_images(images_dir)
     _, prepared, preprocessing, how = model_options.load(model)
-    try:
-        tracked = feature_channels(prepared, feature_layer_names(prepared, layers or []), chosen)
-    except SelectionError as exc:
-        raise SelectionError(str(exc).replace("the chosen channels", "the --channels")) from None
+    tracked = feature_channels(prepared, feature_layer_names(prepared, layers or []), chosen)
     outdir = output_folder(output or Path(f"{model.stem}_features"))
     stem = "features_state" if count == 1 else f"features_state_{index}of{count}"
     state_path = state_path or outdir / f"{stem}.npz"
     files = file_meta(model, images_dir)
     meta = {**files, **run_meta(prepared, preprocessing, (index, count))}
-    with named_options(state_path):
-        state = FeaturesState.resume(state_path, names, tracked, top, meta) if resume else None
+    state = FeaturesState.resume(state_path, names, tracked, top, meta) if resume else None
     if resume and state is None:
         info(f"no checkpoint at {state_path}: starting from the beginning")
     elif state is not None:
@@ -92,7 +87,7 @@ def features(
     layer_list = ", ".join(prepared.alias_of.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")
     with (
-        named_options(state_path),
+        interrupted(state_path),
         progress(todo, "streaming", "img", so_far=True, logged=True) as advance,
     ):
         result = mine_features(

@@ -6,37 +6,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from onnxdeconv.analysis.features import FeaturesState, StateMismatchError
+from onnxdeconv.analysis.features import FeaturesState
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import info, progress, written
 from onnxdeconv.cli.model import together
 from onnxdeconv.engines import FeaturesResult
-from onnxdeconv.errors import InputError
 from onnxdeconv.outputs.features import write_features
-
-#: The option (or file) behind each difference a state can have from the run that resumes it.
-FLAGS = {
-    "model_sha256": "model",
-    "input_shape": "--size",
-    "preprocessing": "--preset/--mean/--std/--scale/--bgr",
-    "shard": "--shard",
-    "top": "--top",
-    "channels": "--layers/--channels",
-    "images": "the images in the folder",
-}
 
 
 @contextmanager
-def named_options(path: Path) -> Iterator[None]:
-    """Name the options behind a state that does not fit, and the checkpoint on an interrupt."""
+def interrupted(path: Path) -> Iterator[None]:
+    """On an interrupt, say how many images the checkpoint at ``path`` holds and how to go on."""
     try:
         yield
-    except StateMismatchError as exc:
-        differ = ", ".join(FLAGS.get(key, key) for key in exc.differences)
-        raise InputError(
-            f"{path} was made with other options ({differ} differ): rerun with the same ones, or "
-            "without --resume to start over"
-        ) from None
     except KeyboardInterrupt:
         saved = FeaturesState.load(path).processed if path.is_file() else 0
         info(f"interrupted: the checkpoint {path} holds {saved} images; continue with --resume")

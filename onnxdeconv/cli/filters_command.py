@@ -10,10 +10,8 @@ from onnxdeconv.analysis.filters import analyse_filters
 from onnxdeconv.analysis.report import ALIASING_THRESHOLD
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, read_images
-from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.filters import write_filters
-from onnxdeconv.prepared import prepare
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -39,14 +37,15 @@ def filters(
     Example: onnxdeconv filters models/digitnet.onnx --images models/examples
     """
     files = find_images(images, limit) if images is not None else []
-    loaded = load_model(model)
-    prepared = prepare(loaded, model_options.input_shape(loaded))
+    prepared = model_options.prepared(model)
     batch, bgr = None, False
     if images is not None:
-        preprocessing, how = model_options.preprocessing(loaded)
+        preprocessing, how = model_options.preprocessing(prepared.loaded)
         bgr = preprocessing.bgr
         info(f"preprocessing: {how}")
-        batch = read_images(files, loaded, preprocessing, prepared.input_shape, images).batch
+        batch = read_images(
+            files, prepared.loaded, preprocessing, prepared.input_shape, images
+        ).batch
     report = analyse_filters(
         prepared, batch, aliasing_threshold=ALIASING_THRESHOLD, device=model_options.device
     )

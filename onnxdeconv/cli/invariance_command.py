@@ -9,9 +9,8 @@ import click
 
 from onnxdeconv.analysis import invariance as analysis
 from onnxdeconv.analysis.invariance import TRANSFORMS
-from onnxdeconv.cli import options
+from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.feedback import info, progress
-from onnxdeconv.cli.parse import floats
 from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.invariance import write_invariance
@@ -93,7 +92,9 @@ def invariance(
     Example: onnxdeconv invariance models/digitnet.onnx models/examples --border replicate
     """
     kinds: tuple[str, ...] = tuple(dict.fromkeys(transforms)) or TRANSFORMS
-    bounds = _range(amount_range, len(kinds))
+    if amount_range is not None and len(kinds) != 1:
+        raise click.UsageError("--range needs exactly one --transform: its unit depends on it")
+    bounds = parse.float_range(amount_range, "--range")
     loaded, prepared, preprocessing, how = model_options.load(model)
     names = analysis.chosen_layers(prepared, layers)
     class_names = read_labels(labels_path) if labels_path is not None else loaded.labels
@@ -130,16 +131,3 @@ def invariance(
         model_name=model.name,
     )
     click.echo(summary)
-
-
-def _range(value: str | None, kinds: int) -> tuple[float | None, float | None]:
-    if value is None:
-        return None, None
-    if kinds != 1:
-        raise click.UsageError("--range needs exactly one --transform: its unit depends on it")
-    pair = floats(value, "--range") or ()
-    if len(pair) != 2 or not pair[0] < pair[1]:
-        raise click.BadParameter(
-            f"expected LO,HI with LO < HI, got '{value}'", param_hint="--range"
-        )
-    return pair[0], pair[1]

@@ -7,25 +7,8 @@ from pathlib import Path
 import click
 
 from onnxdeconv.cli import options
-from onnxdeconv.graph.load import load_model
 from onnxdeconv.outputs import json_text
-from onnxdeconv.prepared import Layer, prepare
-
-_HEADER = ("alias", "tensor", "op", "shape", "receptive field", "projectable")
-
-
-def _table(rows: list[Layer]) -> list[str]:
-    """One line per layer, columns padded to their widest cell; the last column is free."""
-    table = [_HEADER]
-    for r in rows:
-        status = "yes" if r.projectable else f"no: {r.reason}"
-        shape = "x".join(map(str, r.shape))
-        table.append((r.alias, r.name, r.op, shape, r.receptive_field.describe(), status))
-    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER) - 1)]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
-        for row in table
-    ]
+from onnxdeconv.outputs.layers import layers_table
 
 
 @click.command(context_settings=options.CONTEXT)
@@ -40,10 +23,9 @@ def layers(model: Path, model_options: options.ModelOptions, as_json: bool) -> N
 
     Example: onnxdeconv layers models/digitnet.onnx
     """
-    loaded = load_model(model)
-    rows = prepare(loaded, model_options.input_shape(loaded)).layers()
+    rows = model_options.prepared(model).layers()
     if as_json:
         click.echo(json_text([row.to_json() for row in rows]))
         return
-    for line in _table(rows):
+    for line in layers_table(rows):
         click.echo(line)

@@ -57,13 +57,17 @@ def cli(verbose: bool) -> None:
 #: The option behind each library parameter that an error can name (``OnnxDeconvError.parameter``).
 OPTIONS = {
     "baseline": "--write-baseline",
+    "channels": "--channels",
     "device": "--device",
     "images": "--images",
     "input_shape": "--size H,W",
     "labels": "--labels FILE",
     "layers": "--layers",
+    "model": "--model",
+    "partial": "--partial",
     "preprocessing": "--preset (or --mean/--std/--scale/--bgr)",
     "rule": "--rule",
+    "shard": "--shard",
     "top": "--top",
 }
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from functools import reduce
 from pathlib import Path
 
 import click
 
-from onnxdeconv.analysis.features import MATCHING, FeaturesState
 from onnxdeconv.cli import options
 from onnxdeconv.cli.features_options import page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder
 from onnxdeconv.cli.model import device_option
-from onnxdeconv.engines import FeaturesResult, default_batch, default_workers, preprocessing_of
-from onnxdeconv.errors import InputError
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.outputs.features import model_digest
-from onnxdeconv.prepared import prepare
+from onnxdeconv.engines import merge_states
 from onnxdeconv.runtime import Device
 
 
@@ -54,33 +48,16 @@ def merge(
 
     Example: onnxdeconv merge out/features_state_0of2.npz out/features_state_1of2.npz -o out
     """
-    loaded_states = [FeaturesState.load(path) for path in states]
-    first = loaded_states[0]
-    for path, state in zip(states[1:], loaded_states[1:], strict=True):
-        differ = [key for key in MATCHING if state.meta.get(key) != first.meta.get(key)]
-        if differ:
-            raise InputError(
-                f"'{path}' was made with another {', '.join(differ)} than '{states[0]}': merge "
-                "only shards of one run"
-            )
-    merged = reduce(FeaturesState.merge, loaded_states)
-    missing = len(merged.images) - merged.processed
-    if missing and not partial:
-        raise InputError(
-            f"{missing} of {len(merged.images)} images are in none of the states (a shard is "
-            "missing or unfinished): give every shard, finish one with --resume, or pass --partial"
-        )
-    model = model or Path(first.meta["model"])
-    if not model.is_file():
-        raise InputError(f"model '{model}' does not exist: give its new path with --model")
-    if model_digest(model) != first.meta["model_sha256"]:
-        raise InputError(f"'{model}' is not the model the states were made with: check --model")
-    folder = images or Path(first.meta["folder"])
-    if not folder.is_dir():
-        raise InputError(f"image folder '{folder}' does not exist: give it with --images")
-    prepared = prepare(load_model(model), tuple(int(d) for d in first.meta["input_shape"]))
-    merged.meta = {**first.meta, "shard": [0, 1]}
-    outdir = output_folder(output)
+    result = merge_states(
+        states,
+        model=model,
+        images=images,
+        partial=partial,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    merged, outdir = result.state, output_folder(output)
     state_path = state_path or outdir / "features_state.npz"
     merged.save(state_path)
     click.echo(str(state_path))
@@ -88,13 +65,4 @@ def merge(
         f"merged {len(states)} states: {merged.processed} of {len(merged.images)} images, "
         f"{len(merged.skipped)} skipped"
     )
-    result = FeaturesResult(
-        merged,
-        prepared,
-        preprocessing_of(merged.meta),
-        root=folder,
-        device=device,
-        batch_size=batch_size or default_batch(prepared),
-        workers=workers or default_workers(),
-    )
-    write_pages(result, outdir, model, per_page, state_path)
+    write_pages(result, outdir, model or Path(merged.meta["model"]), per_page, state_path)

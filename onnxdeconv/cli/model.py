@@ -10,11 +10,10 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import click
 
+from onnxdeconv import inputs
 from onnxdeconv.cli.parse import floats, int_pair
 from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.inputs import PRESETS, ModelInput, ModelInputSpec, Preprocessing, input_shape_for
-from onnxdeconv.inputs import load_input as load_model_input
-from onnxdeconv.inputs import preprocessing_from_metadata as declared_preprocessing
+from onnxdeconv.inputs import ModelInput, ModelInputSpec, Preprocessing
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.runtime import Device
 
@@ -45,30 +44,25 @@ class ModelOptions:
 
     def preprocessing(self, loaded: ModelInputSpec) -> tuple[Preprocessing, str]:
         """The preprocessing (a preset, custom values, the metadata or ImageNet); which, and how."""
-        custom = self.mean is not None or self.std is not None or self.scale is not None
-        if self.preset and (custom or self.bgr):
+        custom = (self.mean, self.std, self.scale) != (None, None, None) or self.bgr
+        if self.preset and custom:
             raise click.UsageError("use either --preset or --mean/--std/--scale/--bgr, not both")
-        if self.preset:
-            chosen, source = PRESETS[self.preset], f"preset {self.preset}"
-        elif custom or self.bgr:
-            scale = 1.0 if self.scale is None else self.scale
-            mean, std = floats(self.mean, "--mean") or (0.0,), floats(self.std, "--std") or (1.0,)
-            chosen, source = Preprocessing(scale, mean, std, self.bgr), "custom"
-        elif (declared := declared_preprocessing(loaded)) is not None:
-            chosen, source = declared, "from the model's metadata"
-        else:
-            chosen, source = PRESETS["imagenet"], "preset imagenet (default; see --preset)"
-        return chosen, f"{source}: {chosen.describe()}"
+        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
+        return inputs.choose_preprocessing(loaded, self.preset, mean, std, self.scale, self.bgr)
 
     def input_shape(self, loaded: ModelInputSpec) -> tuple[int, ...] | None:
         """The per-sample input shape ``--size`` asks for (None: the model's own)."""
-        return input_shape_for(loaded, self.size)
+        return inputs.input_shape_for(loaded, self.size)
+
+    def prepared(self, model: Path) -> PreparedModel:
+        """Load ``model`` and prepare it at ``--size``."""
+        loaded = load_model(model)
+        return prepare(loaded, self.input_shape(loaded))
 
     def load(self, model: Path) -> ModelSetup:
         """Load ``model``, prepare it at ``--size`` and choose its preprocessing."""
-        loaded = load_model(model)
-        prepared = prepare(loaded, self.input_shape(loaded))
-        return ModelSetup(loaded, prepared, *self.preprocessing(loaded))
+        prepared = self.prepared(model)
+        return ModelSetup(prepared.loaded, prepared, *self.preprocessing(prepared.loaded))
 
     def load_input(self, model: Path, path: Path) -> tuple[ModelSetup, ModelInput]:
         """Load ``model`` and the input file ``path`` (an image, or a .npy fed as is) for it.
@@ -77,7 +71,7 @@ class ModelOptions:
         """
         loaded = load_model(model)
         preprocessing, how = self.preprocessing(loaded)
-        model_input = load_model_input(path, loaded, preprocessing, self.size)
+        model_input = inputs.load_input(path, loaded, preprocessing, self.size)
         prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
         return ModelSetup(loaded, prepared, preprocessing, how), model_input
 
@@ -95,7 +89,7 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
 
 _PRESET = "Image preprocessing preset; default: the model's metadata, else imagenet."
 _PREPROCESSING = together(
-    click.option("--preset", type=click.Choice(sorted(PRESETS)), help=_PRESET),
+    click.option("--preset", type=click.Choice(sorted(inputs.PRESETS)), help=_PRESET),
     click.option(
         "--mean", metavar="M[,M,M]", help="Per-channel mean, in the model's channel order."
     ),

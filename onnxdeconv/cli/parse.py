@@ -32,6 +32,29 @@ def floats(value: str | None, option: str) -> tuple[float, ...] | None:
         raise click.BadParameter(message, param_hint=option) from None
 
 
+def int_list(value: str | None, option: str) -> list[int] | None:
+    """Parse ``C1,C2,..``: distinct numbers of at least 0, in their order."""
+    if value is None:
+        return None
+    try:
+        parsed = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        parsed = []
+    if not parsed or min(parsed) < 0:
+        message = f"expected channel numbers separated by commas, such as 0,3,7, got '{value}'"
+        raise click.BadParameter(message, param_hint=option)
+    return list(dict.fromkeys(parsed))
+
+
+def float_range(value: str | None, option: str) -> tuple[float | None, float | None]:
+    """Parse ``LO,HI`` with ``LO < HI``; None is ``(None, None)``."""
+    pair = floats(value, option) or ()
+    if value is not None and (len(pair) != 2 or not pair[0] < pair[1]):
+        message = f"expected LO,HI with LO < HI, got '{value}'"
+        raise click.BadParameter(message, param_hint=option)
+    return (pair[0], pair[1]) if pair else (None, None)
+
+
 def position(value: str | None, allow_all: bool = False) -> tuple[int, ...] | str | None:
     """Parse ``--position H,W`` (and ``all`` where ``allow_all``)."""
     if value is None or (allow_all and value == "all"):

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import deque
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, reduce
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from onnxdeconv.analysis.features import (
+    MATCHING,
     FeaturesState,
     FeatureTile,
     MaximaRunner,
@@ -40,6 +42,7 @@ from onnxdeconv.analysis.features import (
     project_entries,
 )
 from onnxdeconv.errors import InputError, OnnxDeconvError
+from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import (
     PRESETS,
     ModelInput,
@@ -49,7 +52,7 @@ from onnxdeconv.inputs import (
     load_input,
     preprocessing_from_metadata,
 )
-from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
 from onnxdeconv.runtime import Device
 
@@ -161,6 +164,24 @@ def preprocessing_of(meta: Mapping[str, Any]) -> Preprocessing:
         std=tuple(float(s) for s in spec["std"]),
         bgr=bool(spec["bgr"]),
     )
+
+
+def model_digest(path: str | Path) -> str:
+    """SHA-256 of the model file, to tell a state's model apart from another."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_meta(model: str | Path, folder: str | Path) -> dict[str, Any]:
+    """What a state records about the files of its run: the model (and its digest), the folder."""
+    return {
+        "model": str(Path(model).resolve()),
+        "model_sha256": model_digest(model),
+        "folder": str(Path(folder).resolve()),
+    }
 
 
 class ImageLoader:
@@ -305,11 +326,11 @@ def mine_features(
     if state is None:
         state = FeaturesState(top, names)
     elif state.images != names:
-        raise StateMismatchError(["images"])
+        raise StateMismatchError(["images"], checkpoint)
     else:
         differ = state.differences(facts, tracked, top)
         if differ:
-            raise StateMismatchError(differ)
+            raise StateMismatchError(differ, checkpoint)
     state.meta = facts
     if not state.layers:
         for name, chosen in tracked.items():
@@ -342,6 +363,75 @@ def mine_features(
     if checkpoint is not None:
         state.save(checkpoint)
     return result
+
+
+def merge_states(
+    states: Sequence[str | Path],
+    *,
+    model: str | Path | None = None,
+    images: str | Path | None = None,
+    partial: bool = False,
+    device: Device = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> FeaturesResult:
+    """Merge the state files of the shards of one :func:`mine_features` run into its result.
+
+    The merged top-k equals that of one run over all the images, entry for entry.
+
+    Args:
+        states: The shards' state files (see :meth:`FeaturesState.save`).
+        model: The model, if it moved since the states were made (default: where it was).
+        images: The image folder, if it moved (default: where it was).
+        partial: Merge even if some images are in none of the states.
+        device: Where ONNX Runtime runs the projections.
+        batch_size: Images per forward pass (default: :func:`default_batch`).
+        workers: Image decoding threads (default: :func:`default_workers`).
+
+    Returns:
+        The merged state (its meta that of one whole run) and what projecting it needs.
+
+    Raises:
+        InputError: The states are of different runs, images are missing (without ``partial``),
+            or the model or image folder is not where the states say (and not given).
+    """
+    loaded = [FeaturesState.load(path) for path in states]
+    first = loaded[0]
+    for path, state in zip(states[1:], loaded[1:], strict=True):
+        differ = [key for key in MATCHING if state.meta.get(key) != first.meta.get(key)]
+        if differ:
+            raise InputError(
+                f"'{path}' was made with another {', '.join(differ)} than '{states[0]}': merge "
+                "only shards of one run"
+            )
+    merged = reduce(FeaturesState.merge, loaded)
+    missing = len(merged.images) - merged.processed
+    if missing and not partial:
+        raise InputError(
+            f"{missing} of {len(merged.images)} images are in none of the states (a shard is "
+            "missing or unfinished): give every shard, finish the unfinished, or merge partially",
+            parameter="partial",
+        )
+    model = Path(model or first.meta["model"])
+    if not model.is_file():
+        raise InputError(f"model '{model}' does not exist: give its new path", parameter="model")
+    if model_digest(model) != first.meta["model_sha256"]:
+        message = f"'{model}' is not the model the states were made with: give that one"
+        raise InputError(message, parameter="model")
+    folder = Path(images or first.meta["folder"])
+    if not folder.is_dir():
+        raise InputError(f"image folder '{folder}' does not exist: give it", parameter="images")
+    prepared = prepare(load_model(model), tuple(int(d) for d in first.meta["input_shape"]))
+    merged.meta = {**first.meta, "shard": [0, 1]}
+    return FeaturesResult(
+        merged,
+        prepared,
+        preprocessing_of(merged.meta),
+        root=folder,
+        device=device,
+        batch_size=batch_size or default_batch(prepared),
+        workers=workers or default_workers(),
+    )
 
 
 @dataclass

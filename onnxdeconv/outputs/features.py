@@ -6,7 +6,6 @@ lays them out and writes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -24,24 +23,6 @@ from onnxdeconv.render.features import FeatureBlock, features_figure
 
 #: The ``schema`` entry of a layer's JSON.
 LAYER_SCHEMA = "onnxdeconv.features.layer/1"
-
-
-def model_digest(path: str | Path) -> str:
-    """SHA-256 of the model file, to tell a state's model apart from another."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_meta(model: Path, folder: Path) -> dict[str, Any]:
-    """What a state records about the files of its run: the model (and its digest), the folder."""
-    return {
-        "model": str(model.resolve()),
-        "model_sha256": model_digest(model),
-        "folder": str(folder.resolve()),
-    }
 
 
 def compact_json(value: Any, indent: int = 0) -> str:
