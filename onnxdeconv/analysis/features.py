@@ -269,14 +269,6 @@ class FeaturesState:
             maxima[name], positions[name] = spatial_maxima(np.asarray(activations))
         self.update_maxima(maxima, image_ids, positions)
 
-    def thresholds(self) -> dict[str, np.ndarray]:
-        """Per layer, ``[C]``: the value an entry must reach to enter (``-inf`` while not full).
-
-        An image whose maximum is below a channel's threshold cannot enter its top-k; one at
-        the threshold may (ties go to the lower image id).
-        """
-        return {name: layer.values[:, -1].copy() for name, layer in self.layers.items()}
-
     def update_maxima(
         self,
         maxima: Mapping[str, np.ndarray],

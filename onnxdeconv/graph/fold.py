@@ -21,7 +21,7 @@ ONNX Runtime.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -565,9 +565,3 @@ def _inline(
             )
         )
     return nodes, initializers
-
-
-def folded_names(before: onnx.ModelProto, after: onnx.ModelProto) -> Iterable[str]:
-    """Names of the tensors that folding turned into initializers (for logs and tests)."""
-    had = {t.name for t in before.graph.initializer}
-    return sorted(t.name for t in after.graph.initializer if t.name not in had)
