@@ -435,6 +435,19 @@ class FeaturesState:
             merged.layers[name] = LayerTopK(parts[0].channels.copy(), *best)
         return merged
 
+    def counts_json(self) -> dict[str, Any]:
+        """How many images the top-k holds and ran over, and the skipped ones with their reason."""
+        return {
+            "top": self.k,
+            "images": len(self.images),
+            "processed": self.processed,
+            "counted": self.counted,
+            "skipped": [
+                {"image": self.images[i], "reason": reason}
+                for i, reason in sorted(self.skipped.items())
+            ],
+        }
+
     def to_json(self) -> dict[str, Any]:
         """Everything but the arrays: layers, images, skipped images, meta."""
         return {

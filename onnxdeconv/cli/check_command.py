@@ -65,7 +65,7 @@ def check(
     if images is not None:
         preprocessing, _ = model_options.preprocessing(loaded)
         files = find_images(images, limit)
-        found = read_images(files, loaded, preprocessing, input_shape, images)
+        found = read_images(files, prepared, preprocessing, images)
     batch, names = (found.batch, found.names) if found else (None, ())
     report = run_checks(
         loaded, batch, names, old, config, input_shape=input_shape, device=model_options.device

@@ -76,7 +76,7 @@ def evolution(
     chosen = checked_layers(prepared, layers, wanted_channels, names)
     preprocessing, how = model_options.preprocessing(prepared[0].loaded)
     info(f"preprocessing: {how}")
-    found = read_images(files, prepared[0].loaded, preprocessing, prepared[0].input_shape, images)
+    found = read_images(files, prepared[0], preprocessing, images)
     with progress(len(prepared), "checkpoints", "ckpt", logged=True) as advance:
         report = trace_evolution(
             prepared,

@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from onnxdeconv import inputs
 from onnxdeconv.errors import InputError
-from onnxdeconv.inputs import LoadedImages, ModelInputSpec, Preprocessing
+from onnxdeconv.inputs import LoadedImages, Preprocessing
+from onnxdeconv.prepared import PreparedModel
 
 
 def info(message: str) -> None:
@@ -62,14 +63,13 @@ def find_images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def read_images(
-    files: Sequence[Path],
-    loaded: ModelInputSpec,
-    preprocessing: Preprocessing,
-    input_shape: tuple[int, ...],
-    folder: Path,
+    files: Sequence[Path], prepared: PreparedModel, preprocessing: Preprocessing, folder: Path
 ) -> LoadedImages:
-    """Read the images as :func:`onnxdeconv.inputs.read_images` does; say which it skipped."""
-    found = inputs.read_images(files, loaded, preprocessing, input_shape, folder)
+    """Read the images at the model's input size (:func:`onnxdeconv.inputs.read_images`).
+
+    Says which were skipped, and how many are used.
+    """
+    found = inputs.read_images(files, prepared.loaded, preprocessing, prepared.input_shape, folder)
     for name, reason in found.skipped:
         info(f"skipped {folder / name}: {reason}")
     info(f"using {len(found.inputs)} of {len(files)} images from {folder}")

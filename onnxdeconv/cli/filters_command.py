@@ -43,9 +43,7 @@ def filters(
         preprocessing, how = model_options.preprocessing(prepared.loaded)
         bgr = preprocessing.bgr
         info(f"preprocessing: {how}")
-        batch = read_images(
-            files, prepared.loaded, preprocessing, prepared.input_shape, images
-        ).batch
+        batch = read_images(files, prepared, preprocessing, images).batch
     report = analyse_filters(
         prepared, batch, aliasing_threshold=ALIASING_THRESHOLD, device=model_options.device
     )

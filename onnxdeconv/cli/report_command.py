@@ -62,7 +62,7 @@ def report(
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
     chosen = report_layers(prepared, layers)
     info(f"preprocessing: {how}")
-    found = read_images(files, loaded, preprocessing, prepared.input_shape, images)
+    found = read_images(files, prepared, preprocessing, images)
     # The invariance curves transform the pictures before preprocessing.
     pictures = [read_image(images / name) for name in found.names[:INVARIANCE_IMAGES]]
     sections = len(ANALYSES) + len(chosen)

@@ -541,14 +541,7 @@ class FeaturesResult:
         return {
             "schema": "onnxdeconv.features.result/1",
             "provider": self.provider,
-            "top": state.k,
-            "images": len(state.images),
-            "processed": state.processed,
-            "counted": state.counted,
-            "skipped": [
-                {"image": state.images[i], "reason": reason}
-                for i, reason in sorted(state.skipped.items())
-            ],
+            **state.counts_json(),
             "layers": [
                 {
                     "layer": name,

@@ -151,14 +151,7 @@ def _write_layer(
         "layer": name,
         "alias": alias,
         "receptive_field": asdict(field),
-        "top": state.k,
-        "images": len(state.images),
-        "processed": state.processed,
-        "counted": state.counted,
-        "skipped": [
-            {"image": state.images[i], "reason": reason}
-            for i, reason in sorted(state.skipped.items())
-        ],
+        **state.counts_json(),
         "pictures": [p.name for p in pictures],
         "channels": channels_json,
     }
