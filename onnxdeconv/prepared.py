@@ -20,6 +20,7 @@ from onnxdeconv.deconv.window import build_windowed
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
 from onnxdeconv.graph.fold import fold_constants
 from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
+from onnxdeconv.graph.quantized import dequantize_constants
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     TensorInfo,
@@ -280,7 +281,9 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
     fixed_batch = loaded.fixed_batch
     # Shape arithmetic that the input size settles becomes constants that rules can read; then
     # PyTorch's decomposed LocalResponseNorm (whose pads old exports compute) is one LRN again.
-    folded = fold_constants(loaded.model, loaded.input_name, input_shape, fixed_batch)
+    # A quantized model's int8 weights become the float weights they stand for.
+    folded = dequantize_constants(loaded.model)
+    folded = fold_constants(folded, loaded.input_name, input_shape, fixed_batch)
     folded = fuse_local_response_norm(folded)
     if folded is not loaded.model:
         loaded = replace(loaded, model=folded)

@@ -13,8 +13,10 @@ rule is the exact vector-Jacobian product, as for LRN.
 from __future__ import annotations
 
 import numpy as np
+import onnx.numpy_helper
 
 from onnxdeconv.deconv.fusion import GATE_ATTRIBUTE
+from onnxdeconv.deconv.quantized import WEIGHT_SCALE_ATTRIBUTE
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
@@ -156,6 +158,25 @@ def pow_(ctx: TransposeContext, signal: str) -> dict[int, str]:
     return {0: graph.op("Mul", [signal, slope], hint="pow_t")}
 
 
+def _held_factor(ctx: TransposeContext, index: int) -> str:
+    """The factor off the path: a constant, or dynamic quantization's weight scale."""
+    weight_scale = ctx.attr(WEIGHT_SCALE_ATTRIBUTE)
+    if weight_scale is not None:
+        # input scale * weight scale after ConvInteger/MatMulInteger: the signal there is in
+        # units of the input scale already (see onnxdeconv.deconv.quantized).
+        value = np.asarray(onnx.numpy_helper.to_array(weight_scale), np.float32)
+        return ctx.graph.const(value, "weight_scale")
+    name = ctx.node.input[index]
+    if name not in ctx.constants:
+        raise ctx.unsupported(
+            f"the factor '{name}' is computed at run time yet carries no signal (a dynamic "
+            "quantization scale?): only a constant factor, or an input scale times a constant "
+            "weight scale after DynamicQuantizeLinear and ConvInteger or MatMulInteger, is "
+            "supported"
+        )
+    return _constant_operand(ctx, index, "constant factor")
+
+
 @transpose_rule("Mul")
 def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by a constant factor, or pass a product of two path tensors back as a gate.
@@ -171,7 +192,7 @@ def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     path = _path_inputs(ctx)
     if len(path) == 1:
         index = path[0]
-        factor = _constant_operand(ctx, 1 - index, "constant factor")
+        factor = _held_factor(ctx, 1 - index)
         return {index: unbroadcast(ctx, graph.op("Mul", [signal, factor], hint="mul_t"), index)}
     gate = ctx.attr(GATE_ATTRIBUTE)
     receivers = [0, 1] if ctx.rule == "gradient" else ([] if gate is None else [1 - int(gate)])
