@@ -20,7 +20,6 @@ from onnxdeconv.deconv.window import build_windowed
 from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
 from onnxdeconv.graph.fold import fold_constants
 from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
-from onnxdeconv.graph.quantized import dequantize_constants
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     TensorInfo,
@@ -31,6 +30,7 @@ from onnxdeconv.graph.passes import (
     with_input_shape,
 )
 from onnxdeconv.graph.paths import path_tensors
+from onnxdeconv.graph.quantized import dequantize_constants
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)

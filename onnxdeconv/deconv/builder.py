@@ -21,8 +21,8 @@ from onnxdeconv.deconv.rules import (
 )
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.passes import TensorInfo, constant_tensors
-from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
+from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Quantized models: weights dequantized to float constants, and which integer tensors carry a signal.
+"""Quantized models: weights dequantized to float constants; which integer tensors carry signals.
 
 A QDQ model (the format of ONNX Runtime's quantizer, TensorRT and OpenVINO) stores each weight as
 ``DequantizeLinear(int8 initializer, scale, zero_point)``. :func:`dequantize_constants` folds
@@ -43,14 +43,14 @@ HELD_OUTPUTS: dict[str, tuple[int, ...]] = {"DynamicQuantizeLinear": (1, 2)}
 
 #: Smallest value of each integer type a quantizer writes: a zero point there means the range
 #: starts at 0.
-TYPE_MINIMUM = {
+TYPE_MINIMUM: dict[int, int] = {
     onnx.TensorProto.UINT8: 0,
     onnx.TensorProto.INT8: -128,
     onnx.TensorProto.UINT16: 0,
     onnx.TensorProto.INT16: -32768,
 }
 #: Largest value of each integer type a quantizer writes.
-TYPE_MAXIMUM = {
+TYPE_MAXIMUM: dict[int, int] = {
     onnx.TensorProto.UINT8: 255,
     onnx.TensorProto.INT8: 127,
     onnx.TensorProto.UINT16: 65535,
@@ -105,7 +105,7 @@ def _quantize(node: onnx.NodeProto, inputs: list[np.ndarray], axis: int) -> np.n
     rounded = np.rint(x / along_axis(scale, axis, rank)).astype(np.int64)
     shifted = rounded + along_axis(zero_point, axis, rank).astype(np.int64)
     info = np.iinfo(zero_point.dtype)
-    return np.clip(shifted, info.min, info.max).astype(zero_point.dtype)
+    return np.asarray(np.clip(shifted, info.min, info.max), zero_point.dtype)
 
 
 def dequantize_constants(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -109,7 +109,7 @@ def _integer_weight(ctx: TransposeContext, axis: int) -> np.ndarray:
         raise ctx.unsupported("the weight zero point must be a constant")
     if zero_point is None:
         return weight
-    return weight - along_axis(zero_point.astype(np.float32), axis, weight.ndim)
+    return np.asarray(weight - along_axis(zero_point.astype(np.float32), axis, weight.ndim))
 
 
 @transpose_rule("ConvInteger")
