@@ -105,6 +105,23 @@ def _golden() -> dict[str, list[rc.GoldenCase]]:
                 rc.arr([[[[0, -4, 5]]]]),
                 mode="gradient",
             ),
+            # Saturated at the top (200 / 0.5 = 400 > 255): Clip(x, 0, 127.5), whose deconvnet
+            # rule reads no forward state; guided and gradient pass only inside (0, top].
+            rc.GoldenCase(
+                "quantize_rectifier_saturated_deconvnet",
+                rectifier,
+                rc.arr([[[[-1, 1, 200]]]]),
+                rc.arr([[[[3, -4, 5]]]]),
+                rc.arr([[[[3, 0, 5]]]]),
+            ),
+            rc.GoldenCase(
+                "quantize_rectifier_saturated_guided",
+                rectifier,
+                rc.arr([[[[-1, 1, 200]]]]),
+                rc.arr([[[[3, 4, 5]]]]),
+                rc.arr([[[[0, 4, 0]]]]),
+                mode="guided",
+            ),
         ],
         "DequantizeLinear": [
             # The weights (3 - 1) * 0.5 and (-2 - 0) * 2 as a constant: y = [x, -4 x].

@@ -27,7 +27,14 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
-from oracle_nets import build_net, captum_references, export, make_input, relative_error
+from oracle_nets import (
+    build_net,
+    captum_references,
+    export,
+    make_input,
+    module_outputs,
+    relative_error,
+)
 from torch import nn
 
 from onnxdeconv import Projector, UnsupportedOpError, load_model, prepare
@@ -38,10 +45,19 @@ quantization = pytest.importorskip("onnxruntime.quantization")
 RULES = ("deconvnet", "guided", "gradient")
 TOLERANCE = 1e-5
 TOP = 2
-#: Layers to project from: ORT tensor (its dequantized view) -> the twin module giving it.
+#: Layers to project from: twin module -> ORT tensor (its dequantized view). Every rectifier and
+#: pool of the net.
 LAYERS = {
-    "relu1": "/relu1/Relu_output_0_DequantizeLinear_Output",
-    "pool1": "/pool1/MaxPool_output_0_DequantizeLinear_Output",
+    module: f"/{module}/{op}_output_0_DequantizeLinear_Output"
+    for module, op in (
+        ("relu1", "Relu"),
+        ("pool1", "MaxPool"),
+        ("relu2", "Relu"),
+        ("pool2", "MaxPool"),
+        ("relu3", "Relu"),
+        ("relu4", "Relu"),
+        ("relu5", "Relu"),
+    )
 }
 
 
@@ -133,25 +149,16 @@ def with_weights(net: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
     return out
 
 
-def fake_quantized(
-    net: nn.Module, points: dict[str, Point], forced: dict[str, np.ndarray] | None = None
-) -> nn.Module:
+def fake_quantized(net: nn.Module, points: dict[str, Point]) -> nn.Module:
     """``net`` with ``torch.fake_quantize_per_tensor_affine`` at each point.
 
     A point is the ONNX tensor ``input`` or ``/<module>/...``: the output of that module.
-    ``forced`` holds ONNX Runtime's dequantized values at points: the twin's forward takes them
-    (its integer kernels round a step apart from a float convolution now and then), while the
-    backward stays the fake quantizer's.
     """
     modules = dict(net.named_modules())
     for tensor, (scale, zero, low, high) in points.items():
-        value = None if forced is None else torch.from_numpy(forced[tensor])
 
-        def quantize(
-            x: torch.Tensor, p: Point = (scale, zero, low, high), v: torch.Tensor | None = value
-        ) -> torch.Tensor:
-            y = torch.fake_quantize_per_tensor_affine(x, p[0], p[1], p[2], p[3])
-            return y if v is None else y + (v - y).detach()
+        def quantize(x: torch.Tensor, p: Point = (scale, zero, low, high)) -> torch.Tensor:
+            return torch.fake_quantize_per_tensor_affine(x, p[0], p[1], p[2], p[3])
 
         if tensor == "input":
             net.register_forward_pre_hook(lambda m, args, q=quantize: (q(args[0]),))
@@ -162,29 +169,25 @@ def fake_quantized(
     return net
 
 
-def ort_dequantized(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    """ONNX Runtime's DequantizeLinear output after each activation quantizer, by its input."""
-    readers = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    pairs = {
-        n.input[0]: readers[n.output[0]].output[0]
-        for n in model.graph.node
-        if n.op_type == "QuantizeLinear" and n.output[0] in readers
-    }
+def ort_reference_values(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The dequantized layers as ONNX defines them: ONNX Runtime with its graph rewrites off."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     exposed.graph.output.extend(
         onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        for name in pairs.values()
+        for name in LAYERS.values()
     )
-    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = session.run(list(pairs.values()), {"input": x})
-    return dict(zip(pairs, values, strict=True))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    values = session.run(list(LAYERS.values()), {"input": x})
+    return dict(zip(LAYERS, values, strict=True))
 
 
-def qdq_twin(
-    net: nn.Module, model: onnx.ModelProto, forced: dict[str, np.ndarray] | None = None
-) -> nn.Module:
+def qdq_twin(net: nn.Module, model: onnx.ModelProto) -> nn.Module:
     """``net`` with the QDQ model's dequantized weights and a fake quantizer per QDQ point."""
     weights = {}
     for node in model.graph.node:
@@ -192,9 +195,7 @@ def qdq_twin(
             layer = node.input[1].split(".")[0]
             weights[f"{layer}.weight"] = _numpy_dequantized(model, node.input[1])
             weights[f"{layer}.bias"] = _numpy_dequantized(model, node.input[2])
-    points = qdq_points(model)
-    forced = None if forced is None else {k: v for k, v in forced.items() if k in points}
-    return fake_quantized(with_weights(net, weights), points, forced).eval()
+    return fake_quantized(with_weights(net, weights), qdq_points(model)).eval()
 
 
 # --- QDQ -------------------------------------------------------------------------------------
@@ -227,13 +228,29 @@ def test_qdq_projection_matches_the_fake_quantized_twin(
         pick for image in range(2) for pick in projector.strongest(forward, TOP, image=image)
     ]
     projections = projector.project(forward, selections)
-    rows = zfnet.inputs[[s.image for s in selections]]
-    twin_net = qdq_twin(zfnet.net, model, ort_dequantized(model, rows))
+    twin_net = qdq_twin(zfnet.net, model)
     references = captum_references(twin_net, module, rule, zfnet.inputs, selections)
     errors = [relative_error(p, r) for p, r in zip(projections, references, strict=True)]
     assert max(float(np.abs(r).max()) for r in references) > 0
     record_property("relative_error", max(errors))
     assert max(errors) <= TOLERANCE, errors
+
+
+@pytest.mark.parametrize("model_name", ["qdq", "qdq_per_channel"])
+def test_qdq_forward_pass_is_the_model_as_onnx_defines_it(
+    zfnet: Quantized, model_name: str
+) -> None:
+    # ONNX Runtime's QDQ rewrites (weights re-quantized with scales of its own, DQ -> Conv -> Q
+    # fused into integer kernels) change activations by one or more quantization steps; the
+    # projector's forward pass must be the model's own map, which the twin computes too.
+    model = onnx.load(str(zfnet.paths[model_name]))
+    reference = ort_reference_values(model, zfnet.inputs)
+    twin = module_outputs(qdq_twin(zfnet.net, model), torch.from_numpy(zfnet.inputs), LAYERS)
+    for module, layer in LAYERS.items():
+        projector = Projector(zfnet.paths[model_name], layer=layer, device="cpu")
+        activations = projector.forward(zfnet.inputs).activations
+        np.testing.assert_array_equal(activations, reference[module], err_msg=module)
+        np.testing.assert_array_equal(twin[module], reference[module], err_msg=module)
 
 
 def test_weights_are_dequantized_into_float_constants(zfnet: Quantized) -> None:

@@ -58,6 +58,15 @@ TYPE_MAXIMUM: dict[int, int] = {
 }
 
 
+#: Ops that mark a model as quantized (whose ONNX Runtime session must keep Q/DQ as they are).
+QUANTIZING_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    """Whether the main graph of ``model`` quantizes or dequantizes anything."""
+    return any(node.op_type in QUANTIZING_OPS for node in model.graph.node)
+
+
 def carries_signal(node: onnx.NodeProto, index: int) -> bool | None:
     """Whether output ``index`` of ``node`` carries the signal: True, False, or None (by type)."""
     if index in HELD_OUTPUTS.get(node.op_type, ()):

@@ -47,26 +47,31 @@ def quantize_linear(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Pass the signal where the forward input lies within the integer range (straight through).
 
     The mask is ``qmin <= round(x / scale) + zero_point <= qmax`` at the forward input ``x``, in
-    every rule. A quantizer marked as an absorbed ReLU also applies the Relu rule to ``x``.
+    every rule. A quantizer marked as an absorbed ReLU is ``Clip(x, 0, max)`` and takes the Clip
+    rule: deconvnet passes relu(s), guided relu(s) where ``x > 0`` and the top did not saturate,
+    gradient s there.
     """
     ctx.only_first_input_on_path()
     scale, zero_point = _parameters(ctx)
     low, high = _integer_range(ctx)
     graph = ctx.graph
+    rectifier = bool(ctx.attr(RECTIFIER_ATTRIBUTE, 0))
+    if rectifier and ctx.rule == "deconvnet":
+        # A ReLU clamped at the top of the range is Clip(x, 0, max): deconvnet rectifies the
+        # signal and reads no forward state, as for Clip (ReLU6).
+        return {0: graph.op("Relu", [signal], hint="rectified")}
     x = graph.forward(ctx.node.input[0])
     rounded = graph.op("Round", [graph.op("Div", [x, graph.const(scale, "q_scale")])])
     level = graph.op("Add", [rounded, graph.const(zero_point, "q_zero_point")], hint="q_level")
-    rectifier = bool(ctx.attr(RECTIFIER_ATTRIBUTE, 0))
     below = graph.op("LessOrEqual", [level, graph.const(np.float32(high), "q_max")])
     if rectifier:
         # The ReLU's own mask: x > 0 (a negative x that rounds to the zero point is still cut).
         inside = graph.op("Greater", [x, graph.const(0.0, "zero_f")])
     else:
         inside = graph.op("GreaterOrEqual", [level, graph.const(np.float32(low), "q_min")])
-    if not rectifier or ctx.rule != "deconvnet":
-        below = graph.op("And", [below, inside], hint="q_inside")
+    below = graph.op("And", [below, inside], hint="q_inside")
     mask = graph.op("Cast", [below], hint="q_mask", to=onnx.TensorProto.FLOAT)
-    if rectifier and ctx.rule != "gradient":
+    if rectifier and ctx.rule == "guided":
         signal = graph.op("Relu", [signal], hint="rectified")
     return {0: graph.op("Mul", [signal, mask], hint="quantize_t")}
 
