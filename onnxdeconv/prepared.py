@@ -30,7 +30,7 @@ from onnxdeconv.graph.passes import (
     with_input_shape,
 )
 from onnxdeconv.graph.paths import path_tensors
-from onnxdeconv.graph.quantized import dequantize_constants
+from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS, dequantize_constants
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)
@@ -91,12 +91,21 @@ class PreparedModel:
 
     @cached_property
     def candidates(self) -> list[str]:
-        """Batched float tensors computed from the input, in topological order."""
+        """Batched float tensors computed from the input, in topological order.
+
+        A quantizer's integer outputs carry the signal but are no layers: their dequantized
+        float views are. The integer maps of QOperator ops (QLinearConv, ...) are listed, so
+        that choosing one says why it cannot be projected.
+        """
         reached = path_tensors(self.graph, self.loaded.input_name, self.info)
         names = []
         for node in self.graph.node:
+            is_map = node.op_type in REFUSED_QUANTIZED_OPS
             for out in node.output:
-                if out in reached and len(self.info[out].shape) >= 2:
+                info = self.info.get(out)
+                if info is None or not (info.is_float or is_map):
+                    continue
+                if out in reached and len(info.shape) >= 2:
                     names.append(out)
         return names
 

@@ -244,6 +244,10 @@ def test_qdq_forward_pass_is_the_model_as_onnx_defines_it(
     # fused into integer kernels) change activations by one or more quantization steps; the
     # projector's forward pass must be the model's own map, which the twin computes too.
     model = onnx.load(str(zfnet.paths[model_name]))
+    # Layers are float tensors: the quantizers' integer outputs are not listed.
+    candidates = prepare(load_model(model)).candidates
+    assert set(LAYERS.values()) <= set(candidates)
+    assert not [name for name in candidates if name.endswith("_QuantizeLinear_Output")]
     reference = ort_reference_values(model, zfnet.inputs)
     twin = module_outputs(qdq_twin(zfnet.net, model), torch.from_numpy(zfnet.inputs), LAYERS)
     for module, layer in LAYERS.items():
@@ -376,11 +380,13 @@ def test_qoperator_models_are_refused_naming_the_op(zfnet: Quantized) -> None:
     assert "QDQ" in str(info.value) and "constant factor" not in str(info.value)
 
 
-def test_integer_product_without_its_scale_is_refused_naming_the_op(tmp_path: Path) -> None:
-    # ConvInteger straight to the output (no Cast and Mul by the scales): its scale is unknown.
+def test_integer_product_without_its_scale_is_exact_in_integer_units(tmp_path: Path) -> None:
+    # ConvInteger straight to the output (no Mul by the scales): y = w * (q - z) with
+    # q = round(x / s) + z, s = (max(x, 0) - min(x, 0)) / 255 held at the forward batch's value,
+    # so the projection of a signal g from y is conv_transpose(g, w) / s.
     from onnx import TensorProto, helper
 
-    weight = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "w")
+    weight = np.array([[[[2, -1]]], [[[1, 3]]]], np.int8)  # [M=2, C=1, 1, 2]
     graph = helper.make_graph(
         [
             helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], name="dql"),
@@ -390,12 +396,35 @@ def test_integer_product_without_its_scale_is_refused_naming_the_op(tmp_path: Pa
         "bare",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[weight],
+        initializer=[numpy_helper.from_array(weight, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    with pytest.raises(UnsupportedOpError, match="ConvInteger") as info:
-        Projector(model, layer="y", device="cpu")
-    assert info.value.node_name == "conv_integer"
-    assert "Mul by the input scale" in str(info.value)
+    x = np.random.default_rng(5).standard_normal((2, 1, 3, 3)).astype(np.float32)
+    signal = np.random.default_rng(6).standard_normal((2, 2, 3, 2)).astype(np.float32)
+    projector = Projector(model, layer="y", rule="gradient", device="cpu")
+    back = projector.project_signal(projector.forward(x), signal)
+    scale = (max(float(x.max()), 0.0) - min(float(x.min()), 0.0)) / 255
+    expected = (
+        torch.nn.functional.conv_transpose2d(
+            torch.from_numpy(signal).double(), torch.from_numpy(weight.astype(np.float64))
+        ).numpy()
+        / scale
+    )
+    assert relative_error(back, expected) <= TOLERANCE
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_name", ["qdq", "dynamic"])
+def test_check_finds_every_layer_projectable_and_adjoint(zfnet: Quantized, model_name: str) -> None:
+    # The linearised quantizers are the maps the straight-through rules transpose.
+    from onnxdeconv.check.run import run_checks
+
+    report = run_checks(load_model(zfnet.paths[model_name]), zfnet.inputs[:1])
+    findings = [f for f in report.findings if f.check.startswith(("analyzable", "faithful"))]
+    adjoint = [f for f in findings if f.check == "faithful.adjoint"]
+    assert len(adjoint) >= 19
+    assert [f for f in findings if f.status != "pass"] == []

@@ -43,15 +43,6 @@ AFFINE: dict[str, str] = {
         ("Identity", "Dropout", "Cast", "CastLike"),
         "the identity at inference (Cast: on the float path)",
     ),
-    **dict.fromkeys(
-        ("ConvInteger", "MatMulInteger"),
-        "linear in the quantized input; the integer weights and zero points are constants",
-    ),
-    "DequantizeLinear": "(q - zero_point) * scale: affine",
-    **dict.fromkeys(
-        ("QuantizeLinear", "DynamicQuantizeLinear"),
-        "rounding is taken straight through (the QDQ convention): affine within the range",
-    ),
     "MaxPool": "piecewise linear: linearise() gathers at the recorded switches itself",
 }
 

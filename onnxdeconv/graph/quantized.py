@@ -36,6 +36,9 @@ QUANTIZED_OUTPUTS: dict[str, tuple[int, ...]] = {
     "MatMulInteger": (0,),
     "QLinearConv": (0,),
     "QLinearMatMul": (0,),
+    "QGemm": (0,),
+    "QLinearAdd": (0,),
+    "QLinearMul": (0,),
 }
 
 #: Outputs of ops that never carry a signal although they may be float and computed from the image.

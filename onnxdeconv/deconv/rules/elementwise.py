@@ -13,10 +13,9 @@ rule is the exact vector-Jacobian product, as for LRN.
 from __future__ import annotations
 
 import numpy as np
-import onnx.numpy_helper
 
 from onnxdeconv.deconv.fusion import GATE_ATTRIBUTE
-from onnxdeconv.deconv.quantized import WEIGHT_SCALE_ATTRIBUTE
+from onnxdeconv.deconv.quantized import HELD_FACTOR_ATTRIBUTE
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
@@ -159,21 +158,13 @@ def pow_(ctx: TransposeContext, signal: str) -> dict[int, str]:
 
 
 def _held_factor(ctx: TransposeContext, index: int) -> str:
-    """The factor off the path: a constant, or dynamic quantization's weight scale."""
-    weight_scale = ctx.attr(WEIGHT_SCALE_ATTRIBUTE)
-    if weight_scale is not None:
-        # input scale * weight scale after ConvInteger/MatMulInteger: the signal there is in
-        # units of the input scale already (see onnxdeconv.deconv.quantized).
-        value = np.asarray(onnx.numpy_helper.to_array(weight_scale), np.float32)
-        return ctx.graph.const(value, "weight_scale")
-    name = ctx.node.input[index]
-    if name not in ctx.constants:
-        raise ctx.unsupported(
-            f"the factor '{name}' is computed at run time yet carries no signal (a dynamic "
-            "quantization scale?): only a constant factor, or an input scale times a constant "
-            "weight scale after DynamicQuantizeLinear and ConvInteger or MatMulInteger, is "
-            "supported"
-        )
+    """The factor off the path: a constant, or a held statistic of the forward batch.
+
+    A held factor is computed from a dynamic quantizer's scale and constants (the scale of an
+    integer product, see :mod:`onnxdeconv.deconv.quantized`): its forward value.
+    """
+    if ctx.attr(HELD_FACTOR_ATTRIBUTE) == index:
+        return ctx.graph.held(ctx.node.input[index])
     return _constant_operand(ctx, index, "constant factor")
 
 

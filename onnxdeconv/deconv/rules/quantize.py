@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxdeconv.deconv.quantized import DYNAMIC_ATTRIBUTE, RECTIFIER_ATTRIBUTE
+from onnxdeconv.deconv.quantized import RECTIFIER_ATTRIBUTE
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 from onnxdeconv.deconv.rules.spatial import read_window, transpose_window
 from onnxdeconv.graph.quantized import TYPE_MAXIMUM, TYPE_MINIMUM, along_axis
@@ -86,24 +86,15 @@ def dequantize_linear(ctx: TransposeContext, signal: str) -> dict[int, str]:
 
 @transpose_rule("DynamicQuantizeLinear")
 def dynamic_quantize_linear(ctx: TransposeContext, signal: str) -> dict[int, str]:
-    """The identity on the quantized output: its range covers the tensor, so nothing saturates.
+    """Divide by the forward scale: the quantized output is ``x / scale`` (plus the zero point).
 
-    The scale and zero point are statistics of the whole tensor, held at their forward values;
-    the integer product and its scaling Mul that follow account for the scale (see
-    :mod:`onnxdeconv.deconv.quantized`).
+    The scale and zero point are statistics of the whole tensor, held at their forward values
+    like a normalisation's; the range covers the tensor, so nothing saturates. The signal on the
+    integer output is the derivative with respect to the integer level.
     """
     ctx.only_first_input_on_path()
-    return {0: ctx.output_signals[0] or signal}
-
-
-def _dynamic_only(ctx: TransposeContext) -> None:
-    ctx.only_first_input_on_path()
-    if not ctx.attr(DYNAMIC_ATTRIBUTE, 0):
-        raise ctx.unsupported(
-            "only as dynamic quantization writes it is supported: DynamicQuantizeLinear, then "
-            f"{ctx.node.op_type}, Cast to float and a Mul by the input scale times a constant "
-            "weight scale; without that Mul the scale of the result is unknown"
-        )
+    scale = ctx.graph.held(ctx.node.output[1])
+    return {0: ctx.graph.op("Div", [signal, scale], hint="dynamic_quantize_t")}
 
 
 def _integer_weight(ctx: TransposeContext, axis: int) -> np.ndarray:
@@ -120,7 +111,7 @@ def _integer_weight(ctx: TransposeContext, axis: int) -> np.ndarray:
 @transpose_rule("ConvInteger")
 def conv_integer(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """ConvTranspose with the integer weight minus its zero point (per output channel or not)."""
-    _dynamic_only(ctx)
+    ctx.only_first_input_on_path()
     weight = _integer_weight(ctx, 0)
     in_shape = ctx.input_shape()
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
@@ -133,7 +124,7 @@ def conv_integer(ctx: TransposeContext, signal: str) -> dict[int, str]:
 @transpose_rule("MatMulInteger")
 def matmul_integer(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by the transposed integer weight minus its zero point (per column or not)."""
-    _dynamic_only(ctx)
+    ctx.only_first_input_on_path()
     weight = _integer_weight(ctx, -1)
     if weight.ndim != 2:
         raise ctx.unsupported("only a 2-D constant weight is supported")
