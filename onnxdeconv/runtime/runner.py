@@ -144,8 +144,8 @@ class ForwardRunner:
             rows = build(start, stop)
             values = self.session.run(wanted, {self.input_name: self._filled(rows)})
             for name, value in zip(wanted, values, strict=True):
-                array = np.asarray(value)
-                parts[name].append(array[: stop - start] if array.ndim else array)
+                result = np.asarray(value)
+                parts[name].append(result[: stop - start] if result.ndim else result)
             if progress is not None:
                 progress(stop)
         return {name: _joined(name, arrays) for name, arrays in parts.items()}
