@@ -30,6 +30,7 @@ from onnxdeconv.graph.passes import (
     with_input_shape,
 )
 from onnxdeconv.graph.paths import path_tensors
+from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS, dequantize_constants
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,21 @@ class PreparedModel:
 
     @cached_property
     def candidates(self) -> list[str]:
-        """Batched float tensors computed from the input, in topological order."""
+        """Batched float tensors computed from the input, in topological order.
+
+        A quantizer's integer outputs carry the signal but are no layers: their dequantized
+        float views are. The integer maps of QOperator ops (QLinearConv, ...) are listed, so
+        that choosing one says why it cannot be projected.
+        """
         reached = path_tensors(self.graph, self.loaded.input_name, self.info)
         names = []
         for node in self.graph.node:
+            is_map = node.op_type in REFUSED_QUANTIZED_OPS
             for out in node.output:
-                if out in reached and len(self.info[out].shape) >= 2:
+                info = self.info.get(out)
+                if info is None or not (info.is_float or is_map):
+                    continue
+                if out in reached and len(info.shape) >= 2:
                     names.append(out)
         return names
 
@@ -283,7 +293,9 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
     fixed_batch = loaded.fixed_batch
     # Shape arithmetic that the input size settles becomes constants that rules can read; then
     # PyTorch's decomposed LocalResponseNorm (whose pads old exports compute) is one LRN again.
-    folded = fold_constants(loaded.model, loaded.input_name, input_shape, fixed_batch)
+    # A quantized model's int8 weights become the float weights they stand for.
+    folded = dequantize_constants(loaded.model)
+    folded = fold_constants(folded, loaded.input_name, input_shape, fixed_batch)
     folded = fuse_local_response_norm(folded)
     if folded is not loaded.model:
         loaded = replace(loaded, model=folded)

@@ -23,6 +23,7 @@ from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.experimental import is_experimental
 from onnxdeconv.graph.passes import TensorInfo, constant_tensors
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
+from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ def _rule_of(node: onnx.NodeProto) -> TransposeRule:
     transpose = TRANSPOSE_RULES.get(node.op_type)
     if transpose is not None:
         return transpose
+    if node.op_type in REFUSED_QUANTIZED_OPS:
+        raise UnsupportedOpError(node.name, node.op_type, REFUSED_QUANTIZED_OPS[node.op_type])
     if node.op_type in DATA_DEPENDENT:
         raise UnsupportedOpError(
             node.name,

@@ -96,8 +96,8 @@ class DeconvGraph:
         self._names.add(name)
         return name
 
-    def add_forward_input(self, name: str) -> None:
-        """Declare forward tensor ``name`` an input (with the forward batch ``N``)."""
+    def add_forward_input(self, name: str, batched: bool = True) -> None:
+        """Declare forward tensor ``name`` an input (with the forward batch ``N`` if batched)."""
         if name in self.forward_inputs:
             return
         if name in (SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN):
@@ -110,11 +110,26 @@ class DeconvGraph:
                 helper.make_tensor_value_info(BATCH_INDEX, onnx.TensorProto.INT64, ["K"])
             )
         info = self._info[name]
-        self.inputs.append(
-            helper.make_tensor_value_info(name, info.elem_type, ["N", *info.per_sample])
-        )
+        shape: list[int | str] = ["N", *info.per_sample] if batched else list(info.shape)
+        self.inputs.append(helper.make_tensor_value_info(name, info.elem_type, shape))
         self.forward_inputs.append(name)
         self._names.add(name)
+
+    def held(self, name: str) -> str:
+        """Forward tensor ``name`` without a batch axis, as float32, the same for every row.
+
+        Such a tensor is a statistic of the whole forward batch, or computed from one and
+        constants: a dynamic quantizer's scale, the scale of an integer product.
+        """
+        key = f"{name}|held"
+        if key in self._gathered:
+            return self._gathered[key]
+        self.add_forward_input(name, batched=False)
+        held = name
+        if self._info[name].elem_type != onnx.TensorProto.FLOAT:
+            held = self.op("Cast", [name], hint=f"{name}_f32", to=onnx.TensorProto.FLOAT)
+        self._gathered[key] = held
+        return held
 
     def forward(self, name: str, as_float: bool = True, modulo: int | None = None) -> str:
         """Return forward tensor ``name`` gathered to one row per projection.

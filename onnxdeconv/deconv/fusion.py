@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxdeconv.deconv.quantized import mark_quantized
 from onnxdeconv.graph.passes import TensorInfo
 
 logger = logging.getLogger(__name__)
@@ -446,9 +447,10 @@ def rewrite_path(
     info: Mapping[str, TensorInfo],
     constants: Mapping[str, np.ndarray],
 ) -> list[onnx.NodeProto]:
-    """Fuse composite activations, then mark gates, on the path ``nodes`` (reverse order).
+    """Fuse composite activations, mark gates and quantized ops, on the path ``nodes`` (reverse).
 
     Returns a new list; the graph and its nodes are not mutated.
     """
     fused = fuse_activations(graph, nodes, reached, constants)
-    return mark_gates(graph, fused, reached, info, constants)
+    gated = mark_gates(graph, fused, reached, info, constants)
+    return mark_quantized(graph, gated, reached, constants)

@@ -373,6 +373,17 @@ def measure_shapes(
     return measured
 
 
+def _declared_shape(shape: tuple[int | str, ...], batch: int | str) -> list[int | str | None]:
+    """The shape an exposed output declares: the batch, then only the rank.
+
+    A tensor without a batch axis (a dynamic quantizer's scale, a scalar of the whole batch, and
+    what is computed from it and constants) declares only its rank.
+    """
+    if shape and (isinstance(shape[0], str) or shape[0] == batch):
+        return [batch] + [None] * (len(shape) - 1)
+    return [None] * len(shape)
+
+
 def instrument(
     model: onnx.ModelProto,
     expose: Iterable[str],
@@ -426,10 +437,10 @@ def instrument(
             # An output that a pruning pass left untyped gets its type; others stay as they are.
             if tensor.dtype is None and name in info:
                 tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
-                tensor.shape = [batch] + [None] * len(info[name].per_sample)
+                tensor.shape = _declared_shape(info[name].shape, batch)
             continue
         tensor.dtype = helper.tensor_dtype_to_np_dtype(info[name].elem_type)
-        tensor.shape = [batch] + [None] * len(info[name].per_sample)
+        tensor.shape = _declared_shape(info[name].shape, batch)
         add_output(tensor)
     out = gs.export_onnx(graph, do_type_check=True)
     out.ir_version = model.ir_version

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import onnx
 
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX, TensorInfo
+from onnxdeconv.graph.quantized import carries_signal
 
 
 def switch_names(graph: onnx.GraphProto) -> dict[str, str]:
@@ -51,13 +52,21 @@ def node_inputs(node: onnx.NodeProto) -> list[str]:
 def path_tensors(
     graph: onnx.GraphProto, input_name: str, info: Mapping[str, TensorInfo]
 ) -> set[str]:
-    """Float tensors that depend on the image input: the only tensors a signal can reach."""
+    """Tensors that depend on the image input and can carry a signal.
+
+    These are the float tensors, and the integer tensors a quantizer writes (see
+    :data:`~onnxdeconv.graph.quantized.QUANTIZED_OUTPUTS`); a dynamic quantizer's scale and zero
+    point are held at their forward values and carry none.
+    """
     reached = {input_name}
     for node in graph.node:
         if not any(name in reached for name in node_inputs(node)):
             continue
-        for output in node.output:
-            if output and output in info and info[output].is_float:
+        for index, output in enumerate(node.output):
+            if not output or output not in info:
+                continue
+            carries = carries_signal(node, index)
+            if carries or (carries is None and info[output].is_float):
                 reached.add(output)
     return reached
 

@@ -144,10 +144,11 @@ class ForwardRunner:
             rows = build(start, stop)
             values = self.session.run(wanted, {self.input_name: self._filled(rows)})
             for name, value in zip(wanted, values, strict=True):
-                parts[name].append(np.asarray(value)[: stop - start])
+                result = np.asarray(value)
+                parts[name].append(result[: stop - start] if result.ndim else result)
             if progress is not None:
                 progress(stop)
-        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+        return {name: _joined(name, arrays) for name, arrays in parts.items()}
 
     def run_bound(
         self, inputs: np.ndarray, names: Sequence[str], to_host: Sequence[str] = ()
@@ -162,3 +163,14 @@ class ForwardRunner:
         if self.fixed_batch is None or self.fixed_batch == len(inputs):
             return dict(run_bound(self.session, {self.input_name: inputs}, wanted, to_host))
         return dict(self.run(inputs, wanted))
+
+
+def _joined(name: str, arrays: list[np.ndarray]) -> np.ndarray:
+    """The chunks of one tensor, joined along the batch; a scalar comes from one run only."""
+    if arrays[0].ndim:
+        return np.concatenate(arrays)
+    if len(arrays) > 1:
+        # A scalar computed from the inputs (a dynamic quantizer's scale) is a statistic of the
+        # whole batch: chunks would each have their own.
+        raise ValueError(f"'{name}' is a scalar of the whole batch: run the inputs in one chunk")
+    return arrays[0]

@@ -13,12 +13,15 @@ import onnxruntime as ort
 from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.graph.quantized import is_quantized
 
 logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: Session config entry that turns ONNX Runtime's QDQ graph rewrites off.
+DISABLE_QDQ_REWRITES = "session.disable_quant_qdq"
 
 
 def _quiet_cuda_session(payload: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -66,6 +69,13 @@ def create_session(
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if is_quantized(model):
+        # Run the quantized graph as ONNX defines it (float ops between exact Q/DQ), not through
+        # ONNX Runtime's QDQ rewrites: these re-quantize float weights with scales of their own
+        # (WeightBiasQuantization) and fuse DQ -> op -> Q into integer kernels that round, and on
+        # x86 without VNNI saturate, differently, so that the activations, masks and switches of
+        # the forward pass would not be those of the map the deconv graph transposes.
+        options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
     payload = model.SerializeToString()
     if device != "cpu" and cuda_loads():
         session = _quiet_cuda_session(payload, options)

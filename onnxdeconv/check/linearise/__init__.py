@@ -7,11 +7,12 @@ lineariser here are affine already (or have no rule at all); MaxPool is linearis
 recorded switches.
 
 A lineariser is registered per op type with :func:`lineariser`, in the modules of this package
-(:mod:`~onnxdeconv.check.linearise.activation`, :mod:`~onnxdeconv.check.linearise.norm`). It
-receives the node and the recorded values of every tensor :func:`recorded_tensors` asked for,
-and returns replacement nodes and initializers that compute the node's outputs. The linearised
-model keeps the model's opset, which may be as old as 8 (see :func:`onnxdeconv.load_model`), so
-replacements use only ops that exist there (Mul, Add, Sub, MatMul, Reshape, Gather).
+(:mod:`~onnxdeconv.check.linearise.activation`, :mod:`~onnxdeconv.check.linearise.norm`,
+:mod:`~onnxdeconv.check.linearise.quantize`). It receives the node and the recorded values of
+every tensor :func:`recorded_tensors` asked for, and returns replacement nodes and initializers
+that compute the node's outputs. The linearised model keeps the model's opset, which may be as
+old as 8 (see :func:`onnxdeconv.load_model`), so replacements use only ops that exist there (Mul,
+Add, Sub, MatMul, Reshape, Gather).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxdeconv.deconv.quantized import mark_rectifiers
 from onnxdeconv.graph.passes import SWITCHES_SUFFIX, constant_tensors, copy_model, node_attribute
 from onnxdeconv.registry import OpRegistry
 
@@ -156,14 +158,19 @@ def linearise(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.
     }
     known.update(values)
     nodes: list[onnx.NodeProto] = []
-    for node in out.graph.node:
+    # Quantizers that absorbed a ReLU are marked as the transpose rules see them.
+    marked = mark_rectifiers(out.graph, constants)
+    for node, seen in zip(out.graph.node, marked, strict=True):
         linearised: Linearised | None = None
         if node.op_type == "MaxPool" and node.output[0] + SWITCHES_SUFFIX in values:
             linearised = _linearise_max_pool(node, values[node.output[0] + SWITCHES_SUFFIX])
-        elif node.op_type in LINEARISERS and all(
-            name in known for name in [*node.input, *node.output] if name
+        elif (
+            node.op_type in LINEARISERS
+            and all(name in known for name in [*node.input, *node.output] if name)
+            # A node of constants alone (a weight's DequantizeLinear) is not on the path.
+            and not all(name in constants for name in node.input if name)
         ):
-            linearised = LINEARISERS[node.op_type](node, known)
+            linearised = LINEARISERS[node.op_type](seen, known)
         if linearised is None:
             nodes.append(node)
             continue

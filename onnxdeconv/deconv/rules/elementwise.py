@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxdeconv.deconv.fusion import GATE_ATTRIBUTE
+from onnxdeconv.deconv.quantized import HELD_FACTOR_ATTRIBUTE
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
 
 
@@ -157,6 +158,17 @@ def pow_(ctx: TransposeContext, signal: str) -> dict[int, str]:
     return {0: graph.op("Mul", [signal, slope], hint="pow_t")}
 
 
+def _held_factor(ctx: TransposeContext, index: int) -> str:
+    """The factor off the path: a constant, or a held statistic of the forward batch.
+
+    A held factor is computed from a dynamic quantizer's scale and constants (the scale of an
+    integer product, see :mod:`onnxdeconv.deconv.quantized`): its forward value.
+    """
+    if ctx.attr(HELD_FACTOR_ATTRIBUTE) == index:
+        return ctx.graph.held(ctx.node.input[index])
+    return _constant_operand(ctx, index, "constant factor")
+
+
 @transpose_rule("Mul")
 def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     """Multiply by a constant factor, or pass a product of two path tensors back as a gate.
@@ -172,7 +184,7 @@ def mul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     path = _path_inputs(ctx)
     if len(path) == 1:
         index = path[0]
-        factor = _constant_operand(ctx, 1 - index, "constant factor")
+        factor = _held_factor(ctx, 1 - index)
         return {index: unbroadcast(ctx, graph.op("Mul", [signal, factor], hint="mul_t"), index)}
     gate = ctx.attr(GATE_ATTRIBUTE)
     receivers = [0, 1] if ctx.rule == "gradient" else ([] if gate is None else [1 - int(gate)])

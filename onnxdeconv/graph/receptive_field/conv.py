@@ -18,7 +18,7 @@ from onnxdeconv.graph.receptive_field.field import (
 )
 
 
-@field_rule("Conv", data_inputs=(0,))
+@field_rule("Conv", "ConvInteger", data_inputs=(0,))
 def _conv(op: Op) -> Field:
     return _window(op, mixes_channels=True)
 

@@ -26,6 +26,7 @@ _ELEMENTWISE_OPS = (
 
 @field_rule(*_ELEMENTWISE_OPS)
 @field_rule("Expand", "Clip", data_inputs=(0,))
+@field_rule("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", data_inputs=(0,))
 def elementwise(op: Op) -> Field:
     """Inputs that broadcast to the output merge; global where the shapes do not broadcast."""
     out = op.out_shape()

@@ -16,6 +16,7 @@ from onnxdeconv.graph.receptive_field.field import (
 
 
 @field_rule("MatMul")
+@field_rule("MatMulInteger", data_inputs=(0, 1))
 def _matmul(op: Op) -> Field:
     """MatMul keeps the field unless it contracts an axis that holds a spatial dim."""
     out = op.out_shape()
