@@ -74,7 +74,19 @@ PRESETS: dict[str, Preprocessing] = {
     "tf": Preprocessing(1 / 127.5, (1.0,), (1.0,)),
     "raw": Preprocessing(1.0, (0.0,), (1.0,)),
 }
+#: The model metadata entry that declares its preprocessing: JSON
+#: ``{"scale": float, "mean": [float, ...], "std": [float, ...], "bgr": bool}``.
 METADATA_KEY = "onnxdeconv.preprocess"
+
+
+def preprocessing_json(preprocessing: Preprocessing) -> dict[str, object]:
+    """``preprocessing`` as the JSON object of the ``onnxdeconv.preprocess`` metadata entry."""
+    return {
+        "scale": preprocessing.scale,
+        "mean": list(preprocessing.mean),
+        "std": list(preprocessing.std),
+        "bgr": preprocessing.bgr,
+    }
 
 
 def preprocessing_from_metadata(loaded: ModelInputSpec) -> Preprocessing | None:
@@ -94,6 +106,17 @@ def preprocessing_from_metadata(loaded: ModelInputSpec) -> Preprocessing | None:
         raise InputError(
             f"model metadata '{METADATA_KEY}' is malformed ({exc}): fix or remove it"
         ) from exc
+
+
+def custom_preprocessing(
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    scale: float | None = None,
+    bgr: bool = False,
+) -> Preprocessing:
+    """A custom preprocessing; the values not given are the identity (scale 1, mean 0, std 1)."""
+    values = (1.0 if scale is None else scale, tuple(mean or (0.0,)), tuple(std or (1.0,)))
+    return Preprocessing(*values, bgr)
 
 
 def choose_preprocessing(
@@ -119,8 +142,7 @@ def choose_preprocessing(
     if preset:
         chosen, source = PRESETS[preset], f"preset {preset}"
     elif mean is not None or std is not None or scale is not None or bgr:
-        values = (1.0 if scale is None else scale, tuple(mean or (0.0,)), tuple(std or (1.0,)))
-        chosen, source = Preprocessing(*values, bgr), "custom"
+        chosen, source = custom_preprocessing(mean, std, scale, bgr), "custom"
     elif (declared := preprocessing_from_metadata(loaded)) is not None:
         chosen, source = declared, "from the model's metadata"
     else:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from onnxdeconv.errors import InputError, SelectionError
 
+#: The model metadata entry that holds its class names: a JSON list of strings.
+METADATA_KEY = "onnxdeconv.labels"
+
 _INDEXED = re.compile(r"^(\d+)\s*[,:\t ]\s*(.+)$")
 
 

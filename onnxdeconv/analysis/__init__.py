@@ -14,6 +14,8 @@ and every result has its arrays as fields and ``to_json()``:
 - occlusion (Fig. 7): :func:`occlusion_maps` -> :class:`OcclusionResult`;
 - correspondence (Table 1): :func:`correspondence_scores` -> :class:`CorrespondenceResult`;
 - weight randomisation (Adebayo et al. 2018): :func:`sanity_check` -> :class:`SanityReport`;
+- the preprocessing a classifier expects: :func:`rank_preprocessing` ->
+  :class:`PreprocessingReport`;
 - all of them on one page: :func:`build_report` -> :class:`Report`.
 
 The layers each analysis picks when none are given live in :mod:`onnxdeconv.analysis.layers`.
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         sanity_layer,
     )
     from onnxdeconv.analysis.occlusion import OcclusionResult, occlusion_maps
+    from onnxdeconv.analysis.preprocess import PreprocessingReport, rank_preprocessing
     from onnxdeconv.analysis.report import Report, build_report
     from onnxdeconv.analysis.sanity import SanityReport, sanity_check
 
@@ -64,6 +67,8 @@ _MODULES = {
     "sanity_layer": "layers",
     "OcclusionResult": "occlusion",
     "occlusion_maps": "occlusion",
+    "PreprocessingReport": "preprocess",
+    "rank_preprocessing": "preprocess",
     "Report": "report",
     "build_report": "report",
     "SanityReport": "sanity",
@@ -82,6 +87,7 @@ __all__ = [
     "InvarianceCurves",
     "MaximaRunner",
     "OcclusionResult",
+    "PreprocessingReport",
     "Report",
     "SanityReport",
     "analyse_filters",
@@ -94,6 +100,7 @@ __all__ = [
     "invariance_layers",
     "occlusion_layer",
     "occlusion_maps",
+    "rank_preprocessing",
     "sanity_check",
     "sanity_layer",
     "trace_evolution",

@@ -64,6 +64,7 @@ OPTIONS = {
     "labels": "--labels FILE",
     "layers": "--layers",
     "model": "--model",
+    "output": "-o/--output",
     "partial": "--partial",
     "preprocessing": "--preset (or --mean/--std/--scale/--bgr)",
     "rule": "--rule",

@@ -12,6 +12,7 @@ import click
 
 from onnxdeconv import inputs
 from onnxdeconv.cli.parse import floats, int_pair
+from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.inputs import ModelInput, ModelInputSpec, Preprocessing
 from onnxdeconv.prepared import PreparedModel, prepare
@@ -44,11 +45,27 @@ class ModelOptions:
 
     def preprocessing(self, loaded: ModelInputSpec) -> tuple[Preprocessing, str]:
         """The preprocessing (a preset, custom values, the metadata or ImageNet); which, and how."""
-        custom = (self.mean, self.std, self.scale) != (None, None, None) or self.bgr
+        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
+        chosen, how = inputs.choose_preprocessing(
+            loaded, self.preset, mean, std, self.scale, self.bgr
+        )
+        if self.given() is None and _declares_none(loaded):
+            model = getattr(loaded, "path", None) or "MODEL"
+            check = f"check with 'onnxdeconv preprocess {model} IMAGE'"
+            how = f"assumed preset imagenet (the model declares none; {check}): {chosen.describe()}"
+        return chosen, how
+
+    def given(self) -> tuple[str, Preprocessing] | None:
+        """The preprocessing the options give (a preset's name, or ``custom``); None: none."""
+        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
+        custom = (mean, std, self.scale) != (None, None, None) or self.bgr
         if self.preset and custom:
             raise click.UsageError("use either --preset or --mean/--std/--scale/--bgr, not both")
-        mean, std = floats(self.mean, "--mean"), floats(self.std, "--std")
-        return inputs.choose_preprocessing(loaded, self.preset, mean, std, self.scale, self.bgr)
+        if self.preset:
+            return self.preset, inputs.PRESETS[self.preset]
+        if custom:
+            return "custom", inputs.custom_preprocessing(mean, std, self.scale, self.bgr)
+        return None
 
     def input_shape(self, loaded: ModelInputSpec) -> tuple[int, ...] | None:
         """The per-sample input shape ``--size`` asks for (None: the model's own)."""
@@ -76,6 +93,15 @@ class ModelOptions:
         return ModelSetup(loaded, prepared, preprocessing, how), model_input
 
 
+def _declares_none(loaded: ModelInputSpec) -> bool:
+    """Whether ``loaded`` is a 3-channel image model that declares no preprocessing."""
+    try:
+        _, channels = inputs.image_layout(tuple(loaded.input_shape[1:]))
+    except InputError:
+        return False
+    return channels == 3 and inputs.preprocessing_from_metadata(loaded) is None
+
+
 def together(*chosen: Callable[[F], F]) -> Callable[[F], F]:
     """Several options as one decorator, listed in ``--help`` in the order given."""
     return lambda command: functools.reduce(lambda f, option: option(f), reversed(chosen), command)
@@ -87,7 +113,14 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
     return click.option("--device", type=choice, default=default, show_default=True, help=text)
 
 
-_PRESET = "Image preprocessing preset; default: the model's metadata, else imagenet."
+_PRESET = (
+    "Image preprocessing preset; default: the model's metadata, else imagenet (check which with "
+    "'onnxdeconv preprocess'). "
+    "imagenet: RGB /255, minus the mean and over the std of ImageNet; "
+    "caffe: BGR 0-255 minus the means 104,117,123; "
+    "tf: RGB scaled to [-1,1]; "
+    "raw: pixels 0-255 as they are."
+)
 _PREPROCESSING = together(
     click.option("--preset", type=click.Choice(sorted(inputs.PRESETS)), help=_PRESET),
     click.option(

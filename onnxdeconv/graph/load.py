@@ -22,6 +22,7 @@ from onnx import external_data_helper, helper
 
 from onnxdeconv.errors import ModelLoadError
 from onnxdeconv.graph import experimental, passes
+from onnxdeconv.labels import METADATA_KEY as LABELS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class LoadedModel:
     @property
     def labels(self) -> list[str] | None:
         """Class names from the ``onnxdeconv.labels`` metadata entry, if the model carries one."""
-        raw = self.metadata.get("onnxdeconv.labels")
+        raw = self.metadata.get(LABELS_KEY)
         return list(json.loads(raw)) if raw else None
 
     def constants(self) -> Mapping[str, np.ndarray]:
