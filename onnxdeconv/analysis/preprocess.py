@@ -22,6 +22,11 @@ from onnxdeconv.inputs import PRESETS, Preprocessing
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime import Device, ForwardRunner
 
+#: Certainties closer than this to the best one do not tell the candidates apart.
+CLOSE = 0.01
+#: The candidate name of the preprocessing a model declares in its metadata.
+DECLARED = "declared"
+
 
 @dataclass
 class PreprocessingReport:
@@ -34,7 +39,7 @@ class PreprocessingReport:
     top class while the rest spread out, which the mean top-1 probability alone rewards.
     """
 
-    #: Candidate names (preset names, or ``custom``), in the order of the arrays' first axis.
+    #: Candidate names (presets, ``custom``, ``declared``), in the order of the arrays' first axis.
     candidates: list[str]
     preprocessings: list[Preprocessing]
     #: The image files, in the order of the arrays' second axis.
@@ -75,8 +80,29 @@ class PreprocessingReport:
         return values
 
     @property
+    def close(self) -> list[str]:
+        """The other candidates within :data:`CLOSE` of the recommended one's certainty.
+
+        The images do not tell these apart (saturated, or too easy): the choice among them rests
+        on what the model was trained with.
+        """
+        best = self.certainty.max()
+        return [
+            name
+            for name, value in zip(self.candidates, self.certainty, strict=True)
+            if name != self.recommended and best - value <= CLOSE
+        ]
+
+    @property
     def recommended(self) -> str:
-        """The candidate under which the model is most certain."""
+        """The candidate under which the model is most certain.
+
+        ``declared`` (the model's own metadata), when it comes within :data:`CLOSE` of the best.
+        """
+        best = float(self.certainty.max())
+        declared = self.candidates.index(DECLARED) if DECLARED in self.candidates else None
+        if declared is not None and best - float(self.certainty[declared]) <= CLOSE:
+            return DECLARED
         return self.candidates[int(self.certainty.argmax())]
 
     def preprocessing(self, name: str) -> Preprocessing:
@@ -115,6 +141,7 @@ class PreprocessingReport:
             )
         return {
             "recommended": self.recommended,
+            "close": self.close,
             "criterion": "highest certainty: mean over the images of 1 - entropy/log(classes)",
             "softmax_applied": self.softmax_applied,
             "candidates": rows,

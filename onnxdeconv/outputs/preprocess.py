@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxdeconv.analysis.preprocess import PreprocessingReport
+from onnxdeconv.analysis.preprocess import CLOSE, DECLARED, PreprocessingReport
 
 #: Class names are cut to their first synonym and this many characters, to keep rows short.
 NAME_WIDTH = 24
@@ -36,8 +36,15 @@ def preprocess_table(report: PreprocessingReport, labels: Sequence[str] | None =
                 )
             )
             lines.append(f"  {Path(image).name:<{width}}  {top}")
-    lines.append(
-        f"recommended: {report.recommended} (the model is most certain under it: the highest mean "
-        "of 1 - entropy/log(classes) over the images)"
+    why = (
+        "the model's own, as certain as the best"
+        if report.recommended == DECLARED
+        else "the model is most certain under it: the highest mean of 1 - entropy/log(classes)"
     )
+    lines.append(f"recommended: {report.recommended} ({why})")
+    if report.close:
+        lines.append(
+            f"caution: {', '.join(report.close)} come within {CLOSE} of it: these images do not "
+            "tell them apart; try harder images, or choose by what the model was trained with"
+        )
     return lines
