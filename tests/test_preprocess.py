@@ -214,6 +214,7 @@ def test_cli_without_class_scores_says_so_in_one_line(
 
 def test_preset_help_explains_each_preset(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["occlusion", "--help"], capsys)
+    assert code == 0
     text = " ".join(out.split())
     for line in (
         "imagenet: RGB /255, minus the mean and over the std of ImageNet",
