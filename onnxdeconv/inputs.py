@@ -108,6 +108,18 @@ def preprocessing_from_metadata(loaded: ModelInputSpec) -> Preprocessing | None:
         ) from exc
 
 
+def declares_no_preprocessing(loaded: ModelInputSpec) -> bool:
+    """Whether ``loaded`` is a 3-channel image model whose metadata declares no preprocessing.
+
+    For such a model any preset is a guess, which the CLI says in one line.
+    """
+    try:
+        _, channels = image_layout(tuple(loaded.input_shape[1:]))
+    except InputError:
+        return False
+    return channels == 3 and preprocessing_from_metadata(loaded) is None
+
+
 def custom_preprocessing(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,

@@ -12,7 +12,6 @@ import click
 
 from onnxdeconv import inputs
 from onnxdeconv.cli.parse import floats, int_pair
-from onnxdeconv.errors import InputError
 from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.inputs import ModelInput, ModelInputSpec, Preprocessing
 from onnxdeconv.prepared import PreparedModel, prepare
@@ -49,7 +48,7 @@ class ModelOptions:
         chosen, how = inputs.choose_preprocessing(
             loaded, self.preset, mean, std, self.scale, self.bgr
         )
-        if self.given() is None and _declares_none(loaded):
+        if self.given() is None and inputs.declares_no_preprocessing(loaded):
             model = getattr(loaded, "path", None) or "MODEL"
             check = f"check with 'onnxdeconv preprocess {model} IMAGE'"
             how = f"assumed preset imagenet (the model declares none; {check}): {chosen.describe()}"
@@ -91,15 +90,6 @@ class ModelOptions:
         model_input = inputs.load_input(path, loaded, preprocessing, self.size)
         prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
         return ModelSetup(loaded, prepared, preprocessing, how), model_input
-
-
-def _declares_none(loaded: ModelInputSpec) -> bool:
-    """Whether ``loaded`` is a 3-channel image model that declares no preprocessing."""
-    try:
-        _, channels = inputs.image_layout(tuple(loaded.input_shape[1:]))
-    except InputError:
-        return False
-    return channels == 3 and inputs.preprocessing_from_metadata(loaded) is None
 
 
 def together(*chosen: Callable[[F], F]) -> Callable[[F], F]:
