@@ -341,15 +341,46 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(name in listed for name in names), out
 
 
-def test_importing_the_cli_loads_no_runtime() -> None:
-    probe = (
-        "import sys, onnxdeconv.cli.main; "
-        "print(sorted(m for m in ('onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))"
-    )
+HEAVY = ("onnx", "onnxruntime", "numpy", "matplotlib", "cv2")
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], []])
+def test_the_cli_and_its_help_load_no_runtime(argv: list[str] | None) -> None:
+    """Importing the CLI, its --help and the bare command load no heavy package (fast --help)."""
+    lines = ["import sys", "from onnxdeconv.cli.main import main"]
+    if argv is not None:
+        lines += [f"sys.argv = ['onnxdeconv', *{argv!r}]", "try: main()", "except SystemExit: pass"]
+    lines.append(f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    probe = "\n".join(lines)
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert done.stderr.strip().endswith("[]"), done.stdout + done.stderr
+    if argv is not None:
+        assert "Commands:" in done.stdout + done.stderr
+
+
+def test_help_lists_each_command_with_its_own_short_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command list, read from the sources, says what each loaded command would say."""
+    context = click.Context(cli)
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    listed = out.split("Commands:", 1)[1]
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None
+        short = command.get_short_help_str(100 - 6 - max(map(len, COMMANDS)))
+        assert f"  {name}" in listed and short in listed, (name, short)
+
+
+def test_bare_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """As click does for a group without a command: the help (with the command list), status 2."""
+    code, out, err = run([], capsys)
+    assert code == 2
+    assert err.startswith("Usage:") and "Commands:" in err and "error" not in err
+    assert out == ""
 
 
 def test_layer_to_json() -> None:
