@@ -200,6 +200,12 @@ def test_layers_reports_unprojectable_with_reason(
         (["project", DIGITNET], r"Missing argument 'INPUT'"),
         (["layers", DIGITNET, "--size", "x"], r"two integers"),
         (["nonsense"], r"No such command 'nonsense'"),
+        # One meaning per option word: the old names of renamed options are gone, not aliases.
+        (
+            ["features", DIGITNET, ROOT / "models" / "examples", "--top", "4"],
+            r"No such option '--top'",
+        ),
+        (["occlusion", DIGITNET, DIGIT_7, "--batch", "8"], r"No such option '--batch'"),
     ],
 )
 def test_user_errors(
@@ -302,6 +308,28 @@ def test_command_help_and_readme(name: str, capsys: pytest.CaptureFixture[str]) 
     assert "Example:" in out and f"onnxdeconv {name}" in out
     readme = (ROOT / "README.md").read_text()
     assert f"onnxdeconv {name}" in readme, f"README has no entry for 'onnxdeconv {name}'"
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "counts"),
+    [
+        ("project", "--top", "strongest channels"),
+        ("report", "--top", "strongest channels"),
+        ("features", "--per-channel", "images kept per channel"),
+        ("features", "--batch-size", "images per forward pass"),
+        ("merge", "--batch-size", "images per forward pass"),
+        ("occlusion", "--batch-size", "occluded images per forward pass"),
+    ],
+)
+def test_count_options_mean_one_thing_and_say_what_they_count(
+    name: str, option: str, counts: str
+) -> None:
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    (help_text,) = [
+        p.help or "" for p in command.params if isinstance(p, click.Option) and option in p.opts
+    ]
+    assert counts in help_text.lower(), help_text
 
 
 def test_input_size_for_dynamic_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -598,8 +598,8 @@ def test_resume_after_a_kill_equals_one_run(
         assert len(set(row.tolist())) == len(row)  # no image counted twice
     assert_same_state(resumed, FeaturesState.load(one / "features_state.npz"))
     assert read_entries(killed / "relu2.json") == read_entries(one / "relu2.json")
-    code, _, err = run([*args, "--resume", "--top", "4"], capsys)
-    assert_user_error(code, err, r"other options \(top differ\).*\(option --top\)$")
+    code, _, err = run([*args, "--resume", "--per-channel", "4"], capsys)
+    assert_user_error(code, err, r"other options \(per_channel differ\).*\(option --per-channel\)$")
 
 
 def test_user_errors_exit_2_with_one_line(
@@ -750,7 +750,7 @@ def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> No
         root=folder,
         layers=["relu3"],
         channels=[0, 2, 5],
-        top=4,
+        per_channel=4,
         batch_size=5,
         device="cpu",
         progress=done.append,
@@ -795,7 +795,7 @@ def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> No
 def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Path) -> None:
     names = folder_images(digit_folder)
     prepared = prepare(load_model(DIGITNET))
-    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "per_channel": 3}
     one = mine_features(prepared, names, batch_size=4, device="cpu", **common).state
 
     def dies_after_two_batches(done: int) -> None:
@@ -816,7 +816,7 @@ def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Pa
     saved = FeaturesState.load(checkpoint)
     assert saved.processed == 8 and saved.todo() == list(range(8, 18))
     with pytest.raises(StateMismatchError) as mismatch:
-        mine_features(prepared, names, state=saved, **{**common, "top": 4})
+        mine_features(prepared, names, state=saved, **{**common, "per_channel": 4})
     assert mismatch.value.differences == ["top"]
     resumed = mine_features(prepared, names, state=saved, batch_size=4, **common).state
     assert_same_state(resumed, one)
@@ -834,7 +834,7 @@ def test_merge_states_equals_one_run_and_names_what_is_wrong(
 ) -> None:
     names = folder_images(digit_folder)
     prepared = prepare(load_model(DIGITNET))
-    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "per_channel": 3}
     meta = file_meta(DIGITNET, digit_folder)
     one = mine_features(prepared, names, meta=meta, **common).state
     paths = [tmp_path / f"shard{index}.npz" for index in range(2)]

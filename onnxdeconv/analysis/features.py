@@ -65,7 +65,7 @@ DIFFERENCE_PARAMETERS = {
     "input_shape": "input_shape",
     "preprocessing": "preprocessing",
     "shard": "shard",
-    "top": "top",
+    "top": "per_channel",
     "channels": "channels",
 }
 

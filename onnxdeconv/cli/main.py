@@ -89,10 +89,11 @@ OPTIONS = {
     "layers": "--layers",
     "model": "--model",
     "partial": "--partial",
+    "per_channel": "--per-channel",
     "preprocessing": "--preset (or --mean/--std/--scale/--bgr)",
     "rule": "--rule",
     "shard": "--shard",
-    "top": "--top",
+    "top": "--top",  # channels: project, report
 }
 
 
