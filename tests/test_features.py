@@ -471,6 +471,7 @@ def test_cli_writes_pictures_and_json(
     args = ["features", DIGITNET, digit_folder, "--layers", "relu2,relu3", "--channels", "0-5"]
     code, stdout, err = run([*args, "--per-page", "4", "-o", out], capsys)
     assert code == 0, err
+    assert "running on " in err
     written = stdout.split()
     for name in ("relu2_page1.png", "relu2_page2.png", "relu3_page1.png", "relu2.json"):
         assert str(out / name) in written
@@ -546,6 +547,7 @@ def test_shards_merge_to_one_run(
     assert_user_error(code, err, r"6 of 18 images are in none of the states.*\(option --partial\)$")
     code, stdout, err = run(["merge", *states, "-o", sharded], capsys)
     assert code == 0, err
+    assert "running on " in err
     assert_same_state(
         FeaturesState.load(sharded / "features_state.npz"),
         FeaturesState.load(one / "features_state.npz"),
