@@ -39,13 +39,24 @@ class UnsupportedOpError(OnnxDeconvError):
     """A node on the projection path has no transpose rule, or uses unsupported attributes."""
 
     def __init__(
-        self, node_name: str, op_type: str, supported: str, *, parameter: str | None = None
+        self, node_name: str, op_type: str, why: str, *, parameter: str | None = None
     ) -> None:
         self.node_name = node_name
         self.op_type = op_type
+        self.why = why
         super().__init__(
-            f"cannot project through node '{node_name}' ({op_type}): {supported}",
-            parameter=parameter,
+            f"cannot project through node '{node_name}' ({op_type}): {why}", parameter=parameter
+        )
+
+    def before(self, layer: str | None) -> UnsupportedOpError:
+        """This error, naming the nearest projectable ``layer`` before the node (None: none is)."""
+        nearest = (
+            f"the nearest projectable layer before it is {layer}"
+            if layer
+            else "no layer before it is projectable"
+        )
+        return UnsupportedOpError(
+            self.node_name, self.op_type, f"{self.why}; {nearest}", parameter=self.parameter
         )
 
 

@@ -13,10 +13,12 @@ import onnx
 import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
 from helpers import conv_relu_pool_model, run
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import Projector, load_model, prepare
 from onnxdeconv.cli import options
 from onnxdeconv.cli.main import cli
+from onnxdeconv.errors import UnsupportedOpError
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 from onnxdeconv.outputs import OutputPaths
 
@@ -152,6 +154,62 @@ def test_layers_reports_unprojectable_with_reason(
     assert code == 0
     softmax = [line for line in out.splitlines() if line.startswith("softmax1")]
     assert softmax and "no: cannot project through node" in softmax[0] and "(Softmax)" in softmax[0]
+
+
+def exp_between_convs(path: Path) -> Path:
+    """x -> Conv -> Relu -> Exp (no transpose rule) -> Conv: the second conv is unprojectable."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu_a"),
+        helper.make_node("Exp", ["r1"], ["e1"], name="the_exp"),
+        helper.make_node("Conv", ["e1", "w2"], ["c2"], name="conv_b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "exp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, [1, 2, 8, 8])],
+        initializer=[
+            numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unprojectable_layer_names_the_node_and_the_nearest_projectable_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = exp_between_convs(tmp_path / "exp.onnx")
+    said = (
+        "cannot project through node 'the_exp' (Exp): the op has no transpose rule; "
+        "the nearest projectable layer before it is relu1 ('r1')"
+    )
+    np.save(tmp_path / "x.npy", np.ones((1, 1, 8, 8), np.float32))
+    code, _, err = run(["project", model, tmp_path / "x.npy", "--layer", "conv2"], capsys)
+    assert_user_error(code, err, re.escape(said) + "$")
+    code, out, _ = run(["layers", model], capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["relu1"].endswith("yes") and rows["conv2"].endswith(f"no: {said}")
+    assert rows["exp1"].endswith("no: " + said)
+
+
+def test_unprojectable_first_layer_says_that_none_before_it_is(tmp_path: Path) -> None:
+    model = onnx.load(str(exp_between_convs(tmp_path / "exp.onnx")))
+    del model.graph.node[:2]  # x -> Exp -> Conv: nothing projectable before the Exp
+    model.graph.node[0].input[0] = "x"
+    model.graph.initializer[1].CopyFrom(
+        numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w2")
+    )
+    del model.graph.initializer[0]
+    prepared = prepare(load_model(model))
+    with pytest.raises(UnsupportedOpError, match=r"\(Exp\).*; no layer before it is projectable$"):
+        prepared.plan("c2")
 
 
 # --- user errors: one line, exit 2, no partial output ------------------------------------------
