@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
 
 
 class OnnxDeconvError(Exception):
@@ -81,3 +83,23 @@ class CheckFailedError(OnnxDeconvError):
     """A model check ran and found a problem (exit status 1, unlike usage errors)."""
 
     exit_code = 1
+
+
+def wrong_kind(path: str | Path, expected: Literal["file", "folder"], give: str) -> str | None:
+    """Say that ``path`` is a folder where a file is expected, or the reverse.
+
+    Args:
+        path: The path given.
+        expected: What it should be.
+        give: What to give instead, e.g. "an image file".
+
+    Returns:
+        The message ("'x' is a folder: give an image file"), or None when ``path`` is of the
+        expected kind or does not exist (that is another message).
+    """
+    path = Path(path)
+    if expected == "file" and path.is_dir():
+        return f"'{path}' is a folder: give {give}"
+    if expected == "folder" and path.exists() and not path.is_dir():
+        return f"'{path}' is a file: give {give}"
+    return None

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxdeconv.errors import InputError, SelectionError
+from onnxdeconv.errors import InputError, SelectionError, wrong_kind
 
 _INDEXED = re.compile(r"^(\d+)\s*[,:\t ]\s*(.+)$")
 
@@ -18,6 +18,8 @@ def read_labels(path: Path) -> list[str]:
     Raises:
         InputError: The file is missing or holds no names.
     """
+    if wrong := wrong_kind(path, "file", "a labels file (one class name a line)"):
+        raise InputError(wrong, parameter="labels")
     if not path.is_file():
         raise InputError(f"labels file '{path}' does not exist: check its path", parameter="labels")
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]

@@ -279,6 +279,39 @@ def test_user_errors(
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
 
 
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["layers", "{folder}"], r"^error: '.*a_folder' is a folder: give the path of the \.onnx"),
+        (["project", DIGITNET, "{folder}"], r"'.*a_folder' is a folder: give an image file$"),
+        (
+            ["occlusion", DIGITNET, DIGIT_7, "--labels", "{folder}"],
+            r"'.*a_folder' is a folder: give a labels file",
+        ),
+        (["filters", DIGITNET, "--images", "{file}"], r"'.*a_file.txt' is a file: give a folder"),
+        (["features", DIGITNET, "{file}"], r"'.*a_file.txt' is a file: give a folder of images"),
+        (["check", DIGITNET, "--config", "{folder}"], r"'.*a_folder' is a folder: give a TOML"),
+        (["check", DIGITNET, "--baseline", "{folder}"], r"is a folder: give a baseline file"),
+        (["project", DIGITNET, DIGIT_7, "-o", "{folder}"], r"is a folder: give a file name"),
+        (
+            ["features", DIGITNET, ROOT / "models" / "examples", "-o", "{file}"],
+            r"'.*a_file.txt' is a file: give a",
+        ),
+        (["merge", "{folder}", "-o", "{folder}"], r"'.*a_folder' is a folder: give a state file"),
+    ],
+)
+def test_a_folder_for_a_file_and_the_reverse_say_so(
+    args: list[object], pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, file = tmp_path / "a_folder", tmp_path / "a_file.txt"
+    folder.mkdir()
+    file.write_text("not what is wanted")
+    given = [str(a).format(folder=folder, file=file) for a in args]
+    code, _, err = run(given, capsys)
+    assert_user_error(code, err, pattern)
+    assert "does not exist" not in err
+
+
 def test_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07garbage" * 3)
