@@ -4,7 +4,7 @@
 # Run from the repository root with onnxdeconv on PATH; needs ../shared and mlxtend.
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 python=${PYTHON:-$(dirname "$(command -v onnxdeconv)")/python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
