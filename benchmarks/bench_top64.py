@@ -42,7 +42,7 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-IMAGES = REPO.parent / "shared" / "images"
+IMAGES = Path(os.environ.get("ONNXDECONV_SHARED") or REPO.parent / "shared") / "images"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 LAYER_ALIAS = "relu5"

@@ -3,7 +3,7 @@
 # with onnxdeconv installed; the SqueezeNet pictures need ../shared (models and photos).
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 onnxdeconv project models/digitnet.onnx models/examples/digit_7.png --layer relu2 --top 8 \
   -o "$out/digit_7_relu2.png"
 onnxdeconv project models/digitnet.onnx models/examples/digit_3.png --layer relu3 --top 8 \

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
 
 
 class OnnxDeconvError(Exception):
@@ -39,13 +41,24 @@ class UnsupportedOpError(OnnxDeconvError):
     """A node on the projection path has no transpose rule, or uses unsupported attributes."""
 
     def __init__(
-        self, node_name: str, op_type: str, supported: str, *, parameter: str | None = None
+        self, node_name: str, op_type: str, why: str, *, parameter: str | None = None
     ) -> None:
         self.node_name = node_name
         self.op_type = op_type
+        self.why = why
         super().__init__(
-            f"cannot project through node '{node_name}' ({op_type}): {supported}",
-            parameter=parameter,
+            f"cannot project through node '{node_name}' ({op_type}): {why}", parameter=parameter
+        )
+
+    def before(self, layer: str | None) -> UnsupportedOpError:
+        """This error, naming the nearest projectable ``layer`` before the node (None: none is)."""
+        nearest = (
+            f"the nearest projectable layer before it is {layer}"
+            if layer
+            else "no layer before it is projectable"
+        )
+        return UnsupportedOpError(
+            self.node_name, self.op_type, f"{self.why}; {nearest}", parameter=self.parameter
         )
 
 
@@ -70,3 +83,23 @@ class CheckFailedError(OnnxDeconvError):
     """A model check ran and found a problem (exit status 1, unlike usage errors)."""
 
     exit_code = 1
+
+
+def wrong_kind(path: str | Path, expected: Literal["file", "folder"], give: str) -> str | None:
+    """Say that ``path`` is a folder where a file is expected, or the reverse.
+
+    Args:
+        path: The path given.
+        expected: What it should be.
+        give: What to give instead, e.g. "an image file".
+
+    Returns:
+        The message ("'x' is a folder: give an image file"), or None when ``path`` is of the
+        expected kind or does not exist (that is another message).
+    """
+    path = Path(path)
+    if expected == "file" and path.is_dir():
+        return f"'{path}' is a folder: give {give}"
+    if expected == "folder" and path.exists() and not path.is_dir():
+        return f"'{path}' is a file: give {give}"
+    return None

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from onnxdeconv.errors import InputError
+from onnxdeconv.errors import InputError, wrong_kind
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8, honouring EXIF rotation; alpha is composited on white."""
     path = Path(path)
+    if wrong := wrong_kind(path, "file", "an image file"):
+        raise InputError(wrong)
     if not path.is_file():
         raise InputError(f"input file '{path}' does not exist: check the path")
     data = np.fromfile(path, np.uint8)
@@ -287,6 +289,8 @@ def load_input(
 
 
 def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
+    if wrong := wrong_kind(path, "file", "a .npy file"):
+        raise InputError(wrong)
     if not path.is_file():
         raise InputError(f"input file '{path}' does not exist: check the path")
     try:
@@ -335,6 +339,8 @@ def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
         InputError: The folder does not exist or holds no image.
     """
     folder = Path(folder)
+    if wrong := wrong_kind(folder, "folder", "a folder of images"):
+        raise InputError(wrong)
     if not folder.is_dir():
         raise InputError(f"image folder '{folder}' does not exist: check the path")
     files = sorted(

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxdeconv.errors import InputError, SelectionError
+from onnxdeconv.errors import InputError, SelectionError, wrong_kind
 
 #: The model metadata entry that holds its class names: a JSON list of strings.
 METADATA_KEY = "onnxdeconv.labels"
@@ -21,6 +21,8 @@ def read_labels(path: Path) -> list[str]:
     Raises:
         InputError: The file is missing or holds no names.
     """
+    if wrong := wrong_kind(path, "file", "a labels file (one class name a line)"):
+        raise InputError(wrong, parameter="labels")
     if not path.is_file():
         raise InputError(f"labels file '{path}' does not exist: check its path", parameter="labels")
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]

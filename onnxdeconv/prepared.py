@@ -17,7 +17,12 @@ from onnxdeconv.deconv.builder import DeconvPlan, build_deconv
 from onnxdeconv.deconv.emitter import DECONV_OPSET
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.deconv.window import build_windowed
-from onnxdeconv.errors import InputError, OnnxDeconvError, UnknownLayerError
+from onnxdeconv.errors import (
+    InputError,
+    OnnxDeconvError,
+    UnknownLayerError,
+    UnsupportedOpError,
+)
 from onnxdeconv.graph.fold import fold_constants
 from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
 from onnxdeconv.graph.load import LoadedModel
@@ -29,7 +34,7 @@ from onnxdeconv.graph.passes import (
     skeleton,
     with_input_shape,
 )
-from onnxdeconv.graph.paths import path_tensors
+from onnxdeconv.graph.paths import path_nodes, path_tensors
 from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS, dequantize_constants
 from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
@@ -186,8 +191,46 @@ class PreparedModel:
         raise UnknownLayerError(layer, [*self.candidates, *self.aliases])
 
     def plan(self, target: str, rule: Rule = "deconvnet", opset: int = DECONV_OPSET) -> DeconvPlan:
-        """The deconv graph for ``target`` under ``rule`` (built once, then cached)."""
-        return self._built(self._plans, build_deconv, target, rule, opset)
+        """The deconv graph for ``target`` under ``rule`` (built once, then cached).
+
+        Raises:
+            UnsupportedOpError: A node on the path has no transpose under ``rule``; the message
+                names the nearest projectable layer before that node.
+        """
+        try:
+            return self._built(self._plans, build_deconv, target, rule, opset)
+        except UnsupportedOpError as exc:
+            raise exc.before(self._nearest_projectable(target, exc, rule)) from None
+
+    def _nearest_projectable(self, target: str, exc: UnsupportedOpError, rule: Rule) -> str | None:
+        """The deepest projectable layer that the node ``exc`` names depends on: "alias ('name')".
+
+        The node is the deepest one on the path to ``target`` with the name and op of ``exc``
+        (the one the builder, which walks back from ``target``, met first); when the graph
+        holds no such node (a rewritten one), the layers ``target`` depends on are searched.
+        """
+        blocking = next(
+            (
+                node
+                for node in path_nodes(self.graph, target, self.reached)
+                if node.name == exc.node_name and node.op_type == exc.op_type
+            ),
+            None,
+        )
+        before = {target} if blocking is None else set(blocking.input) & self.reached
+        for node in reversed(self.graph.node):
+            if any(out in before for out in node.output):
+                before.update(name for name in node.input if name in self.reached)
+        before.discard(target)
+        for name in reversed(self.candidates):
+            if name not in before:
+                continue
+            try:
+                self._built(self._plans, build_deconv, name, rule, DECONV_OPSET)
+            except OnnxDeconvError:
+                continue
+            return f"{self.alias_of[name]} ('{name}')"
+        return None
 
     @cached_property
     def reached(self) -> set[str]:

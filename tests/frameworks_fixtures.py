@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import unavailable
 
 from onnxdeconv import Layer, PreparedModel, Projector
 
@@ -36,12 +37,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ONNXDECONV_TEST_CACHE", default))
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
-    pytest.skip(reason)
-
-
 def fetch_rapidocr_models(folder: Path) -> dict[str, Path]:
     """Download the wheel into ``folder`` unless it is there, and extract the three models."""
     target = folder / "rapidocr"
@@ -57,10 +52,10 @@ def fetch_rapidocr_models(folder: Path) -> dict[str, Path]:
                 [*command, "-d", str(folder)], check=True, capture_output=True, timeout=300
             )
         except (subprocess.SubprocessError, OSError) as exc:
-            _unavailable(f"cannot download {RAPIDOCR_WHEEL}: {exc}")
+            unavailable(f"cannot download {RAPIDOCR_WHEEL}: {exc}")
         wheels = sorted(folder.glob("rapidocr_onnxruntime-1.4.4-*.whl"))
         if not wheels:
-            _unavailable(f"pip download of {RAPIDOCR_WHEEL} left no wheel in {folder}")
+            unavailable(f"pip download of {RAPIDOCR_WHEEL} left no wheel in {folder}")
     target.mkdir(exist_ok=True)
     with zipfile.ZipFile(wheels[0]) as wheel:
         for key, name in RAPIDOCR_MODELS.items():

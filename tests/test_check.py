@@ -15,7 +15,7 @@ from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import load_model
-from onnxdeconv.check import CheckConfig, run_checks
+from onnxdeconv.check import CHECK_STAGES, CheckConfig, run_checks
 from onnxdeconv.deconv import rules
 
 
@@ -121,7 +121,9 @@ def _flipped_conv_rule() -> Callable[[rules.TransposeContext, str], dict[int, st
 
 
 def test_clean_model_passes() -> None:
-    report = run_checks(load_model(small_net()), IMAGES, NAMES)
+    stages: list[int] = []
+    report = run_checks(load_model(small_net()), IMAGES, NAMES, progress=stages.append)
+    assert stages == [1] * len(CHECK_STAGES)
     failed = [(f.check, f.subject, f.message) for f in report.findings if f.status == "fail"]
     assert failed == []
     checks = {f.check for f in report.findings}
@@ -260,6 +262,7 @@ def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     ]
     code, out, err = run(args, capsys)
     assert code == 0, out + err
+    assert "running on CPUExecutionProvider" in err
     assert "passed, 0 failed" in out
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["schema"] == "onnxdeconv.check/1" and report["passed"] is True

@@ -13,10 +13,12 @@ import onnx
 import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
 from helpers import conv_relu_pool_model, run
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv import Projector, load_model, prepare
 from onnxdeconv.cli import options
 from onnxdeconv.cli.main import cli
+from onnxdeconv.errors import UnsupportedOpError
 from onnxdeconv.inputs import load_input, preprocessing_from_metadata
 from onnxdeconv.outputs import OutputPaths
 
@@ -154,6 +156,62 @@ def test_layers_reports_unprojectable_with_reason(
     assert softmax and "no: cannot project through node" in softmax[0] and "(Softmax)" in softmax[0]
 
 
+def exp_between_convs(path: Path) -> Path:
+    """x -> Conv -> Relu -> Exp (no transpose rule) -> Conv: the second conv is unprojectable."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu_a"),
+        helper.make_node("Exp", ["r1"], ["e1"], name="the_exp"),
+        helper.make_node("Conv", ["e1", "w2"], ["c2"], name="conv_b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "exp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, [1, 2, 8, 8])],
+        initializer=[
+            numpy_helper.from_array(rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "w2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unprojectable_layer_names_the_node_and_the_nearest_projectable_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = exp_between_convs(tmp_path / "exp.onnx")
+    said = (
+        "cannot project through node 'the_exp' (Exp): the op has no transpose rule; "
+        "the nearest projectable layer before it is relu1 ('r1')"
+    )
+    np.save(tmp_path / "x.npy", np.ones((1, 1, 8, 8), np.float32))
+    code, _, err = run(["project", model, tmp_path / "x.npy", "--layer", "conv2"], capsys)
+    assert_user_error(code, err, re.escape(said) + "$")
+    code, out, _ = run(["layers", model], capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["relu1"].endswith("yes") and rows["conv2"].endswith(f"no: {said}")
+    assert rows["exp1"].endswith("no: " + said)
+
+
+def test_unprojectable_first_layer_says_that_none_before_it_is(tmp_path: Path) -> None:
+    model = onnx.load(str(exp_between_convs(tmp_path / "exp.onnx")))
+    del model.graph.node[:2]  # x -> Exp -> Conv: nothing projectable before the Exp
+    model.graph.node[0].input[0] = "x"
+    model.graph.initializer[1].CopyFrom(
+        numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w2")
+    )
+    del model.graph.initializer[0]
+    prepared = prepare(load_model(model))
+    with pytest.raises(UnsupportedOpError, match=r"\(Exp\).*; no layer before it is projectable$"):
+        prepared.plan("c2")
+
+
 # --- user errors: one line, exit 2, no partial output ------------------------------------------
 
 
@@ -200,6 +258,12 @@ def test_layers_reports_unprojectable_with_reason(
         (["project", DIGITNET], r"Missing argument 'INPUT'"),
         (["layers", DIGITNET, "--size", "x"], r"two integers"),
         (["nonsense"], r"No such command 'nonsense'"),
+        # One meaning per option word: the old names of renamed options are gone, not aliases.
+        (
+            ["features", DIGITNET, ROOT / "models" / "examples", "--top", "4"],
+            r"No such option '--top'",
+        ),
+        (["occlusion", DIGITNET, DIGIT_7, "--batch", "8"], r"No such option '--batch'"),
     ],
 )
 def test_user_errors(
@@ -213,6 +277,39 @@ def test_user_errors(
     code, _, err = run([str(a) for a in args], capsys)
     assert_user_error(code, err, pattern)
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["layers", "{folder}"], r"^error: '.*a_folder' is a folder: give the path of the \.onnx"),
+        (["project", DIGITNET, "{folder}"], r"'.*a_folder' is a folder: give an image file$"),
+        (
+            ["occlusion", DIGITNET, DIGIT_7, "--labels", "{folder}"],
+            r"'.*a_folder' is a folder: give a labels file",
+        ),
+        (["filters", DIGITNET, "--images", "{file}"], r"'.*a_file.txt' is a file: give a folder"),
+        (["features", DIGITNET, "{file}"], r"'.*a_file.txt' is a file: give a folder of images"),
+        (["check", DIGITNET, "--config", "{folder}"], r"'.*a_folder' is a folder: give a TOML"),
+        (["check", DIGITNET, "--baseline", "{folder}"], r"is a folder: give a baseline file"),
+        (["project", DIGITNET, DIGIT_7, "-o", "{folder}"], r"is a folder: give a file name"),
+        (
+            ["features", DIGITNET, ROOT / "models" / "examples", "-o", "{file}"],
+            r"'.*a_file.txt' is a file: give a",
+        ),
+        (["merge", "{folder}", "-o", "{folder}"], r"'.*a_folder' is a folder: give a state file"),
+    ],
+)
+def test_a_folder_for_a_file_and_the_reverse_say_so(
+    args: list[object], pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, file = tmp_path / "a_folder", tmp_path / "a_file.txt"
+    folder.mkdir()
+    file.write_text("not what is wanted")
+    given = [str(a).format(folder=folder, file=file) for a in args]
+    code, _, err = run(given, capsys)
+    assert_user_error(code, err, pattern)
+    assert "does not exist" not in err
 
 
 def test_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,6 +401,28 @@ def test_command_help_and_readme(name: str, capsys: pytest.CaptureFixture[str]) 
     assert f"onnxdeconv {name}" in readme, f"README has no entry for 'onnxdeconv {name}'"
 
 
+@pytest.mark.parametrize(
+    ("name", "option", "counts"),
+    [
+        ("project", "--top", "strongest channels"),
+        ("report", "--top", "strongest channels"),
+        ("features", "--per-channel", "images kept per channel"),
+        ("features", "--batch-size", "images per forward pass"),
+        ("merge", "--batch-size", "images per forward pass"),
+        ("occlusion", "--batch-size", "occluded images per forward pass"),
+    ],
+)
+def test_count_options_mean_one_thing_and_say_what_they_count(
+    name: str, option: str, counts: str
+) -> None:
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    (help_text,) = [
+        p.help or "" for p in command.params if isinstance(p, click.Option) and option in p.opts
+    ]
+    assert counts in help_text.lower(), help_text
+
+
 def test_input_size_for_dynamic_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = conv_relu_pool_model(size=16)
     for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
@@ -341,15 +460,46 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(name in listed for name in names), out
 
 
-def test_importing_the_cli_loads_no_runtime() -> None:
-    probe = (
-        "import sys, onnxdeconv.cli.main; "
-        "print(sorted(m for m in ('onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))"
-    )
+HEAVY = ("onnx", "onnxruntime", "numpy", "matplotlib", "cv2")
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], []])
+def test_the_cli_and_its_help_load_no_runtime(argv: list[str] | None) -> None:
+    """Importing the CLI, its --help and the bare command load no heavy package (fast --help)."""
+    lines = ["import sys", "from onnxdeconv.cli.main import main"]
+    if argv is not None:
+        lines += [f"sys.argv = ['onnxdeconv', *{argv!r}]", "try: main()", "except SystemExit: pass"]
+    lines.append(f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    probe = "\n".join(lines)
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert done.stderr.strip().endswith("[]"), done.stdout + done.stderr
+    if argv is not None:
+        assert "Commands:" in done.stdout + done.stderr
+
+
+def test_help_lists_each_command_with_its_own_short_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command list, read from the sources, says what each loaded command would say."""
+    context = click.Context(cli)
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    listed = out.split("Commands:", 1)[1]
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None
+        short = command.get_short_help_str(100 - 6 - max(map(len, COMMANDS)))
+        assert f"  {name}" in listed and short in listed, (name, short)
+
+
+def test_bare_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """As click does for a group without a command: the help (with the command list), status 2."""
+    code, out, err = run([], capsys)
+    assert code == 2
+    assert err.startswith("Usage:") and "Commands:" in err and "error" not in err
+    assert out == ""
 
 
 def test_layer_to_json() -> None:

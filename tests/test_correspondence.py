@@ -393,6 +393,7 @@ def test_cli_digitnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         capsys,
     )
     assert code == 0, err
+    assert "running on " in err
     assert "Traceback" not in err
     data = json.loads(report.read_text())
     assert data["schema"] == "onnxdeconv.correspondence/1"

@@ -5,7 +5,8 @@ A marker is an HTML comment on the line before a fenced block; it does not show 
 - ``<!-- docs-test: run -->`` before a ``bash`` block: run it with ``bash -euo pipefail``.
 - ``<!-- docs-test: skip REASON -->`` before a ``python`` block: do not run it, for REASON.
 - ``<!-- docs-test: needs-shared -->`` before a ``python`` or ``bash`` block: run it only where the
-  shared SqueezeNet and photos are (``../shared``), skip it elsewhere.
+  shared SqueezeNet and photos are (``$ONNXDECONV_SHARED``, default ``../shared``), skip it
+  elsewhere (fail it under CI).
 - ``<!-- docs-test: check-config -->`` before a ``toml`` block: it must load as the configuration of
   ``onnxdeconv check`` and equal the defaults.
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, shared_missing
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINKED = ("models", "docs", "examples", "tests")
@@ -111,8 +112,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def skip_unless_runnable(block: Block) -> None:
     if block.marker == "skip":
         pytest.skip(f"{block.name} opts out: {block.reason or 'no reason given'}")
-    if block.marker == "needs-shared" and not SHARED.exists():
-        pytest.skip(f"{block.name} needs the shared data at {SHARED}")
+    if block.marker == "needs-shared" and not SHARED.is_dir():
+        shared_missing(f"the shared data that {block.name} needs", SHARED)
 
 
 def test_markers_fit_their_blocks() -> None:

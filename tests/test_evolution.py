@@ -348,6 +348,7 @@ def test_cli_shipped_checkpoints(
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     assert "Traceback" not in err
+    assert "running on " in err
     assert "ordered the checkpoints by their onnxdeconv.epoch metadata" in err
     skipped = [line for line in err.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and "broken.png" in skipped[0]

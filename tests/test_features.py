@@ -471,6 +471,7 @@ def test_cli_writes_pictures_and_json(
     args = ["features", DIGITNET, digit_folder, "--layers", "relu2,relu3", "--channels", "0-5"]
     code, stdout, err = run([*args, "--per-page", "4", "-o", out], capsys)
     assert code == 0, err
+    assert "running on " in err
     written = stdout.split()
     for name in ("relu2_page1.png", "relu2_page2.png", "relu3_page1.png", "relu2.json"):
         assert str(out / name) in written
@@ -546,6 +547,7 @@ def test_shards_merge_to_one_run(
     assert_user_error(code, err, r"6 of 18 images are in none of the states.*\(option --partial\)$")
     code, stdout, err = run(["merge", *states, "-o", sharded], capsys)
     assert code == 0, err
+    assert "running on " in err
     assert_same_state(
         FeaturesState.load(sharded / "features_state.npz"),
         FeaturesState.load(one / "features_state.npz"),
@@ -598,8 +600,8 @@ def test_resume_after_a_kill_equals_one_run(
         assert len(set(row.tolist())) == len(row)  # no image counted twice
     assert_same_state(resumed, FeaturesState.load(one / "features_state.npz"))
     assert read_entries(killed / "relu2.json") == read_entries(one / "relu2.json")
-    code, _, err = run([*args, "--resume", "--top", "4"], capsys)
-    assert_user_error(code, err, r"other options \(top differ\).*\(option --top\)$")
+    code, _, err = run([*args, "--resume", "--per-channel", "4"], capsys)
+    assert_user_error(code, err, r"other options \(per_channel differ\).*\(option --per-channel\)$")
 
 
 def test_user_errors_exit_2_with_one_line(
@@ -750,7 +752,7 @@ def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> No
         root=folder,
         layers=["relu3"],
         channels=[0, 2, 5],
-        top=4,
+        per_channel=4,
         batch_size=5,
         device="cpu",
         progress=done.append,
@@ -795,7 +797,7 @@ def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> No
 def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Path) -> None:
     names = folder_images(digit_folder)
     prepared = prepare(load_model(DIGITNET))
-    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "per_channel": 3}
     one = mine_features(prepared, names, batch_size=4, device="cpu", **common).state
 
     def dies_after_two_batches(done: int) -> None:
@@ -816,7 +818,7 @@ def test_mine_features_resumes_and_shards_merge(digit_folder: Path, tmp_path: Pa
     saved = FeaturesState.load(checkpoint)
     assert saved.processed == 8 and saved.todo() == list(range(8, 18))
     with pytest.raises(StateMismatchError) as mismatch:
-        mine_features(prepared, names, state=saved, **{**common, "top": 4})
+        mine_features(prepared, names, state=saved, **{**common, "per_channel": 4})
     assert mismatch.value.differences == ["top"]
     resumed = mine_features(prepared, names, state=saved, batch_size=4, **common).state
     assert_same_state(resumed, one)
@@ -834,7 +836,7 @@ def test_merge_states_equals_one_run_and_names_what_is_wrong(
 ) -> None:
     names = folder_images(digit_folder)
     prepared = prepare(load_model(DIGITNET))
-    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 3}
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "per_channel": 3}
     meta = file_meta(DIGITNET, digit_folder)
     one = mine_features(prepared, names, meta=meta, **common).state
     paths = [tmp_path / f"shard{index}.npz" for index in range(2)]

@@ -172,7 +172,9 @@ def test_dead_and_never_active_filters(photos: np.ndarray) -> None:
     bias[[2, 5]] = 1.0  # dead but always positive: active
     bias[3] = -1e6  # live weights, but its response never gets above zero
     model = prepare(load_model(conv_model(weights, bias, stride=2)))
-    report = analyse_filters(model, photos[:3])
+    done: list[int] = []
+    report = analyse_filters(model, photos[:3], progress=done.append)
+    assert sum(done) == 3 and done  # every image, one forward run at a time
     assert report.dead == [2, 5]
     assert report.never_active == [3]
     np.testing.assert_array_equal(report.band_energy[[2, 5]], 0.0)
@@ -269,6 +271,7 @@ def test_cli_digitnet_skips_corrupt_image(
         ["filters", DIGITNET, "--images", folder.parent, "-o", out, "--json", report], capsys
     )
     assert code == 0, err
+    assert "running on " in err
     skipped = [line for line in err.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and "broken.png" in skipped[0]
     assert "Traceback" not in err

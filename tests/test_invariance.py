@@ -277,6 +277,7 @@ def test_cli_digitnet_all_transforms(tmp_path: Path, capsys: pytest.CaptureFixtu
     args = ["invariance", DIGITNET, DIGITS / "digit_3.png", DIGITS / "digit_7.png"]
     code, stdout, err = run([*args, "--steps", "5", "-o", out, "--csv", table], capsys)
     assert code == 0, err
+    assert "running on " in err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_rows(table)
     assert list(rows[0]) == [

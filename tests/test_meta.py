@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SHARED
 
 TEST_COMMAND = 'pip install -e ".[test]" && pytest'
 
@@ -120,3 +124,41 @@ def test_library_errors_do_not_name_command_line_options() -> None:
                 if isinstance(text, str) and flag.search(text):
                     offenders.append(f"{path.name}:{node.lineno}: {text}")
     assert offenders == []
+
+
+def test_shared_data_comes_from_onnxdeconv_shared_and_its_absence_fails_under_ci(
+    tmp_path: Path,
+) -> None:
+    """ONNXDECONV_SHARED names the shared data; without it a test skips saying how to give it."""
+    needs_shared = "tests/test_cli.py::test_layers_reports_unprojectable_with_reason"
+
+    def pytest_with(shared: Path, ci: bool) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        env |= {"ONNXDECONV_SHARED": str(shared), **({"CI": "true"} if ci else {})}
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            needs_shared,
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ]
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+
+    missing = tmp_path / "nowhere"
+    skipped = pytest_with(missing, ci=False)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
+    assert "set ONNXDECONV_SHARED to a folder with models/squeezenet1.1-fp16" in skipped.stdout
+    failed = pytest_with(missing, ci=True)
+    assert failed.returncode == 1 and "CI is set, so this fails" in failed.stdout, failed.stdout
+    if SHARED.is_dir():  # the variable is what the tests read: another path to the same data
+        (tmp_path / "elsewhere").symlink_to(SHARED.resolve(), target_is_directory=True)
+        found = pytest_with(tmp_path / "elsewhere", ci=True)
+        assert found.returncode == 0 and "1 passed" in found.stdout, found.stdout
+
+
+def test_the_shared_data_variable_is_documented() -> None:
+    for page in ("README.md", "docs/getting-started.md"):
+        assert "ONNXDECONV_SHARED" in (ROOT / page).read_text(), page

@@ -293,6 +293,7 @@ def test_cli_digitnet(
         [DIGITNET, DIGIT_7, "--label", "7", "--json", "d.json"], capsys
     )
     assert code == 0, err
+    assert "running on " in err
     assert "Traceback" not in err
     picture = cv2.imread(str(tmp_path / "digit_7_occlusion.png"))
     assert picture is not None and picture.shape[1] > picture.shape[0]

@@ -65,6 +65,7 @@ def digit_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, s
     out = base / "out"
     code, stdout, stderr = _cli(["report", DIGITNET, "--images", images, "-o", out])
     assert code == 0, stderr
+    assert "running on " in stderr
     page = out / "index.html"
     assert stdout.strip() == str(page)
     return page, page.read_text(encoding="utf-8"), stderr

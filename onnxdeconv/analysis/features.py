@@ -36,7 +36,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError
+from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError, wrong_kind
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.passes import check_model, skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
@@ -65,7 +65,7 @@ DIFFERENCE_PARAMETERS = {
     "input_shape": "input_shape",
     "preprocessing": "preprocessing",
     "shard": "shard",
-    "top": "top",
+    "top": "per_channel",
     "channels": "channels",
 }
 
@@ -492,6 +492,8 @@ class FeaturesState:
             OnnxDeconvError: The file is missing or is not a state.
         """
         path = Path(path)
+        if wrong := wrong_kind(path, "file", "a state file (.npz)"):
+            raise OnnxDeconvError(wrong)
         if not path.is_file():
             raise OnnxDeconvError(f"state file '{path}' does not exist: check the path")
         try:

@@ -20,7 +20,7 @@ things on any ONNX convnet:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,7 @@ def analyse_filters(
     dead_ratio: float = 0.05,
     aliasing_threshold: float = 0.1,
     device: Device = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> FilterReport:
     """Diagnose the first convolutional layer of ``prepared`` as Zeiler & Fergus do in Fig. 6.
 
@@ -136,6 +137,7 @@ def analyse_filters(
         dead_ratio: A filter is dead when its norm is below this fraction of the median norm.
         aliasing_threshold: Aliasing scores above this are called high in the verdict.
         device: Where ONNX Runtime runs the first layer on the images.
+        progress: Called with the number of images just run, after each run.
 
     Returns:
         The report; its ``verdict`` says in plain words what was found.
@@ -158,7 +160,7 @@ def analyse_filters(
     provider = ""
     if images is not None:
         _check_images(prepared, images)
-        peak, aliasing, provider = _run_first_layer(prepared, first, images, device)
+        peak, aliasing, provider = _run_first_layer(prepared, first, images, device, progress)
         never_active = [int(i) for i in np.flatnonzero(peak <= 0)]
         source = "images"
     else:
@@ -433,7 +435,11 @@ def _first_layer_graph(prepared: PreparedModel, first: _FirstConv) -> onnx.Model
 
 
 def _run_first_layer(
-    prepared: PreparedModel, first: _FirstConv, images: np.ndarray, device: Device
+    prepared: PreparedModel,
+    first: _FirstConv,
+    images: np.ndarray,
+    device: Device,
+    progress: Callable[[int], None] | None,
 ) -> tuple[np.ndarray, float, str]:
     """The peak rectifier input of each filter over ``images``, the aliasing score, the provider.
 
@@ -452,6 +458,8 @@ def _run_first_layer(
         highest = response.max(axis=(0, *range(2, response.ndim)))
         peak = highest if peak is None else np.maximum(peak, highest)
         scores += [map_aliasing(maps, first.stride) for maps in values[_STRIDE_ONE]]
+        if progress is not None:
+            progress(len(response))
     assert peak is not None
     return peak, float(np.mean(scores)), runner.provider
 

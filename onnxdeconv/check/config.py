@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.errors import OnnxDeconvError, wrong_kind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,8 @@ def load_config(path: str | Path | None) -> CheckConfig:
     if path is None:
         return config
     path = Path(path)
+    if wrong := wrong_kind(path, "file", "a TOML file"):
+        raise OnnxDeconvError(wrong)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -95,6 +97,8 @@ def load_config(path: str | Path | None) -> CheckConfig:
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """Read a baseline that a run of the checks wrote (``CheckReport.baseline`` as JSON)."""
     path = Path(path)
+    if wrong := wrong_kind(path, "file", "a baseline file (JSON)"):
+        raise OnnxDeconvError(wrong)
     try:
         data = json.loads(path.read_text())
     except OSError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +26,16 @@ Status = Literal["pass", "fail", "warn", "skip"]
 BASELINE_SCHEMA = "onnxdeconv.baseline/1"
 RECTIFIERS = {"Relu", "Clip", "LeakyRelu"}
 FINGERPRINT = 16
+#: The stages :func:`run_checks` reports to its ``progress`` callback, in order.
+CHECK_STAGES = (
+    "analyzable",
+    "outputs",
+    "adjoint",
+    "activity",
+    "filters",
+    "architecture",
+    "baseline",
+)
 
 
 @dataclass
@@ -474,6 +484,7 @@ def run_checks(
     *,
     input_shape: tuple[int, ...] | None = None,
     device: Device = "cpu",
+    progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Run every check on ``model``.
 
@@ -487,7 +498,13 @@ def run_checks(
         input_shape: Per-sample input shape, for a model whose input size is dynamic.
         device: Where ONNX Runtime runs. The CPU by default: the faithfulness checks compare
             float32 results at tight tolerances, and CUDA may round convolutions to TF32.
+        progress: Called with 1 after each of the :data:`CHECK_STAGES`.
     """
+
+    def done() -> None:
+        if progress is not None:
+            progress(1)
+
     config = config or CheckConfig()
     checker = _Checker(config, device)
     prepared = prepare(model, input_shape)
@@ -498,20 +515,27 @@ def run_checks(
     else:
         x, names = images, list(image_names) or [f"image{i}" for i in range(len(images))]
     check_analyzable(prepared, checker)
+    done()
     provider = check_outputs(prepared, x, checker)
+    done()
     check_adjoint(model, prepared.input_shape, x, checker)
+    done()
     rectified = _rectified_layers(prepared)
     values = (
         ForwardRunner(prepared, rectified, keep_outputs=False, device=device).run(x, rectified)
         if rectified
         else {}
     )
+    done()
     check_filters(prepared, values if images is not None else None, checker)
     if images is None:
         checker.skip("filters", "never_active", "-", "give images to check channel activity")
+    done()
     check_architecture(prepared, images, checker)
+    done()
     current = make_baseline(prepared, x, names, values, config, device)
     if baseline is not None:
         compare_baseline(baseline, current, checker)
+    done()
     name = model.path.name if model.path else "model"
     return CheckReport(name, checker.findings, current, provider)

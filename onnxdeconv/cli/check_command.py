@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.check import load_baseline, load_config, run_checks
+from onnxdeconv.check import CHECK_STAGES, load_baseline, load_config, run_checks
 from onnxdeconv.check.formats import github_annotations, summary_table, write_check_files
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import find_images, info, read_images
+from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
 from onnxdeconv.errors import CheckFailedError
 
@@ -67,9 +67,17 @@ def check(
         files = find_images(images, limit)
         found = read_images(files, prepared, preprocessing, images)
     batch, names = (found.batch, found.names) if found else (None, ())
-    report = run_checks(
-        loaded, batch, names, old, config, input_shape=input_shape, device=model_options.device
-    )
+    with progress(len(CHECK_STAGES), "checking", "stage") as advance:
+        report = run_checks(
+            loaded,
+            batch,
+            names,
+            old,
+            config,
+            input_shape=input_shape,
+            device=model_options.device,
+            progress=advance,
+        )
     info(f"running on {report.provider}")
     click.echo(summary_table(report, show_all))
     if os.environ.get("GITHUB_ACTIONS") == "true":

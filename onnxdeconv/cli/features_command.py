@@ -24,7 +24,9 @@ from onnxdeconv.errors import InputError
     show_default=True,
     help="'all', a range (0-15) or a list (0,3,7); channels a layer lacks are left out.",
 )
-@options.count_option("--top", default=9, text="")
+@options.count_option(
+    "--per-channel", default=9, text="Images kept per channel (the paper's top-9)."
+)
 @click.option("--shard", metavar="i/n", help="Process only images whose index % n == i.")
 @click.option("--resume", is_flag=True, help="Continue from the state's last checkpoint.")
 @click.option(
@@ -42,7 +44,7 @@ def features(
     images_dir: Path,
     layers: list[str] | None,
     channels: str,
-    top: int,
+    per_channel: int,
     shard: str | None,
     resume: bool,
     state_path: Path | None,
@@ -63,7 +65,7 @@ def features(
     the run writes only its state, for 'onnxdeconv merge'; an interrupted run continues with
     --resume.
 
-    Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --top 4
+    Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --per-channel 4
     """
     index, count = parse.shard(shard)
     chosen = parse.channel_ranges(channels)
@@ -75,7 +77,7 @@ def features(
     state_path = state_path or outdir / f"{stem}.npz"
     files = file_meta(model, images_dir)
     meta = {**files, **run_meta(prepared, preprocessing, (index, count))}
-    state = FeaturesState.resume(state_path, names, tracked, top, meta) if resume else None
+    state = FeaturesState.resume(state_path, names, tracked, per_channel, meta) if resume else None
     if resume and state is None:
         info(f"no checkpoint at {state_path}: starting from the beginning")
     elif state is not None:
@@ -95,7 +97,7 @@ def features(
             names,
             layers=list(tracked),
             channels=chosen,
-            top=top,
+            per_channel=per_channel,
             state=state,
             batch_size=batch_size,
             checkpoint=state_path,

@@ -9,7 +9,7 @@ import click
 from onnxdeconv.analysis.filters import analyse_filters
 from onnxdeconv.analysis.report import ALIASING_THRESHOLD
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import find_images, info, read_images
+from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.filters import write_filters
 
@@ -44,9 +44,14 @@ def filters(
         bgr = preprocessing.bgr
         info(f"preprocessing: {how}")
         batch = read_images(files, prepared, preprocessing, images).batch
-    report = analyse_filters(
-        prepared, batch, aliasing_threshold=ALIASING_THRESHOLD, device=model_options.device
-    )
+    with progress(0 if batch is None else len(batch), "first layer", "img") as advance:
+        report = analyse_filters(
+            prepared,
+            batch,
+            aliasing_threshold=ALIASING_THRESHOLD,
+            device=model_options.device,
+            progress=advance,
+        )
     if report.provider:
         info(f"running on {report.provider}")
     images_seen = 0 if batch is None else len(batch)

@@ -34,7 +34,7 @@ from onnxdeconv.projector import Projector
     least=0,
     text="Occluder positions shown in the projection panel (c).",
 )
-@options.count_option("--batch", default=32, text="Occluded images per forward run.")
+@options.count_option("--batch-size", default=32, text="Occluded images per forward pass.")
 @options.model_options()
 @options.outputs("{image.stem}_occlusion.png", json="the maps")
 def occlusion(
@@ -47,7 +47,7 @@ def occlusion(
     layer: str | None,
     channel: int | None,
     count: int,
-    batch: int,
+    batch_size: int,
     model_options: options.ModelOptions,
     paths: OutputPaths,
 ) -> None:
@@ -81,7 +81,7 @@ def occlusion(
             stride=stride,
             preprocessing=model_input.preprocessing,
             projections=count,
-            batch_size=batch,
+            batch_size=batch_size,
             progress=advance,
         )
     alias = prepared.alias_of.get(result.layer, result.layer)

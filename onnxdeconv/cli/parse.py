@@ -108,6 +108,8 @@ def check_output(path: Path | None, hint: str, suffix: str | tuple[str, ...] = (
     """
     if path is None:
         return
+    if path.is_dir():
+        raise click.BadParameter(f"'{path}' is a folder: give a file name", param_hint=hint)
     suffixes = (suffix,) if isinstance(suffix, str) else suffix
     if suffixes and path.suffix.lower() not in suffixes:
         message = f"'{path}' must end in {' or '.join(suffixes)}"

@@ -7,7 +7,7 @@ resumes from one, runs one shard ``i/n`` of the images, and skips (and lists) un
 Then it projects the winners page by page (:meth:`FeaturesResult.pages`).
 
 Example:
-    >>> result = mine_features(prepared, ["a.png", "b.png"], layers=["relu2"], top=4)
+    >>> result = mine_features(prepared, ["a.png", "b.png"], layers=["relu2"], per_channel=4)
     >>> result.state.layers[prepared.resolve("relu2")].entries(0)  # channel 0's best
     >>> for page in result.pages(per_page=8):  # the deconvnet projections, cut to their units
     ...     page.tiles[(0, 0)].projection
@@ -41,7 +41,7 @@ from onnxdeconv.analysis.features import (
     feature_layer_names,
     project_entries,
 )
-from onnxdeconv.errors import InputError, OnnxDeconvError
+from onnxdeconv.errors import InputError, OnnxDeconvError, wrong_kind
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import (
     PRESETS,
@@ -272,7 +272,7 @@ def mine_features(
     *,
     layers: Sequence[str] | None = None,
     channels: Sequence[int] | None = None,
-    top: int = 9,
+    per_channel: int = 9,
     batch_size: int | None = None,
     state: FeaturesState | None = None,
     checkpoint: str | Path | None = None,
@@ -293,7 +293,7 @@ def mine_features(
         images: Image files (relative to ``root`` where given); their ids index this list.
         layers: Layers to track (default: the deepest rectified layer at each resolution).
         channels: Channels to track in each layer (None: all); those a layer lacks are left out.
-        top: Images kept per channel (k).
+        per_channel: Images kept per channel (the k of top-k; the paper shows 9).
         batch_size: Images per forward pass (default: :func:`default_batch`).
         state: A state to continue (resume): its images, layers and options must be this run's;
             the images it has seen are not streamed again.
@@ -324,11 +324,11 @@ def mine_features(
     tracked = feature_channels(prepared, feature_layer_names(prepared, layers), channels)
     facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard)}
     if state is None:
-        state = FeaturesState(top, names)
+        state = FeaturesState(per_channel, names)
     elif state.images != names:
         raise StateMismatchError(["images"], checkpoint)
     else:
-        differ = state.differences(facts, tracked, top)
+        differ = state.differences(facts, tracked, per_channel)
         if differ:
             raise StateMismatchError(differ, checkpoint)
     state.meta = facts
@@ -413,12 +413,16 @@ def merge_states(
             parameter="partial",
         )
     model = Path(model or first.meta["model"])
+    if wrong := wrong_kind(model, "file", "the model file"):
+        raise InputError(wrong, parameter="model")
     if not model.is_file():
         raise InputError(f"model '{model}' does not exist: give its new path", parameter="model")
     if model_digest(model) != first.meta["model_sha256"]:
         message = f"'{model}' is not the model the states were made with: give that one"
         raise InputError(message, parameter="model")
     folder = Path(images or first.meta["folder"])
+    if wrong := wrong_kind(folder, "folder", "the image folder"):
+        raise InputError(wrong, parameter="images")
     if not folder.is_dir():
         raise InputError(f"image folder '{folder}' does not exist: give it", parameter="images")
     prepared = prepare(load_model(model), tuple(int(d) for d in first.meta["input_shape"]))
