@@ -193,7 +193,13 @@ class Projector:
         return picks
 
     def signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
-        """The starting signals: zero except at each selected activation, which keeps its value."""
+        """The starting signals: zero except at each selected activation.
+
+        A selected unit carries its magnitude ``|a|``; :meth:`signs` holds the sign that
+        :meth:`project` gives its projection, so that a negative unit (a logit, a detection
+        head) projects as ``a · deconv(1)``, captum's Neuron* attribution times the activation.
+        A whole map (``position`` None) carries its values as they are.
+        """
         signal = np.zeros((len(selections), *self.layer_shape), np.float32)
         for row, pick in enumerate(selections):
             act = forward.activations[pick.image, pick.channel]
@@ -201,24 +207,50 @@ class Projector:
                 signal[row, pick.channel] = act
             else:
                 index = (row, pick.channel, *pick.position)
-                signal[index] = act[pick.position]
+                signal[index] = abs(act[pick.position])
         return signal
 
+    def signs(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """The sign :meth:`project` gives each selection's projection: ``[K]`` float32, ±1.
+
+        -1 for a unit whose activation is negative, +1 otherwise (whole maps included). The
+        rectifiers of ``deconvnet`` and ``guided`` are positively homogeneous (relu(c·s) =
+        c·relu(s) for c >= 0), so ``sign(a) · deconv(|a|) = a · deconv(1)``; under ``gradient``,
+        which is linear, it equals the projection of the signed value.
+        """
+        return np.array(
+            [
+                -1.0
+                if pick.position is not None
+                and forward.activations[pick.image, pick.channel][pick.position] < 0
+                else 1.0
+                for pick in selections
+            ],
+            np.float32,
+        )
+
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
-        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
+        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32.
+
+        Each unit's magnitude travels back and its projection takes the unit's sign (see
+        :meth:`signal`): a negative activation gives minus the projection of its magnitude.
+        """
         images = [s.image for s in selections]
         signal = self.signal(forward, selections)
+        signs = self.signs(forward, selections).reshape(-1, *([1] * len(self.input_shape)))
         windowed = (
             self.windowed if self.layer_shape[1:] and self._to_channels_first is None else None
         )
         if windowed is None or any(s.position is None for s in selections):
-            return self.project_signal(forward, signal, images)
-        plan, session = windowed
-        origins = np.array([s.position for s in selections], np.int64)
-        feeds = self._feeds(forward, plan, signal, images)
-        feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
-        out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
-        return np.asarray(out[PROJECTION].numpy())
+            projections = self.project_signal(forward, signal, images)
+        else:
+            plan, session = windowed
+            origins = np.array([s.position for s in selections], np.int64)
+            feeds = self._feeds(forward, plan, signal, images)
+            feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
+            out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
+            projections = np.asarray(out[PROJECTION].numpy())
+        return np.asarray(signs.astype(projections.dtype) * projections)
 
     def _feeds(
         self,
@@ -238,6 +270,10 @@ class Projector:
         self, forward: ForwardPass, signal: np.ndarray, images: Sequence[int] | None = None
     ) -> np.ndarray:
         """Project arbitrary signals ``[K, *layer_shape]`` at the target layer.
+
+        The signals travel back as given, signs included: under ``deconvnet`` and ``guided`` a
+        negative value is clipped by the first rectifier, unlike in :meth:`project`, which sends
+        a unit's magnitude and gives the projection its sign.
 
         Args:
             forward: The forward pass whose switches and rectifier inputs the deconv follows.
