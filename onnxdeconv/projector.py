@@ -94,6 +94,8 @@ class Projector:
         self._device = device
         self.provider = self.runner.provider
         self._to_channels_first = self.prepared.channels_first_orders.get(self.layer)
+        #: Units the last :meth:`strongest` call left out for sitting at the layer's bound.
+        self.skipped_saturated = 0
 
     @cached_property
     def deconv_session(self) -> ort.InferenceSession:
@@ -140,6 +142,11 @@ class Projector:
         host = layer if isinstance(layer, np.ndarray) else layer.numpy()
         return ForwardPass(inputs, self.channels_first(np.asarray(host)), values)
 
+    @cached_property
+    def saturation_bound(self) -> float | None:
+        """The layer's constant upper bound (6 behind a ReLU6), where its producer has one."""
+        return self.prepared.upper_bound(self.layer)
+
     def strongest(
         self,
         forward: ForwardPass,
@@ -147,8 +154,15 @@ class Projector:
         channel: int | None = None,
         position: tuple[int, ...] | str | None = None,
         image: int = 0,
+        skip_saturated: bool = True,
     ) -> list[Selection]:
         """Choose what to project from image ``image``.
+
+        A unit at the layer's upper bound (a ReLU6 at 6, see :attr:`saturation_bound`) is
+        saturated: its gradient and guided projections are all zero. Unless
+        ``skip_saturated`` is False, the arg-max and the ranking of channels leave such units
+        out (a channel with no other unit is not taken); :attr:`skipped_saturated` then counts
+        the units the choice would have taken otherwise, and a message is logged.
 
         Args:
             forward: The forward pass.
@@ -156,10 +170,13 @@ class Projector:
             channel: Project this channel instead of the strongest ones.
             position: A spatial position, ``"all"`` for the whole map, or None for the arg-max.
             image: Index of the image in the batch.
+            skip_saturated: Leave units at the layer's upper bound out of the arg-max.
         """
         act = forward.activations[image].astype(np.float32)
         channels = act.shape[0]
         flat = act.reshape(channels, -1)
+        bound = self.saturation_bound if skip_saturated and position is None else None
+        ranked = flat if bound is None else np.where(flat >= bound, -np.inf, flat)
         if channel is not None:
             if not 0 <= channel < channels:
                 raise SelectionError(
@@ -167,10 +184,27 @@ class Projector:
                     f"channels (0..{channels - 1})"
                 )
             order = [channel]
+            unskipped = order
         else:
             if top < 1:
                 raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
-            order = list(np.argsort(-flat.max(axis=1), kind="stable")[: min(top, channels)])
+            count = min(top, channels)
+            unskipped = list(np.argsort(-flat.max(axis=1), kind="stable")[:count])
+            order = [
+                c
+                for c in np.argsort(-ranked.max(axis=1), kind="stable")[:count]
+                if np.isfinite(ranked[c].max())
+            ]
+        self.skipped_saturated = 0
+        if bound is not None:
+            self.skipped_saturated = sum(int(flat[c].max() >= bound) for c in unskipped)
+            if self.skipped_saturated:
+                logger.info(
+                    "skipped %d saturated units of layer '%s' (at the upper bound %g)",
+                    self.skipped_saturated,
+                    self.layer,
+                    bound,
+                )
         spatial = act.shape[1:]
         picks = []
         for c in order:
@@ -178,7 +212,9 @@ class Projector:
                 picks.append(Selection(image, int(c), None, float(flat[c].max())))
                 continue
             if position is None:
-                where = tuple(int(i) for i in np.unravel_index(int(flat[c].argmax()), spatial))
+                # An explicitly chosen channel with every unit saturated keeps its arg-max.
+                best = int((ranked if np.isfinite(ranked[c].max()) else flat)[c].argmax())
+                where = tuple(int(i) for i in np.unravel_index(best, spatial))
             else:
                 where = tuple(int(p) for p in position)
                 if len(where) != len(spatial) or any(
