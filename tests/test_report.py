@@ -24,7 +24,7 @@ from conftest import DIGITNET, ROOT
 from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeconv import load_model, prepare
+from onnxdeconv import Projector, load_model, prepare
 from onnxdeconv.analysis.report import ANALYSES, Report, build_report, crop_box
 from onnxdeconv.cli.main import main
 from onnxdeconv.errors import InputError
@@ -358,3 +358,23 @@ def test_commands_reach_onnx_runtime_only_through_the_library() -> None:
     for name in ("filters", "occlusion", "sanity", "report"):
         source = (ROOT / "onnxdeconv" / "analysis" / f"{name}.py").read_text()
         assert not banned.search(source), name
+
+
+def test_build_report_projects_with_the_rule() -> None:
+    loaded = load_model(DIGITNET)
+    batch = load_input(EXAMPLES / "digit_7.png", loaded, PRESETS["raw"]).array
+    reports = {
+        rule: build_report(
+            prepare(loaded), batch, ["seven"], layers=["relu2"], rule=rule, device="cpu"
+        )
+        for rule in ("deconvnet", "guided")
+    }
+    guided, deconvnet = reports["guided"], reports["deconvnet"]
+    assert guided.to_json()["rule"] == "guided" and deconvnet.rule == "deconvnet"
+    [layer] = guided.projections
+    projector = Projector(prepare(loaded), "relu2", rule="guided", device="cpu")
+    forward = projector.forward(batch)
+    picks = projector.strongest(forward, top=layer.top)
+    assert layer.selections == picks
+    np.testing.assert_allclose(layer.projections, projector.project(forward, picks), atol=1e-6)
+    assert not np.allclose(layer.projections, deconvnet.projections[0].projections)

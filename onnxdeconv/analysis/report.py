@@ -28,6 +28,7 @@ from onnxdeconv.analysis.invariance import (
 )
 from onnxdeconv.analysis.layers import evolution_layers, occlusion_layer
 from onnxdeconv.analysis.occlusion import OcclusionResult, occlusion_maps, to_probabilities
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, fit_image
@@ -186,6 +187,7 @@ class Report:
         projections: Per projected layer that could be projected, its projections.
         notes: Why an analysis did not apply, keyed by the analysis (one of :data:`ANALYSES`) or
             the projected layer's tensor name.
+        rule: The rule every projection of the report was made with.
     """
 
     names: list[str]
@@ -199,6 +201,7 @@ class Report:
     invariance: RotationInvariance | None = None
     projections: list[LayerProjections] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    rule: Rule = "deconvnet"
 
     def to_json(self) -> dict[str, Any]:
         """Every section's data as JSON values (None for an analysis that did not apply)."""
@@ -206,6 +209,7 @@ class Report:
         return {
             "images": self.names,
             "provider": self.provider,
+            "rule": self.rule,
             "layers": [
                 {
                     "alias": layer.alias,
@@ -278,6 +282,7 @@ def build_report(
     show: int = 3,
     pictures: Sequence[np.ndarray] | None = None,
     preprocessing: Preprocessing | None = None,
+    rule: Rule = "deconvnet",
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> Report:
@@ -296,6 +301,7 @@ def build_report(
             the invariance is a note.
         preprocessing: How ``pictures`` became ``images``; it also gives the occluder its
             mid-grey (without it, the occluder is the image's mean).
+        rule: How the layers' projections and the occlusion's panel (c) are projected.
         device: Where ONNX Runtime runs.
         progress: Called with 1 after each analysis and each projected layer.
 
@@ -313,6 +319,7 @@ def build_report(
         layers=prepared.layers(),
         projected=chosen,
         labels=None if labels is None else list(labels),
+        rule=rule,
     )
 
     def step(key: str, compute: Callable[[], T]) -> T | None:
@@ -334,13 +341,13 @@ def build_report(
         ),
     )
     report.occlusion = step(
-        "occlusion", lambda: _occlusion(prepared, images[:1], preprocessing, device)
+        "occlusion", lambda: _occlusion(prepared, images[:1], preprocessing, rule, device)
     )
     report.invariance = step(
         "invariance", lambda: _invariance(prepared, names, pictures, preprocessing, device)
     )
     for name in chosen:
-        compute = functools.partial(_projections, prepared, name, images, top, show, device)
+        compute = functools.partial(_projections, prepared, name, images, top, show, rule, device)
         projected = step(name, compute)
         if projected is not None:
             report.projections.append(projected)
@@ -355,9 +362,15 @@ def _predictions(runner: ForwardRunner, images: np.ndarray) -> Predictions:
 
 
 def _occlusion(
-    prepared: PreparedModel, image: np.ndarray, preprocessing: Preprocessing | None, device: Device
+    prepared: PreparedModel,
+    image: np.ndarray,
+    preprocessing: Preprocessing | None,
+    rule: Rule,
+    device: Device,
 ) -> OcclusionResult:
-    projector = Projector(prepared, occlusion_layer(prepared), device=device, keep_outputs=True)
+    projector = Projector(
+        prepared, occlusion_layer(prepared), rule, device=device, keep_outputs=True
+    )
     return occlusion_maps(
         projector, image, preprocessing=preprocessing, projections=OCCLUSION_PROJECTIONS
     )
@@ -396,9 +409,15 @@ def _invariance(
 
 
 def _projections(
-    prepared: PreparedModel, name: str, images: np.ndarray, top: int, show: int, device: Device
+    prepared: PreparedModel,
+    name: str,
+    images: np.ndarray,
+    top: int,
+    show: int,
+    rule: Rule,
+    device: Device,
 ) -> LayerProjections:
-    projector = Projector(prepared, name, device=device)
+    projector = Projector(prepared, name, rule, device=device)
     count = min(show, len(images))
     forward = projector.forward(images[:count])
     picks = [p for i in range(count) for p in projector.strongest(forward, top=top, image=i)]
