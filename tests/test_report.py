@@ -31,6 +31,7 @@ from onnxdeconv.errors import InputError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
 from onnxdeconv.outputs import json_safe
+from onnxdeconv.outputs.report import write_report
 from onnxdeconv.render.report import LayerRow, Page, Picture, Section, render_html
 
 EXAMPLES = ROOT / "models" / "examples"
@@ -378,3 +379,43 @@ def test_build_report_projects_with_the_rule() -> None:
     assert layer.selections == picks
     np.testing.assert_allclose(layer.projections, projector.project(forward, picks), atol=1e-6)
     assert not np.allclose(layer.projections, deconvnet.projections[0].projections)
+
+
+def test_aliasing_first_layer_shows_guided_beside_deconvnet(
+    squeezenet_path: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    """SqueezeNet's strided first conv aliases: the page says why and adds guided pictures."""
+    loaded = load_model(squeezenet_path)
+    model_input = load_input(images_dir / "cat.jpg", loaded, PRESETS["caffe"])
+    prepared = prepare(loaded)
+    common = {"layers": ["relu13"], "top": 2, "show": 1, "device": "cpu"}
+    report = build_report(prepared, model_input.array, ["cat"], **common)  # type: ignore[arg-type]
+    assert report.filters is not None and report.filters.aliasing > 0.1
+    [layer] = report.projections
+    assert layer.guided is not None
+    projector = Projector(prepared, "relu13", rule="guided", device="cpu")
+    forward = projector.forward(model_input.array)
+    expected = projector.project(forward, layer.selections)
+    np.testing.assert_allclose(
+        layer.guided, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
+    assert not np.allclose(layer.guided, layer.projections)
+    page = write_report(
+        tmp_path,
+        report,
+        prepared,
+        [model_input],
+        model=squeezenet_path,
+        preprocessing="caffe",
+        images="1",
+    ).read_text()
+    assert "speckle" in page and "The first layer aliases (score" in page
+    assert page.count('alt="guided backpropagation"') == 2
+    guided_run = build_report(
+        prepared,
+        model_input.array,
+        ["cat"],
+        rule="guided",
+        **common,  # type: ignore[arg-type]
+    )
+    assert guided_run.projections[0].guided is None

@@ -134,6 +134,8 @@ class LayerProjections:
         projections: ``[len(selections), *input_shape]`` the projections.
         crops: Per projection, the unit's receptive field clipped to the image as
             ``(top, bottom, left, right)`` (None: the whole image is shown, see :func:`crop_box`).
+        guided: The same selections projected with guided backpropagation, where the report
+            shows them beside deconvnet projections (the first layer aliases); else None.
     """
 
     layer: str
@@ -146,6 +148,7 @@ class LayerProjections:
     selections: list[Selection]
     projections: np.ndarray
     crops: list[Crop | None]
+    guided: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The layer and what was projected, as JSON values (the pixels are left out)."""
@@ -167,6 +170,7 @@ class LayerProjections:
                 }
                 for pick, crop in zip(self.selections, self.crops, strict=True)
             ],
+            "guided_beside": self.guided is not None,
         }
 
 
@@ -346,8 +350,13 @@ def build_report(
     report.invariance = step(
         "invariance", lambda: _invariance(prepared, names, pictures, preprocessing, device)
     )
+    # An aliasing first layer makes deconvnet pictures speckled (see aliasing_note): the report
+    # then shows guided backpropagation beside them, which the forward masks keep cleaner.
+    guided = rule == "deconvnet" and first_layer_aliases(report.filters)
     for name in chosen:
-        compute = functools.partial(_projections, prepared, name, images, top, show, rule, device)
+        compute = functools.partial(
+            _projections, prepared, name, images, top, show, rule, device, guided
+        )
         projected = step(name, compute)
         if projected is not None:
             report.projections.append(projected)
@@ -416,6 +425,7 @@ def _projections(
     show: int,
     rule: Rule,
     device: Device,
+    guided: bool = False,
 ) -> LayerProjections:
     projector = Projector(prepared, name, rule, device=device)
     count = min(show, len(images))
@@ -435,4 +445,34 @@ def _projections(
         selections=picks,
         projections=projector.project(forward, picks),
         crops=[crop_box(field, pick.position, height, width) for pick in picks],
+        guided=_guided(prepared, name, images[:count], picks, device) if guided else None,
+    )
+
+
+def _guided(
+    prepared: PreparedModel, name: str, images: np.ndarray, picks: list[Selection], device: Device
+) -> np.ndarray:
+    """``picks`` projected with guided backpropagation, on a forward pass of its own.
+
+    Guided backpropagation reads the rectifiers' inputs, which the deconvnet's pass leaves out.
+    """
+    projector = Projector(prepared, name, "guided", device=device)
+    return projector.project(projector.forward(images), picks)
+
+
+def first_layer_aliases(filters: FilterReport | None) -> bool:
+    """Whether the first layer's aliasing score is above :data:`ALIASING_THRESHOLD`."""
+    return filters is not None and filters.aliasing > ALIASING_THRESHOLD
+
+
+def aliasing_note(filters: FilterReport) -> str:
+    """Why deconvnet projections of a model whose first layer aliases look speckled."""
+    return (
+        f"The first layer aliases (score {filters.aliasing:.2f} > {ALIASING_THRESHOLD:g}): its "
+        f"stride {'x'.join(map(str, filters.stride))} samples frequencies its filters pass above "
+        "the Nyquist limit. The deconvnet sends every unit's signal back through the transposed "
+        "strided convolution with nothing to stop it where the forward pass was inactive, so its "
+        "pictures show that high-frequency content as speckle on the stride grid. Guided "
+        "backpropagation also keeps only where the forward rectifiers were active, which removes "
+        "most of it: the layer sections show it beside each deconvnet projection."
     )
