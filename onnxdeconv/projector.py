@@ -173,38 +173,11 @@ class Projector:
             skip_saturated: Leave units at the layer's upper bound out of the arg-max.
         """
         act = forward.activations[image].astype(np.float32)
-        channels = act.shape[0]
-        flat = act.reshape(channels, -1)
+        flat = act.reshape(act.shape[0], -1)
         bound = self.saturation_bound if skip_saturated and position is None else None
         ranked = flat if bound is None else np.where(flat >= bound, -np.inf, flat)
-        if channel is not None:
-            if not 0 <= channel < channels:
-                raise SelectionError(
-                    f"channel {channel} is out of range: layer '{self.layer}' has {channels} "
-                    f"channels (0..{channels - 1})"
-                )
-            order = [channel]
-            unskipped = order
-        else:
-            if top < 1:
-                raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
-            count = min(top, channels)
-            unskipped = list(np.argsort(-flat.max(axis=1), kind="stable")[:count])
-            order = [
-                c
-                for c in np.argsort(-ranked.max(axis=1), kind="stable")[:count]
-                if np.isfinite(ranked[c].max())
-            ]
-        self.skipped_saturated = 0
-        if bound is not None:
-            self.skipped_saturated = sum(int(flat[c].max() >= bound) for c in unskipped)
-            if self.skipped_saturated:
-                logger.info(
-                    "skipped %d saturated units of layer '%s' (at the upper bound %g)",
-                    self.skipped_saturated,
-                    self.layer,
-                    bound,
-                )
+        order, unskipped = self._channel_order(flat, ranked, top, channel)
+        self._count_saturated(flat, unskipped, bound)
         spatial = act.shape[1:]
         picks = []
         for c in order:
@@ -216,17 +189,60 @@ class Projector:
                 best = int((ranked if np.isfinite(ranked[c].max()) else flat)[c].argmax())
                 where = tuple(int(i) for i in np.unravel_index(best, spatial))
             else:
-                where = tuple(int(p) for p in position)
-                if len(where) != len(spatial) or any(
-                    not 0 <= p < s for p, s in zip(where, spatial, strict=True)
-                ):
-                    raise SelectionError(
-                        f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
-                        f"whose feature maps are {'x'.join(map(str, spatial))}"
-                    )
+                where = self._checked_position(position, spatial)
             index = (int(c), *where)
             picks.append(Selection(image, int(c), where, float(act[index])))
         return picks
+
+    def _channel_order(
+        self, flat: np.ndarray, ranked: np.ndarray, top: int, channel: int | None
+    ) -> tuple[list[int], list[int]]:
+        """The channels to take (by ``ranked``), and those the unmasked ``flat`` would take."""
+        channels = len(flat)
+        if channel is not None:
+            if not 0 <= channel < channels:
+                raise SelectionError(
+                    f"channel {channel} is out of range: layer '{self.layer}' has {channels} "
+                    f"channels (0..{channels - 1})"
+                )
+            return [channel], [channel]
+        if top < 1:
+            raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
+        count = min(top, channels)
+        unskipped = [int(c) for c in np.argsort(-flat.max(axis=1), kind="stable")[:count]]
+        order = [
+            int(c)
+            for c in np.argsort(-ranked.max(axis=1), kind="stable")[:count]
+            if np.isfinite(ranked[c].max())
+        ]
+        return order, unskipped
+
+    def _count_saturated(self, flat: np.ndarray, unskipped: list[int], bound: float | None) -> None:
+        """Set :attr:`skipped_saturated`: how many of ``unskipped``'s arg-maxes sit at ``bound``."""
+        self.skipped_saturated = 0
+        if bound is None:
+            return
+        self.skipped_saturated = sum(int(flat[c].max() >= bound) for c in unskipped)
+        if self.skipped_saturated:
+            logger.info(
+                "skipped %d saturated units of layer '%s' (at the upper bound %g)",
+                self.skipped_saturated,
+                self.layer,
+                bound,
+            )
+
+    def _checked_position(
+        self, position: tuple[int, ...] | str, spatial: tuple[int, ...]
+    ) -> tuple[int, ...]:
+        where = tuple(int(p) for p in position)
+        if len(where) != len(spatial) or any(
+            not 0 <= p < s for p, s in zip(where, spatial, strict=True)
+        ):
+            raise SelectionError(
+                f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
+                f"whose feature maps are {'x'.join(map(str, spatial))}"
+            )
+        return where
 
     def signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
         """The starting signals: zero except at each selected activation.
