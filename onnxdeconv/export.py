@@ -38,6 +38,8 @@ POSITION = "position"
 ACTIVATION = "activation"
 DECONV_PREFIX = "deconv/"
 SELECT_PREFIX = "select/"
+#: Each selected unit's sign, which the projection of its magnitude is multiplied by.
+SIGN = SELECT_PREFIX + "sign"
 LINK_PREFIX = "link/"
 OUTPUT_NODE = "output"
 #: The exported graph's own inputs and outputs: fixed names, whatever the model calls its tensors.
@@ -138,9 +140,17 @@ class _Nodes:
 
 
 def _selection(
-    nodes: _Nodes, target: str, target_shape: tuple[int, ...], position_input: bool
+    nodes: _Nodes,
+    target: str,
+    target_shape: tuple[int, ...],
+    position_input: bool,
+    input_rank: int,
 ) -> None:
-    """Pick the activation to project and build the one-hot signal for the deconv graph."""
+    """Pick the activation to project; build the signal for the deconv graph and the sign.
+
+    ``input_rank`` is the number of per-sample axes of the image input: the sign (tensor
+    ``SIGN``, [K, 1, ...]) broadcasts over the projection.
+    """
     channels, spatial = target_shape[0], target_shape[1:]
     size = math.prod(spatial)
     i64 = np.int64
@@ -212,7 +222,10 @@ def _selection(
         "select/zeros",
         value=numpy_helper.from_array(np.zeros(1, np.float32)),
     )
-    hot = nodes.op("ScatterElements", [zeros, index, value], "select/one_hot", axis=1)
+    # The unit's magnitude travels back and the projection takes its sign (as Projector.project
+    # does): a negative unit projects as a · deconv(1), captum's attribution times the value.
+    magnitude = nodes.op("Abs", [value], "select/magnitude")
+    hot = nodes.op("ScatterElements", [zeros, index, magnitude], "select/one_hot", axis=1)
     nodes.op(
         "Reshape",
         [hot, nodes.const("signal_shape", np.array([-1, *target_shape], i64))],
@@ -223,6 +236,23 @@ def _selection(
         [k],
         DECONV_PREFIX + BATCH_INDEX,
         value=numpy_helper.from_array(np.zeros(1, i64)),
+    )
+    negative = nodes.op(
+        "Less", [value, nodes.const("zero_float", np.zeros((), np.float32))], "select/negative"
+    )
+    signs = nodes.op(
+        "Where",
+        [
+            negative,
+            nodes.const("minus_one", np.array(-1.0, np.float32)),
+            nodes.const("plus_one", np.array(1.0, np.float32)),
+        ],
+        "select/signs",
+    )  # [K, 1]
+    nodes.op(
+        "Reshape",
+        [signs, nodes.const("sign_shape", np.array([-1, *[1] * input_rank], i64))],
+        SIGN,
     )
 
 
@@ -293,7 +323,9 @@ def _projector_graph(
     deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
     selection = _Nodes()
     target = renames.get(plan.target, plan.target)
-    _selection(selection, target, plan.target_shape, options.position_input)
+    _selection(
+        selection, target, plan.target_shape, options.position_input, len(prepared.input_shape)
+    )
     links = [
         helper.make_node(
             "Identity",
@@ -308,7 +340,7 @@ def _projector_graph(
     graph.initializer.extend([*selection.initializers, *kept])
     _declare_io(graph, options, len(plan.target_shape) - 1, prepared.input_shape)
     graph.node.append(
-        helper.make_node("Identity", [DECONV_PREFIX + PROJECTION], [PROJECTION], name=OUTPUT_NODE)
+        helper.make_node("Mul", [DECONV_PREFIX + PROJECTION, SIGN], [PROJECTION], name=OUTPUT_NODE)
     )
     graph.name = "onnxdeconv_projector"
     del graph.value_info[:]

@@ -268,6 +268,33 @@ class PreparedModel:
             )
         return cache[key]
 
+    def upper_bound(self, layer: str) -> float | None:
+        """The constant upper bound of ``layer``'s values (6 for a ReLU6), or None.
+
+        ``layer`` is a tensor name or alias. Its producer is a Clip with a constant maximum (an
+        attribute before opset 11, an input after) or a Min with a scalar constant (ReLU6
+        written as ``Min(Relu(x), 6)``).
+        """
+        node = self.producers.get(self.resolve(layer))
+        if node is None:
+            return None
+        if node.op_type == "Clip":
+            if len(node.input) == 1:
+                high = next((a.f for a in node.attribute if a.name == "max"), None)
+                return None if high is None else float(high)
+            if len(node.input) < 3 or not node.input[2]:
+                return None
+            return self._scalar(node.input[2])
+        if node.op_type == "Min":
+            bounds = [self._scalar(name) for name in node.input if name in self.constants]
+            return min((b for b in bounds if b is not None), default=None)
+        return None
+
+    def _scalar(self, name: str) -> float | None:
+        """The value of constant ``name`` where it is a scalar, else None."""
+        value = self.constants.get(name)
+        return None if value is None or value.size != 1 else float(value.ravel()[0])
+
     def layers(self) -> list[Layer]:
         """Every candidate tensor with its alias, shape, receptive field and projectability."""
         by_name = self.alias_of

@@ -94,6 +94,8 @@ class Projector:
         self._device = device
         self.provider = self.runner.provider
         self._to_channels_first = self.prepared.channels_first_orders.get(self.layer)
+        #: Units the last :meth:`strongest` call left out for sitting at the layer's bound.
+        self.skipped_saturated = 0
 
     @cached_property
     def deconv_session(self) -> ort.InferenceSession:
@@ -140,6 +142,11 @@ class Projector:
         host = layer if isinstance(layer, np.ndarray) else layer.numpy()
         return ForwardPass(inputs, self.channels_first(np.asarray(host)), values)
 
+    @cached_property
+    def saturation_bound(self) -> float | None:
+        """The layer's constant upper bound (6 behind a ReLU6), where its producer has one."""
+        return self.prepared.upper_bound(self.layer)
+
     def strongest(
         self,
         forward: ForwardPass,
@@ -147,8 +154,15 @@ class Projector:
         channel: int | None = None,
         position: tuple[int, ...] | str | None = None,
         image: int = 0,
+        skip_saturated: bool = True,
     ) -> list[Selection]:
         """Choose what to project from image ``image``.
+
+        A unit at the layer's upper bound (a ReLU6 at 6, see :attr:`saturation_bound`) is
+        saturated: its gradient and guided projections are all zero. Unless
+        ``skip_saturated`` is False, the arg-max and the ranking of channels leave such units
+        out (a channel with no other unit is not taken); :attr:`skipped_saturated` then counts
+        the units the choice would have taken otherwise, and a message is logged.
 
         Args:
             forward: The forward pass.
@@ -156,21 +170,14 @@ class Projector:
             channel: Project this channel instead of the strongest ones.
             position: A spatial position, ``"all"`` for the whole map, or None for the arg-max.
             image: Index of the image in the batch.
+            skip_saturated: Leave units at the layer's upper bound out of the arg-max.
         """
         act = forward.activations[image].astype(np.float32)
-        channels = act.shape[0]
-        flat = act.reshape(channels, -1)
-        if channel is not None:
-            if not 0 <= channel < channels:
-                raise SelectionError(
-                    f"channel {channel} is out of range: layer '{self.layer}' has {channels} "
-                    f"channels (0..{channels - 1})"
-                )
-            order = [channel]
-        else:
-            if top < 1:
-                raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
-            order = list(np.argsort(-flat.max(axis=1), kind="stable")[: min(top, channels)])
+        flat = act.reshape(act.shape[0], -1)
+        bound = self.saturation_bound if skip_saturated and position is None else None
+        ranked = flat if bound is None else np.where(flat >= bound, -np.inf, flat)
+        order, unskipped = self._channel_order(flat, ranked, top, channel)
+        self._count_saturated(flat, unskipped, bound)
         spatial = act.shape[1:]
         picks = []
         for c in order:
@@ -178,22 +185,73 @@ class Projector:
                 picks.append(Selection(image, int(c), None, float(flat[c].max())))
                 continue
             if position is None:
-                where = tuple(int(i) for i in np.unravel_index(int(flat[c].argmax()), spatial))
+                # An explicitly chosen channel with every unit saturated keeps its arg-max.
+                best = int((ranked if np.isfinite(ranked[c].max()) else flat)[c].argmax())
+                where = tuple(int(i) for i in np.unravel_index(best, spatial))
             else:
-                where = tuple(int(p) for p in position)
-                if len(where) != len(spatial) or any(
-                    not 0 <= p < s for p, s in zip(where, spatial, strict=True)
-                ):
-                    raise SelectionError(
-                        f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
-                        f"whose feature maps are {'x'.join(map(str, spatial))}"
-                    )
+                where = self._checked_position(position, spatial)
             index = (int(c), *where)
             picks.append(Selection(image, int(c), where, float(act[index])))
         return picks
 
+    def _channel_order(
+        self, flat: np.ndarray, ranked: np.ndarray, top: int, channel: int | None
+    ) -> tuple[list[int], list[int]]:
+        """The channels to take (by ``ranked``), and those the unmasked ``flat`` would take."""
+        channels = len(flat)
+        if channel is not None:
+            if not 0 <= channel < channels:
+                raise SelectionError(
+                    f"channel {channel} is out of range: layer '{self.layer}' has {channels} "
+                    f"channels (0..{channels - 1})"
+                )
+            return [channel], [channel]
+        if top < 1:
+            raise SelectionError(f"top must be at least 1, got {top}", parameter="top")
+        count = min(top, channels)
+        unskipped = [int(c) for c in np.argsort(-flat.max(axis=1), kind="stable")[:count]]
+        order = [
+            int(c)
+            for c in np.argsort(-ranked.max(axis=1), kind="stable")[:count]
+            if np.isfinite(ranked[c].max())
+        ]
+        return order, unskipped
+
+    def _count_saturated(self, flat: np.ndarray, unskipped: list[int], bound: float | None) -> None:
+        """Set :attr:`skipped_saturated`: how many of ``unskipped``'s arg-maxes sit at ``bound``."""
+        self.skipped_saturated = 0
+        if bound is None:
+            return
+        self.skipped_saturated = sum(int(flat[c].max() >= bound) for c in unskipped)
+        if self.skipped_saturated:
+            logger.info(
+                "skipped %d saturated units of layer '%s' (at the upper bound %g)",
+                self.skipped_saturated,
+                self.layer,
+                bound,
+            )
+
+    def _checked_position(
+        self, position: tuple[int, ...] | str, spatial: tuple[int, ...]
+    ) -> tuple[int, ...]:
+        where = tuple(int(p) for p in position)
+        if len(where) != len(spatial) or any(
+            not 0 <= p < s for p, s in zip(where, spatial, strict=True)
+        ):
+            raise SelectionError(
+                f"position {','.join(map(str, where))} is outside layer '{self.layer}', "
+                f"whose feature maps are {'x'.join(map(str, spatial))}"
+            )
+        return where
+
     def signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
-        """The starting signals: zero except at each selected activation, which keeps its value."""
+        """The starting signals: zero except at each selected activation.
+
+        A selected unit carries its magnitude ``|a|``; :meth:`signs` holds the sign that
+        :meth:`project` gives its projection, so that a negative unit (a logit, a detection
+        head) projects as ``a · deconv(1)``, captum's Neuron* attribution times the activation.
+        A whole map (``position`` None) carries its values as they are.
+        """
         signal = np.zeros((len(selections), *self.layer_shape), np.float32)
         for row, pick in enumerate(selections):
             act = forward.activations[pick.image, pick.channel]
@@ -201,24 +259,50 @@ class Projector:
                 signal[row, pick.channel] = act
             else:
                 index = (row, pick.channel, *pick.position)
-                signal[index] = act[pick.position]
+                signal[index] = abs(act[pick.position])
         return signal
 
+    def signs(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """The sign :meth:`project` gives each selection's projection: ``[K]`` float32, ±1.
+
+        -1 for a unit whose activation is negative, +1 otherwise (whole maps included). The
+        rectifiers of ``deconvnet`` and ``guided`` are positively homogeneous (relu(c·s) =
+        c·relu(s) for c >= 0), so ``sign(a) · deconv(|a|) = a · deconv(1)``; under ``gradient``,
+        which is linear, it equals the projection of the signed value.
+        """
+        return np.array(
+            [
+                -1.0
+                if pick.position is not None
+                and forward.activations[pick.image, pick.channel][pick.position] < 0
+                else 1.0
+                for pick in selections
+            ],
+            np.float32,
+        )
+
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
-        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32."""
+        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32.
+
+        Each unit's magnitude travels back and its projection takes the unit's sign (see
+        :meth:`signal`): a negative activation gives minus the projection of its magnitude.
+        """
         images = [s.image for s in selections]
         signal = self.signal(forward, selections)
+        signs = self.signs(forward, selections).reshape(-1, *([1] * len(self.input_shape)))
         windowed = (
             self.windowed if self.layer_shape[1:] and self._to_channels_first is None else None
         )
         if windowed is None or any(s.position is None for s in selections):
-            return self.project_signal(forward, signal, images)
-        plan, session = windowed
-        origins = np.array([s.position for s in selections], np.int64)
-        feeds = self._feeds(forward, plan, signal, images)
-        feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
-        out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
-        return np.asarray(out[PROJECTION].numpy())
+            projections = self.project_signal(forward, signal, images)
+        else:
+            plan, session = windowed
+            origins = np.array([s.position for s in selections], np.int64)
+            feeds = self._feeds(forward, plan, signal, images)
+            feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
+            out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
+            projections = np.asarray(out[PROJECTION].numpy())
+        return np.asarray(signs.astype(projections.dtype) * projections)
 
     def _feeds(
         self,
@@ -238,6 +322,10 @@ class Projector:
         self, forward: ForwardPass, signal: np.ndarray, images: Sequence[int] | None = None
     ) -> np.ndarray:
         """Project arbitrary signals ``[K, *layer_shape]`` at the target layer.
+
+        The signals travel back as given, signs included: under ``deconvnet`` and ``guided`` a
+        negative value is clipped by the first rectifier, unlike in :meth:`project`, which sends
+        a unit's magnitude and gives the projection its sign.
 
         Args:
             forward: The forward pass whose switches and rectifier inputs the deconv follows.

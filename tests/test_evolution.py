@@ -6,6 +6,7 @@ import math
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -473,12 +474,14 @@ def test_library_call_on_shipped_checkpoints(digits: np.ndarray) -> None:
         "schema",
         "similarity",
         "threshold",
+        "rule",
         "checkpoints",
         "steps",
         "images",
         "image_names",
         "layers",
     }
+    assert data["rule"] == "deconvnet"
     assert data["steps"] == ["epoch 1 -> epoch 2", "epoch 2 -> epoch 4"]
     assert [layer["layer"] for layer in data["layers"]] == ["relu1", "relu2"]
     for layer in data["layers"]:
@@ -502,3 +505,32 @@ def test_checked_layers_refuses_before_running() -> None:
         checked_layers(series, [" "])
     with pytest.raises(OnnxDeconvError, match="at least two checkpoints"):
         checked_layers(series[:1])
+
+
+def test_rule_reaches_the_projections(
+    digits: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    series = [prepare(load_model(path)) for path in CHECKPOINTS[:2]]
+    guided = trace_evolution(series, digits, ["relu2"], count=2, rule="guided", device="cpu")
+    deconvnet = trace_evolution(series, digits, ["relu2"], count=2, device="cpu")
+    layer = series[0].resolve("relu2")
+    for index, prepared in enumerate(series):
+        trace = guided.traces[index][layer]
+        projector = Projector(prepared, layer, rule="guided", device="cpu")
+        forwards = [projector.forward(digits[p.image : p.image + 1]) for p in trace.picks]
+        expected = np.concatenate(
+            [
+                projector.project(f, [replace(p, image=0)])
+                for f, p in zip(forwards, trace.picks, strict=True)
+            ]
+        )
+        np.testing.assert_allclose(trace.projections, expected, atol=1e-6)
+        assert not np.allclose(trace.projections, deconvnet.traces[index][layer].projections)
+    assert guided.to_json()["rule"] == "guided"
+    report = tmp_path / "evo.json"
+    args = ["evolution", *CHECKPOINTS[:2], "--images", ROOT / "models" / "examples"]
+    code, _, err = run(
+        [*args, "--rule", "guided", "-o", tmp_path / "e.png", "--json", report], capsys
+    )
+    assert code == 0, err
+    assert json.loads(report.read_text())["rule"] == "guided"

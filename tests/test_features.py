@@ -885,3 +885,39 @@ def test_state_resume_checks_images_and_options(tmp_path: Path) -> None:
         with pytest.raises(StateMismatchError) as raised:
             FeaturesState.resume(path, images, channels, k, run_meta)
         assert raised.value.differences == differences
+
+
+def test_features_rule_is_recorded_and_used(digit_folder: Path, tmp_path: Path) -> None:
+    """A guided run projects with the guided rule, keeps it in its state, and resumes only so."""
+    names = folder_images(digit_folder)
+    prepared = prepare(load_model(DIGITNET))
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 2}
+    checkpoint = tmp_path / "state.npz"
+    guided = mine_features(prepared, names, rule="guided", device="cpu", **common)  # type: ignore[arg-type]
+    deconvnet = mine_features(
+        prepared,
+        names,
+        checkpoint=checkpoint,
+        device="cpu",
+        **common,  # type: ignore[arg-type]
+    )
+    assert guided.rule == "guided" and guided.to_json()["rule"] == "guided"
+    assert deconvnet.rule == "deconvnet" and deconvnet.state.meta["rule"] == "deconvnet"
+    layer = prepared.resolve("relu2")
+    guided_tiles, deconvnet_tiles = guided.project()[layer], deconvnet.project()[layer]
+    projector = Projector(prepared, layer, rule="guided", device="cpu")
+    differ = 0
+    for (row, slot), tile in guided_tiles.items():
+        entry = guided.state.layers[layer].entries(row)[slot]
+        assert entry.position is not None
+        model_input = guided.loader(entry.image)
+        forward = projector.forward(model_input.array)
+        pick = projector.strongest(forward, channel=[1, 3][row], position=entry.position)
+        projection = projector.project(forward, pick)[0].transpose(1, 2, 0)
+        box = unit_box(prepared.receptive_fields[layer], entry.position, (28, 28))
+        np.testing.assert_allclose(tile.projection, crop_padded(projection, box, 0.0), atol=1e-6)
+        differ += not np.allclose(tile.projection, deconvnet_tiles[(row, slot)].projection)
+    assert differ > 0
+    meta = {**deconvnet.state.meta, "rule": "guided"}
+    with pytest.raises(StateMismatchError, match="rule"):
+        FeaturesState.resume(checkpoint, names, deconvnet.state.tracked(), 2, meta)

@@ -236,3 +236,25 @@ def test_modules_map_to_distinct_tensors(zoo: Zoo, arch: str, exporter: str) -> 
     ex = zoo.get(arch, exporter)
     assert len(set(ex.tensors.values())) == len(ex.tensors), ex.tensors
     assert set(ex.tensors.values()) <= set(ex.prepared.candidates)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_negative_logits_match_captum(
+    zoo: Zoo, rule: str, record_property: pytest.RecordProperty
+) -> None:
+    """Negative units project as captum's Neuron* attribution times the (negative) activation."""
+    ex = zoo.get("zfnet", "legacy")
+    projector = Projector(ex.prepared, layer=ex.tensors["fc2"], rule=rule, device="cpu")  # type: ignore[arg-type]
+    forward = projector.forward(ex.inputs)
+    selections = [
+        projector.strongest(forward, channel=int(channel), image=image)[0]
+        for image in range(len(ex.inputs))
+        for channel in np.argsort(forward.activations[image])[:TOP]
+    ]
+    assert all(pick.value < 0 for pick in selections), selections
+    projections = projector.project(forward, selections)
+    references = captum_references(ex.net, "fc2", rule, ex.inputs, selections)
+    assert min(float(np.abs(r).max()) for r in references) > 0
+    worst = max(relative_error(p, r) for p, r in zip(projections, references, strict=True))
+    record_property("relative_error", worst)
+    assert worst <= TOLERANCE, worst

@@ -24,13 +24,14 @@ from conftest import DIGITNET, ROOT
 from helpers import run
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeconv import load_model, prepare
+from onnxdeconv import Projector, load_model, prepare
 from onnxdeconv.analysis.report import ANALYSES, Report, build_report, crop_box
 from onnxdeconv.cli.main import main
 from onnxdeconv.errors import InputError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import PRESETS, load_input, preprocessing_from_metadata, read_image
 from onnxdeconv.outputs import json_safe
+from onnxdeconv.outputs.report import write_report
 from onnxdeconv.render.report import LayerRow, Page, Picture, Section, render_html
 
 EXAMPLES = ROOT / "models" / "examples"
@@ -359,3 +360,63 @@ def test_commands_reach_onnx_runtime_only_through_the_library() -> None:
     for name in ("filters", "occlusion", "sanity", "report"):
         source = (ROOT / "onnxdeconv" / "analysis" / f"{name}.py").read_text()
         assert not banned.search(source), name
+
+
+def test_build_report_projects_with_the_rule() -> None:
+    loaded = load_model(DIGITNET)
+    batch = load_input(EXAMPLES / "digit_7.png", loaded, PRESETS["raw"]).array
+    reports = {
+        rule: build_report(
+            prepare(loaded), batch, ["seven"], layers=["relu2"], rule=rule, device="cpu"
+        )
+        for rule in ("deconvnet", "guided")
+    }
+    guided, deconvnet = reports["guided"], reports["deconvnet"]
+    assert guided.to_json()["rule"] == "guided" and deconvnet.rule == "deconvnet"
+    [layer] = guided.projections
+    projector = Projector(prepare(loaded), "relu2", rule="guided", device="cpu")
+    forward = projector.forward(batch)
+    picks = projector.strongest(forward, top=layer.top)
+    assert layer.selections == picks
+    np.testing.assert_allclose(layer.projections, projector.project(forward, picks), atol=1e-6)
+    assert not np.allclose(layer.projections, deconvnet.projections[0].projections)
+
+
+def test_aliasing_first_layer_shows_guided_beside_deconvnet(
+    squeezenet_path: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    """SqueezeNet's strided first conv aliases: the page says why and adds guided pictures."""
+    loaded = load_model(squeezenet_path)
+    model_input = load_input(images_dir / "cat.jpg", loaded, PRESETS["caffe"])
+    prepared = prepare(loaded)
+    common = {"layers": ["relu13"], "top": 2, "show": 1, "device": "cpu"}
+    report = build_report(prepared, model_input.array, ["cat"], **common)  # type: ignore[arg-type]
+    assert report.filters is not None and report.filters.aliasing > 0.1
+    [layer] = report.projections
+    assert layer.guided is not None
+    projector = Projector(prepared, "relu13", rule="guided", device="cpu")
+    forward = projector.forward(model_input.array)
+    expected = projector.project(forward, layer.selections)
+    np.testing.assert_allclose(
+        layer.guided, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
+    assert not np.allclose(layer.guided, layer.projections)
+    page = write_report(
+        tmp_path,
+        report,
+        prepared,
+        [model_input],
+        model=squeezenet_path,
+        preprocessing="caffe",
+        images="1",
+    ).read_text()
+    assert "speckle" in page and "The first layer aliases (score" in page
+    assert page.count('alt="guided backpropagation"') == 2
+    guided_run = build_report(
+        prepared,
+        model_input.array,
+        ["cat"],
+        rule="guided",
+        **common,  # type: ignore[arg-type]
+    )
+    assert guided_run.projections[0].guided is None

@@ -133,7 +133,8 @@ def agree(projector: Projector, x: np.ndarray) -> None:
                 result, channel=1, position=tuple(corner), image=image
             )
     windowed = projector.project(result, selections)
-    dense = projector.project_signal(
+    signs = projector.signs(result, selections).reshape(-1, *[1] * len(projector.input_shape))
+    dense = signs * projector.project_signal(
         result, projector.signal(result, selections), [s.image for s in selections]
     )
     assert windowed.shape == dense.shape == (len(selections), *projector.input_shape)
@@ -294,7 +295,8 @@ def test_max_pool_ties_give_stable_projections_windowed_and_dense(rule: str) -> 
                 picks += projector.strongest(forward, channel=1, position=where)
             by_window = projector.project(forward, picks)
             signal = projector.signal(forward, picks)
-            dense = projector.project_signal(forward, signal, [p.image for p in picks])
+            signs = projector.signs(forward, picks).reshape(-1, 1, 1, 1)
+            dense = signs * projector.project_signal(forward, signal, [p.image for p in picks])
             peak = float(np.abs(dense).max())
             assert peak > 0
             np.testing.assert_allclose(by_window, dense, rtol=0, atol=1e-6 * peak)

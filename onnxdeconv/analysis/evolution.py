@@ -54,7 +54,7 @@ class LayerTrace:
         layer: Tensor name.
         channels: The chosen feature maps, in row order.
         picks: For each channel, its strongest activation over all images and positions.
-        projections: ``[K, *input_shape]`` float32 deconvnet projections of ``picks``.
+        projections: ``[K, *input_shape]`` float32 projections of ``picks`` (under the rule).
         crops: ``[K, *crop]`` each projection cut to its unit's receptive field, zero where the
             field reaches past the image border, in the model's input layout (all the same shape).
         boxes: For each pick, the ``[begin, end)`` input range per spatial dim that was cut out
@@ -106,6 +106,7 @@ class EvolutionReport:
         fields: Each layer's receptive field (the same at every checkpoint).
         threshold: The similarity a step needs to count as stable.
         provider: The execution provider that ran the checkpoints.
+        rule: The rule the crops were projected with.
     """
 
     labels: list[str]
@@ -118,6 +119,7 @@ class EvolutionReport:
     fields: dict[str, ReceptiveField] = field(default_factory=dict)
     threshold: float = THRESHOLD
     provider: str = ""
+    rule: Rule = "deconvnet"
 
     def converged_label(self, layer: str) -> str | None:
         """The label of the checkpoint where ``layer`` converges, or None."""
@@ -213,6 +215,7 @@ class EvolutionReport:
             "schema": "onnxdeconv.evolution/1",
             "similarity": "cosine similarity of receptive-field crops, consecutive checkpoints",
             "threshold": float(self.threshold),
+            "rule": self.rule,
             "checkpoints": [
                 {"label": label, "epoch": epoch, "path": paths[index] if paths else None}
                 for index, (label, epoch) in enumerate(zip(self.labels, self.epochs, strict=True))
@@ -713,6 +716,7 @@ def trace_evolution(
             progress(1)
     report = compare_traces(checkpoints, traces, threshold)
     report.provider = provider
+    report.rule = rule
     return report
 
 

@@ -54,7 +54,17 @@ EMPTY = -1
 #: Position entry of a maximum whose position is not known yet.
 UNKNOWN = -1
 #: Meta entries that must agree between the states of one run (resumed or merged).
-MATCHING = ("model_sha256", "input_shape", "preprocessing")
+MATCHING = ("model_sha256", "input_shape", "preprocessing", "rule")
+#: What a meta entry means where a state lacks it: states from before the rule was recorded
+#: were all projected with the deconvnet.
+META_DEFAULTS: dict[str, Any] = {"rule": "deconvnet"}
+
+
+def meta_value(meta: Mapping[str, Any], key: str) -> Any:
+    """``meta[key]``, or its :data:`META_DEFAULTS` value where a state lacks it."""
+    return meta.get(key, META_DEFAULTS.get(key))
+
+
 #: Selections per batched deconv run (bounds the memory of the projections).
 PROJECT_CHUNK = 64
 
@@ -382,7 +392,9 @@ class FeaturesState:
             (see :class:`StateMismatchError`).
         """
         differ = [
-            key for key in (*MATCHING, "shard") if key in meta and self.meta.get(key) != meta[key]
+            key
+            for key in (*MATCHING, "shard")
+            if key in meta and meta_value(self.meta, key) != meta[key]
         ]
         if self.k != k:
             differ.append("top")
@@ -825,8 +837,8 @@ def feature_channels(
 class FeatureTile:
     """One projected top-k entry, cut to the receptive field of its unit."""
 
-    #: ``[h, w, c]`` float32: the deconvnet projection inside the box (zero past the image),
-    #: channels last.
+    #: ``[h, w, c]`` float32: the projection (under the run's rule) inside the box (zero past
+    #: the image), channels last.
     projection: np.ndarray
     #: ``[h, w]`` or ``[h, w, 3]`` uint8: what the model saw inside the box (grey past the image).
     patch: np.ndarray
@@ -847,7 +859,7 @@ def project_entries(
     is logged (the image changed since).
 
     Args:
-        projector: The deconvnet projector of the layer.
+        projector: The projector of the layer (its rule is the run's).
         layer: The layer's top-k.
         owners: ``(row, slot, input)`` per entry: its row and slot in ``layer`` and the index of
             its image in ``inputs``.

@@ -28,6 +28,7 @@ from onnxdeconv.analysis.invariance import (
 )
 from onnxdeconv.analysis.layers import evolution_layers, occlusion_layer
 from onnxdeconv.analysis.occlusion import OcclusionResult, occlusion_maps, to_probabilities
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import Preprocessing, fit_image
@@ -133,6 +134,8 @@ class LayerProjections:
         projections: ``[len(selections), *input_shape]`` the projections.
         crops: Per projection, the unit's receptive field clipped to the image as
             ``(top, bottom, left, right)`` (None: the whole image is shown, see :func:`crop_box`).
+        guided: The same selections projected with guided backpropagation, where the report
+            shows them beside deconvnet projections (the first layer aliases); else None.
     """
 
     layer: str
@@ -145,6 +148,7 @@ class LayerProjections:
     selections: list[Selection]
     projections: np.ndarray
     crops: list[Crop | None]
+    guided: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The layer and what was projected, as JSON values (the pixels are left out)."""
@@ -166,6 +170,7 @@ class LayerProjections:
                 }
                 for pick, crop in zip(self.selections, self.crops, strict=True)
             ],
+            "guided_beside": self.guided is not None,
         }
 
 
@@ -186,6 +191,7 @@ class Report:
         projections: Per projected layer that could be projected, its projections.
         notes: Why an analysis did not apply, keyed by the analysis (one of :data:`ANALYSES`) or
             the projected layer's tensor name.
+        rule: The rule every projection of the report was made with.
     """
 
     names: list[str]
@@ -199,6 +205,7 @@ class Report:
     invariance: RotationInvariance | None = None
     projections: list[LayerProjections] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    rule: Rule = "deconvnet"
 
     def to_json(self) -> dict[str, Any]:
         """Every section's data as JSON values (None for an analysis that did not apply)."""
@@ -206,6 +213,7 @@ class Report:
         return {
             "images": self.names,
             "provider": self.provider,
+            "rule": self.rule,
             "layers": [
                 {
                     "alias": layer.alias,
@@ -278,6 +286,7 @@ def build_report(
     show: int = 3,
     pictures: Sequence[np.ndarray] | None = None,
     preprocessing: Preprocessing | None = None,
+    rule: Rule = "deconvnet",
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> Report:
@@ -296,6 +305,7 @@ def build_report(
             the invariance is a note.
         preprocessing: How ``pictures`` became ``images``; it also gives the occluder its
             mid-grey (without it, the occluder is the image's mean).
+        rule: How the layers' projections and the occlusion's panel (c) are projected.
         device: Where ONNX Runtime runs.
         progress: Called with 1 after each analysis and each projected layer.
 
@@ -313,6 +323,7 @@ def build_report(
         layers=prepared.layers(),
         projected=chosen,
         labels=None if labels is None else list(labels),
+        rule=rule,
     )
 
     def step(key: str, compute: Callable[[], T]) -> T | None:
@@ -334,13 +345,18 @@ def build_report(
         ),
     )
     report.occlusion = step(
-        "occlusion", lambda: _occlusion(prepared, images[:1], preprocessing, device)
+        "occlusion", lambda: _occlusion(prepared, images[:1], preprocessing, rule, device)
     )
     report.invariance = step(
         "invariance", lambda: _invariance(prepared, names, pictures, preprocessing, device)
     )
+    # An aliasing first layer makes deconvnet pictures speckled (see aliasing_note): the report
+    # then shows guided backpropagation beside them, which the forward masks keep cleaner.
+    guided = rule == "deconvnet" and first_layer_aliases(report.filters)
     for name in chosen:
-        compute = functools.partial(_projections, prepared, name, images, top, show, device)
+        compute = functools.partial(
+            _projections, prepared, name, images, top, show, rule, device, guided
+        )
         projected = step(name, compute)
         if projected is not None:
             report.projections.append(projected)
@@ -355,9 +371,15 @@ def _predictions(runner: ForwardRunner, images: np.ndarray) -> Predictions:
 
 
 def _occlusion(
-    prepared: PreparedModel, image: np.ndarray, preprocessing: Preprocessing | None, device: Device
+    prepared: PreparedModel,
+    image: np.ndarray,
+    preprocessing: Preprocessing | None,
+    rule: Rule,
+    device: Device,
 ) -> OcclusionResult:
-    projector = Projector(prepared, occlusion_layer(prepared), device=device, keep_outputs=True)
+    projector = Projector(
+        prepared, occlusion_layer(prepared), rule, device=device, keep_outputs=True
+    )
     return occlusion_maps(
         projector, image, preprocessing=preprocessing, projections=OCCLUSION_PROJECTIONS
     )
@@ -396,9 +418,16 @@ def _invariance(
 
 
 def _projections(
-    prepared: PreparedModel, name: str, images: np.ndarray, top: int, show: int, device: Device
+    prepared: PreparedModel,
+    name: str,
+    images: np.ndarray,
+    top: int,
+    show: int,
+    rule: Rule,
+    device: Device,
+    guided: bool = False,
 ) -> LayerProjections:
-    projector = Projector(prepared, name, device=device)
+    projector = Projector(prepared, name, rule, device=device)
     count = min(show, len(images))
     forward = projector.forward(images[:count])
     picks = [p for i in range(count) for p in projector.strongest(forward, top=top, image=i)]
@@ -416,4 +445,34 @@ def _projections(
         selections=picks,
         projections=projector.project(forward, picks),
         crops=[crop_box(field, pick.position, height, width) for pick in picks],
+        guided=_guided(prepared, name, images[:count], picks, device) if guided else None,
+    )
+
+
+def _guided(
+    prepared: PreparedModel, name: str, images: np.ndarray, picks: list[Selection], device: Device
+) -> np.ndarray:
+    """``picks`` projected with guided backpropagation, on a forward pass of its own.
+
+    Guided backpropagation reads the rectifiers' inputs, which the deconvnet's pass leaves out.
+    """
+    projector = Projector(prepared, name, "guided", device=device)
+    return projector.project(projector.forward(images), picks)
+
+
+def first_layer_aliases(filters: FilterReport | None) -> bool:
+    """Whether the first layer's aliasing score is above :data:`ALIASING_THRESHOLD`."""
+    return filters is not None and filters.aliasing > ALIASING_THRESHOLD
+
+
+def aliasing_note(filters: FilterReport) -> str:
+    """Why deconvnet projections of a model whose first layer aliases look speckled."""
+    return (
+        f"The first layer aliases (score {filters.aliasing:.2f} > {ALIASING_THRESHOLD:g}): its "
+        f"stride {'x'.join(map(str, filters.stride))} samples frequencies its filters pass above "
+        "the Nyquist limit. The deconvnet sends every unit's signal back through the transposed "
+        "strided convolution with nothing to stop it where the forward pass was inactive, so its "
+        "pictures show that high-frequency content as speckle on the stride grid. Guided "
+        "backpropagation also keeps only where the forward rectifiers were active, which removes "
+        "most of it: the layer sections show it beside each deconvnet projection."
     )

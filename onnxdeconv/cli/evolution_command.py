@@ -16,6 +16,7 @@ from onnxdeconv.analysis.evolution import (
 from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS
 from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.feedback import find_images, info, progress, read_images
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.evolution import write_evolution
 
@@ -43,6 +44,7 @@ from onnxdeconv.outputs.evolution import write_evolution
     help="Similarity a layer must keep to the next checkpoint from where it converges on.",
 )
 @options.limit_option
+@options.rule_option
 @options.model_options()
 @options.outputs("evolution.png", json="the report")
 def evolution(
@@ -53,6 +55,7 @@ def evolution(
     count: int,
     threshold: float,
     limit: int | None,
+    rule: Rule,
     model_options: options.ModelOptions,
     paths: OutputPaths,
 ) -> None:
@@ -60,7 +63,7 @@ def evolution(
 
     CHECKPOINTS are ONNX files of one architecture, in training order (ordered by their
     onnxdeconv.epoch metadata when every file has one). At each checkpoint, each chosen map's
-    strongest activation over all the images is projected back to pixel space (deconvnet) and cut
+    strongest activation over all the images is projected back to pixel space (--rule) and cut
     to the unit's receptive field. The picture has one row per map and one column per checkpoint.
     The table gives, per layer, the mean cosine similarity of the crops between consecutive
     checkpoints, and where the layer converges: the first checkpoint after which that similarity
@@ -86,6 +89,7 @@ def evolution(
             count,
             threshold,
             names=names,
+            rule=rule,
             device=model_options.device,
             progress=advance,
         )

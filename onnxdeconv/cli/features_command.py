@@ -10,6 +10,7 @@ from onnxdeconv.analysis.features import FeaturesState, feature_channels, featur
 from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.features_options import interrupted, page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder, progress
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.engines import file_meta, folder_images, mine_features, run_meta
 from onnxdeconv.errors import InputError
 
@@ -37,6 +38,7 @@ from onnxdeconv.errors import InputError
 )
 @options.count_option("--checkpoint-every", default=20, text="Save the state every N batches.")
 @page_options
+@options.rule_option
 @options.model_options()
 @options.output_option("Output folder (created); default: MODEL-stem_features.")
 def features(
@@ -52,6 +54,7 @@ def features(
     per_page: int,
     batch_size: int | None,
     workers: int | None,
+    rule: Rule,
     model_options: options.ModelOptions,
     output: Path | None,
 ) -> None:
@@ -59,11 +62,11 @@ def features(
 
     Streams every image under IMAGES_DIR (recursively) through the model in batches and keeps,
     per layer and channel, the k images with the highest maximum activation (one per image). Then
-    projects each of them, at the position of that maximum, back to pixel space with the
-    deconvnet and writes, per layer, a picture of the projections beside the image patches their
-    units see, and a JSON of the entries. Unreadable images are skipped and listed. With --shard
-    the run writes only its state, for 'onnxdeconv merge'; an interrupted run continues with
-    --resume.
+    projects each of them, at the position of that maximum, back to pixel space (--rule; a
+    resumed or merged run keeps the rule it started with) and writes, per layer, a picture of
+    the projections beside the image patches their units see, and a JSON of the entries.
+    Unreadable images are skipped and listed. With --shard the run writes only its state, for
+    'onnxdeconv merge'; an interrupted run continues with --resume.
 
     Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --per-channel 4
     """
@@ -76,7 +79,7 @@ def features(
     stem = "features_state" if count == 1 else f"features_state_{index}of{count}"
     state_path = state_path or outdir / f"{stem}.npz"
     files = file_meta(model, images_dir)
-    meta = {**files, **run_meta(prepared, preprocessing, (index, count))}
+    meta = {**files, **run_meta(prepared, preprocessing, (index, count), rule)}
     state = FeaturesState.resume(state_path, names, tracked, per_channel, meta) if resume else None
     if resume and state is None:
         info(f"no checkpoint at {state_path}: starting from the beginning")
@@ -107,6 +110,7 @@ def features(
             preprocessing=preprocessing,
             meta=files,
             workers=workers,
+            rule=rule,
             device=model_options.device,
             progress=advance,
             on_skip=lambda _, reason: info(f"skipped: {reason}"),

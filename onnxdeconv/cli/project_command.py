@@ -22,6 +22,12 @@ from onnxdeconv.projector import Projector
 @options.position_option(allow_all=True)
 @options.count_option("--top", text="Project the K strongest channels, each at its arg-max.")
 @options.rule_option
+@click.option(
+    "--saturated",
+    is_flag=True,
+    help="Let the arg-max take units at the layer's upper bound (a ReLU6 at 6), whose gradient "
+    "and guided projections are zero; by default they are skipped.",
+)
 @options.model_options()
 @options.outputs(
     "{input.stem}_projection.png",
@@ -36,6 +42,7 @@ def project(
     position: tuple[int, ...] | str | None,
     top: int | None,
     rule: Rule,
+    saturated: bool,
     model_options: options.ModelOptions,
     paths: OutputPaths,
 ) -> None:
@@ -51,7 +58,14 @@ def project(
     (_, prepared, _, how), model_input = model_options.load_input(model, input)
     projector = Projector(prepared, layer, rule, model_options.device)
     forward = projector.forward(model_input.array)
-    picks = projector.strongest(forward, top=top or 1, channel=channel, position=position)
+    picks = projector.strongest(
+        forward, top=top or 1, channel=channel, position=position, skip_saturated=not saturated
+    )
+    if projector.skipped_saturated:
+        info(
+            f"skipped {projector.skipped_saturated} saturated units (at the bound "
+            f"{projector.saturation_bound:g} of layer {projector.layer}); --saturated takes them"
+        )
     if input.suffix.lower() != ".npy":
         info(f"preprocessing: {how}")
     info(f"running on {projector.provider}")

@@ -16,6 +16,7 @@ from onnxdeconv.analysis.report import (
 )
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, output_folder, progress, read_images
+from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.inputs import read_image
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs.report import write_report
@@ -31,6 +32,7 @@ from onnxdeconv.outputs.report import write_report
     "--show", default=3, text="Images whose projections are shown for each layer."
 )
 @options.count_option("--top", default=4, text="Strongest channels projected per image and layer.")
+@options.rule_option
 @options.model_options()
 @options.output_option("Folder to write index.html into (created if missing); default: report.")
 def report(
@@ -41,6 +43,7 @@ def report(
     limit: int | None,
     show: int,
     top: int,
+    rule: Rule,
     model_options: options.ModelOptions,
     output: Path | None,
 ) -> None:
@@ -77,6 +80,7 @@ def report(
             show=show,
             pictures=pictures,
             preprocessing=preprocessing,
+            rule=rule,
             device=model_options.device,
             progress=advance,
         )

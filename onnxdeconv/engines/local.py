@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, reduce
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import cv2
 import numpy as np
@@ -39,8 +39,10 @@ from onnxdeconv.analysis.features import (
     StateMismatchError,
     feature_channels,
     feature_layer_names,
+    meta_value,
     project_entries,
 )
+from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError, wrong_kind
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import (
@@ -140,9 +142,12 @@ def folder_images(folder: str | Path) -> list[str]:
 
 
 def run_meta(
-    prepared: PreparedModel, preprocessing: Preprocessing, shard: tuple[int, int]
+    prepared: PreparedModel,
+    preprocessing: Preprocessing,
+    shard: tuple[int, int],
+    rule: Rule = "deconvnet",
 ) -> dict[str, Any]:
-    """What a state records about how its images were read: input shape, preprocessing, shard."""
+    """What a state records about its run: input shape, preprocessing, shard, projection rule."""
     return {
         "input_shape": list(prepared.input_shape),
         "preprocessing": {
@@ -152,6 +157,7 @@ def run_meta(
             "bgr": preprocessing.bgr,
         },
         "shard": list(shard),
+        "rule": rule,
     }
 
 
@@ -282,6 +288,7 @@ def mine_features(
     preprocessing: Preprocessing | None = None,
     meta: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    rule: Rule = "deconvnet",
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
@@ -305,6 +312,8 @@ def mine_features(
             ImageNet's).
         meta: Facts to record in the state besides :func:`run_meta` (e.g. the model file).
         workers: Image decoding threads (default: :func:`default_workers`).
+        rule: How the entries are projected (recorded in the state: a resumed or merged run
+            keeps it).
         device: Where ONNX Runtime runs.
         progress: Called with the number of images streamed so far after each batch.
         on_skip: Called with the id of each unreadable image and why (default: logged).
@@ -322,7 +331,7 @@ def mine_features(
     if preprocessing is None:
         preprocessing = preprocessing_from_metadata(prepared.loaded) or PRESETS["imagenet"]
     tracked = feature_channels(prepared, feature_layer_names(prepared, layers), channels)
-    facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard)}
+    facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard, rule)}
     if state is None:
         state = FeaturesState(per_channel, names)
     elif state.images != names:
@@ -398,7 +407,9 @@ def merge_states(
     loaded = [FeaturesState.load(path) for path in states]
     first = loaded[0]
     for path, state in zip(states[1:], loaded[1:], strict=True):
-        differ = [key for key in MATCHING if state.meta.get(key) != first.meta.get(key)]
+        differ = [
+            key for key in MATCHING if meta_value(state.meta, key) != meta_value(first.meta, key)
+        ]
         if differ:
             raise InputError(
                 f"'{path}' was made with another {', '.join(differ)} than '{states[0]}': merge "
@@ -468,6 +479,14 @@ class FeaturesResult:
     batch_size: int = 32
     workers: int = 2
 
+    @property
+    def rule(self) -> Rule:
+        """How the entries are projected: the rule recorded in the state."""
+        rule = meta_value(self.state.meta, "rule")
+        if rule not in RULES:
+            raise InputError(f"the state records an unknown rule {rule!r}: one of {RULES}")
+        return cast(Rule, rule)
+
     @cached_property
     def loader(self) -> ImageLoader:
         """Loads the state's images by id."""
@@ -497,7 +516,7 @@ class FeaturesResult:
 
         with quiet_opencv():
             for name, layer in self.state.layers.items():
-                projector = Projector(self.prepared, name, "deconvnet", self.device)
+                projector = Projector(self.prepared, name, self.rule, self.device)
                 self.provider = self.provider or projector.provider
                 rows = list(range(len(layer.channels)))
                 groups = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]
@@ -545,6 +564,7 @@ class FeaturesResult:
         return {
             "schema": "onnxdeconv.features.result/1",
             "provider": self.provider,
+            "rule": self.rule,
             **state.counts_json(),
             "layers": [
                 {

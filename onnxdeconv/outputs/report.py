@@ -20,6 +20,8 @@ from onnxdeconv.analysis.report import (
     Predictions,
     Report,
     RotationInvariance,
+    aliasing_note,
+    first_layer_aliases,
 )
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.outputs.tables import write_text
@@ -40,6 +42,14 @@ from onnxdeconv.render.report import (
 )
 
 R = TypeVar("R")
+
+
+#: How the page names each rule in a sentence.
+RULE_NAMES = {
+    "deconvnet": "the deconvnet",
+    "guided": "guided backpropagation",
+    "gradient": "the gradient",
+}
 
 
 class _Context:
@@ -200,6 +210,7 @@ def _filters(context: _Context, result: FilterReport) -> Section:
             "The diagnostics of Zeiler & Fergus Fig. 6 (see 'onnxdeconv filters'): frequency "
             "coverage, dead filters and the aliasing score of the first convolution.",
             f"Verdict: {result.verdict}",
+            *([aliasing_note(result)] if first_layer_aliases(result) else []),
         ],
         figures=[Picture(figure_png(figure), alt="first-layer filters")],
     )
@@ -264,11 +275,15 @@ def _invariance(context: _Context, invariance: RotationInvariance) -> Section:
 def _projections(context: _Context, layer: LayerProjections) -> Section:
     names = context.report.names
     tiles = []
-    for projection, pick, crop in zip(
-        layer.projections, layer.selections, layer.crops, strict=True
+    guided = [None] * len(layer.selections) if layer.guided is None else list(layer.guided)
+    for projection, pick, crop, beside in zip(
+        layer.projections, layer.selections, layer.crops, guided, strict=True
     ):
         model_input = context.inputs[pick.image]
         picture = display_projection(projection, model_input.layout, context.bgr)
+        guided_picture = (
+            None if beside is None else display_projection(beside, model_input.layout, context.bgr)
+        )
         patch = model_input.display
         where = "" if pick.position is None else f" @{','.join(map(str, pick.position))}"
         caption = (
@@ -279,12 +294,17 @@ def _projections(context: _Context, layer: LayerProjections) -> Section:
             top, bottom, left, right = crop
             picture = picture[top:bottom, left:right]
             patch = patch[top:bottom, left:right]
+            if guided_picture is not None:
+                guided_picture = guided_picture[top:bottom, left:right]
             caption += f"\ncrop y{top}:{bottom} x{left}:{right}"
         tiles.append(
             Tile(
                 Picture(array_png(picture), alt=f"{layer.alias} channel {pick.channel} projection"),
                 Picture(array_png(patch), alt="image patch"),
                 caption,
+                guided=None
+                if guided_picture is None
+                else Picture(array_png(guided_picture), alt="guided backpropagation"),
             )
         )
     shape = "x".join(map(str, layer.shape))
@@ -295,8 +315,14 @@ def _projections(context: _Context, layer: LayerProjections) -> Section:
             f"Tensor '{layer.layer}' ({layer.op}, {shape}, receptive field "
             f"{layer.receptive_field.describe()}). For each of the first {layer.images} images, "
             f"the {layer.top} strongest channels, each projected from its strongest activation "
-            "with the deconvnet (left; mid-grey is zero) beside the image patch that unit sees "
-            "(right)."
+            f"with {RULE_NAMES[context.report.rule]} (left; mid-grey is zero)"
+            + (
+                ", then with guided backpropagation (middle; the first layer aliases, see the "
+                "filters section),"
+                if layer.guided is not None
+                else ""
+            )
+            + " beside the image patch that unit sees (right)."
         ],
         tiles=tiles,
     )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from onnxdeconv.analysis.features import crop_padded
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.projector import Projector, Selection
 from onnxdeconv.render.picture import Panel, display_projection, projection_figure
@@ -22,19 +23,24 @@ def projection_label(layer: str, pick: Selection, labels: Sequence[str] | None =
     return f"{layer} ch {pick.channel}{name}{where}\nact {pick.value:.3g}"
 
 
-def _crop_to_field(
-    picture: np.ndarray, box: tuple[tuple[int, int], ...] | None
-) -> tuple[np.ndarray, str]:
-    """The part of ``picture`` a unit sees, where that is under half of it; and a label suffix."""
+def _field_box(
+    box: tuple[tuple[int, int], ...] | None, height: int, width: int
+) -> tuple[tuple[int, int], ...] | None:
+    """The unit's ``[begin, end)`` box where the part inside the image is under half of it."""
     if box is None or len(box) != 2:
-        return picture, ""
+        return None
     (top, bottom), (left, right) = box
-    height, width = picture.shape[:2]
-    top, left = max(top, 0), max(left, 0)
-    bottom, right = min(bottom, height), min(right, width)
-    if (bottom - top) * (right - left) >= height * width / 2:
-        return picture, ""
-    return picture[top:bottom, left:right], f" · crop y{top}:{bottom} x{left}:{right}"
+    inside = (min(bottom, height) - max(top, 0)) * (min(right, width) - max(left, 0))
+    return None if inside >= height * width / 2 else box
+
+
+def _side_by_side(patch: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """The input patch (uint8) and the projection ([0, 1]) in one float picture, a gap between."""
+    shown = patch.astype(np.float32) / 255.0
+    if shown.ndim != projection.ndim:  # a gray input beside a colour projection, or the reverse
+        shown, projection = (np.dstack([a] * 3) if a.ndim == 2 else a for a in (shown, projection))
+    gap = np.ones((shown.shape[0], max(1, shown.shape[1] // 16), *shown.shape[2:]), np.float32)
+    return np.concatenate([shown, gap, projection], axis=1)
 
 
 def projection_picture(
@@ -49,7 +55,9 @@ def projection_picture(
     """The input beside each projection, labelled with its layer, channel, class and activation.
 
     A projection from a position shows only the unit's receptive field where that is under half
-    of the input: deep units see a small patch, and Zeiler & Fergus show that patch.
+    of the input, beside the input patch the unit sees (as the features pages do): deep units see
+    a small patch, and Zeiler & Fergus show that patch. Parts of the field past the image border
+    are grey (zero in the projection).
 
     Args:
         projector: The projector that made ``projections``.
@@ -68,10 +76,16 @@ def projection_picture(
     field = prepared.receptive_fields[projector.layer]
     bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
     panels = [Panel(model_input.display, input_title)]
+    height, width = model_input.display.shape[:2]
     for projection, pick in zip(projections, picks, strict=True):
         picture = display_projection(projection, model_input.layout, bgr)
-        box = field.box(pick.position) if pick.position else None
-        picture, crop = _crop_to_field(picture, box)
-        panels.append(Panel(picture, projection_label(layer, pick, labels) + crop))
+        label = projection_label(layer, pick, labels)
+        box = _field_box(field.box(pick.position) if pick.position else None, height, width)
+        if box is not None:
+            patch = crop_padded(model_input.display, box, 128)
+            picture = _side_by_side(patch, crop_padded(picture, box, 0.5))
+            (top, bottom), (left, right) = box
+            label += f" · patch y{top}:{bottom} x{left}:{right}"
+        panels.append(Panel(picture, label))
     title = f"{model_name} · layer {layer} · rule {projector.rule}"
     return projection_figure(panels, title)

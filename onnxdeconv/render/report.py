@@ -35,6 +35,8 @@ class Tile:
     projection: Picture
     patch: Picture | None
     caption: str
+    #: The same unit under guided backpropagation, shown between the two where given.
+    guided: Picture | None = None
 
 
 @dataclass
@@ -172,7 +174,8 @@ def _figure(picture: Picture) -> str:
 
 
 def _tile(tile: Tile) -> str:
-    pair = _img(tile.projection) + (_img(tile.patch) if tile.patch is not None else "")
+    pictures = [tile.projection, tile.guided, tile.patch]
+    pair = "".join(_img(picture) for picture in pictures if picture is not None)
     return (
         f'<figure class="tile"><div class="pair">{pair}</div>'
         f"<figcaption>{html.escape(tile.caption)}</figcaption></figure>"
