@@ -891,7 +891,7 @@ def test_features_rule_is_recorded_and_used(digit_folder: Path, tmp_path: Path) 
     """A guided run projects with the guided rule, keeps it in its state, and resumes only so."""
     names = folder_images(digit_folder)
     prepared = prepare(load_model(DIGITNET))
-    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "top": 2}
+    common = {"root": digit_folder, "layers": ["relu2"], "channels": [1, 3], "per_channel": 2}
     checkpoint = tmp_path / "state.npz"
     guided = mine_features(prepared, names, rule="guided", device="cpu", **common)  # type: ignore[arg-type]
     deconvnet = mine_features(

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError, wrong_kind
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.passes import check_model, skeleton, with_input_shape
+from onnxdeconv.graph.passes import TensorInfo, check_model, skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.prepared import PreparedModel
@@ -54,10 +54,11 @@ EMPTY = -1
 #: Position entry of a maximum whose position is not known yet.
 UNKNOWN = -1
 #: Meta entries that must agree between the states of one run (resumed or merged).
-MATCHING = ("model_sha256", "input_shape", "preprocessing", "rule")
+MATCHING = ("model_sha256", "input_shape", "preprocessing", "rule", "skip_saturated")
 #: What a meta entry means where a state lacks it: states from before the rule was recorded
-#: were all projected with the deconvnet.
-META_DEFAULTS: dict[str, Any] = {"rule": "deconvnet"}
+#: were all projected with the deconvnet, and those from before saturated units were skipped
+#: counted them.
+META_DEFAULTS: dict[str, Any] = {"rule": "deconvnet", "skip_saturated": False}
 
 
 def meta_value(meta: Mapping[str, Any], key: str) -> Any:
@@ -77,6 +78,7 @@ DIFFERENCE_PARAMETERS = {
     "shard": "shard",
     "top": "per_channel",
     "channels": "channels",
+    "skip_saturated": "skip_saturated",
 }
 
 
@@ -173,11 +175,15 @@ def _best_of(
     return values[rows, order], images[rows, order], positions[rows, order]
 
 
-def spatial_maxima(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spatial_maxima(
+    activations: np.ndarray, bound: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per image and channel, the maximum over positions and where it is.
 
     Args:
         activations: ``[N, C, *spatial]``.
+        bound: Leave out the units at or above this bound (saturated ones, see
+            :func:`saturation_bounds`); a channel with no other unit gets ``-inf``.
 
     Returns:
         Values ``[N, C]`` (float32) and positions ``[N, C, r]`` (int64; the first maximum in
@@ -186,6 +192,8 @@ def spatial_maxima(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count, channels = activations.shape[:2]
     spatial = activations.shape[2:]
     flat = activations.reshape(count, channels, -1)
+    if bound is not None:
+        flat = np.where(flat >= bound, -np.inf, flat)
     index = flat.argmax(axis=2)
     values = np.take_along_axis(flat, index[..., None], axis=2)[..., 0].astype(np.float32)
     return values, unravel_positions(index, spatial)
@@ -268,15 +276,22 @@ class FeaturesState:
             raise ValueError(f"images already counted: ids {again[:10]}")
         return ids
 
-    def update(self, layer_activations: Mapping[str, np.ndarray], image_ids: Sequence[int]) -> None:
+    def update(
+        self,
+        layer_activations: Mapping[str, np.ndarray],
+        image_ids: Sequence[int],
+        bounds: Mapping[str, float] | None = None,
+    ) -> None:
         """Count a batch: ``layer_activations[layer]`` is ``[N, C, *spatial]`` for ``image_ids``.
 
         ``C`` is the number of tracked channels of the layer, in the order of its ``channels``
-        (all channels of a layer that is not tracked yet). Positions are recorded.
+        (all channels of a layer that is not tracked yet). Positions are recorded. Units at or
+        above ``bounds[layer]`` (saturated, see :func:`saturation_bounds`) are left out.
         """
         maxima, positions = {}, {}
         for name, activations in layer_activations.items():
-            maxima[name], positions[name] = spatial_maxima(np.asarray(activations))
+            bound = (bounds or {}).get(name)
+            maxima[name], positions[name] = spatial_maxima(np.asarray(activations), bound)
         self.update_maxima(maxima, image_ids, positions)
 
     def update_maxima(
@@ -289,7 +304,8 @@ class FeaturesState:
 
         Args:
             maxima: Per layer (every tracked one; others start being tracked), ``[N, C]``: each
-                image's maximum per tracked channel. NaN is never counted.
+                image's maximum per tracked channel. NaN and ``-inf`` (a channel whose every
+                unit was left out) are never counted.
             image_ids: The images of the batch.
             positions: Per layer, ``[N, C, r]``: where each maximum is; unknown if not given.
         """
@@ -313,11 +329,13 @@ class FeaturesState:
                 if where.shape != (*values.shape, rank):
                     raise ValueError(f"positions {where.shape} do not fit maxima {values.shape}")
             # Most entries of a long stream rank below the k-th best: look only at the others.
-            # (NaN compares false, so it never enters; as unsigned, an EMPTY k-th loses ties.)
+            # (NaN compares false, so it never enters; as unsigned, an EMPTY k-th loses ties;
+            # -inf would tie with an empty slot, so it is kept out explicitly.)
             last_value = stack.values[:, -1]
             last_image = stack.images[:, -1].view(np.uint64)
-            entering = (values > last_value) | (
-                (values == last_value) & (ids.view(np.uint64)[:, None] < last_image)
+            entering = (values > -np.inf) & (
+                (values > last_value)
+                | ((values == last_value) & (ids.view(np.uint64)[:, None] < last_image))
             )
             rows = np.flatnonzero(entering.any(axis=0))
             if not rows.size:
@@ -609,8 +627,30 @@ def _duplicates(ids: np.ndarray) -> set[int]:
 MAXIMA = "onnxdeconv_topk_maxima"
 
 
+def saturation_bounds(prepared: PreparedModel, layers: Iterable[str]) -> dict[str, float]:
+    """The upper bound of each of ``layers`` that has one (a ReLU6's 6), float layers only.
+
+    A unit at its layer's bound is saturated: its gradient and guided projections are all zero,
+    so the top-k leaves it out when asked to (see :func:`maxima_model`, :func:`spatial_maxima`).
+    """
+    bounds = {}
+    for name in layers:
+        bound = prepared.upper_bound(name)
+        floating = np.issubdtype(_numpy_dtype(prepared.info[name].elem_type), np.floating)
+        if bound is not None and floating:
+            bounds[name] = bound
+    return bounds
+
+
+def _numpy_dtype(elem_type: int) -> np.dtype[Any]:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+
+
 def maxima_model(
-    prepared: PreparedModel, layers: Sequence[str], batch: int | str = "N"
+    prepared: PreparedModel,
+    layers: Sequence[str],
+    batch: int | str = "N",
+    bounds: Mapping[str, float] | None = None,
 ) -> onnx.ModelProto:
     """The forward graph cut after ``layers``, reduced to each channel's maximum per image.
 
@@ -621,6 +661,8 @@ def maxima_model(
     the maps in plain layout, which measured 10-15 % slower than the whole forward pass.
 
     Output :data:`MAXIMA` is float32 ``[N, sum of C]``, every channel of each layer in turn.
+    Units of a layer at or above ``bounds[layer]`` (saturated, see :func:`saturation_bounds`)
+    are replaced by ``-inf`` before the pooling; a layer without a bound is pooled as it is.
     """
     model = with_input_shape(
         prepared.loaded.model, prepared.loaded.input_name, (batch, *prepared.input_shape)
@@ -631,6 +673,8 @@ def maxima_model(
     for index, name in enumerate(layers):
         p = f"onnxdeconv_topk_{index}"
         current = name
+        if bounds and name in bounds:
+            current = _masked_at_bound(graph, nodes, name, bounds[name], p, prepared)
         nodes.append(helper.make_node("GlobalMaxPool", [current], [f"{p}_max"], name=f"{p}_max"))
         current = f"{p}_max"
         if prepared.info[name].elem_type != TensorProto.FLOAT:
@@ -640,6 +684,8 @@ def maxima_model(
                 )
             )
             current = f"{p}_f32"
+        if bounds and name in bounds:
+            current = _empty_as_minus_infinity(graph, nodes, current, p, prepared.info[name])
         nodes.append(
             helper.make_node("Flatten", [current], [f"{p}_flat"], name=f"{p}_flat", axis=1)
         )
@@ -660,6 +706,70 @@ def maxima_model(
     return model
 
 
+def _masked_at_bound(
+    graph: onnx.GraphProto,
+    nodes: list[onnx.NodeProto],
+    layer: str,
+    bound: float,
+    prefix: str,
+    prepared: PreparedModel,
+) -> str:
+    """Append ``Where(Less(layer, bound), layer, -inf)`` to ``nodes``; return its output."""
+    dtype = _numpy_dtype(prepared.info[layer].elem_type)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(bound, dtype), f"{prefix}_bound"),
+            numpy_helper.from_array(np.asarray(-np.inf, dtype), f"{prefix}_floor"),
+        ]
+    )
+    nodes.append(
+        helper.make_node(
+            "Less", [layer, f"{prefix}_bound"], [f"{prefix}_below"], name=f"{prefix}_below"
+        )
+    )
+    nodes.append(
+        helper.make_node(
+            "Where",
+            [f"{prefix}_below", layer, f"{prefix}_floor"],
+            [f"{prefix}_masked"],
+            name=f"{prefix}_masked",
+        )
+    )
+    return f"{prefix}_masked"
+
+
+def _empty_as_minus_infinity(
+    graph: onnx.GraphProto, nodes: list[onnx.NodeProto], pooled: str, prefix: str, info: TensorInfo
+) -> str:
+    """Append ``Where(Greater(pooled, lowest), pooled, -inf)`` (float32); return its output.
+
+    ONNX Runtime's CPU GlobalMaxPool starts from the dtype's lowest finite value, so a channel
+    whose every unit was masked comes out as that, not ``-inf``: this makes it ``-inf`` again,
+    which the top-k never counts.
+    """
+    lowest = float(np.finfo(_numpy_dtype(info.elem_type)).min)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(lowest, np.float32), f"{prefix}_lowest"),
+            numpy_helper.from_array(np.asarray(-np.inf, np.float32), f"{prefix}_none"),
+        ]
+    )
+    nodes.append(
+        helper.make_node(
+            "Greater", [pooled, f"{prefix}_lowest"], [f"{prefix}_some"], name=f"{prefix}_some"
+        )
+    )
+    nodes.append(
+        helper.make_node(
+            "Where",
+            [f"{prefix}_some", pooled, f"{prefix}_none"],
+            [f"{prefix}_kept"],
+            name=f"{prefix}_kept",
+        )
+    )
+    return f"{prefix}_kept"
+
+
 def _needed_nodes(graph: onnx.GraphProto, targets: set[str]) -> set[int]:
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     needed: set[int] = set()
@@ -678,7 +788,8 @@ class MaximaRunner:
 
     The graph runs on a :class:`~onnxdeconv.runtime.ForwardRunner`. A model that declares a fixed
     batch runs with a free batch when a probe shows the cut graph gives the same values that way;
-    otherwise it runs in chunks of its batch (:attr:`chunk`).
+    otherwise it runs in chunks of its batch (:attr:`chunk`). Units at ``bounds[layer]`` are
+    left out of the maxima (see :func:`maxima_model`).
     """
 
     def __init__(
@@ -687,6 +798,7 @@ class MaximaRunner:
         channels: Mapping[str, Sequence[int]],
         device: Device = "auto",
         threads: int | None = None,
+        bounds: Mapping[str, float] | None = None,
     ) -> None:
         self.prepared = prepared
         self.channels = {name: list(chosen) for name, chosen in channels.items()}
@@ -696,7 +808,7 @@ class MaximaRunner:
         for name, chosen in self.channels.items():
             self.columns[name] = start + np.asarray(chosen, np.int64)
             start += prepared.info[name].per_sample[0]
-        model = maxima_model(prepared, list(self.channels), "N")
+        model = maxima_model(prepared, list(self.channels), "N", bounds)
         check_model(skeleton(model))
         self.forward = ForwardRunner(prepared, model=model, device=device, threads=threads)
         self.provider = self.forward.provider
@@ -851,12 +963,13 @@ def project_entries(
     inputs: Sequence[ModelInput],
     names: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    bound: float | None = None,
 ) -> dict[tuple[int, int], FeatureTile]:
     """Project entries of ``layer`` (the layer of ``projector``) from their images' inputs.
 
     One forward pass serves all of ``inputs``. Positions still unknown are found in it (the first
-    maximum of the map) and recorded in ``layer``; a value that no longer matches the one counted
-    is logged (the image changed since).
+    maximum of the map, leaving out units at or above ``bound``) and recorded in ``layer``; a
+    value that no longer matches the one counted is logged (the image changed since).
 
     Args:
         projector: The projector of the layer (its rule is the run's).
@@ -866,6 +979,7 @@ def project_entries(
         inputs: The model inputs of the entries' images.
         names: The state's image names, for the log.
         progress: Called with the number of entries projected after each batched deconv run.
+        bound: The layer's saturation bound where the state left saturated units out.
 
     Returns:
         ``(row, slot) -> tile``.
@@ -879,7 +993,8 @@ def project_entries(
         fmap = forward.activations[local, channel]
         position = layer.entries(row)[slot].position
         if position is None:
-            position = tuple(int(i) for i in np.unravel_index(int(np.argmax(fmap)), fmap.shape))
+            kept = fmap if bound is None else np.where(fmap >= bound, -np.inf, fmap)
+            position = tuple(int(i) for i in np.unravel_index(int(np.argmax(kept)), fmap.shape))
             layer.locate(row, slot, position)
         now = float(fmap[position])
         if not np.isclose(now, value, rtol=1e-2, atol=1e-3):

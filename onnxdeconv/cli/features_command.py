@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from onnxdeconv.analysis.features import FeaturesState, feature_channels, feature_layer_names
+from onnxdeconv.analysis.features import (
+    FeaturesState,
+    feature_channels,
+    feature_layer_names,
+    saturation_bounds,
+)
 from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.features_options import interrupted, page_options, write_pages
 from onnxdeconv.cli.feedback import info, output_folder, progress
@@ -39,6 +44,12 @@ from onnxdeconv.errors import InputError
 @options.count_option("--checkpoint-every", default=20, text="Save the state every N batches.")
 @page_options
 @options.rule_option
+@click.option(
+    "--saturated",
+    is_flag=True,
+    help="Let the top-k take units at the layer's upper bound (a ReLU6 at 6), whose gradient "
+    "and guided projections are zero; by default they are skipped.",
+)
 @options.model_options()
 @options.output_option("Output folder (created); default: MODEL-stem_features.")
 def features(
@@ -55,6 +66,7 @@ def features(
     batch_size: int | None,
     workers: int | None,
     rule: Rule,
+    saturated: bool,
     model_options: options.ModelOptions,
     output: Path | None,
 ) -> None:
@@ -65,7 +77,8 @@ def features(
     projects each of them, at the position of that maximum, back to pixel space (--rule; a
     resumed or merged run keeps the rule it started with) and writes, per layer, a picture of
     the projections beside the image patches their units see, and a JSON of the entries.
-    Unreadable images are skipped and listed. With --shard the run writes only its state, for
+    Units at a layer's upper bound (a ReLU6 at 6) are left out unless --saturated. Unreadable
+    images are skipped and listed. With --shard the run writes only its state, for
     'onnxdeconv merge'; an interrupted run continues with --resume.
 
     Example: onnxdeconv features models/digitnet.onnx models/examples --layers relu2 --per-channel 4
@@ -79,7 +92,8 @@ def features(
     stem = "features_state" if count == 1 else f"features_state_{index}of{count}"
     state_path = state_path or outdir / f"{stem}.npz"
     files = file_meta(model, images_dir)
-    meta = {**files, **run_meta(prepared, preprocessing, (index, count), rule)}
+    bounds = {} if saturated else saturation_bounds(prepared, tracked)
+    meta = {**files, **run_meta(prepared, preprocessing, (index, count), rule, bool(bounds))}
     state = FeaturesState.resume(state_path, names, tracked, per_channel, meta) if resume else None
     if resume and state is None:
         info(f"no checkpoint at {state_path}: starting from the beginning")
@@ -91,6 +105,9 @@ def features(
     shard_note = f" (shard {index}/{count} of {len(names)})" if count > 1 else ""
     layer_list = ", ".join(prepared.alias_of.get(n, n) for n in tracked)
     info(f"layers {layer_list}; {todo} of {mine} images to stream{shard_note}")
+    for name, bound in bounds.items():
+        at = f"the bound {bound:g} of layer {prepared.alias_of.get(name, name)}"
+        info(f"saturated units (at {at}) are left out; --saturated takes them")
     with (
         interrupted(state_path),
         progress(todo, "streaming", "img", so_far=True, logged=True) as advance,
@@ -111,6 +128,7 @@ def features(
             meta=files,
             workers=workers,
             rule=rule,
+            skip_saturated=not saturated,
             device=model_options.device,
             progress=advance,
             on_skip=lambda _, reason: info(f"skipped: {reason}"),

@@ -94,6 +94,7 @@ OPTIONS = {
     "preprocessing": "--preset (or --mean/--std/--scale/--bgr)",
     "rule": "--rule",
     "shard": "--shard",
+    "skip_saturated": "--saturated",
     "top": "--top",  # channels: project, report
 }
 

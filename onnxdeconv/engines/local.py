@@ -41,6 +41,7 @@ from onnxdeconv.analysis.features import (
     feature_layer_names,
     meta_value,
     project_entries,
+    saturation_bounds,
 )
 from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.errors import InputError, OnnxDeconvError, wrong_kind
@@ -146,8 +147,13 @@ def run_meta(
     preprocessing: Preprocessing,
     shard: tuple[int, int],
     rule: Rule = "deconvnet",
+    skip_saturated: bool = False,
 ) -> dict[str, Any]:
-    """What a state records about its run: input shape, preprocessing, shard, projection rule."""
+    """What a state records about its run: input shape, preprocessing, shard, projection rule.
+
+    ``skip_saturated``: whether units at a layer's upper bound were left out (only where a
+    tracked layer has one, see :func:`~onnxdeconv.analysis.features.saturation_bounds`).
+    """
     return {
         "input_shape": list(prepared.input_shape),
         "preprocessing": {
@@ -158,6 +164,7 @@ def run_meta(
         },
         "shard": list(shard),
         "rule": rule,
+        "skip_saturated": skip_saturated,
     }
 
 
@@ -289,6 +296,7 @@ def mine_features(
     meta: Mapping[str, Any] | None = None,
     workers: int | None = None,
     rule: Rule = "deconvnet",
+    skip_saturated: bool = True,
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
@@ -314,6 +322,10 @@ def mine_features(
         workers: Image decoding threads (default: :func:`default_workers`).
         rule: How the entries are projected (recorded in the state: a resumed or merged run
             keeps it).
+        skip_saturated: Leave units at a layer's upper bound (a ReLU6 at 6), whose gradient and
+            guided projections are zero, out of the ranking and of the positions (recorded in the
+            state: a resumed or merged run keeps it). A channel whose every unit is saturated in
+            an image does not count that image.
         device: Where ONNX Runtime runs.
         progress: Called with the number of images streamed so far after each batch.
         on_skip: Called with the id of each unreadable image and why (default: logged).
@@ -331,7 +343,12 @@ def mine_features(
     if preprocessing is None:
         preprocessing = preprocessing_from_metadata(prepared.loaded) or PRESETS["imagenet"]
     tracked = feature_channels(prepared, feature_layer_names(prepared, layers), channels)
-    facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard, rule)}
+    bounds = saturation_bounds(prepared, tracked) if skip_saturated else {}
+    for name, bound in bounds.items():
+        logger.info(
+            "saturated units of layer '%s' (at the upper bound %g) are left out", name, bound
+        )
+    facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard, rule, bool(bounds))}
     if state is None:
         state = FeaturesState(per_channel, names)
     elif state.images != names:
@@ -355,7 +372,7 @@ def mine_features(
     )
     todo = state.todo(shard)
     if todo:
-        runner = MaximaRunner(prepared, tracked, device)
+        runner = MaximaRunner(prepared, tracked, device, bounds=bounds)
         result.provider = runner.provider
         stream_features(
             state,
@@ -528,6 +545,8 @@ class FeaturesResult:
         self, projector: Projector, rows: list[int], advance: Callable[[int], None]
     ) -> dict[tuple[int, int], FeatureTile]:
         layer = self.state.layers[projector.layer]
+        skip = meta_value(self.state.meta, "skip_saturated")
+        bound = projector.saturation_bound if skip else None
         needed: dict[int, list[tuple[int, int]]] = {}
         for row in rows:
             for slot, entry in enumerate(layer.entries(row)):
@@ -545,7 +564,9 @@ class FeaturesResult:
                 inputs.append(loaded)
             if inputs:
                 tiles.update(
-                    project_entries(projector, layer, owners, inputs, self.state.images, advance)
+                    project_entries(
+                        projector, layer, owners, inputs, self.state.images, advance, bound
+                    )
                 )
         return tiles
 
