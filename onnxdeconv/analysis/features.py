@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxdeconv.analysis.layers import feature_layers
 from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError, wrong_kind
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.passes import TensorInfo, check_model, skeleton, with_input_shape
+from onnxdeconv.graph.passes import check_model, skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.prepared import PreparedModel
@@ -674,7 +674,10 @@ def maxima_model(
         p = f"onnxdeconv_topk_{index}"
         current = name
         if bounds and name in bounds:
-            current = _masked_at_bound(graph, nodes, name, bounds[name], p, prepared)
+            dtype = _numpy_dtype(prepared.info[name].elem_type)
+            current = _minus_infinity_unless(
+                graph, nodes, name, "Less", bounds[name], dtype, f"{p}_masked"
+            )
         nodes.append(helper.make_node("GlobalMaxPool", [current], [f"{p}_max"], name=f"{p}_max"))
         current = f"{p}_max"
         if prepared.info[name].elem_type != TensorProto.FLOAT:
@@ -685,7 +688,12 @@ def maxima_model(
             )
             current = f"{p}_f32"
         if bounds and name in bounds:
-            current = _empty_as_minus_infinity(graph, nodes, current, p, prepared.info[name])
+            # ONNX Runtime's CPU GlobalMaxPool starts from the dtype's lowest finite value, so a
+            # channel whose every unit was masked comes out as that: make it -inf again.
+            lowest = float(np.finfo(_numpy_dtype(prepared.info[name].elem_type)).min)
+            current = _minus_infinity_unless(
+                graph, nodes, current, "Greater", lowest, np.dtype(np.float32), f"{p}_kept"
+            )
         nodes.append(
             helper.make_node("Flatten", [current], [f"{p}_flat"], name=f"{p}_flat", axis=1)
         )
@@ -706,68 +714,32 @@ def maxima_model(
     return model
 
 
-def _masked_at_bound(
+def _minus_infinity_unless(
     graph: onnx.GraphProto,
     nodes: list[onnx.NodeProto],
-    layer: str,
-    bound: float,
-    prefix: str,
-    prepared: PreparedModel,
+    tensor: str,
+    comparison: str,
+    threshold: float,
+    dtype: np.dtype,
+    name: str,
 ) -> str:
-    """Append ``Where(Less(layer, bound), layer, -inf)`` to ``nodes``; return its output."""
-    dtype = _numpy_dtype(prepared.info[layer].elem_type)
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.asarray(bound, dtype), f"{prefix}_bound"),
-            numpy_helper.from_array(np.asarray(-np.inf, dtype), f"{prefix}_floor"),
-        ]
-    )
-    nodes.append(
-        helper.make_node(
-            "Less", [layer, f"{prefix}_bound"], [f"{prefix}_below"], name=f"{prefix}_below"
-        )
-    )
-    nodes.append(
-        helper.make_node(
-            "Where",
-            [f"{prefix}_below", layer, f"{prefix}_floor"],
-            [f"{prefix}_masked"],
-            name=f"{prefix}_masked",
-        )
-    )
-    return f"{prefix}_masked"
+    """Append ``Where(comparison(tensor, threshold), tensor, -inf)`` in ``dtype``; return ``name``.
 
-
-def _empty_as_minus_infinity(
-    graph: onnx.GraphProto, nodes: list[onnx.NodeProto], pooled: str, prefix: str, info: TensorInfo
-) -> str:
-    """Append ``Where(Greater(pooled, lowest), pooled, -inf)`` (float32); return its output.
-
-    ONNX Runtime's CPU GlobalMaxPool starts from the dtype's lowest finite value, so a channel
-    whose every unit was masked comes out as that, not ``-inf``: this makes it ``-inf`` again,
-    which the top-k never counts.
+    Masked values never enter the top-k: a maximum of ``-inf`` is not counted.
     """
-    lowest = float(np.finfo(_numpy_dtype(info.elem_type)).min)
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.asarray(lowest, np.float32), f"{prefix}_lowest"),
-            numpy_helper.from_array(np.asarray(-np.inf, np.float32), f"{prefix}_none"),
+            numpy_helper.from_array(np.asarray(threshold, dtype), f"{name}_threshold"),
+            numpy_helper.from_array(np.asarray(-np.inf, dtype), f"{name}_floor"),
         ]
     )
-    nodes.append(
+    nodes += [
         helper.make_node(
-            "Greater", [pooled, f"{prefix}_lowest"], [f"{prefix}_some"], name=f"{prefix}_some"
-        )
-    )
-    nodes.append(
-        helper.make_node(
-            "Where",
-            [f"{prefix}_some", pooled, f"{prefix}_none"],
-            [f"{prefix}_kept"],
-            name=f"{prefix}_kept",
-        )
-    )
-    return f"{prefix}_kept"
+            comparison, [tensor, f"{name}_threshold"], [f"{name}_kept"], name=f"{name}_kept"
+        ),
+        helper.make_node("Where", [f"{name}_kept", tensor, f"{name}_floor"], [name], name=name),
+    ]
+    return name
 
 
 def _needed_nodes(graph: onnx.GraphProto, targets: set[str]) -> set[int]:
