@@ -103,3 +103,30 @@ def wrong_kind(path: str | Path, expected: Literal["file", "folder"], give: str)
     if expected == "folder" and path.exists() and not path.is_dir():
         return f"'{path}' is a file: give {give}"
     return None
+
+
+def require_path(
+    path: str | Path,
+    expected: Literal["file", "folder"],
+    give: str,
+    missing: str,
+    *,
+    error: type[OnnxDeconvError] = OnnxDeconvError,
+    parameter: str | None = None,
+) -> Path:
+    """Return ``path`` if it is an existing ``expected``; raise ``error`` in one line otherwise.
+
+    Args:
+        path: The path given.
+        expected: What it should be.
+        give: What to give instead of the other kind (see :func:`wrong_kind`).
+        missing: The message when nothing is there.
+        error: The error class to raise.
+        parameter: The library parameter the fix concerns (see :class:`OnnxDeconvError`).
+    """
+    path = Path(path)
+    if wrong := wrong_kind(path, expected, give):
+        raise error(wrong, parameter=parameter)
+    if not (path.is_file() if expected == "file" else path.is_dir()):
+        raise error(missing, parameter=parameter)
+    return path

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
-from onnxdeconv.errors import InputError, wrong_kind
+from onnxdeconv.errors import InputError, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +178,8 @@ def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8, honouring EXIF rotation; alpha is composited on white."""
     path = Path(path)
-    if wrong := wrong_kind(path, "file", "an image file"):
-        raise InputError(wrong)
-    if not path.is_file():
-        raise InputError(f"input file '{path}' does not exist: check the path")
+    missing = f"input file '{path}' does not exist: check the path"
+    require_path(path, "file", "an image file", missing, error=InputError)
     data = np.fromfile(path, np.uint8)
     unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if unchanged is None:
@@ -289,10 +287,8 @@ def load_input(
 
 
 def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
-    if wrong := wrong_kind(path, "file", "a .npy file"):
-        raise InputError(wrong)
-    if not path.is_file():
-        raise InputError(f"input file '{path}' does not exist: check the path")
+    missing = f"input file '{path}' does not exist: check the path"
+    require_path(path, "file", "a .npy file", missing, error=InputError)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -339,10 +335,8 @@ def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
         InputError: The folder does not exist or holds no image.
     """
     folder = Path(folder)
-    if wrong := wrong_kind(folder, "folder", "a folder of images"):
-        raise InputError(wrong)
-    if not folder.is_dir():
-        raise InputError(f"image folder '{folder}' does not exist: check the path")
+    missing = f"image folder '{folder}' does not exist: check the path"
+    require_path(folder, "folder", "a folder of images", missing, error=InputError)
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )

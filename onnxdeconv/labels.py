@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from onnxdeconv.errors import InputError, SelectionError, wrong_kind
+from onnxdeconv.errors import InputError, SelectionError, require_path
 
 #: The model metadata entry that holds its class names: a JSON list of strings.
 METADATA_KEY = "onnxdeconv.labels"
@@ -21,10 +21,9 @@ def read_labels(path: Path) -> list[str]:
     Raises:
         InputError: The file is missing or holds no names.
     """
-    if wrong := wrong_kind(path, "file", "a labels file (one class name a line)"):
-        raise InputError(wrong, parameter="labels")
-    if not path.is_file():
-        raise InputError(f"labels file '{path}' does not exist: check its path", parameter="labels")
+    missing = f"labels file '{path}' does not exist: check its path"
+    give = "a labels file (one class name a line)"
+    require_path(path, "file", give, missing, error=InputError, parameter="labels")
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     lines = [line for line in lines if line]
     if not lines:

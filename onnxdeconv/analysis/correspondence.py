@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from onnxdeconv.analysis.layers import correspondence_layers
-from onnxdeconv.errors import InputError, wrong_kind
+from onnxdeconv.errors import InputError, require_path
 from onnxdeconv.inputs import (
     IMAGE_SUFFIXES,
     PRESETS,
@@ -363,10 +363,8 @@ def read_boxes(path: Path) -> BoxesFile:
     Raises:
         InputError: The file is missing, unreadable, not JSON or malformed.
     """
-    if wrong := wrong_kind(path, "file", "a boxes file (JSON)"):
-        raise InputError(wrong)
-    if not path.is_file():
-        raise InputError(f"boxes file '{path}' does not exist: check its path")
+    missing = f"boxes file '{path}' does not exist: check its path"
+    require_path(path, "file", "a boxes file (JSON)", missing, error=InputError)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

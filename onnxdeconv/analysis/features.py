@@ -36,7 +36,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeconv.analysis.layers import feature_layers
-from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError, wrong_kind
+from onnxdeconv.errors import InputError, OnnxDeconvError, SelectionError, require_path
 from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.passes import check_model, skeleton, with_input_shape
 from onnxdeconv.graph.receptive_field import ReceptiveField
@@ -522,10 +522,8 @@ class FeaturesState:
             OnnxDeconvError: The file is missing or is not a state.
         """
         path = Path(path)
-        if wrong := wrong_kind(path, "file", "a state file (.npz)"):
-            raise OnnxDeconvError(wrong)
-        if not path.is_file():
-            raise OnnxDeconvError(f"state file '{path}' does not exist: check the path")
+        missing = f"state file '{path}' does not exist: check the path"
+        require_path(path, "file", "a state file (.npz)", missing)
         try:
             with np.load(path, allow_pickle=False) as data:
                 description = json.loads(str(data["meta"]))

@@ -44,7 +44,7 @@ from onnxdeconv.analysis.features import (
     saturation_bounds,
 )
 from onnxdeconv.deconv.rules import RULES, Rule
-from onnxdeconv.errors import InputError, OnnxDeconvError, wrong_kind
+from onnxdeconv.errors import InputError, OnnxDeconvError, require_path
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import (
     PRESETS,
@@ -441,18 +441,14 @@ def merge_states(
             parameter="partial",
         )
     model = Path(model or first.meta["model"])
-    if wrong := wrong_kind(model, "file", "the model file"):
-        raise InputError(wrong, parameter="model")
-    if not model.is_file():
-        raise InputError(f"model '{model}' does not exist: give its new path", parameter="model")
+    gone = f"model '{model}' does not exist: give its new path"
+    require_path(model, "file", "the model file", gone, error=InputError, parameter="model")
     if model_digest(model) != first.meta["model_sha256"]:
         message = f"'{model}' is not the model the states were made with: give that one"
         raise InputError(message, parameter="model")
     folder = Path(images or first.meta["folder"])
-    if wrong := wrong_kind(folder, "folder", "the image folder"):
-        raise InputError(wrong, parameter="images")
-    if not folder.is_dir():
-        raise InputError(f"image folder '{folder}' does not exist: give it", parameter="images")
+    gone = f"image folder '{folder}' does not exist: give it"
+    require_path(folder, "folder", "the image folder", gone, error=InputError, parameter="images")
     prepared = prepare(load_model(model), tuple(int(d) for d in first.meta["input_shape"]))
     merged.meta = {**first.meta, "shard": [0, 1]}
     return FeaturesResult(
