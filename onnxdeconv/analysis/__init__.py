@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from onnxdeconv.analysis.filters import FilterReport, analyse_filters
     from onnxdeconv.analysis.invariance import InvarianceCurves, invariance_curves
     from onnxdeconv.analysis.layers import (
+        check_layers,
         correspondence_layers,
         evolution_layers,
         feature_layers,
@@ -59,6 +60,7 @@ _MODULES = {
     "analyse_filters": "filters",
     "InvarianceCurves": "invariance",
     "invariance_curves": "invariance",
+    "check_layers": "layers",
     "correspondence_layers": "layers",
     "evolution_layers": "layers",
     "feature_layers": "layers",
@@ -92,6 +94,7 @@ __all__ = [
     "SanityReport",
     "analyse_filters",
     "build_report",
+    "check_layers",
     "correspondence_layers",
     "correspondence_scores",
     "evolution_layers",

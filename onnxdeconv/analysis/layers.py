@@ -7,11 +7,12 @@ questions. They live here together, under distinct names, so that a reader can c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from onnxdeconv.errors import OnnxDeconvError, SelectionError
-from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.prepared import Layer, PreparedModel
 
 #: Ops that only rescale or rectify their input: a layer followed by one of them is not a feature
 #: map of its own for the default layer choice (conv10 and its Relu are one layer).
@@ -35,6 +36,9 @@ ELEMENTWISE_OPS = frozenset(
 )
 #: At most this many layers are chosen by default, spread evenly over the depth.
 MAX_DEFAULT_LAYERS = 5
+#: ``check`` runs its adjoint test on at most this many layers by default: each layer costs a
+#: deconv graph and a session (every layer of a real 279-layer detector took 529 s).
+MAX_CHECK_LAYERS = 16
 #: Ops whose outputs count as rectified layers for the default choice.
 RECTIFIERS = {"Relu"}
 #: Ops that only reshape, copy or normalise a tensor on the way to the class output.
@@ -100,6 +104,29 @@ def evolution_layers(prepared: PreparedModel, limit: int = MAX_DEFAULT_LAYERS) -
     # Keep the first and the last, as the paper's rows span the whole depth.
     picks = sorted({round(i * (len(found) - 1) / (limit - 1)) for i in range(limit)})
     return [found[i] for i in picks]
+
+
+def check_layers(layers: Sequence[Layer], limit: int = MAX_CHECK_LAYERS) -> list[str]:
+    """The projectable layers of ``layers`` that ``check`` tests, in depth order.
+
+    At most ``limit`` (0: every one), spread evenly over the depth from the first to the last,
+    and always the deepest layer with spatial maps (the last conv stage, where a wrong transpose
+    rule has touched every stage below).
+    """
+    names = [layer.name for layer in layers if layer.projectable]
+    if not limit or len(names) <= limit:
+        return names
+    spatial = [i for i, layer in enumerate(layers) if layer.projectable and len(layer.shape) >= 3]
+    deepest_map = names.index(layers[spatial[-1]].name) if spatial else len(names) - 1
+    if limit == 1:
+        return [names[deepest_map]]
+    picks = {round(i * (len(names) - 1) / (limit - 1)) for i in range(limit)}
+    if deepest_map not in picks:
+        # Replace the nearest inner pick, so that the sample still spans the whole depth.
+        inner = sorted(picks - {0, len(names) - 1}, key=lambda i: abs(i - deepest_map)) or [0]
+        picks.discard(inner[0])
+        picks.add(deepest_map)
+    return [names[i] for i in sorted(picks)]
 
 
 def invariance_layers(prepared: PreparedModel) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from onnxdeconv.analysis.filters import BAND_NAMES, analyse_filters
+from onnxdeconv.analysis.layers import check_layers
 from onnxdeconv.check.config import CheckConfig
 from onnxdeconv.check.linearise import linearise, recorded_tensors
 from onnxdeconv.errors import OnnxDeconvError
@@ -59,6 +61,17 @@ class CheckReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     #: The ONNX Runtime execution provider the checks ran on.
     provider: str = "CPUExecutionProvider"
+    #: The layers the adjoint test ran on, in depth order.
+    tested_layers: list[str] = field(default_factory=list)
+    #: How many projectable layers the model has: ``tested_layers`` is a sample when fewer.
+    projectable_layers: int = 0
+    #: ``(image, reason)`` for each image that could not be read and was left out.
+    skipped_images: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the adjoint test ran on a sample of the projectable layers, not all."""
+        return len(self.tested_layers) < self.projectable_layers
 
     @property
     def passed(self) -> bool:
@@ -78,8 +91,28 @@ class CheckReport:
             "model": self.model,
             "passed": self.passed,
             "summary": self.counts(),
-            "findings": [asdict(f) for f in self.findings],
+            "layers": {
+                "tested": list(self.tested_layers),
+                "projectable": self.projectable_layers,
+                "sample": self.sampled,
+            },
+            "skipped_images": [
+                {"image": image, "reason": reason} for image, reason in self.skipped_images
+            ],
+            "findings": [_finding_json(f) for f in self.findings],
         }
+
+
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    """A finding as JSON: a NaN or infinite number is null, and ``non_finite`` says which."""
+    row = asdict(finding)
+    row["non_finite"] = {}
+    for key in ("value", "threshold"):
+        number = row[key]
+        if number is not None and not math.isfinite(number):
+            row[key] = None
+            row["non_finite"][key] = str(float(number))  # "nan", "inf" or "-inf"
+    return row
 
 
 class _Checker:
@@ -189,21 +222,26 @@ def check_outputs(prepared: PreparedModel, x: np.ndarray, checker: _Checker) -> 
 
 def check_adjoint(
     loaded: LoadedModel, input_shape: tuple[int, ...], x: np.ndarray, checker: _Checker
-) -> None:
+) -> tuple[list[str], int]:
     """The deconv graph of each layer is the exact adjoint of the forward graph's linear path.
 
     The forward pass at ``x`` is frozen into an affine model (rectifier masks and max-pool
     switches fixed, see :func:`~onnxdeconv.check.linearise.linearise`), whose difference
     ``J d = f(x + d) - f(x)`` is the layer's Jacobian times a random direction ``d``. The
     generated graph under the gradient rule must then satisfy ``<J d, J d> == <d, J^T (J d)>``.
-    Float16 models are checked on a float32 copy.
+    Float16 models are checked on a float32 copy. Deep models are checked on a sample of their
+    layers (``CheckConfig.adjoint_layers``, see :func:`~onnxdeconv.analysis.layers.check_layers`).
+
+    Returns:
+        The layers tested, and how many layers are projectable.
     """
     config = checker.config
     prepared = _float32(loaded, input_shape)
-    layers = [layer.name for layer in prepared.layers() if layer.projectable]
-    if config.adjoint_layers and len(layers) > config.adjoint_layers:
-        picks = np.linspace(0, len(layers) - 1, config.adjoint_layers).round().astype(int)
-        layers = [layers[i] for i in sorted(set(picks))]
+    every = prepared.layers()
+    layers = check_layers(every, config.adjoint_layers)
+    projectable = sum(layer.projectable for layer in every)
+    if not layers:
+        return layers, projectable
     point = x[:1].astype(np.float32)
     # A model exported with a fixed batch runs only at that batch (its reshapes may even name
     # it): every row holds the point, and row 0 is the one compared.
@@ -255,6 +293,7 @@ def check_adjoint(
             error,
             config.adjoint_tolerance,
         )
+    return layers, projectable
 
 
 def _rectified_layers(prepared: PreparedModel) -> list[str]:
@@ -268,12 +307,25 @@ def _rectified_layers(prepared: PreparedModel) -> list[str]:
 def check_filters(
     prepared: PreparedModel, values: dict[str, np.ndarray] | None, checker: _Checker
 ) -> None:
-    """Dead filters in every Conv; never-active and saturated channels on the images."""
+    """NaN or infinite weights and dead filters in every Conv; never-active and saturated
+    channels on the images."""
     config = checker.config
     for node in prepared.graph.node:
         if node.op_type != "Conv" or node.input[1] not in prepared.constants:
             continue
         weights = np.asarray(prepared.constants[node.input[1]], np.float64)
+        bad = int(np.size(weights) - np.isfinite(weights).sum())
+        checker.add(
+            "filters",
+            "finite",
+            node.output[0],
+            bad == 0,
+            f"{bad} of {weights.size} weights are NaN or infinite" if bad else "finite weights",
+            float(bad),
+            0.0,
+        )
+        if bad:
+            continue
         norms = np.sqrt((weights.reshape(len(weights), -1) ** 2).sum(axis=1))
         dead = np.flatnonzero(norms < config.dead_ratio * float(np.median(norms)))
         checker.add(
@@ -403,7 +455,26 @@ def make_baseline(
 
 
 def compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker) -> None:
-    """Report drift of per-layer statistics and top-k projections beyond the thresholds."""
+    """Report drift of per-layer statistics and top-k projections beyond the thresholds.
+
+    Raises:
+        OnnxDeconvError: ``old`` is not a baseline of these images, or it is malformed.
+    """
+    try:
+        _compare_baseline(old, new, checker)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise OnnxDeconvError(
+            f"the baseline is malformed ({type(exc).__name__}: {exc}): write a new one",
+            parameter="baseline",
+        ) from exc
+
+
+def _number(value: object) -> float:
+    """A statistic of a baseline, where a NaN or infinity was written as null."""
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker) -> None:
     config = checker.config
     if old.get("schema") != BASELINE_SCHEMA:
         raise OnnxDeconvError(
@@ -421,7 +492,8 @@ def compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker
             checker.add("regression", "layers", name, False, "layer missing from the model")
             continue
         for key in ("mean", "active"):
-            before, after = stats[key], new["layers"][name][key]
+            before, after = _number(stats[key]), _number(new["layers"][name][key])
+            # NaN when either is not finite, which fails the check.
             drift = abs(after - before) / max(abs(before), 1e-6)
             checker.add(
                 "regression",
@@ -456,8 +528,8 @@ def compare_baseline(old: dict[str, Any], new: dict[str, Any], checker: _Checker
             config.min_topk_overlap,
         )
         for channel in sorted(shared):
-            a = np.asarray(entry["fingerprints"][entry["channels"].index(channel)])
-            b = np.asarray(current["fingerprints"][current["channels"].index(channel)])
+            a = np.asarray(entry["fingerprints"][entry["channels"].index(channel)], np.float64)
+            b = np.asarray(current["fingerprints"][current["channels"].index(channel)], np.float64)
             similarity = float(a @ b)
             checker.add(
                 "regression",
@@ -518,7 +590,7 @@ def run_checks(
     done()
     provider = check_outputs(prepared, x, checker)
     done()
-    check_adjoint(model, prepared.input_shape, x, checker)
+    tested, projectable = check_adjoint(model, prepared.input_shape, x, checker)
     done()
     rectified = _rectified_layers(prepared)
     values = (
@@ -538,4 +610,4 @@ def run_checks(
         compare_baseline(baseline, current, checker)
     done()
     name = model.path.name if model.path else "model"
-    return CheckReport(name, checker.findings, current, provider)
+    return CheckReport(name, checker.findings, current, provider, tested, projectable)

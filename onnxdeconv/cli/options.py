@@ -118,6 +118,20 @@ def layers_option(default: str, multiple: bool = False) -> Callable[[F], F]:
     return click.option("--layers", metavar="A,B,..", multiple=multiple, callback=names, help=text)
 
 
+def layer_sample_option(what: str, default: str) -> Callable[[F], F]:
+    """``--layers N|all``: how many layers ``what`` runs on (``all``: 0, every one)."""
+
+    def count(_: click.Context, __: click.Parameter, value: str | None) -> int | None:
+        if value is None or value.strip().lower() == "all":
+            return None if value is None else 0
+        if not value.strip().isdigit() or int(value) < 1:
+            raise click.BadParameter(f"'{value}' is neither a count (1 or more) nor 'all'")
+        return int(value)
+
+    text = f"Run {what} on N layers spread over depth, or on all; default: {default}."
+    return click.option("--layers", "layer_sample", metavar="N|all", callback=count, help=text)
+
+
 def position_option(allow_all: bool = False) -> Callable[[F], F]:
     """``--position H,W``: the unit's position in its feature map (``all``: the whole map)."""
     every = "; 'all' projects the whole map" if allow_all else ""
