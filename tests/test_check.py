@@ -273,6 +273,7 @@ def test_cli_exit_0_with_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "message",
         "value",
         "threshold",
+        "non_finite",
     }
     suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "0"
@@ -474,3 +475,240 @@ def test_load_baseline_reads_json_objects_only(tmp_path: Path) -> None:
             load_baseline(tmp_path / name)
     with pytest.raises(OnnxDeconvError, match="cannot read baseline"):
         load_baseline(tmp_path / "missing.json")
+
+
+# --- hostile input: exit codes, outputs that always parse, malformed config, deep models ------
+
+
+def strict_json(text: str) -> object:
+    def refuse(token: str) -> object:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["check", "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    assert "0 all checks pass; 1 a check failed; 2 a usage, model or image error" in text
+    assert "internal error" in text and "--layers N|all" in text
+
+
+def test_cli_crash_exits_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxdeconv.cli.check_command as check_command
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(check_command, "run_checks", crash)
+    model = write(small_net(), tmp_path / "m.onnx")
+    code, _, err = run(["check", model], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: internal error: RuntimeError: something broke (please report")
+
+
+def renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
+    """``model`` with tensor ``old`` (and the node that makes it) named ``new``."""
+    for node in model.graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+        if node.name == old:
+            node.name = new
+    return model
+
+
+HOSTILE = "relu\x01\x08\x1b[31m]]><&'\"\ufffe\x7f"
+
+
+def test_cli_outputs_parse_with_hostile_names_and_nan_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = renamed(small_net(), "relu1", HOSTILE)
+    model = renamed(model, "conv2", "conv2]]>\x00\x1f")
+    weights = {i.name: i for i in model.graph.initializer}
+    w2 = numpy_helper.to_array(weights["w2"]).copy()
+    w2[0, 0, 0, 0] = np.nan
+    w2[1, 0, 0, 0] = np.inf
+    weights["w2"].CopyFrom(numpy_helper.from_array(w2, "w2"))
+    path = write(model, tmp_path / "hostile.onnx")
+    args = ["check", path, "--json", tmp_path / "c.json", "--junit", tmp_path / "c.xml"]
+    code, out, err = run([*args, "--verbose"], capsys)
+    assert code == 1, out + err
+    # Control characters reach the terminal as escapes, not as commands to it.
+    assert "\x1b" not in out and "relu\\x01\\x08\\x1b[31m]]>" in out
+    report = strict_json((tmp_path / "c.json").read_text())
+    assert isinstance(report, dict)
+    finite = [f for f in report["findings"] if f["check"] == "filters.finite"]
+    assert {f["status"] for f in finite} == {"pass", "fail"}
+    (failed,) = [f for f in finite if f["status"] == "fail"]
+    assert failed["subject"] == "conv2]]>\x00\x1f" and failed["message"].startswith("2 of 576")
+    flagged = [f for f in report["findings"] if f["non_finite"]]
+    assert flagged and all(
+        f[key] is None and f["non_finite"][key] in ("nan", "inf", "-inf")
+        for f in flagged
+        for key in f["non_finite"]
+    )
+    root = ET.fromstring((tmp_path / "c.xml").read_bytes())
+    names = [case.get("name") for case in root.iter("testcase")]
+    assert "relu\ufffd\ufffd\ufffd[31m]]><&'\"\ufffd\x7f" in names
+    assert "conv2]]>\ufffd\ufffd" in names
+    # A NaN written into the baseline (as null) fails the comparison instead of crashing it.
+    baseline = tmp_path / "b.json"
+    run(["check", path, "--write-baseline", baseline], capsys)
+    stored = strict_json(baseline.read_text())
+    assert isinstance(stored, dict)
+    code, out, err = run(["check", path, "--baseline", baseline], capsys)
+    assert code == 1 and "Traceback" not in err, err
+
+
+def test_cli_malformed_baseline_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write(small_net(), tmp_path / "m.onnx")
+    for text in (b'{"schema": "onnxdeconv.baseline/1", "images": ["random"]}', b"\xff\xfe{"):
+        baseline = tmp_path / "b.json"
+        baseline.write_bytes(text)
+        code, _, err = run(["check", model, "--baseline", baseline], capsys)
+        assert code == 2 and "Traceback" not in err and "baseline" in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (
+            b"[check]\ndead_ratio = -1\n",
+            "check.dead_ratio = -1 is out of range: give a number from 0 to 1",
+        ),
+        (b"[check]\ndead_ratio = 1.5\n", "check.dead_ratio = 1.5 is out of range"),
+        (b"[check]\ndead_ratio = nan\n", "check.dead_ratio = nan must be a number from 0 to 1"),
+        (b'[check]\ndead_ratio = "0.1"\n', "check.dead_ratio = '0.1' must be a number"),
+        (b"[check]\ndead_ratio = true\n", "check.dead_ratio = True must be a number"),
+        (b"[check]\nsaturated_fraction = 2\n", "check.saturated_fraction = 2 is out of range"),
+        (b"[check]\ntopk = 0\n", "check.topk = 0 is out of range: give a whole number >= 1"),
+        (b"[check]\ntopk = 2.5\n", "check.topk = 2.5 must be a whole number >= 1"),
+        (b"[check]\nadjoint_layers = -3\n", "check.adjoint_layers = -3 is out of range"),
+        (b'[check]\nadjoint_layers = "some"\n', "or 'all'"),
+        (b"[check]\nadjoint_tolerance = -1e-3\n", "check.adjoint_tolerance = -0.001 is out"),
+        (b"[check]\nmin_projection_similarity = -2\n", "give a number from -1 to 1"),
+        (b'[check]\nallowed_unprojectable_ops = "Softmax"\n', "must be a list of op names"),
+        (b"[check]\nallowed_unprojectable_ops = [1]\n", "must be a list of op names"),
+        (b"[check]\ndead_ration = 0.1\n", "unknown key check.dead_ration"),
+        (b"[chek]\ndead_ratio = 0.1\n", "unknown section or key 'chek'"),
+        (b"check = 3\n", "check must be a table"),
+        (b"[check]\nseverity = 3\n", "check.severity must be a table"),
+        (b'[check.severity]\nfilters = "fatal"\n', "check.severity.filters = 'fatal'"),
+        (b"[check]\ndead_ratio = 0.1 # caf\xe9\n", "is not UTF-8 text"),
+        (b"[check\n", "is not valid TOML"),
+    ],
+)
+def test_cli_malformed_config_exits_2_naming_the_key(
+    text: bytes, pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "check.toml"
+    config.write_bytes(text)
+    model = write(small_net(dead=True), tmp_path / "dead.onnx")
+    code, _, err = run(["check", model, "--config", config], capsys)
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert pattern in line and "check.toml" in line and "Traceback" not in err
+
+
+def test_config_adjoint_layers_all(tmp_path: Path) -> None:
+    from onnxdeconv.check import load_config
+
+    config = tmp_path / "check.toml"
+    config.write_text('[check]\nadjoint_layers = "all"\ndead_ratio = 0\ntopk = 3\n')
+    loaded = load_config(config)
+    assert (loaded.adjoint_layers, loaded.dead_ratio, loaded.topk) == (0, 0.0, 3)
+    assert isinstance(loaded.dead_ratio, float)
+
+
+def deep_chain(depth: int) -> onnx.ModelProto:
+    """x[N,2,8,8] -> (Conv 3x3 -> Relu) x depth -> GlobalAveragePool -> Flatten -> Gemm."""
+    rng = np.random.default_rng(3)
+    nodes, weights, previous = [], [], "x"
+    for i in range(depth):
+        weights.append(
+            numpy_helper.from_array(rng.normal(size=(2, 2, 3, 3)).astype(np.float32) / 3, f"w{i}")
+        )
+        nodes.append(
+            helper.make_node(
+                "Conv", [previous, f"w{i}"], [f"conv{i}"], name=f"conv{i}", pads=[1] * 4
+            )
+        )
+        nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"], name=f"relu{i}"))
+        previous = f"relu{i}"
+    weights.append(numpy_helper.from_array(rng.normal(size=(3, 2)).astype(np.float32), "fc"))
+    nodes += [
+        helper.make_node("GlobalAveragePool", [previous], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
+        helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7  # what the installed ONNX Runtime reads
+    return model
+
+
+def test_check_layers_spreads_a_sample_with_the_last_conv_stage() -> None:
+    from onnxdeconv.analysis.layers import MAX_CHECK_LAYERS, check_layers
+    from onnxdeconv.prepared import prepare
+
+    layers = prepare(load_model(deep_chain(20))).layers()
+    names = [layer.name for layer in layers if layer.projectable]
+    assert len(names) > MAX_CHECK_LAYERS
+    last_map = "relu19"  # the deepest projectable layer with more than one position
+    for limit in (1, 2, 3, 5, MAX_CHECK_LAYERS):
+        sample = check_layers(layers, limit)
+        assert len(sample) == len(set(sample)) <= limit
+        assert last_map in sample
+        assert sample == [n for n in names if n in sample]  # depth order
+        if limit >= 3:
+            assert sample[0] == names[0] and sample[-1] == names[-1]
+    gaps = np.diff([names.index(n) for n in check_layers(layers, MAX_CHECK_LAYERS)])
+    assert gaps.max() <= 2 * np.ceil(len(names) / MAX_CHECK_LAYERS)  # spread, not bunched
+    assert check_layers(layers, 0) == names == check_layers(layers, len(names))
+
+
+def test_cli_deep_model_tests_a_sample_and_says_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onnxdeconv.analysis.layers import MAX_CHECK_LAYERS
+
+    model = write(deep_chain(12), tmp_path / "deep.onnx")
+    args = ["check", model, "--json", tmp_path / "c.json", "--junit", tmp_path / "c.xml"]
+    code, out, err = run(args, capsys)
+    assert code == 0, out + err
+    report = strict_json((tmp_path / "c.json").read_text())
+    assert isinstance(report, dict)
+    layers = report["layers"]
+    tested = layers["tested"]
+    assert layers["sample"] is True and len(tested) == MAX_CHECK_LAYERS < layers["projectable"]
+    adjoint = [f["subject"] for f in report["findings"] if f["check"] == "faithful.adjoint"]
+    assert adjoint == tested and "relu11" in tested
+    assert f"a sample of {MAX_CHECK_LAYERS} of {layers['projectable']} projectable layers" in out
+    assert ", ".join(tested) in out and "--layers all" in err
+    suite = ET.fromstring((tmp_path / "c.xml").read_bytes()).find("testsuite")
+    assert suite is not None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["tested_layers"] == ",".join(tested)
+    assert properties["sample"] == "true"
+    assert properties["projectable_layers"] == str(layers["projectable"])
+    code, out, err = run([*args, "--layers", "all"], capsys)
+    assert code == 0, out + err
+    report = strict_json((tmp_path / "c.json").read_text())
+    assert isinstance(report, dict) and report["layers"]["sample"] is False
+    assert len(report["layers"]["tested"]) == report["layers"]["projectable"]
+    assert f"adjoint test on all {report['layers']['projectable']} projectable layers" in out
+    code, _, err = run(["check", model, "--layers", "0"], capsys)
+    assert code == 2 and "neither a count" in err

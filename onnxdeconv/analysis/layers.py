@@ -116,7 +116,12 @@ def check_layers(layers: Sequence[Layer], limit: int = MAX_CHECK_LAYERS) -> list
     names = [layer.name for layer in layers if layer.projectable]
     if not limit or len(names) <= limit:
         return names
-    spatial = [i for i, layer in enumerate(layers) if layer.projectable and len(layer.shape) >= 3]
+    # A map has more than one position: a pooled [C, 1, 1] tensor is not one.
+    spatial = [
+        i
+        for i, layer in enumerate(layers)
+        if layer.projectable and len(layer.shape) >= 3 and sum(d > 1 for d in layer.shape) >= 2
+    ]
     deepest_map = names.index(layers[spatial[-1]].name) if spatial else len(names) - 1
     if limit == 1:
         return [names[deepest_map]]

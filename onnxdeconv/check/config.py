@@ -105,8 +105,7 @@ def _number(path: Path, key: str, value: object) -> float | int:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_bytes().decode("utf-8")
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise OnnxDeconvError(f"cannot read config '{path}': {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
@@ -115,6 +114,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise OnnxDeconvError(f"config '{path}' is not valid TOML: {exc}") from exc
+    return data
 
 
 def load_config(path: str | Path | None) -> CheckConfig:
@@ -143,9 +143,7 @@ def load_config(path: str | Path | None) -> CheckConfig:
     section = dict(section)
     severity = section.pop("severity", {})
     if not isinstance(severity, dict):
-        raise OnnxDeconvError(
-            f"config '{path}': check.severity must be a table ([check.severity])"
-        )
+        raise OnnxDeconvError(f"config '{path}': check.severity must be a table ([check.severity])")
     known = {f.name for f in fields(CheckConfig) if f.name != "severity"}
     for key, value in section.items():
         if key not in known:

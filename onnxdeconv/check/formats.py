@@ -18,13 +18,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def xml_text(text: str) -> str:
-    """``text`` with each character XML 1.0 cannot hold replaced by U+FFFD (ElementTree escapes
-    the rest, ``]]>`` included)."""
+    """``text`` with each character XML 1.0 cannot hold replaced by U+FFFD.
+
+    ElementTree escapes the rest (``]]>`` included).
+    """
     return _NOT_XML.sub("\ufffd", text)
 
 
 def _shown(text: str) -> str:
-    """``text`` for a terminal: control characters as ``\\xNN`` escapes."""
+    r"""``text`` for a terminal: control characters as escapes (``\x1b`` for ESC)."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 

@@ -307,8 +307,10 @@ def _rectified_layers(prepared: PreparedModel) -> list[str]:
 def check_filters(
     prepared: PreparedModel, values: dict[str, np.ndarray] | None, checker: _Checker
 ) -> None:
-    """NaN or infinite weights and dead filters in every Conv; never-active and saturated
-    channels on the images."""
+    """NaN or infinite weights and dead filters in every Conv; inactive channels on the images.
+
+    A channel is inactive when it is never active, or active almost everywhere (saturated).
+    """
     config = checker.config
     for node in prepared.graph.node:
         if node.op_type != "Conv" or node.input[1] not in prepared.constants:
@@ -572,7 +574,23 @@ def run_checks(
             float32 results at tight tolerances, and CUDA may round convolutions to TF32.
         progress: Called with 1 after each of the :data:`CHECK_STAGES`.
     """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # NaN or infinite values (a NaN weight) become findings, not numpy warnings.
+        return _run_checks(
+            model, images, image_names, baseline, config, input_shape, device, progress
+        )
 
+
+def _run_checks(
+    model: LoadedModel,
+    images: np.ndarray | None,
+    image_names: Sequence[str],
+    baseline: dict[str, Any] | None,
+    config: CheckConfig | None,
+    input_shape: tuple[int, ...] | None,
+    device: Device,
+    progress: Callable[[int], None] | None,
+) -> CheckReport:
     def done() -> None:
         if progress is not None:
             progress(1)
