@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
 
-from onnxdeconv.errors import InputError, require_path
+from onnxdeconv.errors import InputError, OnnxDeconvError, require_path
 
 logger = logging.getLogger(__name__)
 
 Layout = Literal["NCHW", "NHWC"]
+Item = TypeVar("Item")
+Read = TypeVar("Read")
+#: Errors that make one image unusable: a command over many images skips it and goes on.
+IMAGE_ERRORS: tuple[type[Exception], ...] = (OnnxDeconvError, OSError, ValueError, cv2.error)
 
 
 class ModelInputSpec(Protocol):
@@ -348,6 +353,55 @@ def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit else files
 
 
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log while decoding: a skipped image is reported in one line."""
+    logging_ = cv2.utils.logging
+    previous = logging_.getLogLevel()
+    logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_.setLogLevel(previous)
+
+
+def skip_reason(error: BaseException) -> str:
+    """Why an image was skipped, in one line: the library's message, or the decoder's."""
+    if isinstance(error, OnnxDeconvError):
+        return str(error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = f": {lines[0]}" if lines else ""
+    if isinstance(error, OSError) and error.strerror:
+        detail = f": {error.strerror}"
+    return f"cannot read it as an image ({type(error).__name__}{detail})"
+
+
+def read_each(
+    items: Sequence[Item], read: Callable[[Item], Read]
+) -> tuple[list[tuple[Item, Read]], list[tuple[Item, str]]]:
+    """``read`` each item; one that raises an :data:`IMAGE_ERRORS` error is skipped.
+
+    Returns:
+        ``(item, result)`` for each item read, and ``(item, reason)`` for each skipped one (see
+        :func:`skip_reason`), both in the order of ``items``.
+    """
+    done: list[tuple[Item, Read]] = []
+    skipped: list[tuple[Item, str]] = []
+    with quiet_opencv():
+        for item in items:
+            try:
+                done.append((item, read(item)))
+            except IMAGE_ERRORS as exc:
+                skipped.append((item, skip_reason(exc)))
+    return done, skipped
+
+
+def none_readable(count: int, where: str, skipped: Sequence[tuple[object, str]]) -> InputError:
+    """The error when none of ``count`` images (in ``where``) could be read: one line."""
+    first = f" (the first: {skipped[0][1]})" if skipped else ""
+    return InputError(f"none of the {count} images {where} is readable{first}: check them")
+
+
 @dataclass
 class LoadedImages:
     """Images preprocessed for a model: one batch, and each image's name and picture."""
@@ -377,13 +431,11 @@ def read_images(
     """
     layout, _ = image_layout(input_shape)
     spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
-    inputs, names, skipped = [], [], []
-    for path in files:
-        try:
-            inputs.append(load_input(path, loaded, preprocessing, (spatial[0], spatial[1])))
-            names.append(str(path.relative_to(folder)))
-        except InputError as exc:
-            skipped.append((str(path.relative_to(folder)), str(exc)))
-    if not inputs:
-        raise InputError(f"none of the {len(files)} images in '{folder}' is readable: check them")
+    size = (spatial[0], spatial[1])
+    done, failed = read_each(files, lambda path: load_input(path, loaded, preprocessing, size))
+    skipped = [(str(path.relative_to(folder)), why) for path, why in failed]
+    if not done:
+        raise none_readable(len(files), f"in '{folder}'", skipped)
+    inputs = [model_input for _, model_input in done]
+    names = [str(path.relative_to(folder)) for path, _ in done]
     return LoadedImages(np.concatenate([i.array for i in inputs]), names, inputs, skipped)

@@ -40,6 +40,7 @@ from onnxdeconv.inputs import (
     fit_image,
     image_layout,
     normalise,
+    read_each,
     read_image,
 )
 from onnxdeconv.prepared import PreparedModel
@@ -482,19 +483,12 @@ def read_boxed_images(
     """
     boxes_file = read_boxes(boxes_path)
     chosen = resolve_images(boxes_file, images, boxes_path)
-    keys: list[str] = []
-    pictures: list[np.ndarray] = []
-    skipped: list[tuple[str, str]] = []
-    cache: dict[Path, np.ndarray] = {}
-    for key, path in chosen:
-        try:
-            if path not in cache:
-                cache[path] = read_image(path)
-        except InputError as exc:
-            skipped.append((key, str(exc)))
-            continue
-        keys.append(key)
-        pictures.append(cache[path])
+    # A photo that holds several objects (keys A.jpg#a, A.jpg#b) is read once.
+    read, failed = read_each(list(dict.fromkeys(path for _, path in chosen)), read_image)
+    cache, why = dict(read), dict(failed)
+    keys = [key for key, path in chosen if path in cache]
+    pictures = [cache[path] for key, path in chosen if path in cache]
+    skipped = [(key, why[path]) for key, path in chosen if path in why]
     if len(keys) < 2:
         raise InputError(
             f"only {len(keys)} of {len(chosen)} images could be read; correspondence needs at "

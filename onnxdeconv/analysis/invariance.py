@@ -43,7 +43,9 @@ from onnxdeconv.inputs import (
     Preprocessing,
     fit_image,
     image_layout,
+    none_readable,
     normalise,
+    read_each,
     read_image,
 )
 from onnxdeconv.prepared import PreparedModel
@@ -414,16 +416,10 @@ def read_pictures(paths: Sequence[Path], size: tuple[int, int]) -> Pictures:
             files.extend(found)
         else:
             files.append(path)
-    read = Pictures([], [], skipped)
-    for path in files:
-        try:
-            read.pictures.append(fit_image(read_image(path), size))
-            read.names.append(path.name)
-        except InputError as exc:
-            read.skipped.append((path, str(exc)))
-    if not read.pictures:
-        raise InputError(f"none of the {len(files)} images is readable: check the image paths")
-    return read
+    done, failed = read_each(files, lambda path: fit_image(read_image(path), size))
+    if not done:
+        raise none_readable(len(files), "given", [*skipped, *failed])
+    return Pictures([p for _, p in done], [path.name for path, _ in done], [*skipped, *failed])
 
 
 def invariance_curves(

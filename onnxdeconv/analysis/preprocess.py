@@ -9,7 +9,7 @@ almost every classifier trained on natural images.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ class PreprocessingReport:
     top: int = 5
     #: The ONNX Runtime provider the model ran on.
     provider: str = ""
+    #: ``(image, reason)`` for each image that could not be read and was left out.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def top_classes(self) -> np.ndarray:
@@ -144,6 +146,7 @@ class PreprocessingReport:
             "close": self.close,
             "criterion": "highest certainty: mean over the images of 1 - entropy/log(classes)",
             "softmax_applied": self.softmax_applied,
+            "skipped_images": [{"image": image, "reason": why} for image, why in self.skipped],
             "candidates": rows,
         }
 
@@ -185,8 +188,10 @@ def rank_preprocessing(
         device: Where ONNX Runtime runs.
         progress: Called with the number of images done after each candidate.
 
+    Unreadable images are left out and listed in :attr:`PreprocessingReport.skipped`.
+
     Raises:
-        InputError: The model has no class output, no image is given, or one is unreadable.
+        InputError: The model has no class output, or no image is given or readable.
     """
     output, classes = class_output(prepared)
     if not images:
@@ -195,24 +200,34 @@ def rank_preprocessing(
     if prepared.loaded.input_dtype.kind in "iu":
         chosen = {name: p for name, p in chosen.items() if p.is_raw} or {"raw": PRESETS["raw"]}
     spatial = _spatial_size(prepared.input_shape)
+    layout, channels = inputs.image_layout(prepared.input_shape)
+    # Each image is decoded once, and preprocessed once per candidate.
+    read, failed = inputs.read_each(
+        list(images), lambda path: inputs.fit_image(inputs.read_image(path), spatial)
+    )
+    skipped = [(str(path), why) for path, why in failed]
+    if not read:
+        raise inputs.none_readable(len(images), "given", skipped)
+    dtype = prepared.loaded.input_dtype
     runner = ForwardRunner(prepared, device=device)
     all_scores = []
     for preprocessing in chosen.values():
         batch = np.concatenate(
-            [inputs.load_input(p, prepared.loaded, preprocessing, spatial).array for p in images]
+            [inputs.normalise(rgb, preprocessing, layout, channels, dtype) for _, rgb in read]
         )
-        all_scores.append(runner.run(batch, [output])[output].reshape(len(images), -1))
+        all_scores.append(runner.run(batch, [output])[output].reshape(len(read), -1))
         if progress is not None:
             progress(len(images))
     probabilities, applied = to_probabilities(np.concatenate(all_scores))
     return PreprocessingReport(
         candidates=list(chosen),
         preprocessings=list(chosen.values()),
-        images=[str(p) for p in images],
-        probabilities=probabilities.reshape(len(chosen), len(images), -1),
+        images=[str(path) for path, _ in read],
+        probabilities=probabilities.reshape(len(chosen), len(read), -1),
         softmax_applied=applied,
         top=min(top, classes),
         provider=runner.provider,
+        skipped=skipped,
     )
 
 

@@ -8,7 +8,7 @@ import click
 
 from onnxdeconv.analysis.correspondence import correspondence_scores, read_boxed_images
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress
+from onnxdeconv.cli.feedback import info, list_skipped, progress
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.correspondence import write_correspondence
 
@@ -64,14 +64,14 @@ def correspondence(
     scores lower than boxes of the same size at random places (--random draws, inside each image's
     'objects' region when the boxes file gives one). Boxes are [x0, y0, x1, y1] in the original
     image's pixels, x1 and y1 exclusive; optional 'crops' use part of a photo (to centre the
-    faces) and a key 'A.jpg#label' names one object of a photo. An unreadable image is skipped.
+    faces) and a key 'A.jpg#label' names one object of a photo. An unreadable image is skipped
+    and listed.
 
     Example: onnxdeconv correspondence model.onnx --images cat.jpg dog.jpg fox.jpg --boxes b.json
     """
     wanted = [p.strip() for p in parts.split(",") if p.strip()] if parts else None
     read = read_boxed_images(boxes_path, [*image_paths, *more_images], wanted)
-    for key, why in read.skipped:
-        info(f"skipped {key}: {why}")
+    list_skipped(read.skipped)
     _, prepared, preprocessing, how = model_options.load(model)
     total = len(read.keys) * (1 + len(read.boxes) + draws)
     with progress(total, "masked copies", "input", so_far=True) as advance:
@@ -92,4 +92,4 @@ def correspondence(
     # Said after the run, so that an error stays the only line on stderr.
     info(f"preprocessing: {how}")
     info(f"running on {result.provider}")
-    click.echo(write_correspondence(result, paths, model.name))
+    click.echo(write_correspondence(result, paths, model.name, read.skipped))

@@ -67,7 +67,7 @@ def evolution(
     to the unit's receptive field. The picture has one row per map and one column per checkpoint.
     The table gives, per layer, the mean cosine similarity of the crops between consecutive
     checkpoints, and where the layer converges: the first checkpoint after which that similarity
-    stays at or above --threshold. Unreadable images are skipped.
+    stays at or above --threshold. Unreadable images are skipped and listed.
 
     Example: onnxdeconv evolution models/digitnet_checkpoints/epoch_*.onnx --images models/examples
     """
@@ -96,6 +96,12 @@ def evolution(
     info(f"running on {report.provider}")
     bgr, shape = preprocessing.bgr, prepared[0].input_shape
     summary = write_evolution(
-        report, paths, checkpoints=names, image_names=found.names, input_shape=shape, bgr=bgr
+        report,
+        paths,
+        checkpoints=names,
+        image_names=found.names,
+        input_shape=shape,
+        bgr=bgr,
+        skipped=found.skipped,
     )
     click.echo(summary)

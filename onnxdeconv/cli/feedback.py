@@ -62,6 +62,20 @@ def find_images(folder: Path, limit: int | None) -> list[Path]:
         raise InputError(hint.replace("point at", "point --images at")) from None
 
 
+def list_skipped(skipped: Sequence[tuple[object, str]], folder: Path | None = None) -> None:
+    """Say on stderr which images were left out and why, one a line, then how many.
+
+    Args:
+        skipped: ``(image, reason)`` pairs; an image is a path, or a name under ``folder``.
+        folder: The folder the names are relative to, if they are.
+    """
+    for image, reason in skipped:
+        shown = folder / str(image) if folder is not None else image
+        info(f"skipped {shown}: {reason}")
+    if len(skipped) > 1:
+        info(f"skipped {len(skipped)} unreadable images")
+
+
 def read_images(
     files: Sequence[Path], prepared: PreparedModel, preprocessing: Preprocessing, folder: Path
 ) -> LoadedImages:
@@ -70,8 +84,7 @@ def read_images(
     Says which were skipped, and how many are used.
     """
     found = inputs.read_images(files, prepared.loaded, preprocessing, prepared.input_shape, folder)
-    for name, reason in found.skipped:
-        info(f"skipped {folder / name}: {reason}")
+    list_skipped(found.skipped, folder)
     info(f"using {len(found.inputs)} of {len(files)} images from {folder}")
     return found
 

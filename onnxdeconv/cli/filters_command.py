@@ -32,18 +32,20 @@ def filters(
     Reports each filter's energy in low, mid and high frequency bands, dead filters (tiny norm),
     and the aliasing score: the share of energy above the Nyquist limit of the layer's stride. With
     --images the score is measured on the layer's feature maps and filters that never fire are
-    listed; without, the score comes from the filters alone. Unreadable images are skipped.
+    listed; without, the score comes from the filters alone. Unreadable images are skipped and
+    listed.
 
     Example: onnxdeconv filters models/digitnet.onnx --images models/examples
     """
     files = find_images(images, limit) if images is not None else []
     prepared = model_options.prepared(model)
-    batch, bgr = None, False
+    batch, bgr, skipped = None, False, []
     if images is not None:
         preprocessing, how = model_options.preprocessing(prepared.loaded)
         bgr = preprocessing.bgr
         info(f"preprocessing: {how}")
-        batch = read_images(files, prepared, preprocessing, images).batch
+        found = read_images(files, prepared, preprocessing, images)
+        batch, skipped = found.batch, found.skipped
     with progress(0 if batch is None else len(batch), "first layer", "img") as advance:
         report = analyse_filters(
             prepared,
@@ -55,4 +57,4 @@ def filters(
     if report.provider:
         info(f"running on {report.provider}")
     images_seen = 0 if batch is None else len(batch)
-    click.echo(write_filters(report, paths, model.name, images_seen, bgr))
+    click.echo(write_filters(report, paths, model.name, images_seen, bgr, skipped))

@@ -10,7 +10,7 @@ import click
 from onnxdeconv.analysis import invariance as analysis
 from onnxdeconv.analysis.invariance import TRANSFORMS
 from onnxdeconv.cli import options, parse
-from onnxdeconv.cli.feedback import info, progress
+from onnxdeconv.cli.feedback import info, list_skipped, progress
 from onnxdeconv.labels import read_labels, resolve_label
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.invariance import write_invariance
@@ -100,8 +100,7 @@ def invariance(
     class_names = read_labels(labels_path) if labels_path is not None else loaded.labels
     label_index = resolve_label(label, class_names) if label is not None else None
     read = analysis.read_pictures(images, analysis.model_image_size(prepared))
-    for path, why in read.skipped:
-        info(f"skipped {path}: {why}")
+    list_skipped(read.skipped)
     runner = analysis.invariance_runner(prepared, names, model_options.device)
     info(f"preprocessing: {how}")
     info(f"running on {runner.provider}")

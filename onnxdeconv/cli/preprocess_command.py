@@ -8,9 +8,9 @@ import click
 
 from onnxdeconv.analysis.preprocess import DECLARED, rank_preprocessing
 from onnxdeconv.cli import options
-from onnxdeconv.cli.feedback import info, progress, written
+from onnxdeconv.cli.feedback import info, list_skipped, progress, written
 from onnxdeconv.cli.parse import check_output
-from onnxdeconv.inputs import PRESETS, preprocessing_from_metadata
+from onnxdeconv.inputs import PRESETS, image_files, preprocessing_from_metadata
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs import json_text
 from onnxdeconv.outputs.model import check_copy_target, write_model_metadata
@@ -41,8 +41,9 @@ def preprocess(
 ) -> None:
     """Find the preprocessing a classifier expects, and store it in a copy of the model.
 
-    Runs the images under every preset (and the --mean/--std/--scale/--bgr values if given, and
-    the preprocessing the model declares in its metadata if any, as 'declared') and
+    IMAGES are image files or folders (searched recursively); unreadable ones are skipped and
+    listed. Runs the images under every preset (and the --mean/--std/--scale/--bgr values if
+    given, and the preprocessing the model declares in its metadata if any, as 'declared') and
     shows the model's top-5 classes on each. It recommends the one under which the model is most
     certain: the highest mean over the images of 1 - entropy/log(classes) of its class
     probabilities (softmax applied to scores). With --write -o OUT.onnx, the copy declares that
@@ -64,14 +65,16 @@ def preprocess(
         candidates["custom"] = given[1]
     if (declared := preprocessing_from_metadata(prepared.loaded)) is not None:
         candidates[DECLARED] = declared
-    with progress(len(images) * len(candidates), "images", "img") as advance:
+    files = [f for path in images for f in (image_files(path) if path.is_dir() else [path])]
+    with progress(len(files) * len(candidates), "images", "img") as advance:
         report = rank_preprocessing(
             prepared,
-            images,
+            files,
             candidates=candidates,
             device=model_options.device,
             progress=advance,
         )
+    list_skipped(report.skipped)
     info(f"running on {report.provider}")
     if as_json:
         click.echo(json_text(report.to_json(labels)))

@@ -21,13 +21,11 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, reduce
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import cv2
 import numpy as np
 
 from onnxdeconv.analysis.features import (
@@ -44,9 +42,10 @@ from onnxdeconv.analysis.features import (
     saturation_bounds,
 )
 from onnxdeconv.deconv.rules import RULES, Rule
-from onnxdeconv.errors import InputError, OnnxDeconvError, require_path
+from onnxdeconv.errors import InputError, require_path
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import (
+    IMAGE_ERRORS,
     PRESETS,
     ModelInput,
     Preprocessing,
@@ -54,6 +53,8 @@ from onnxdeconv.inputs import (
     image_layout,
     load_input,
     preprocessing_from_metadata,
+    quiet_opencv,
+    skip_reason,
 )
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
@@ -63,20 +64,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-#: Errors that make one image unusable; the run skips it and goes on.
-IMAGE_ERRORS = (OnnxDeconvError, OSError, ValueError, cv2.error)
-
-
-@contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own log while decoding: a skipped image is reported in one line."""
-    logging_ = cv2.utils.logging
-    previous = logging_.getLogLevel()
-    logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        logging_.setLogLevel(previous)
 
 
 def prefetch(
@@ -260,9 +247,9 @@ def stream_features(
             arrays = []
             for image_id, result in batch:
                 if isinstance(result, BaseException):
-                    state.skip(image_id, str(result))
+                    state.skip(image_id, skip_reason(result))
                     if on_skip is not None:
-                        on_skip(image_id, str(result))
+                        on_skip(image_id, skip_reason(result))
                     else:
                         logger.warning("skipped: %s", result)
                 else:

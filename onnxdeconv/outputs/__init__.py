@@ -10,9 +10,18 @@ from onnxdeconv.outputs.tables import (
     OutputPaths,
     json_safe,
     json_text,
+    skipped_json,
     write_csv,
     write_json,
     write_text,
 )
 
-__all__ = ["OutputPaths", "json_safe", "json_text", "write_csv", "write_json", "write_text"]
+__all__ = [
+    "OutputPaths",
+    "json_safe",
+    "json_text",
+    "skipped_json",
+    "write_csv",
+    "write_json",
+    "write_text",
+]

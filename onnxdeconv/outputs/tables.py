@@ -43,6 +43,11 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def skipped_json(skipped: Sequence[tuple[object, str]]) -> list[dict[str, str]]:
+    """The images a command left out, as the ``skipped_images`` entry of its JSON."""
+    return [{"image": str(image), "reason": reason} for image, reason in skipped]
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as temp:
