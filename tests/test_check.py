@@ -664,20 +664,21 @@ def test_check_layers_spreads_a_sample_with_the_last_conv_stage() -> None:
     from onnxdeconv.analysis.layers import MAX_CHECK_LAYERS, check_layers
     from onnxdeconv.prepared import prepare
 
-    layers = prepare(load_model(deep_chain(20))).layers()
+    prepared = prepare(load_model(deep_chain(20)))
+    layers = prepared.layers()
     names = [layer.name for layer in layers if layer.projectable]
     assert len(names) > MAX_CHECK_LAYERS
     last_map = "relu19"  # the deepest projectable layer with more than one position
     for limit in (1, 2, 3, 5, MAX_CHECK_LAYERS):
-        sample = check_layers(layers, limit)
+        sample = check_layers(prepared, limit)
         assert len(sample) == len(set(sample)) <= limit
         assert last_map in sample
         assert sample == [n for n in names if n in sample]  # depth order
         if limit >= 3:
             assert sample[0] == names[0] and sample[-1] == names[-1]
-    gaps = np.diff([names.index(n) for n in check_layers(layers, MAX_CHECK_LAYERS)])
+    gaps = np.diff([names.index(n) for n in check_layers(prepared, MAX_CHECK_LAYERS)])
     assert gaps.max() <= 2 * np.ceil(len(names) / MAX_CHECK_LAYERS)  # spread, not bunched
-    assert check_layers(layers, 0) == names == check_layers(layers, len(names))
+    assert check_layers(prepared, 0) == names == check_layers(prepared, len(names))
 
 
 def test_cli_deep_model_tests_a_sample_and_says_which(

@@ -7,12 +7,11 @@ questions. They live here together, under distinct names, so that a reader can c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
 from onnxdeconv.errors import OnnxDeconvError, SelectionError
-from onnxdeconv.prepared import Layer, PreparedModel
+from onnxdeconv.prepared import PreparedModel
 
 #: Ops that only rescale or rectify their input: a layer followed by one of them is not a feature
 #: map of its own for the default layer choice (conv10 and its Relu are one layer).
@@ -106,13 +105,14 @@ def evolution_layers(prepared: PreparedModel, limit: int = MAX_DEFAULT_LAYERS) -
     return [found[i] for i in picks]
 
 
-def check_layers(layers: Sequence[Layer], limit: int = MAX_CHECK_LAYERS) -> list[str]:
-    """The projectable layers of ``layers`` that ``check`` tests, in depth order.
+def check_layers(prepared: PreparedModel, limit: int = MAX_CHECK_LAYERS) -> list[str]:
+    """The projectable layers that ``check`` runs its adjoint test on, in depth order.
 
     At most ``limit`` (0: every one), spread evenly over the depth from the first to the last,
     and always the deepest layer with spatial maps (the last conv stage, where a wrong transpose
     rule has touched every stage below).
     """
+    layers = prepared.layers()
     names = [layer.name for layer in layers if layer.projectable]
     if not limit or len(names) <= limit:
         return names

@@ -237,9 +237,9 @@ def check_adjoint(
     """
     config = checker.config
     prepared = _float32(loaded, input_shape)
-    every = prepared.layers()
-    layers = check_layers(every, config.adjoint_layers)
-    projectable = sum(layer.projectable for layer in every)
+    layers = check_layers(prepared, config.adjoint_layers)
+    # Every plan is cached by now: counting the projectable layers costs nothing more.
+    projectable = sum(layer.projectable for layer in prepared.layers())
     if not layers:
         return layers, projectable
     point = x[:1].astype(np.float32)
