@@ -14,7 +14,12 @@ import cv2
 import numpy as np
 
 from onnxdeconv.errors import InputError, require_path
-from onnxdeconv.image_size import check_pixel_budget, read_header
+from onnxdeconv.image_size import (
+    MAX_PIXELS_VARIABLE,
+    check_pixel_budget,
+    max_image_pixels,
+    read_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -326,10 +331,39 @@ def normalise(
     return np.ascontiguousarray(values[None].astype(dtype))
 
 
+def check_size(size: tuple[int, int], max_pixels: int | None = None) -> tuple[int, int]:
+    """``size`` (H, W), if both are at least 1 and ``H x W`` is within the pixel budget.
+
+    Raises:
+        InputError: A side is under 1, or the size is over the budget (see :func:`read_image`).
+    """
+    height, width = size
+    if height < 1 or width < 1:
+        raise InputError(
+            f"the input size {height},{width} has a side under 1: give H,W such as 224,224",
+            parameter="input_shape",
+        )
+    budget = max_image_pixels(max_pixels)
+    if height * width > budget:
+        raise InputError(
+            f"the input size {height},{width} is {height * width} pixels, over the pixel budget "
+            f"of {budget}: give a smaller size, or raise the budget with "
+            f"{MAX_PIXELS_VARIABLE}={height * width}",
+            parameter="input_shape",
+        )
+    return height, width
+
+
 def input_shape_for(loaded: ModelInputSpec, size: tuple[int, int] | None) -> tuple[int, ...] | None:
-    """The per-sample input shape of ``loaded`` at image size ``size`` (H, W); None for None."""
+    """The per-sample input shape of ``loaded`` at image size ``size`` (H, W); None for None.
+
+    Raises:
+        InputError: The size is under 1 or over the pixel budget (:func:`check_size`), or the
+            model does not take images.
+    """
     if size is None:
         return None
+    size = check_size(size)
     layout, channels = image_layout(tuple(loaded.input_shape[1:]))
     return (channels, *size) if layout == "NCHW" else (*size, channels)
 
@@ -371,6 +405,8 @@ def load_input(
         return _load_array(path, loaded)
     layout, channels = image_layout(per_sample)
     spatial = per_sample[1:] if layout == "NCHW" else per_sample[:-1]
+    if size is not None:
+        size = check_size(size, max_pixels)
     rgb = read_image(path, max_pixels)
     if size is None:
         fixed = all(isinstance(d, int) and d > 0 for d in spatial)

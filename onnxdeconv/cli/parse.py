@@ -69,8 +69,16 @@ def position(value: str | None, allow_all: bool = False) -> tuple[int, ...] | st
         raise click.BadParameter(message, param_hint="--position") from None
 
 
+#: Where a channel range is cut: past the width of any layer (channels a layer lacks are left
+#: out anyway), so that ``0-999999999`` costs no more than ``all``.
+RANGE_LIMIT = 1 << 17
+
+
 def channel_ranges(value: str) -> list[int] | None:
-    """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all."""
+    """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all.
+
+    A range stops at channel ``RANGE_LIMIT - 1``; single channels are kept as given.
+    """
     if value.strip().lower() == "all":
         return None
     chosen: dict[int, None] = {}
@@ -80,7 +88,8 @@ def channel_ranges(value: str) -> list[int] | None:
             first, last = int(low), int(high) if high else int(low)
             if first < 0 or last < first:
                 raise ValueError
-            chosen.update(dict.fromkeys(range(first, last + 1)))
+            stop = last + 1 if last == first else min(last + 1, max(RANGE_LIMIT, first + 1))
+            chosen.update(dict.fromkeys(range(first, stop)))
     except ValueError:
         message = f"expected 'all', a range such as 0-15 or a list such as 0,3,7, got '{value}'"
         raise click.BadParameter(message, param_hint="--channels") from None
