@@ -154,3 +154,8 @@ def main() -> None:
         hint = f" (option {option})" if option and option.split()[0] not in str(exc) else ""
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # The machine, not the code: a full disk, a read-only folder, a file that went away.
+        where = f" '{exc.filename}'" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
