@@ -166,8 +166,8 @@ def refuse_overwriting_inputs(
     """Refuse, before any work, an output that names an input of the command, or another output.
 
     An output may not be an input file (the model, an image, a .npy, a state, a config; through
-    links too), an input folder, or an existing file inside an input folder; and two outputs may
-    not name one file. Writing would destroy the input the command reads.
+    links too) or an existing file inside an input folder, and two outputs may not name one
+    file: writing would destroy what the command reads.
 
     Args:
         ctx: The command's context: its parameters, as given (:data:`OUTPUT_PARAMETERS` are the
@@ -192,6 +192,8 @@ def refuse_overwriting_inputs(
         for input_hint, given in inputs:
             named = input_hint.upper() if input_hint.isidentifier() else input_hint
             where = f"the input {named}" + (f" '{given}'" if str(given) != str(output) else "")
+            if output.is_dir() and given.is_dir():
+                continue  # writing into a folder destroys none of its files (checked below)
             if _same(output, given):
                 message = f"'{output}' is {where}: writing it would destroy it; give another path"
                 raise click.BadParameter(message, param_hint=hint)
