@@ -228,7 +228,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     data = np.fromfile(path, np.uint8)
     if not data.size:
         raise InputError(unreadable)
-    header = read_header(data, path)
+    header = read_header(data.data, path)
     if header is not None:
         check_pixel_budget(path, header.width, header.height, max_pixels)
     # Only IMREAD_UNCHANGED keeps an alpha channel, and it ignores the EXIF orientation: decode
@@ -264,7 +264,8 @@ def _rgb8(decoded: np.ndarray, path: Path) -> np.ndarray:
     values *= 255.0
     pixels = np.rint(values, out=values).astype(np.uint8)
     code = cv2.COLOR_GRAY2RGB if channels == 1 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(pixels, code, dst=None if channels == 1 else pixels)
+    rgb: np.ndarray = cv2.cvtColor(pixels, code, dst=None if channels == 1 else pixels)
+    return rgb
 
 
 def _unit_range(decoded: np.ndarray, path: Path) -> np.ndarray:
