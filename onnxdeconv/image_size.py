@@ -50,7 +50,7 @@ def max_image_pixels(max_pixels: int | None = None) -> int:
         return DEFAULT_MAX_IMAGE_PIXELS
     try:
         value = int(float(raw)) if "e" in raw.lower() else int(raw.replace("_", ""))
-    except ValueError:
+    except (ValueError, OverflowError):
         value = 0
     if value < 1:
         raise InputError(
