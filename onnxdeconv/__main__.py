@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from onnxdeconv.cli.main import main
+import sys
+
+try:
+    from onnxdeconv.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while the command line loads: no traceback
+    sys.stderr.write("error: interrupted\n")
+    sys.exit(130)
 
 main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ import cv2
 import numpy as np
 
 from onnxdeconv.errors import InputError, OnnxDeconvError, require_path
+from onnxdeconv.image_size import (
+    MAX_PIXELS_VARIABLE,
+    check_pixel_budget,
+    max_image_pixels,
+    read_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,27 @@ class Preprocessing:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     bgr: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse values that would make every input NaN, infinite or constant.
+
+        Raises:
+            InputError: A value is not finite, or the scale or a std is 0.
+        """
+        values = {"scale": (self.scale,), "mean": self.mean, "std": self.std}
+        for name, given in values.items():
+            if not given or not all(math.isfinite(v) for v in given):
+                raise InputError(
+                    f"the preprocessing {name} {list(given)} is not a finite number per channel: "
+                    "give finite values",
+                    parameter="preprocessing",
+                )
+            if name != "mean" and 0.0 in given:
+                raise InputError(
+                    f"the preprocessing {name} {list(given)} holds 0, which would make every "
+                    f"input {'infinite' if name == 'std' else 'constant'}: give non-zero values",
+                    parameter="preprocessing",
+                )
 
     @property
     def is_raw(self) -> bool:
@@ -180,26 +208,88 @@ def image_layout(per_sample: tuple[int | str, ...]) -> tuple[Layout, int]:
     )
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8, honouring EXIF rotation; alpha is composited on white."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file, once, to RGB uint8; EXIF rotation honoured, alpha composited on white.
+
+    16-bit images are scaled to 8 bits; float images (a float TIFF) must hold values in 0..1.
+    The size the header declares is checked against the pixel budget before decoding.
+
+    Args:
+        path: The image file.
+        max_pixels: The most pixels it may have (default: ``ONNXDECONV_MAX_IMAGE_PIXELS``, else
+            :data:`~onnxdeconv.image_size.DEFAULT_MAX_IMAGE_PIXELS`).
+
+    Raises:
+        InputError: The file is missing, not an image OpenCV reads, over the pixel budget, or
+            holds pixels that have no 8-bit picture (negative, non-finite or over 1 as floats).
+    """
     path = Path(path)
     missing = f"input file '{path}' does not exist: check the path"
     require_path(path, "file", "an image file", missing, error=InputError)
+    unreadable = (
+        f"'{path}' is not a readable image (jpg, png, bmp, webp or tiff) or .npy array: "
+        "check the file"
+    )
     data = np.fromfile(path, np.uint8)
-    unchanged = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if unchanged is None:
+    if not data.size:
+        raise InputError(unreadable)
+    header = read_header(data.data, path)
+    if header is not None:
+        check_pixel_budget(path, header.width, header.height, max_pixels)
+    # Only IMREAD_UNCHANGED keeps an alpha channel, and it ignores the EXIF orientation: decode
+    # with it only what may be transparent.
+    alpha = header is None or header.alpha
+    flags = cv2.IMREAD_UNCHANGED if alpha else cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    try:
+        decoded = cv2.imdecode(data, flags)
+    except cv2.error as exc:  # OpenCV's own size limit, or a decoder that gives up loudly
+        reason = str(exc).strip().splitlines()[-1]
+        raise InputError(f"{unreadable} (OpenCV: {reason})") from None
+    del data
+    if decoded is None or decoded.size == 0:
+        raise InputError(unreadable)
+    if header is None:  # a format whose header is not read: check what was decoded
+        check_pixel_budget(path, decoded.shape[1], decoded.shape[0], max_pixels)
+    return _rgb8(decoded, path)
+
+
+def _rgb8(decoded: np.ndarray, path: Path) -> np.ndarray:
+    """An image as OpenCV decodes it (BGR, BGRA or gray; 8, 16-bit or float) as RGB uint8."""
+    channels = 1 if decoded.ndim == 2 else decoded.shape[2]
+    if channels not in (1, 3, 4):
+        raise InputError(f"'{path}' has {channels} channels: save it as gray, RGB or RGBA")
+    if decoded.dtype == np.uint8 and channels != 4:
+        code = cv2.COLOR_GRAY2RGB if channels == 1 else cv2.COLOR_BGR2RGB
+        # In place where the channel count stays: no copy of a large picture.
+        return cv2.cvtColor(decoded, code, dst=None if channels == 1 else decoded)
+    values = _unit_range(decoded, path)  # float32, 0..1
+    if channels == 4:
+        alpha = values[..., 3:]
+        values = values[..., :3] * alpha + (1.0 - alpha)
+    values *= 255.0
+    pixels = np.rint(values, out=values).astype(np.uint8)
+    code = cv2.COLOR_GRAY2RGB if channels == 1 else cv2.COLOR_BGR2RGB
+    rgb: np.ndarray = cv2.cvtColor(pixels, code, dst=None if channels == 1 else pixels)
+    return rgb
+
+
+def _unit_range(decoded: np.ndarray, path: Path) -> np.ndarray:
+    """Pixels as float32 in 0..1: 8 and 16-bit scaled by their maximum, floats as they are."""
+    if decoded.dtype in (np.uint8, np.uint16):
+        return decoded.astype(np.float32) / float(np.iinfo(decoded.dtype).max)
+    if decoded.dtype.kind != "f":
         raise InputError(
-            f"'{path}' is not a readable image (jpg, png, bmp, webp or tiff) or .npy array: "
-            "check the file"
+            f"'{path}' holds {decoded.dtype} pixels, which have no 8-bit picture: save it as "
+            "8- or 16-bit, or pass the values as a .npy array"
         )
-    if unchanged.ndim == 3 and unchanged.shape[2] == 4:
-        deep = unchanged.dtype == np.uint16
-        color = unchanged[..., :3].astype(np.float32) / (257.0 if deep else 1.0)
-        alpha = unchanged[..., 3:].astype(np.float32) / (65535.0 if deep else 255.0)
-        bgr = (color * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-    else:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    values = decoded.astype(np.float32)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high) and low >= 0.0 and high <= 1.0):
+        raise InputError(
+            f"'{path}' holds float pixels from {low:g} to {high:g}; float images must hold values "
+            "in 0..1: scale it, save it as 8- or 16-bit, or pass the values as a .npy array"
+        )
+    return values
 
 
 def fit_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -247,10 +337,39 @@ def normalise(
     return np.ascontiguousarray(values[None].astype(dtype))
 
 
+def check_size(size: tuple[int, int], max_pixels: int | None = None) -> tuple[int, int]:
+    """``size`` (H, W), if both are at least 1 and ``H x W`` is within the pixel budget.
+
+    Raises:
+        InputError: A side is under 1, or the size is over the budget (see :func:`read_image`).
+    """
+    height, width = size
+    if height < 1 or width < 1:
+        raise InputError(
+            f"the input size {height},{width} has a side under 1: give H,W such as 224,224",
+            parameter="input_shape",
+        )
+    budget = max_image_pixels(max_pixels)
+    if height * width > budget:
+        raise InputError(
+            f"the input size {height},{width} is {height * width} pixels, over the pixel budget "
+            f"of {budget}: give a smaller size, or raise the budget with "
+            f"{MAX_PIXELS_VARIABLE}={height * width}",
+            parameter="input_shape",
+        )
+    return height, width
+
+
 def input_shape_for(loaded: ModelInputSpec, size: tuple[int, int] | None) -> tuple[int, ...] | None:
-    """The per-sample input shape of ``loaded`` at image size ``size`` (H, W); None for None."""
+    """The per-sample input shape of ``loaded`` at image size ``size`` (H, W); None for None.
+
+    Raises:
+        InputError: The size is under 1 or over the pixel budget (:func:`check_size`), or the
+            model does not take images.
+    """
     if size is None:
         return None
+    size = check_size(size)
     layout, channels = image_layout(tuple(loaded.input_shape[1:]))
     return (channels, *size) if layout == "NCHW" else (*size, channels)
 
@@ -271,15 +390,30 @@ def load_input(
     loaded: ModelInputSpec,
     preprocessing: Preprocessing,
     size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
 ) -> ModelInput:
-    """Load an image file (preprocessed) or a ``.npy`` array (fed as is) for ``loaded``."""
+    """Load an image file (preprocessed) or a ``.npy`` array (fed as is) for ``loaded``.
+
+    Args:
+        path: An image file, or a ``.npy`` array in the model's input layout and dtype.
+        loaded: The model.
+        preprocessing: How to turn an image's pixels into input values.
+        size: The image size (H, W) to resize to (default: the model's, else the image's).
+        max_pixels: The pixel budget of an image (see :func:`read_image`).
+
+    Raises:
+        InputError: The file is unreadable, over the pixel budget, holds non-finite values or
+            does not fit the model.
+    """
     path = Path(path)
     per_sample = tuple(loaded.input_shape[1:])
     if path.suffix.lower() == ".npy":
         return _load_array(path, loaded)
     layout, channels = image_layout(per_sample)
     spatial = per_sample[1:] if layout == "NCHW" else per_sample[:-1]
-    rgb = read_image(path)
+    if size is not None:
+        size = check_size(size, max_pixels)
+    rgb = read_image(path, max_pixels)
     if size is None:
         fixed = all(isinstance(d, int) and d > 0 for d in spatial)
         size = (int(spatial[0]), int(spatial[1])) if fixed else (rgb.shape[0], rgb.shape[1])
@@ -294,10 +428,7 @@ def load_input(
 def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
     missing = f"input file '{path}' does not exist: check the path"
     require_path(path, "file", "a .npy file", missing, error=InputError)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"'{path}' is not a readable .npy array ({exc})") from exc
+    array = read_npy(path)
     rank = len(loaded.input_shape)
     if array.ndim == rank - 1:
         array = array[None]
@@ -315,11 +446,53 @@ def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
             f"'{path}' is {array.dtype}; input '{loaded.input_name}' is {loaded.input_dtype}: save "
             f"it with array.astype('{loaded.input_dtype}')"
         )
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise InputError(
+            f"'{path}' holds NaN or infinite values, which give no projection: replace them"
+        )
     try:
         layout, _ = image_layout(tuple(array.shape[1:]))
     except InputError:
         layout = "NCHW"
     return ModelInput(array, display_array(array[0], layout), layout, None)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read a ``.npy`` array, checking its header against the file before allocating anything.
+
+    Raises:
+        InputError: The file is not a ``.npy`` array (an ``.npz`` archive, a pickle), holds
+            objects, or its header declares more data than the file holds.
+    """
+    path = Path(path)
+    unreadable = f"'{path}' is not a readable .npy array"
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) == b"PK\x03\x04":
+                archive = f"{unreadable}: it is an .npz archive; save one array with np.save"
+                raise InputError(archive)
+            handle.seek(0)
+            version = np.lib.format.read_magic(handle)
+            npy = np.lib.format
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, fortran, dtype = read(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise InputError(f"{unreadable} ({str(exc).splitlines()[0]}): check the file") from None
+    if dtype.hasobject:
+        raise InputError(f"{unreadable}: it holds Python objects; save a numeric array")
+    declared = math.prod(shape) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if declared != held:
+        raise InputError(
+            f"{unreadable}: its header declares shape {list(shape)} of {dtype} ({declared} bytes) "
+            f"but the file holds {held}: save it again with np.save"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{unreadable} ({str(exc).splitlines()[0]}): check the file") from None
+    return np.ascontiguousarray(array) if fortran else array
 
 
 def display_array(values: np.ndarray, layout: Layout) -> np.ndarray:
@@ -421,6 +594,7 @@ def read_images(
     preprocessing: Preprocessing,
     input_shape: tuple[int, ...],
     folder: Path,
+    max_pixels: int | None = None,
 ) -> LoadedImages:
     """Preprocess every readable image of ``files`` (under ``folder``) into one batch.
 
@@ -431,11 +605,16 @@ def read_images(
     """
     layout, _ = image_layout(input_shape)
     spatial = input_shape[1:] if layout == "NCHW" else input_shape[:-1]
-    size = (spatial[0], spatial[1])
-    done, failed = read_each(files, lambda path: load_input(path, loaded, preprocessing, size))
+    size = (int(spatial[0]), int(spatial[1]))
+    done, failed = read_each(
+        files, lambda path: load_input(path, loaded, preprocessing, size, max_pixels)
+    )
     skipped = [(str(path.relative_to(folder)), why) for path, why in failed]
     if not done:
         raise none_readable(len(files), f"in '{folder}'", skipped)
     inputs = [model_input for _, model_input in done]
     names = [str(path.relative_to(folder)) for path, _ in done]
-    return LoadedImages(np.concatenate([i.array for i in inputs]), names, inputs, skipped)
+    batch = np.concatenate([i.array for i in inputs])
+    for row, model_input in enumerate(inputs):
+        model_input.array = batch[row : row + 1]  # a view: the batch is held once
+    return LoadedImages(batch, names, inputs, skipped)

@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxdeconv.deconv.builder import DeconvPlan
 from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN
 from onnxdeconv.deconv.rules import Rule
-from onnxdeconv.errors import SelectionError
+from onnxdeconv.errors import OnnxDeconvError, SelectionError
 from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.runtime import Device, ForwardRunner, create_session, run_bound
@@ -302,6 +302,13 @@ class Projector:
             feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
             out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
             projections = np.asarray(out[PROJECTION].numpy())
+        if not np.isfinite(projections).all():
+            # Finite inputs are checked where they are read: this is the model's doing.
+            raise OnnxDeconvError(
+                f"the projections from layer {self.layer} hold NaN or infinite values: the "
+                "model's weights or activations are not finite (or overflow its float type); "
+                "check the model"
+            )
         return np.asarray(signs.astype(projections.dtype) * projections)
 
     def _feeds(

@@ -191,7 +191,7 @@ def test_cli_custom_values_are_a_candidate(capsys: pytest.CaptureFixture[str]) -
     [
         (["--write"], "--write needs -o"),
         (["-o", "x.onnx"], "--write needs -o"),
-        (["--write", "-o", str(DIGITNET)], "the model itself"),
+        (["--write", "-o", str(DIGITNET)], "is the input MODEL: writing it would destroy it"),
         (["--preset", "caffe", "--bgr"], "either --preset or"),
     ],
 )

@@ -86,6 +86,7 @@ def features(
     index, count = parse.shard(shard)
     chosen = parse.channel_ranges(channels)
     names = folder_images(images_dir)
+    per_channel = min(per_channel, len(names))  # one entry per image: no slots to stay empty
     _, prepared, preprocessing, how = model_options.load(model)
     tracked = feature_channels(prepared, feature_layer_names(prepared, layers or []), chosen)
     outdir = output_folder(output or Path(f"{model.stem}_features"))

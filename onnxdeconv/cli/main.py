@@ -7,15 +7,19 @@ neither this module nor ``onnxdeconv --help`` imports ONNX, ONNX Runtime, numpy 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from onnxdeconv import __version__
 from onnxdeconv.cli import CONTEXT
+from onnxdeconv.cli.parse import refuse_overwriting_inputs
 from onnxdeconv.errors import OnnxDeconvError
 
 
@@ -38,7 +42,16 @@ class _LazyGroup(click.Group):
         if command is None and cmd_name in self._modules():
             module = importlib.import_module(f"onnxdeconv.cli.{cmd_name}_command")
             command = getattr(module, cmd_name)
+        if command is not None and command.callback is not None:
+            command.callback = _sparing_inputs(command.callback)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; Ctrl-C becomes :class:`InterruptError` before click says more."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise InterruptError from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands with the first line of their help, importing none of them."""
@@ -51,6 +64,27 @@ class _LazyGroup(click.Group):
             formatter.write_dl(
                 [(name, command.get_short_help_str(limit)) for name, command in commands.items()]
             )
+
+
+class InterruptError(Exception):
+    """The user pressed Ctrl-C (the command stops; atomic writes leave no partial file)."""
+
+
+def _sparing_inputs(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback``, after refusing outputs that name one of the command's inputs.
+
+    One check for every command, before any work (see :func:`parse.refuse_overwriting_inputs`).
+    """
+    if getattr(callback, "spares_inputs", False):
+        return callback
+
+    @functools.wraps(callback)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        refuse_overwriting_inputs(click.get_current_context())
+        return callback(*args, **kwargs)
+
+    checked.spares_inputs = True  # type: ignore[attr-defined]
+    return checked
 
 
 #: The folder of the command modules.
@@ -109,8 +143,8 @@ def main() -> None:
         # Bare ``onnxdeconv``: the help with the command list, as click prints it (status 2).
         click.echo(exc.format_message(), err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except (InterruptError, KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("error: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()} (see --help)", err=True)
@@ -120,3 +154,8 @@ def main() -> None:
         hint = f" (option {option})" if option and option.split()[0] not in str(exc) else ""
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # The machine, not the code: a full disk, a read-only folder, a file that went away.
+        where = f" '{exc.filename}'" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+        sys.exit(2)

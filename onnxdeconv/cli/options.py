@@ -21,7 +21,7 @@ from onnxdeconv.cli.feedback import written
 from onnxdeconv.cli.model import ModelOptions as ModelOptions  # commands reach every option here
 from onnxdeconv.cli.model import model_options as model_options
 from onnxdeconv.cli.model import together
-from onnxdeconv.cli.parse import check_output, position
+from onnxdeconv.cli.parse import check_output, position, refuse_overwriting_inputs
 from onnxdeconv.deconv.rules import RULES
 from onnxdeconv.outputs import OutputPaths
 
@@ -72,6 +72,7 @@ def outputs(
             named = {name: kwargs.pop(f"{name}_path") for name in tables}
             chosen = default.format(**kwargs) if isinstance(default, str) else default(kwargs)
             output = kwargs.pop("output") or Path(chosen)
+            refuse_overwriting_inputs(click.get_current_context(), {"-o": output})
             check_output(output, "-o", suffix)
             for name, path in named.items():
                 check_output(path, f"--{name}", csv_suffix if name == "csv" else ())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import click
@@ -67,8 +69,16 @@ def position(value: str | None, allow_all: bool = False) -> tuple[int, ...] | st
         raise click.BadParameter(message, param_hint="--position") from None
 
 
+#: Where a channel range is cut: past the width of any layer (channels a layer lacks are left
+#: out anyway), so that ``0-999999999`` costs no more than ``all``.
+RANGE_LIMIT = 1 << 17
+
+
 def channel_ranges(value: str) -> list[int] | None:
-    """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all."""
+    """Parse ``all``, ``0-15`` or ``0,3,7`` (ranges and single channels mixed); None is all.
+
+    A range stops at channel ``RANGE_LIMIT - 1``; single channels are kept as given.
+    """
     if value.strip().lower() == "all":
         return None
     chosen: dict[int, None] = {}
@@ -78,7 +88,8 @@ def channel_ranges(value: str) -> list[int] | None:
             first, last = int(low), int(high) if high else int(low)
             if first < 0 or last < first:
                 raise ValueError
-            chosen.update(dict.fromkeys(range(first, last + 1)))
+            stop = last + 1 if last == first else min(last + 1, max(RANGE_LIMIT, first + 1))
+            chosen.update(dict.fromkeys(range(first, stop)))
     except ValueError:
         message = f"expected 'all', a range such as 0-15 or a list such as 0,3,7, got '{value}'"
         raise click.BadParameter(message, param_hint="--channels") from None
@@ -117,3 +128,83 @@ def check_output(path: Path | None, hint: str, suffix: str | tuple[str, ...] = (
     if not (path.parent if str(path.parent) else Path(".")).is_dir():
         message = f"output folder '{path.parent}' does not exist: create it first"
         raise click.BadParameter(message, param_hint=hint)
+
+
+#: The parameters, by name, that name what a command writes (files, or folders it writes into).
+#: Every other path parameter names an input, which no output may name.
+OUTPUT_PARAMETERS = frozenset(
+    {"output", "json_path", "csv_path", "junit", "write_baseline", "state_path"}
+)
+
+
+def _paths(value: object) -> Iterator[Path]:
+    """The paths in a parameter's value: one, several (``nargs=-1``), or none."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    yield from (v for v in values if isinstance(v, Path))
+
+
+def _same(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: the same place, through links, or hard links to it."""
+    try:
+        if first.exists() and second.exists():
+            return os.path.samefile(first, second)
+        return first.resolve() == second.resolve()
+    except (OSError, RuntimeError):  # a loop of links, an unreadable folder: compare as written
+        return os.path.abspath(first) == os.path.abspath(second)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def refuse_overwriting_inputs(
+    ctx: click.Context, computed: Mapping[str, Path | None] | None = None
+) -> None:
+    """Refuse, before any work, an output that names an input of the command, or another output.
+
+    An output may not be an input file (the model, an image, a .npy, a state, a config; through
+    links too) or an existing file inside an input folder, and two outputs may not name one
+    file: writing would destroy what the command reads.
+
+    Args:
+        ctx: The command's context: its parameters, as given (:data:`OUTPUT_PARAMETERS` are the
+            outputs, every other path an input).
+        computed: Outputs the command chose itself (a default ``-o``), by option, also checked.
+    """
+    hints = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params}
+    outputs: list[tuple[str, Path]] = [
+        (hints.get(name or "", name or ""), path)
+        for name, value in ctx.params.items()
+        if name in OUTPUT_PARAMETERS
+        for path in _paths(value)
+    ]
+    outputs += [(hint, path) for hint, path in (computed or {}).items() if path is not None]
+    inputs = [
+        (hints.get(name or "", name or ""), path)
+        for name, value in ctx.params.items()
+        if name not in OUTPUT_PARAMETERS
+        for path in _paths(value)
+    ]
+    for index, (hint, output) in enumerate(outputs):
+        for input_hint, given in inputs:
+            named = input_hint.upper() if input_hint.isidentifier() else input_hint
+            where = f"the input {named}" + (f" '{given}'" if str(given) != str(output) else "")
+            if output.is_dir() and given.is_dir():
+                continue  # writing into a folder destroys none of its files (checked below)
+            if _same(output, given):
+                message = f"'{output}' is {where}: writing it would destroy it; give another path"
+                raise click.BadParameter(message, param_hint=hint)
+            existing_file = output.exists() and not output.is_dir()
+            if existing_file and given.is_dir() and _within(output, given):
+                message = (
+                    f"'{output}' is a file in the input folder {named} '{given}', which it would "
+                    "overwrite: give a path outside that folder"
+                )
+                raise click.BadParameter(message, param_hint=hint)
+        for other_hint, other in outputs[index + 1 :]:
+            if _same(output, other) and other_hint != hint:
+                message = f"'{output}' is also the {other_hint} output: give each its own path"
+                raise click.BadParameter(message, param_hint=hint)

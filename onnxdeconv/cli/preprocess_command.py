@@ -13,7 +13,7 @@ from onnxdeconv.cli.parse import check_output
 from onnxdeconv.inputs import PRESETS, image_files, preprocessing_from_metadata
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs import json_text
-from onnxdeconv.outputs.model import check_copy_target, write_model_metadata
+from onnxdeconv.outputs.model import write_model_metadata
 from onnxdeconv.outputs.preprocess import preprocess_table
 
 _WRITE = (
@@ -55,8 +55,7 @@ def preprocess(
     if write != (output is not None):
         raise click.UsageError("--write needs -o OUT.onnx, and -o is only for --write")
     if output is not None:
-        check_output(output, "-o", ".onnx")
-        check_copy_target(model, output)
+        check_output(output, "-o", ".onnx")  # that it is not the model: checked for every command
     given = model_options.given()
     prepared = model_options.prepared(model)
     labels = read_labels(labels_path) if labels_path is not None else prepared.loaded.labels

@@ -336,6 +336,7 @@ def mine_features(
             "saturated units of layer '%s' (at the upper bound %g) are left out", name, bound
         )
     facts = {**(meta or {}), **run_meta(prepared, preprocessing, shard, rule, bool(bounds))}
+    per_channel = min(per_channel, len(names))  # one entry per image: more slots stay empty
     if state is None:
         state = FeaturesState(per_channel, names)
     elif state.images != names:

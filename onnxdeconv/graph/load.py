@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,11 +64,24 @@ class LoadedModel:
 
 
 def _check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Refuse external data that is outside the model's folder, missing, or out of its file."""
     root = base_dir.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
-        info = external_data_helper.ExternalDataInfo(tensor)
+        try:
+            info = external_data_helper.ExternalDataInfo(tensor)
+            offset, length = int(info.offset or 0), info.length
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(
+                f"tensor '{tensor.name}' has a malformed external data entry ({exc}): export the "
+                "model again"
+            ) from None
+        if not info.location or any(ord(c) < 32 for c in info.location):
+            raise ModelLoadError(
+                f"tensor '{tensor.name}' points to external data {info.location!r}, which is no "
+                "file name: export the model again"
+            )
         location = Path(info.location)
         target = (root / location).resolve()
         if location.is_absolute() or not target.is_relative_to(root):
@@ -80,6 +94,38 @@ def _check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
                 f"tensor '{tensor.name}' needs external data file '{info.location}', which is "
                 f"missing from {root}: copy it next to the model"
             )
+        _check_extent(tensor, info.location, offset, length, target.stat().st_size)
+
+
+def _check_extent(
+    tensor: onnx.TensorProto, location: str, offset: int, length: int | None, size: int
+) -> None:
+    """Refuse an external data extent that runs past its file or disagrees with the tensor."""
+    held = size - offset if length is None else length
+    if offset < 0 or held < 0 or offset > size or held > size - offset:
+        raise ModelLoadError(
+            f"tensor '{tensor.name}' reads {held} bytes at offset {offset} of '{location}', which "
+            f"holds {size}: the data file is truncated or not this model's; export it again"
+        )
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return
+    bits = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize * 8
+    if tensor.data_type in _SUB_BYTE_TYPES:
+        bits = 4
+    needed = (math.prod(tensor.dims) * bits + 7) // 8
+    if held != needed:
+        raise ModelLoadError(
+            f"tensor '{tensor.name}' of shape {list(tensor.dims)} needs {needed} bytes but its "
+            f"external data in '{location}' holds {held}: export the model again"
+        )
+
+
+#: Element types stored two to a byte.
+_SUB_BYTE_TYPES = {
+    getattr(onnx.TensorProto, name)
+    for name in ("INT4", "UINT4", "FLOAT4E2M1")
+    if hasattr(onnx.TensorProto, name)
+}
 
 
 def _read(path: Path) -> onnx.ModelProto:
@@ -97,7 +143,13 @@ def _read(path: Path) -> onnx.ModelProto:
     if not model.graph.node:
         raise ModelLoadError(f"'{path}' holds no graph nodes: is it really an ONNX model?")
     _check_external_data(model, path.parent)
-    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    try:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"the external data of '{path}' cannot be read ({first}): export the model again"
+        ) from exc
     return model
 
 

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from onnxdeconv.analysis.correspondence import MASK_VALUE, CorrespondenceResult, plural
+from onnxdeconv.render.picture import plain_text
 
 PART_COLOURS = (
     "#e41a1c",
@@ -43,6 +44,7 @@ def correspondence_title(result: CorrespondenceResult, model_name: str) -> str:
     )
 
 
+@plain_text
 def correspondence_figure(
     result: CorrespondenceResult,
     names: Sequence[str] | None = None,

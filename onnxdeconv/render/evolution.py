@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from onnxdeconv.analysis.evolution import EvolutionReport
-from onnxdeconv.render.picture import display_projection, show_picture
+from onnxdeconv.render.picture import display_projection, plain_text, show_picture
 
 #: Cell size, gap between columns, caption height under a cell, all in inches.
 CELL = 1.25
@@ -27,6 +27,7 @@ PLOT_HEIGHT = 2.6
 LAYER_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3")
 
 
+@plain_text
 def evolution_figure(
     report: EvolutionReport,
     *,

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from onnxdeconv.render.picture import plain_text
+
 #: Tiles smaller than this many pixels are enlarged (nearest neighbour) so they stay visible.
 MIN_TILE = 48
 EMPTY_GREY = 0.85
@@ -69,6 +71,7 @@ def block_mosaic(block: FeatureBlock, grid: int) -> np.ndarray:
     return mosaic
 
 
+@plain_text
 def features_figure(
     blocks: Sequence[FeatureBlock], title: str = "", columns: int = 4, grid: int = 3
 ) -> Figure:

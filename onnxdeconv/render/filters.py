@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from onnxdeconv.analysis.filters import BAND_NAMES, FilterReport
+from onnxdeconv.render.picture import plain_text
 
 BAND_COLOURS = ("#4c72b0", "#55a868", "#dd8452")
 BAND_LABELS = ("low\nr < 1/6", "mid\n1/6 ≤ r < 1/3", "high\nr ≥ 1/3")
@@ -52,6 +53,7 @@ def filter_mosaic(weights: np.ndarray, bgr: bool = False, gap: int = 1) -> tuple
     return mosaic, columns
 
 
+@plain_text
 def filters_figure(
     report: FilterReport,
     *,

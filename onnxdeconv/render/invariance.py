@@ -24,6 +24,7 @@ from onnxdeconv.analysis.invariance import (
     transform_image,
 )
 from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.render.picture import plain_text
 
 Distance = Literal["relative", "euclidean"]
 #: Row titles, as the paper names the transforms.
@@ -95,6 +96,7 @@ def example_strip(pictures: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
     return strip, gap
 
 
+@plain_text
 def invariance_figure(
     rows: Sequence[InvarianceCurves],
     image_names: Sequence[str],

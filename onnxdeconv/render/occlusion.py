@@ -17,7 +17,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Patch, Rectangle
 
 from onnxdeconv.analysis.occlusion import OcclusionProjections, OcclusionResult
-from onnxdeconv.render.picture import display_projection, outline_box, show_picture
+from onnxdeconv.render.picture import display_projection, outline_box, plain_text, show_picture
 
 #: Colour map of the activation and probability maps: blue low, red high, as in the paper.
 HEAT = "RdYlBu_r"
@@ -183,6 +183,7 @@ def _projection_panels(
     )
 
 
+@plain_text
 def occlusion_figure(
     result: OcclusionResult,
     picture: np.ndarray,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import matplotlib
 
@@ -19,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from onnxdeconv.files import atomic_path
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,23 @@ def outline_box(axis: Axes, box: Sequence[tuple[int, int]], colour: str, **style
     )
 
 
+def plain_text(build: F) -> F:
+    """``build`` a figure with mathtext off: a ``$`` in a name is shown, never parsed as maths.
+
+    Tensor, model, image and class names reach titles and labels as they are; matplotlib would
+    read ``$...$`` in them as TeX, and fail on it (``$x^$``) or show something else. Every text
+    made while ``build`` runs keeps ``parse_math=False``, so later layout and saving are safe too.
+    """
+
+    @functools.wraps(build)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return build(*args, **kwargs)
+
+    return cast(F, plain)
+
+
+@plain_text
 def projection_figure(panels: Sequence[Panel], title: str = "", max_columns: int = 9) -> Figure:
     """Lay out panels in a balanced grid with their titles."""
     rows = max(1, math.ceil(len(panels) / max_columns))

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from onnxdeconv.analysis.features import crop_padded
 from onnxdeconv.inputs import ModelInput
 from onnxdeconv.projector import Projector, Selection
-from onnxdeconv.render.picture import Panel, display_projection, projection_figure
+from onnxdeconv.render.picture import Panel, display_projection, plain_text, projection_figure
 
 
 def projection_label(layer: str, pick: Selection, labels: Sequence[str] | None = None) -> str:
@@ -43,6 +43,7 @@ def _side_by_side(patch: np.ndarray, projection: np.ndarray) -> np.ndarray:
     return np.concatenate([shown, gap, projection], axis=1)
 
 
+@plain_text
 def projection_picture(
     projector: Projector,
     model_input: ModelInput,

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from onnxdeconv.analysis.sanity import CAVEAT, SanityReport, crop
 from onnxdeconv.inputs import Layout
-from onnxdeconv.render.picture import display_projection, outline_box, show_picture
+from onnxdeconv.render.picture import display_projection, outline_box, plain_text, show_picture
 
 RULE_COLOURS = {"deconvnet": "#4c72b0", "guided": "#dd8452", "gradient": "#55a868"}
 REGION_COLOUR = "#d62728"
@@ -29,6 +29,7 @@ def shown_steps(count: int, most: int) -> list[int]:
     return sorted({round(i) for i in np.linspace(0, count - 1, most)})
 
 
+@plain_text
 def sanity_figure(
     report: SanityReport,
     display: np.ndarray,
@@ -57,7 +58,8 @@ def sanity_figure(
     top = outer[0].subgridspec(1, 3, width_ratios=(1.0, 2.0, 2.0), wspace=0.28)
     _input_panel(figure.add_subplot(top[0]), report, display)
     ticks = [report.step_label(i) for i in range(len(report.steps))]
-    _score_panel(figure.add_subplot(top[1]), report, report.spearman, ticks, r"Spearman $\rho$")
+    spearman = "Spearman \N{GREEK SMALL LETTER RHO}"
+    _score_panel(figure.add_subplot(top[1]), report, report.spearman, ticks, spearman)
     _score_panel(figure.add_subplot(top[2]), report, report.ssim, ticks, "SSIM")
     grid = outer[1].subgridspec(rows, len(columns), wspace=0.08, hspace=0.42)
     for row, rule in enumerate(report.rules):
@@ -88,7 +90,7 @@ def _scores(report: SanityReport, rule: str, index: int) -> str:
     rho, similarity = report.spearman[rule][index], report.ssim[rule][index]
     if math.isnan(rho) and math.isnan(similarity):
         return "zero projection"
-    return rf"$\rho$ {rho:.2f} · SSIM {similarity:.2f}"
+    return f"\N{GREEK SMALL LETTER RHO} {rho:.2f} · SSIM {similarity:.2f}"
 
 
 def _input_panel(axis: Axes, report: SanityReport, display: np.ndarray) -> None:

@@ -61,6 +61,8 @@ class ForwardRunner:
     ) -> None:
         self.prepared = prepared
         loaded = prepared.loaded
+        # A layer that is also a model output, or named twice, is one output of the session.
+        expose, switches_of = list(dict.fromkeys(expose)), list(dict.fromkeys(switches_of))
         self.fixed_batch = loaded.fixed_batch
         self.input_name = loaded.input_name
         if model is None:
@@ -72,7 +74,8 @@ class ForwardRunner:
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
             check_model(skeleton(model), full_check=True)
         self.model = model
-        self.session = create_session(model, device, threads)
+        where = f"'{loaded.path}'" if loaded.path else "the model"
+        self.session = create_session(model, device, threads, where)
         #: The tensors a run returns by default: every output of the graph, in order.
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.provider = provider_of(self.session)

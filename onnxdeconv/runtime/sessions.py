@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -57,14 +58,67 @@ def cuda_loads() -> bool:
     return CUDA in _quiet_cuda_session(model.SerializeToString(), options).get_providers()
 
 
+#: What ONNX Runtime raises when it refuses a model (each a direct subclass of Exception).
+_REFUSALS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    *(
+        error
+        for name in (
+            "Fail",
+            "InvalidArgument",
+            "InvalidGraph",
+            "InvalidProtobuf",
+            "NotImplemented",
+            "RuntimeException",
+            "NoSuchFile",
+            "EPFail",
+        )
+        if isinstance(error := getattr(ort.capi.onnxruntime_pybind11_state, name, None), type)
+    ),
+)
+#: ORT's prefix (``[ONNXRuntimeError] : 1 : FAIL :``) and the C++ place and function it names.
+_ORT_PREFIX = re.compile(
+    r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:/\S+:\d+ [^(]*(?:\([^()]*\))?\s)?"
+)
+
+
+def refusal(exc: BaseException) -> str:
+    """The first line of an ONNX Runtime error, without its code and C++ source location."""
+    lines = str(exc).strip().splitlines()
+    first = _ORT_PREFIX.sub("", lines[0] if lines else "").strip()
+    return first or type(exc).__name__
+
+
 def create_session(
-    model: onnx.ModelProto, device: Device = "auto", threads: int | None = None
+    model: onnx.ModelProto,
+    device: Device = "auto",
+    threads: int | None = None,
+    name: str = "the model",
 ) -> ort.InferenceSession:
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
 
+    Args:
+        model: The graph to run.
+        device: Where to run it (``auto``: CUDA where it loads).
+        threads: Intra-op threads (default: ONNX Runtime's).
+        name: The model, for the message when ONNX Runtime refuses it.
+
     Raises:
-        OnnxDeconvError: ``device="cuda"`` was asked for and the CUDA provider does not load.
+        OnnxDeconvError: ONNX Runtime refuses the model (an opset it does not support, a node it
+            cannot run), or ``device="cuda"`` was asked for and the CUDA provider does not load.
     """
+    try:
+        return _create_session(model, device, threads)
+    except _REFUSALS as exc:
+        raise OnnxDeconvError(
+            f"ONNX Runtime {ort.__version__} cannot run {name}: {refusal(exc)} (export the model "
+            "with an opset and ops this version supports)"
+        ) from exc
+
+
+def _create_session(
+    model: onnx.ModelProto, device: Device, threads: int | None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
