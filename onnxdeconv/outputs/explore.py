@@ -425,9 +425,13 @@ def read_features_run(
             per_channel[int(row["channel"])] = entries
         found[layer] = per_channel
     if not found:
-        aliases = ", ".join(prepared.alias_of.get(n, n) for n in layers)
+        wanted = ", ".join(prepared.alias_of.get(n, n) for n in layers)
+        held = ", ".join(
+            prepared.alias_of.get(entry["name"], entry["name"]) for entry in state.get("layers", [])
+        )
         raise OnnxDeconvError(
-            f"the features run '{run}' has none of the layers {aliases}: explore its layers",
+            f"the features run '{run}' has none of the layers {wanted}: explore its layers "
+            f"({held})",
             parameter="features",
         )
     return folder, names, found
