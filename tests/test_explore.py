@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import DIGIT_7, DIGITNET, ROOT, unavailable
+from conftest import DIGIT_7, DIGITNET, ROOT, SQUEEZENET, unavailable
 
 from onnxdeconv import Projector
 from onnxdeconv.errors import OnnxDeconvError
@@ -244,15 +244,36 @@ def python_projection(
     return projector.project(forward, [pick])[0], pick.value
 
 
-def check_projection(driver: Any, model: Path, array: np.ndarray, last: dict[str, Any]) -> None:
+def check_projection(
+    driver: Any,
+    model: Path,
+    array: np.ndarray,
+    last: dict[str, Any],
+    graph: Path | None = None,
+    rtol: float = RTOL,
+) -> None:
+    """The page's input equals ``array``; its projection equals the Projector's within ``rtol``.
+
+    With ``graph`` (the site's projector graph), the page's projection must also equal that graph
+    run by ONNX Runtime for Python within :data:`RTOL`.
+    """
     got, page_input = page_arrays(driver)
     # The page feeds the model exactly what Python feeds it.
-    np.testing.assert_array_equal(page_input, array.astype(np.float32).ravel())
+    np.testing.assert_array_equal(page_input.astype(array.dtype), array.ravel())
     expected, value = python_projection(model, array, last)
     peak = float(np.abs(expected).max())
     assert peak > 0, "the projection is all zeros: choose a unit that fires"
-    np.testing.assert_allclose(got, expected.ravel(), rtol=RTOL, atol=RTOL * peak)
-    assert last["activation"] == pytest.approx(value, rel=1e-5)
+    np.testing.assert_allclose(got, expected.ravel(), rtol=rtol, atol=rtol * peak)
+    assert last["activation"] == pytest.approx(value, rel=rtol)
+    if graph is not None:
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        feeds = {
+            session.get_inputs()[0].name: array,
+            "channel": np.array([last["channel"]], np.int64),
+            "position": np.array([last["position"]], np.int64),
+        }
+        same = session.run(["projection"], feeds)[0].ravel()
+        np.testing.assert_allclose(got, same, rtol=RTOL, atol=RTOL * peak)
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +361,43 @@ def test_features_panel_shows_the_top_examples(digit_page: tuple[Any, dict[str, 
     assert last["channel"] == 0
     # Three digits in the run: each channel's top-3, as projections and as patches.
     assert len(shown) == 6 and all(shown), shown
+
+
+@pytest.fixture(scope="module")
+def squeezenet_site(
+    runtime: None, squeezenet_path: Path, images_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("site") / "squeezenet"
+    labels = squeezenet_path.parent / "Labels.txt"
+    done = run_cli(
+        "explore", squeezenet_path, "--preset", "caffe", "--layers", "relu7,relu13",
+        "--rule", "deconvnet", "--labels", labels, "--images", images_dir, "-o", out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_squeezenet_projection_in_the_page_matches_python(
+    browser: Any, squeezenet_site: Path, images_dir: Path
+) -> None:
+    """A float16 model: the page rounds its input as numpy does, and projects as Python does."""
+    from selenium.webdriver.common.by import By
+
+    server = start_server(squeezenet_site)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        state = wait_idle(browser)
+        last = state["last"]
+        assert last["layer"] == "fire5/expand3x3_2"  # the middle one of the two layers
+        loaded = load_model(SQUEEZENET)
+        array = load_input(images_dir / last["image"], loaded, PRESETS["caffe"]).array
+        assert array.dtype == np.float16
+        graph = squeezenet_site / "graphs" / "relu13.deconvnet.onnx"
+        # ONNX Runtime runs this float16 model's convolutions in float32 and keeps float32 between
+        # them inside one graph: the exported graph's unit is not rounded to float16 as the
+        # Projector's layer output is, and its projection scales with that value (1e-4 apart).
+        check_projection(browser, SQUEEZENET, array, last, graph, rtol=2e-4)
+        first = browser.find_element(By.CSS_SELECTOR, "#prediction li").text
+        assert first.startswith("cheeseburger"), first
+    finally:
+        server.shutdown()

@@ -315,7 +315,9 @@ function drawGrid() {
     tile.className = "tile";
     tile.dataset.channel = String(c);
     const canvas = document.createElement("canvas");
-    putGray(canvas, mapW, mapH, (i) => ramp(top > 0 ? acts[c * size + i] / top : 0));
+    // Each map on its own scale (its number says how strong it is): weak maps keep their shape.
+    const scale = peaks[c] > 0 ? peaks[c] : top;
+    putGray(canvas, mapW, mapH, (i) => ramp(scale > 0 ? acts[c * size + i] / scale : 0));
     canvas.addEventListener("click", (event) => {
       const rect = canvas.getBoundingClientRect();
       const h = Math.min(mapH - 1, Math.floor(((event.clientY - rect.top) / rect.height) * mapH));
@@ -440,9 +442,8 @@ async function select(channel, position, why) {
     drawBox(box);
     const ms = performance.now() - started;
     const where = position.length ? ` @ ${position.join(",")}` : "";
-    const label = site.prediction && site.labels && layer === site.layers.at(-1) ? "" : "";
     $("unit-title").textContent =
-      `${layer.alias} · channel ${channel}${where}${label} · activation ${activation.toPrecision(4)} · ${rule}`;
+      `${layer.alias} · channel ${channel}${where} · activation ${activation.toPrecision(4)} · ${rule}`;
     explore.projection = projection;
     explore.last = { layer: layer.name, rule, channel, position, activation, image: view.image.name, ms };
     $("result").textContent = JSON.stringify(explore.last);
@@ -509,6 +510,8 @@ async function drawFeatures(layer, rule, channel) {
 function buildControls() {
   $("model").textContent = site.model;
   const nav = $("layers");
+  // Start in the middle of the network: the first layer's maps are edges, the last one's classes.
+  view.layer = Math.floor(site.layers.length / 2);
   site.layers.forEach((layer, index) => {
     const button = document.createElement("button");
     button.textContent = layer.alias;
@@ -521,7 +524,7 @@ function buildControls() {
     });
     nav.append(button);
   });
-  nav.children[0]?.classList.add("active");
+  nav.children[view.layer]?.classList.add("active");
   const rule = $("rule");
   for (const name of site.rules) rule.append(new Option(name, name));
   view.rule = site.rules[0];
