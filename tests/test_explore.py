@@ -189,7 +189,9 @@ def test_serve_prints_the_url(digit_site: tuple[Path, str], tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A headless Chromium driven by selenium; skips (fails in CI) when any part is missing."""
-    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    binary = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+    )
     driver_binary = shutil.which("chromedriver")
     try:
         from selenium import webdriver
@@ -197,7 +199,9 @@ def browser() -> Iterator[Any]:
     except ImportError:
         unavailable("selenium is not installed: pip install -e '.[test]'")
     if binary is None or driver_binary is None:
-        unavailable("the page tests need chromium and chromedriver: apt-get install chromium-driver")
+        unavailable(
+            "the page tests need chromium and chromedriver: apt-get install chromium-driver"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"):

@@ -79,12 +79,13 @@ def explore(
     info(f"preprocessing: {how}")
     chosen = [prepared.resolve(name) for name in layers] if layers else feature_layers(prepared)
     labels = read_labels(labels_path) if labels_path is not None else loaded.labels
-    listed = [_picture(path, path.name, prepared) for path in _files(images)]
+    listed = [_picture(path, images, prepared) for path in _files(images)]
     dataset: list[SiteImage] = []
     features = None
     if features_run is not None:
         root, names, features = read_features_run(features_run, prepared, chosen)
-        dataset = [_picture(root / name, name, prepared) for name in names]
+        # The run's entries number these images: each must be there (the run read them all).
+        dataset = [SiteImage(n, fitted_pixels(read_image(root / n), prepared)) for n in names]
     rule_list = list(dict.fromkeys(rules)) or list(RULES)
     with progress(1 + len(chosen) * len(rule_list), "explore", "graph") as advance:
         summary = write_site(
@@ -96,7 +97,7 @@ def explore(
             model_name=model.name,
             images=[p for p in listed if p is not None],
             labels=labels,
-            dataset=[p for p in dataset if p is not None],
+            dataset=dataset,
             features=features,
             webgpu=webgpu,
             progress=advance,
@@ -116,7 +117,9 @@ def _files(images: Path | None) -> list[Path]:
     return [] if images is None else find_images(images, MAX_IMAGES)
 
 
-def _picture(path: Path, name: str, prepared: PreparedModel) -> SiteImage | None:
+def _picture(path: Path, folder: Path | None, prepared: PreparedModel) -> SiteImage | None:
+    """The picture at ``path``, named by its path inside ``folder``; None (said) if unreadable."""
+    name = path.relative_to(folder).as_posix() if folder is not None else path.name
     try:
         return SiteImage(name, fitted_pixels(read_image(path), prepared))
     except InputError as exc:

@@ -314,6 +314,7 @@ function drawGrid() {
     const tile = document.createElement("div");
     tile.className = "tile";
     tile.dataset.channel = String(c);
+    if (layer.features?.[String(c)]) tile.dataset.features = "";
     const canvas = document.createElement("canvas");
     // Each map on its own scale (its number says how strong it is): weak maps keep their shape.
     const scale = peaks[c] > 0 ? peaks[c] : top;
@@ -376,9 +377,15 @@ function drawBox(box) {
   const ctx = overlay.getContext("2d");
   ctx.clearRect(0, 0, overlay.width, overlay.height);
   const [[top, bottom], [left, right]] = box;
+  // Two CSS pixels wide, whatever the canvas's scale; a dark edge keeps it visible on white.
+  const line = (2 * overlay.width) / Math.max(overlay.clientWidth, 1);
+  const rect = [4 * left, 4 * top, 4 * (right - left), 4 * (bottom - top)];
+  ctx.lineWidth = 2 * line;
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.6)";
+  ctx.strokeRect(...rect);
+  ctx.lineWidth = line;
   ctx.strokeStyle = "#4fc3f7";
-  ctx.lineWidth = 3;
-  ctx.strokeRect(4 * left + 1.5, 4 * top + 1.5, 4 * (right - left) - 3, 4 * (bottom - top) - 3);
+  ctx.strokeRect(...rect);
 }
 
 async function setImage(name, url, thumb) {
@@ -477,7 +484,18 @@ async function drawFeatures(layer, rule, channel) {
   const panel = $("features");
   const entries = layer.features?.[String(channel)];
   panel.replaceChildren();
-  if (!entries || !entries.length) return;
+  if (!entries || !entries.length) {
+    const tracked = Object.keys(layer.features ?? {}).length;
+    if (tracked) {
+      const note = document.createElement("p");
+      note.className = "muted";
+      note.textContent =
+        `channel ${channel} is not among the ${tracked} channels of the features run: ` +
+        "the maps with a dot have their dataset examples";
+      panel.append(note);
+    }
+    return;
+  }
   const title = document.createElement("h3");
   title.textContent = `top ${entries.length} in the dataset · projections (left), patches (right)`;
   const two = document.createElement("div");
