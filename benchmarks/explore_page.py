@@ -55,7 +55,7 @@ def cli(*args: str | Path) -> None:
 def browser() -> Any:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,860"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
@@ -108,8 +108,9 @@ def measure(
             last = new["last"]
             latencies.append(last["ms"])
         if screenshot is not None:
-            # The strongest channel that has its dataset examples (from the features run).
-            driver.find_element(By.CSS_SELECTOR, ".tile[data-features] .num").click()
+            # The third strongest channel with dataset examples (the strongest ones of SqueezeNet's
+            # relu13 fire at the image border).
+            driver.find_elements(By.CSS_SELECTOR, ".tile[data-features] .num")[2].click()
             wait(driver, last)
             time.sleep(0.5)  # the dataset examples draw after the projection
             driver.save_screenshot(str(screenshot))

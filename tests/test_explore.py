@@ -290,9 +290,13 @@ def digit_page(browser: Any, digit_site: tuple[Path, str]) -> Iterator[tuple[Any
         server.shutdown()
 
 
-def digit_input(name: str) -> np.ndarray:
+def digit_input_of(path: Path) -> np.ndarray:
     loaded = load_model(DIGITNET)
-    return load_input(EXAMPLES / name, loaded, preprocessing_from_metadata(loaded)).array
+    return load_input(path, loaded, preprocessing_from_metadata(loaded)).array
+
+
+def digit_input(name: str) -> np.ndarray:
+    return digit_input_of(EXAMPLES / name)
 
 
 def test_first_projection_matches_python(digit_page: tuple[Any, dict[str, Any]]) -> None:
@@ -405,3 +409,36 @@ def test_squeezenet_projection_in_the_page_matches_python(
         assert first.startswith("cheeseburger"), first
     finally:
         server.shutdown()
+
+
+def test_webgpu_site_runs_where_the_browser_has_no_gpu(
+    runtime: None, browser: Any, tmp_path: Path
+) -> None:
+    """The WebGPU build falls back to WebAssembly (headless Chromium here has no GPU adapter)."""
+    from onnxdeconv.inputs import read_image
+    from onnxdeconv.outputs.explore import SiteImage, fitted_pixels, write_site
+    from onnxdeconv.prepared import prepare
+
+    try:
+        ort_files(webgpu=True)
+    except OnnxDeconvError as exc:
+        unavailable(str(exc))
+    loaded = load_model(DIGITNET)
+    prepared = prepare(loaded)
+    preprocessing = preprocessing_from_metadata(loaded)
+    assert preprocessing is not None
+    picture = SiteImage("digit_7.png", fitted_pixels(read_image(DIGIT_7), prepared))
+    layer = prepared.resolve("relu2")
+    summary = write_site(
+        tmp_path, prepared, [layer], ["guided"], preprocessing,
+        model_name="digitnet", images=[picture], webgpu=True,
+    )  # fmt: skip
+    assert json.loads((tmp_path / "site.json").read_text())["runtime"] == "ort/ort.webgpu.min.mjs"
+    assert summary.sizes["runtime"] > 30 * 2**20
+    server = start_server(tmp_path)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        last = wait_idle(browser)["last"]
+    finally:
+        server.shutdown()
+    check_projection(browser, DIGITNET, digit_input_of(DIGIT_7), last)

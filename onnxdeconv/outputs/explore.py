@@ -131,6 +131,7 @@ class _WeightStore:
         self.chunks: list[bytes] = []
         self.size = 0
         self.offsets: dict[str, tuple[int, int]] = {}
+        #: Bytes of the tensors moved out, counting each graph's copy.
         self.inline_bytes = 0
 
     def externalise(self, model: onnx.ModelProto) -> None:
@@ -139,9 +140,9 @@ class _WeightStore:
             if not tensor.HasField("raw_data"):
                 tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
             raw = tensor.raw_data
-            self.inline_bytes += len(raw)
             if len(raw) < EXTERNAL_THRESHOLD:
                 continue
+            self.inline_bytes += len(raw)
             key = hashlib.sha256(raw).hexdigest() + f":{tensor.data_type}"
             if key not in self.offsets:
                 # 64-byte alignment lets runtimes map tensors without copying.

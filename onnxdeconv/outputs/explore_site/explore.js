@@ -175,8 +175,19 @@ function inputTensor(values) {
 
 // --- sessions -------------------------------------------------------------------------------
 
+let webgpu = false;
+/** Whether the site carries the WebGPU build and the browser gives it a GPU adapter. */
+async function findWebgpu() {
+  if (!site.runtime.includes("webgpu") || !navigator.gpu) return false;
+  try {
+    return Boolean(await navigator.gpu.requestAdapter());
+  } catch {
+    return false;
+  }
+}
+
 function providers() {
-  return site.runtime.includes("webgpu") && navigator.gpu ? ["webgpu", "wasm"] : ["wasm"];
+  return webgpu ? ["webgpu", "wasm"] : ["wasm"];
 }
 
 async function session(path) {
@@ -580,6 +591,7 @@ async function main() {
   status("loading the runtime…");
   ort = await import(`./${site.runtime}`);
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  webgpu = await findWebgpu();
   weights = new Uint8Array(await (await fetch(site.weights)).arrayBuffer());
   explore.provider = `${providers()[0]} · ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}`;
   if (site.images.length) {
