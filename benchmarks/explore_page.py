@@ -214,7 +214,8 @@ def main() -> None:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs")
     print(
         "| model | page runtime | first projection (s) | per click, median / p90 (ms) "
-        "| Python Projector per unit, median (ms) | ratio | site (MiB): total / graphs+weights / runtime |"
+        "| Python Projector per unit, median (ms) | ratio "
+        "| site (MiB): total / graphs+weights / runtime |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

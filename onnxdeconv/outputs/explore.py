@@ -41,6 +41,7 @@ from onnxdeconv.analysis.features import unit_box
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.export import ExportOptions, export_projector
+from onnxdeconv.files import atomic_path
 from onnxdeconv.graph.passes import instrument, with_input_shape
 from onnxdeconv.inputs import Preprocessing, fit_image, image_layout, preprocessing_json
 from onnxdeconv.outputs.tables import json_safe, write_json
@@ -120,6 +121,16 @@ class SiteSummary:
     unshared_bytes: int = 0
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as temp:
+        shutil.copyfile(source, temp)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "layer"
 
@@ -160,7 +171,7 @@ class _WeightStore:
                 entry.key, entry.value = k, v
 
     def write(self, path: Path) -> None:
-        path.write_bytes(b"".join(self.chunks))
+        _write_bytes(path, b"".join(self.chunks))
 
 
 def forward_graph(prepared: PreparedModel, layers: Sequence[str]) -> onnx.ModelProto:
@@ -210,7 +221,7 @@ def _write_picture(path: Path, pixels: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", picture)
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
         raise OnnxDeconvError(f"cannot encode '{path.name}' as PNG")
-    path.write_bytes(encoded.tobytes())
+    _write_bytes(path, encoded.tobytes())
 
 
 def fitted_pixels(rgb: np.ndarray, prepared: PreparedModel) -> np.ndarray:
@@ -262,6 +273,8 @@ def write_site(
     """
     runtime = ort_files(webgpu)
     graphs = folder / "graphs"
+    # The site's own subfolders start empty (a previous site's graphs and pictures go); every
+    # file is written atomically.
     for sub in ("graphs", "images", "dataset", "ort"):
         shutil.rmtree(folder / sub, ignore_errors=True)
     for sub in ("graphs", "images", "ort"):
@@ -276,7 +289,7 @@ def write_site(
         before = store.inline_bytes
         store.externalise(model)
         unshared += store.inline_bytes - before
-        (graphs / name).write_bytes(model.SerializeToString())
+        _write_bytes(graphs / name, model.SerializeToString())
         unshared += (graphs / name).stat().st_size
         if progress is not None:
             progress(1)
@@ -327,7 +340,7 @@ def write_site(
         _write_picture(folder / "dataset" / f"{index}.png", image.pixels)
         dataset_entries.append({"name": image.name, "file": f"dataset/{index}.png"})
     for path in runtime:
-        shutil.copyfile(path, folder / "ort" / path.name)
+        _copy(path, folder / "ort" / path.name)
     loaded = prepared.loaded
     site = {
         "schema": SITE_SCHEMA,
@@ -353,7 +366,7 @@ def write_site(
     write_json(folder / "site.json", json_safe(site), indent=None)
     assets = site_assets()
     for name in PAGE_FILES:
-        shutil.copyfile(assets / name, folder / name)
+        _copy(assets / name, folder / name)
     summary = SiteSummary(folder, list(layers), list(rules), unshared_bytes=unshared)
     summary.sizes = site_sizes(folder)
     return summary

@@ -190,6 +190,14 @@ function providers() {
   return webgpu ? ["webgpu", "wasm"] : ["wasm"];
 }
 
+// One run at a time: a click while the dataset examples project waits for the current run.
+let queue = Promise.resolve();
+function exclusive(work) {
+  const next = queue.then(work, work);
+  queue = next.catch(() => {});
+  return next;
+}
+
 async function session(path) {
   if (!sessions.has(path)) {
     sessions.set(
@@ -412,7 +420,7 @@ async function setImage(name, url, thumb) {
     $("image-name").textContent = name;
     drawInput();
     const forward = await session(site.forward);
-    const out = await forward.run({ [site.input.name]: view.image.tensor });
+    const out = await exclusive(() => forward.run({ [site.input.name]: view.image.tensor }));
     view.acts = Object.fromEntries(site.layers.map((l) => [l.name, floats(out[l.name])]));
     view.prediction = site.prediction ? floats(out[site.prediction.name]) : null;
     drawPrediction();
@@ -434,11 +442,12 @@ function projectorFeeds(tensor, channel, position) {
 
 async function project(layer, rule, tensor, channel, position) {
   const projector = await session(layer.graphs[rule]);
-  const out = await projector.run(projectorFeeds(tensor, channel, position));
+  const out = await exclusive(() => projector.run(projectorFeeds(tensor, channel, position)));
   return { projection: floats(out.projection), activation: floats(out.activation)[0] };
 }
 
 async function select(channel, position, why) {
+  if (!view.image) return;
   const started = performance.now();
   explore.busy += 1;
   try {
@@ -548,6 +557,7 @@ function buildControls() {
     button.addEventListener("click", async () => {
       view.layer = index;
       for (const b of nav.children) b.classList.toggle("active", b === button);
+      if (!view.acts) return;
       const order = drawGrid();
       await select(order[0], strongest(currentLayer(), order[0]), "layer");
     });
