@@ -442,3 +442,20 @@ def test_webgpu_site_runs_where_the_browser_has_no_gpu(
     finally:
         server.shutdown()
     check_projection(browser, DIGITNET, digit_input_of(DIGIT_7), last)
+
+
+def test_a_picked_file_is_preprocessed_and_projected(
+    digit_page: tuple[Any, dict[str, Any]],
+) -> None:
+    """An image from the file picker (not a listed one): the browser fits and normalises it."""
+    from selenium.webdriver.common.by import By
+
+    driver, _ = digit_page
+    previous = wait_idle(driver)["last"]
+    picker = driver.find_element(By.ID, "file")
+    driver.execute_script("arguments[0].style.display = 'block'", picker)
+    picker.send_keys(str(EXAMPLES / "digit_8.png"))
+    last = wait_idle(driver, previous)["last"]
+    assert last["image"] == "digit_8.png"
+    # At the model's size already, the browser's fit is the identity: the input is Python's.
+    check_projection(driver, DIGITNET, digit_input("digit_8.png"), last)
