@@ -459,3 +459,22 @@ def test_a_picked_file_is_preprocessed_and_projected(
     assert last["image"] == "digit_8.png"
     # At the model's size already, the browser's fit is the identity: the input is Python's.
     check_projection(driver, DIGITNET, digit_input("digit_8.png"), last)
+
+
+def test_squeezenet_site_stores_only_the_float16_weights(
+    squeezenet_site: Path, squeezenet_path: Path
+) -> None:
+    """The deconv graphs' float32 copies of the weights read the model's float16 bytes."""
+    model = onnx.load(str(squeezenet_path))
+    weights = [t for t in model.graph.initializer if len(t.raw_data) >= EXTERNAL_THRESHOLD]
+    assert {t.data_type for t in weights} == {onnx.TensorProto.FLOAT16}
+    own = sum(len(t.raw_data) for t in weights)
+    stored = (squeezenet_site / "graphs" / WEIGHTS).stat().st_size
+    assert own <= stored < own + 64 * len(weights)
+    graph = onnx.load(
+        str(squeezenet_site / "graphs" / "relu13.deconvnet.onnx"), load_external_data=False
+    )
+    external = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert {t.data_type for t in external} == {onnx.TensorProto.FLOAT16}
+    widened = [n for n in graph.graph.node if n.op_type == "Cast" and n.name.startswith("widen/")]
+    assert widened

@@ -147,6 +147,7 @@ class _WeightStore:
 
     def externalise(self, model: onnx.ModelProto) -> None:
         """Point ``model``'s large initializers at :data:`WEIGHTS` (mutates it)."""
+        self._narrow_widened_copies(model)
         for tensor in model.graph.initializer:
             if not tensor.HasField("raw_data"):
                 tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
@@ -170,8 +171,59 @@ class _WeightStore:
                 entry = tensor.external_data.add()
                 entry.key, entry.value = k, v
 
+    def _narrow_widened_copies(self, model: onnx.ModelProto) -> None:
+        """Read a float32 weight that widens a stored float16 one from the float16 bytes.
+
+        The deconv graphs of a float16 model run in float32 on float32 copies of its weights;
+        each such copy becomes the float16 tensor (already in the file) and a Cast, which is
+        exact, so the copy costs nothing. Mutates ``model``.
+        """
+        graph = model.graph
+        taken = {t.name for t in graph.initializer} | {n.name for n in graph.node}
+        taken |= {name for node in graph.node for name in (*node.input, *node.output)}
+        casts = []
+        for tensor in graph.initializer:
+            if (
+                tensor.data_type != onnx.TensorProto.FLOAT
+                or tensor.data_location == onnx.TensorProto.EXTERNAL
+            ):
+                continue
+            wide = numpy_helper.to_array(tensor)
+            if wide.nbytes < 2 * EXTERNAL_THRESHOLD:
+                continue
+            narrow = wide.astype(np.float16)
+            key = hashlib.sha256(narrow.tobytes()).hexdigest() + f":{onnx.TensorProto.FLOAT16}"
+            if key not in self.offsets or not np.array_equal(narrow.astype(np.float32), wide):
+                continue
+            name = _free(f"{tensor.name}/float16", taken)
+            self.inline_bytes += wide.nbytes - narrow.nbytes
+            casts.append(
+                helper.make_node(
+                    "Cast",
+                    [name],
+                    [tensor.name],
+                    name=_free(f"widen/{tensor.name}", taken),
+                    to=onnx.TensorProto.FLOAT,
+                )
+            )
+            tensor.CopyFrom(numpy_helper.from_array(narrow, name))
+        if casts:
+            nodes = list(graph.node)
+            del graph.node[:]
+            graph.node.extend([*casts, *nodes])
+
     def write(self, path: Path) -> None:
         _write_bytes(path, b"".join(self.chunks))
+
+
+def _free(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_<i>`` where that is taken; adds it to ``taken``."""
+    free, count = name, 0
+    while free in taken:
+        count += 1
+        free = f"{name}_{count}"
+    taken.add(free)
+    return free
 
 
 def forward_graph(prepared: PreparedModel, layers: Sequence[str]) -> onnx.ModelProto:
