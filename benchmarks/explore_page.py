@@ -226,7 +226,7 @@ def main() -> None:
         mib = {k: v / 2**20 for k, v in row["sizes"].items()}
         print(
             f"| {row['name']} | {row['provider']} | {row['first'] / 1000:.2f} "
-            f"| {median:.0f} / {p90:.0f} ({len(clicks)} clicks) | {peer_median:.0f} "
+            f"| {median:.1f} / {p90:.0f} ({len(clicks)} clicks) | {peer_median:.1f} "
             f"| {median / peer_median:.1f} "
             f"| {mib['total']:.1f} / {mib['graphs']:.1f} / {mib['runtime']:.1f} |"
         )

@@ -316,8 +316,11 @@ def test_click_in_a_map_projects_that_unit(digit_page: tuple[Any, dict[str, Any]
     # Another image, by a real click on its thumbnail.
     driver.find_element(By.CSS_SELECTOR, '.thumbs img[alt="digit_7.png"]').click()
     previous = wait_idle(driver, previous)["last"]
-    driver.find_element(By.XPATH, f"//nav/button[text()='{CLICK_LAYER}']").click()
-    previous = wait_idle(driver, previous)["last"]
+    # Away from the layer and back, by real clicks on the layer buttons.
+    for alias in ("relu1", CLICK_LAYER):
+        driver.find_element(By.XPATH, f"//nav/button[text()='{alias}']").click()
+        previous = wait_idle(driver, previous)["last"]
+        assert previous["layer"] == Projector(DIGITNET, layer=alias, device="cpu").layer
     array = digit_input("digit_7.png")
     projector = Projector(DIGITNET, layer=CLICK_LAYER, device="cpu")
     acts = projector.forward(array).activations[0]
@@ -357,10 +360,9 @@ def test_features_panel_shows_the_top_examples(digit_page: tuple[Any, dict[str, 
     from selenium.webdriver.common.by import By
 
     driver, _ = digit_page
-    previous = wait_idle(driver)["last"]
-    driver.find_element(By.XPATH, f"//nav/button[text()='{CLICK_LAYER}']").click()
-    last = wait_idle(driver, previous)["last"]
-    driver.find_element(By.CSS_SELECTOR, f'.tile[data-channel="{0}"] .num').click()
+    last = wait_idle(driver)["last"]
+    assert last["layer"] == Projector(DIGITNET, layer=CLICK_LAYER, device="cpu").layer
+    driver.find_element(By.CSS_SELECTOR, '.tile[data-channel="0"] .num').click()
     last = wait_idle(driver, last)["last"]
     shown = driver.execute_script(
         "return Array.from(document.querySelectorAll('#features .nine canvas'))"
