@@ -480,3 +480,30 @@ def test_squeezenet_site_stores_only_the_float16_weights(
     assert {t.data_type for t in external} == {onnx.TensorProto.FLOAT16}
     widened = [n for n in graph.graph.node if n.op_type == "Cast" and n.name.startswith("widen/")]
     assert widened
+
+
+def test_fully_connected_layer_projects_in_the_page(
+    runtime: None, browser: Any, tmp_path: Path
+) -> None:
+    """A layer without spatial axes: its units have no position, the page projects them too."""
+    from selenium.webdriver.common.by import By
+
+    done = run_cli(
+        "explore", DIGITNET, "--layers", "relu3,relu4", "--rule", "guided",
+        "--images", EXAMPLES, "-o", tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    server = start_server(tmp_path)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        previous = wait_idle(browser)["last"]
+        # The page starts at the spatial layer, relu3, rather than at the middle one, relu4.
+        assert len(previous["position"]) == 2
+        browser.find_element(By.XPATH, "//nav/button[text()='relu4']").click()
+        previous = wait_idle(browser, previous)["last"]
+        browser.find_elements(By.CSS_SELECTOR, ".tile canvas")[1].click()
+        last = wait_idle(browser, previous)["last"]
+    finally:
+        server.shutdown()
+    assert last["position"] == [] and last["channel"] != previous["channel"]
+    check_projection(browser, DIGITNET, digit_input("digit_3.png"), last)

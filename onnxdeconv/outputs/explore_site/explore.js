@@ -336,7 +336,8 @@ function drawGrid() {
     if (layer.features?.[String(c)]) tile.dataset.features = "";
     const canvas = document.createElement("canvas");
     // Each map on its own scale (its number says how strong it is): weak maps keep their shape.
-    const scale = peaks[c] > 0 ? peaks[c] : top;
+    // A fully connected layer's "map" is one unit: there the layer's scale tells them apart.
+    const scale = size > 1 && peaks[c] > 0 ? peaks[c] : top;
     putGray(canvas, mapW, mapH, (i) => ramp(scale > 0 ? acts[c * size + i] / scale : 0));
     canvas.addEventListener("click", (event) => {
       const rect = canvas.getBoundingClientRect();
@@ -550,6 +551,7 @@ function buildControls() {
   const nav = $("layers");
   // Start in the middle of the network: the first layer's maps are edges, the last one's classes.
   view.layer = Math.floor(site.layers.length / 2);
+  while (view.layer > 0 && site.layers[view.layer].shape.length < 2) view.layer -= 1;
   site.layers.forEach((layer, index) => {
     const button = document.createElement("button");
     button.textContent = layer.alias;
