@@ -15,6 +15,9 @@ for name in ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.w
   ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm; do
   cp "$dist/$name" "$target/$name"
 done
-cp "$here/node_modules/onnxruntime-web/LICENSE" "$target/LICENSE" 2>/dev/null || true
+# The npm package carries no LICENSE file: say what it is, its licence and where it comes from.
+node -p "const p = require('$here/node_modules/onnxruntime-web/package.json');
+  p.name + ' ' + p.version + ', ' + p.license + ' licence, ' + (p.homepage || p.repository?.url)" \
+  >"$target/NOTICE"
 node -p "require('$here/node_modules/onnxruntime-web/package.json').version" >"$target/VERSION"
 echo "onnxruntime-web $(cat "$target/VERSION") -> $target"

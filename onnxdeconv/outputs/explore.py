@@ -391,7 +391,8 @@ def write_site(
     for index, image in enumerate(dataset):
         _write_picture(folder / "dataset" / f"{index}.png", image.pixels)
         dataset_entries.append({"name": image.name, "file": f"dataset/{index}.png"})
-    for path in runtime:
+    notice = site_assets() / "ort" / "NOTICE"
+    for path in [*runtime, *([notice] if notice.is_file() else [])]:
         _copy(path, folder / "ort" / path.name)
     loaded = prepared.loaded
     site = {
