@@ -221,8 +221,8 @@ def test_mutated_models(mutations: list[Callable[[onnx.ModelProto], None]]) -> N
     for mutate in mutations:
         try:
             mutate(model)
-        except (ValueError, TypeError):
-            return  # protobuf refused the mutation itself: nothing reaches onnxdeconv
+        except Exception:  # onnx or protobuf refused the mutation itself
+            return  # nothing reaches onnxdeconv
     with workspace() as folder:
         inputs = folder / "in"
         inputs.mkdir()
