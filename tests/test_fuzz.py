@@ -229,6 +229,8 @@ def test_mutated_models(mutations: list[Callable[[onnx.ModelProto], None]]) -> N
         model_path, array = write_model(inputs, model), write_input(inputs)
         out = folder / "out"
         assert_contract(["layers", str(model_path)], inputs, None)
+        exported = out / "e.onnx"
+        assert_contract(["export", str(model_path), "-o", str(exported)], inputs, exported)
         assert_contract(
             ["project", str(model_path), str(array), "-o", str(out / "p.npy")],
             inputs,
