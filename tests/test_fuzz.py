@@ -397,3 +397,39 @@ def test_output_never_names_the_model(command: str) -> None:
             args = ["layers", str(model_path), "--json", str(model_path)]
         code = assert_contract(args, folder, None)
         assert code == 2
+
+
+def damage_weights(model: onnx.ModelProto) -> None:
+    """Cut the conv weight's raw data short: its dims no longer match its bytes."""
+    weight = model.graph.initializer[0]
+    weight.raw_data = weight.raw_data[:40]
+
+
+def contradict_batch(model: onnx.ModelProto) -> None:
+    """Declare batch 5 on the input and batch 1 on the output."""
+    mutate_dims(model, 5, 0)
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda m: mutate_attribute(m, 0, "pads", [0, 0, 2**31, 2**31]), "pads"),
+        (damage_weights, "initializer 'w'"),
+        (contradict_batch, "declared shapes"),
+    ],
+    ids=["absurd-pads", "damaged-initializer", "contradicting-shapes"],
+)
+def test_degenerate_models_are_refused_in_one_line(
+    damage: Callable[[onnx.ModelProto], None], named: str
+) -> None:
+    """The fixed cases the fuzzer found: each is one line that names the cause, and exit 2."""
+    model = base_model()
+    damage(model)
+    with workspace() as folder:
+        inputs = folder / "in"
+        inputs.mkdir()
+        model_path, array = write_model(inputs, model), write_input(inputs)
+        out = folder / "p.npy"
+        args = ["project", str(model_path), str(array), "-o", str(out)]
+        assert assert_contract(args, inputs, out) == 2
+        assert named in run_cli(args)[1]
