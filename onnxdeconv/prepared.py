@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -382,7 +383,27 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
                 f"the model does not run on an input of shape {list(shape)}: "
                 f"{str(exc).splitlines()[0]}"
             ) from exc
+    _refuse_degenerate(loaded, info)
     return PreparedModel(loaded, input_shape, info, constant_tensors(loaded.model.graph))
+
+
+#: Elements per sample above which a tensor is refused: 8 GiB of float32 for one image is a
+#: mis-read attribute (pads of 2**31) or a mistaken input size, never a real feature map.
+MAX_TENSOR_ELEMENTS = 2**31
+
+
+def _refuse_degenerate(loaded: LoadedModel, info: Mapping[str, TensorInfo]) -> None:
+    """Refuse tensors on the input's path that are empty or absurdly large, before any work."""
+    for name in path_tensors(loaded.model.graph, loaded.input_name, info):
+        shape = info[name].shape
+        dims = [d for d in shape[1:] if isinstance(d, int)]
+        # An empty feature map (rank >= 3) has no unit to project; empty vectors can be legal.
+        if (0 in dims and len(shape) >= 3) or math.prod(dims) > MAX_TENSOR_ELEMENTS:
+            raise InputError(
+                f"tensor '{name}' would have shape {list(shape)} per batch: check the "
+                "attributes (pads, strides, kernel_shape) of the node that makes it, or the "
+                "input size"
+            )
 
 
 def _needs_measuring(

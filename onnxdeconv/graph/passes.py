@@ -138,7 +138,7 @@ class ConstantValues(Mapping[str, np.ndarray]):
         if name not in self._values:
             proto = self._protos[name]
             if isinstance(proto, onnx.TensorProto):
-                self._values[name] = numpy_helper.to_array(proto)
+                self._values[name] = _tensor(proto)
             elif proto.name == "value":
                 self._values[name] = numpy_helper.to_array(proto.t)
             else:
@@ -211,6 +211,17 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     )
     logger.info("upgraded the model from opset %d to %d", opset, target)
     return upgraded
+
+
+def _tensor(proto: onnx.TensorProto) -> np.ndarray:
+    """An initializer's values; a damaged one (data that does not fill its dims) is refused."""
+    try:
+        return numpy_helper.to_array(proto)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"initializer '{proto.name}' of shape {list(proto.dims)} cannot be read ({exc}): the "
+            "model file or its external data is damaged; export the model again"
+        ) from exc
 
 
 def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxdeconv.errors import InputError
+from onnxdeconv.errors import InputError, ModelLoadError
 from onnxdeconv.graph.passes import check_model, instrument, prune_to, skeleton, with_input_shape
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime.sessions import Device, create_session, provider_of, run_bound
@@ -72,7 +72,16 @@ class ForwardRunner:
             source = loaded.model if keep_outputs else prune_to(loaded.model, kept)
             sized = with_input_shape(source, loaded.input_name, (batch, *prepared.input_shape))
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
-            check_model(skeleton(model), full_check=True)
+            try:
+                check_model(skeleton(model), full_check=True)
+            except onnx.shape_inference.InferenceError as exc:
+                # The model's own declared shapes contradict each other (an output of batch 1
+                # behind an input of batch 5): strict inference sees it once outputs are exposed.
+                first = str(exc).strip().splitlines()[0]
+                raise ModelLoadError(
+                    f"the model's declared shapes contradict its graph: {first}; fix or remove "
+                    "the declared shapes of its inputs and outputs"
+                ) from exc
         self.model = model
         where = f"'{loaded.path}'" if loaded.path else "the model"
         self.session = create_session(model, device, threads, where)
