@@ -457,6 +457,12 @@ def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
     return ModelInput(array, display_array(array[0], layout), layout, None)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's first line, or its type's name where it has no message."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def read_npy(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` array, checking its header against the file before allocating anything.
 
@@ -477,8 +483,10 @@ def read_npy(path: str | Path) -> np.ndarray:
             read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
             shape, fortran, dtype = read(handle)
             offset = handle.tell()
-    except (ValueError, OSError, SyntaxError) as exc:
-        raise InputError(f"{unreadable} ({str(exc).splitlines()[0]}): check the file") from None
+    except InputError:
+        raise
+    except Exception as exc:  # numpy parses the header with tokenize and ast: any error there
+        raise InputError(f"{unreadable} ({first_line(exc)}): check the file") from None
     if dtype.hasobject:
         raise InputError(f"{unreadable}: it holds Python objects; save a numeric array")
     declared = math.prod(shape) * dtype.itemsize
@@ -491,7 +499,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise InputError(f"{unreadable} ({str(exc).splitlines()[0]}): check the file") from None
+        raise InputError(f"{unreadable} ({first_line(exc)}): check the file") from None
     return np.ascontiguousarray(array) if fortran else array
 
 
