@@ -1,8 +1,8 @@
 """Every command that reads many images skips the unreadable ones, lists them, and goes on.
 
 The folder holds two good digits and three bad files: bytes that are no image, a truncated JPEG,
-and a float32 TIFF that OpenCV decodes to nothing its colour conversion takes (a ``cv2.error``,
-not a library error). When no image is readable the command stops with one line and exit 2.
+and a float32 TIFF whose values are no pixel intensities (outside 0..1; one in 0..1 is read as
+intensities). When no image is readable the command stops with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def write_bad_images(folder: Path) -> None:
     ok, encoded = cv2.imencode(".jpg", rng.integers(0, 256, (64, 64, 3), np.uint8))
     assert ok
     (folder / "truncated.jpg").write_bytes(encoded.tobytes()[: len(encoded) // 3])
-    assert cv2.imwrite(str(folder / "float.tiff"), rng.random((16, 16, 3)).astype(np.float32))
+    assert cv2.imwrite(str(folder / "float.tiff"), (10 * rng.random((16, 16, 3)) - 5).astype(np.float32))
 
 
 @pytest.fixture
