@@ -36,16 +36,21 @@ PROBE_GRAPH = (
 )
 
 
-def _quiet_cuda_session(payload: bytes | str, options: ort.SessionOptions) -> ort.InferenceSession:
+def _quiet_cuda_session(
+    payload: bytes | str, options: ort.SessionOptions, strict: bool = False
+) -> ort.InferenceSession:
     # A CUDA wheel on a machine without CUDA logs a multi-line error while it falls back to the CPU;
     # silence the attempt and let get_providers() tell what loaded.
-    if os.environ.get(STRICT_CUDA_ENV) == "1":
+    providers = [CUDA, CPU]
+    if strict:
+        # ONNX Runtime refuses the CPU provider in the list once CPU fallback is disabled.
         options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+        providers = [CUDA]
     previous = options.log_severity_level
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)
     try:
-        return ort.InferenceSession(payload, options, providers=[CUDA, CPU])
+        return ort.InferenceSession(payload, options, providers=providers)
     finally:
         ort.set_default_logger_severity(2)
         options.log_severity_level = previous
@@ -100,7 +105,8 @@ def create_session(
         options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
     payload = str(model) if isinstance(model, Path) else model.SerializeToString()
     if device != "cpu" and cuda_loads():
-        session = _quiet_cuda_session(payload, options)
+        strict = os.environ.get(STRICT_CUDA_ENV) == "1"
+        session = _quiet_cuda_session(payload, options, strict)
         if CUDA in session.get_providers():
             return session
     if device == "cuda":
