@@ -258,6 +258,9 @@ def _stream_digest(path: Path) -> tuple[str, bool]:
     with open(path, "rb") as stream:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
-            external = external or _EXTERNAL_MARK in tail + chunk
-            tail = chunk[-len(_EXTERNAL_MARK) :]
+            if not external:
+                # The mark may straddle two chunks: look across the seam, then in the chunk.
+                seam = tail + chunk[: len(_EXTERNAL_MARK) - 1]
+                external = _EXTERNAL_MARK in seam or _EXTERNAL_MARK in chunk
+            tail = chunk[1 - len(_EXTERNAL_MARK) :]
     return digest.hexdigest(), external

@@ -244,3 +244,54 @@ def test_a_cached_project_does_not_import_onnx(
     ]
     assert runs == [["ml_dtypes", "onnx"], []]
     np.testing.assert_array_equal(np.load(outputs[0]), np.load(outputs[1]))
+
+
+@pytest.mark.parametrize("offset", [0, cache._CHUNK - 5, cache._CHUNK + 3])
+def test_external_data_is_seen_anywhere_in_the_file(tmp_path: Path, offset: int) -> None:
+    path = tmp_path / "m.onnx"
+    data = bytearray(2 * cache._CHUNK + 100)
+    data[offset : offset + len(cache._EXTERNAL_MARK)] = cache._EXTERNAL_MARK
+    path.write_bytes(bytes(data))
+    assert cache._stream_digest(path)[1]
+    path.write_bytes(bytes(len(data)))
+    assert not cache._stream_digest(path)[1]
+
+
+def test_a_model_with_external_data_is_keyed_by_its_data_files(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "external"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    onnx.save(
+        conv_relu_pool_model(),
+        path,
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    store = cache.GraphCache()
+    digest = store.file_digest(path)
+    expected, _ = projections(Projector(path, layer="relu"))
+    onnx.save(
+        conv_relu_pool_model(seed=3),
+        folder / "other.onnx",
+        save_as_external_data=True,
+        location="other.bin",
+        size_threshold=0,
+    )
+    (folder / "other.onnx").unlink()
+    assert store.file_digest(path) != digest  # another file beside it: another key
+    # New weights in the data file, the .onnx file unchanged: not the old graphs.
+    onnx.save(
+        conv_relu_pool_model(seed=4),
+        tmp_path / "new.onnx",
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    (folder / "weights.bin").write_bytes((tmp_path / "weights.bin").read_bytes())
+    changed = Projector(path, layer="relu")
+    assert changed._entry is None
+    got, _ = projections(changed)
+    assert not np.array_equal(got, expected)
