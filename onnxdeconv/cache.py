@@ -118,12 +118,11 @@ class GraphCache:
             digest = hashlib.sha256(json.dumps([digest, listing]).encode()).hexdigest()
         return digest
 
-    def get(self, key: str, files: Mapping[str, int] | None = None) -> Entry | None:
-        """The entry ``key``, or None where it is missing or does not read back whole.
+    def get(self, key: str) -> Entry | None:
+        """The entry ``key`` (from :func:`key`), or None where it is missing or not whole.
 
-        Args:
-            key: From :func:`key`.
-            files: Expected sizes of files; by default those its manifest lists.
+        An entry whose manifest does not read, or whose files are missing or not of the sizes
+        the manifest lists, is removed (it will be rebuilt).
         """
         folder = self._entries / key
         manifest = _read_json(folder / MANIFEST)
@@ -131,7 +130,10 @@ class GraphCache:
             if folder.exists():
                 self.discard(key, "its manifest does not read")
             return None
-        sizes = files if files is not None else manifest.get("files", {})
+        sizes = manifest.get("files")
+        if not isinstance(sizes, dict):
+            self.discard(key, "its manifest lists no files")
+            return None
         for name, size in sizes.items():
             try:
                 whole = (folder / name).stat().st_size == size
