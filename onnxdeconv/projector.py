@@ -134,7 +134,7 @@ class Projector:
     ``keep_outputs=True`` keeps the model's own outputs in its forward pass (for analyses that
     read the class scores too); by default the forward graph is pruned to the layer.
 
-    Given a model file (a path, a :class:`ModelSpec`, or a model loaded from a file), the built
+    Given a model file (a path, or a :class:`ModelSpec` from :func:`model_spec`), the built
     graphs are kept in the on-disk cache (:mod:`onnxdeconv.cache`; ``use_cache`` or
     ``ONNXDECONV_NO_CACHE=1`` turns it off): a repeated call with the same file, layer, rule,
     input shape and ``keep_outputs`` runs them without loading the model or importing ONNX.
@@ -166,7 +166,10 @@ class Projector:
         self._store_slot: tuple[cache.GraphCache, str] | None = None
         #: Units the last :meth:`strongest` call left out for sitting at the layer's bound.
         self.skipped_saturated = 0
-        store, key = self._cache_slot(layer, use_cache)
+        # Only a file named here is cached: a model in memory (a LoadedModel too) may differ from
+        # the file it was read from.
+        path = model.path if isinstance(model, ModelSpec) else model
+        store, key = self._cache_slot(path, layer, use_cache)
         if store is not None and key is not None and self._open_entry(store, key):
             return
         self._build(layer)
@@ -174,16 +177,12 @@ class Projector:
             self._store(store, key)
 
     def _cache_slot(
-        self, layer: str | None, use_cache: bool | None
+        self, path: object, layer: str | None, use_cache: bool | None
     ) -> tuple[cache.GraphCache | None, str | None]:
-        """The cache and this projector's key there, where its model comes from a file.
-
-        That is a path, or a model loaded from one (a :class:`LoadedModel`'s ``path``); a
-        prepared model or one built in memory is not cached.
-        """
-        source = self._source
-        path = source if isinstance(source, str | Path) else getattr(source, "path", None)
-        if path is None or not cache.enabled(use_cache) or not Path(path).is_file():
+        """The cache and this projector's key there, where ``path`` is a model file's path."""
+        if not isinstance(path, str | Path) or not cache.enabled(use_cache):
+            return None, None
+        if not Path(path).is_file():
             return None, None
         store = cache.GraphCache()
         shape = None if self._asked_shape is None else list(self._asked_shape)
