@@ -5,11 +5,18 @@ one real photo. Every measured run is a whole process, started fresh: interprete
 model loading, the forward pass, the 64 projections and writing them to a ``.npy`` file.
 
 Rows:
-    * ``onnxdeconv CLI``: ``onnxdeconv project MODEL INPUT.npy --layer relu5 --top 64 -o OUT.npy``
-      (when the ``onnxdeconv`` console script works);
+    * ``onnxdeconv CLI, cold cache``: ``onnxdeconv project MODEL INPUT.npy --layer relu5 --top 64
+      -o OUT.npy`` (when the ``onnxdeconv`` console script works), with an empty graph cache
+      (``ONNXDECONV_CACHE_DIR``, a fresh folder each run): it hashes the model file, loads and
+      builds, and fills the cache;
+    * ``onnxdeconv CLI, warm cache``: the same command again, finding its graphs in the cache
+      (no ``onnx`` import, no model loading, no build);
     * ``onnxdeconv API``: a short script doing the same with ``onnxdeconv.Projector``;
     * ``captum``: ``NeuronDeconvolution(model, model.relu5)`` once per projection, times the
       activation (the oracle of the project's notes), on the same channels and positions;
+    * ``torch batched VJP``: the same 64 projections as one vector-Jacobian product of the model
+      cut at relu5, batched over the 64 one-hot signals (``is_grads_batched``), with every ReLU's
+      backward replaced by ``relu(grad)`` (the deconvnet rule): the fastest plain-PyTorch peer;
     * ``ORT forward``: a plain onnxruntime forward pass of the model, as a floor.
 
 Every run is repeated ``--repeats`` times (methods interleaved) after one untimed warm-up run
@@ -18,6 +25,9 @@ each run first waits for the CPUs to go quiet (``--idle-wait``) and a run during
 processes used the CPU is run again (``--retries``; the least disturbed attempt is kept, and the
 table says how many timed runs stayed disturbed). The runner scripts also time their own stages,
 which gives the in-process breakdown (without interpreter start and imports).
+
+The load average (``uptime``) is printed before and after: on a shared machine it says how far
+the timings are from an idle machine's.
 
 Usage:
     python benchmarks/bench_top64.py [--repeats 3] [--top 64] [--workdir DIR] [--keep]
@@ -36,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +119,71 @@ for c in order:
     rows.append(attr[0].detach() * float(act[(c, *where)]))
     positions.append(list(where))
 projections = torch.stack(rows).numpy()
+T4 = time.perf_counter()
+np.save(out, projections.astype(np.float32))
+T5 = time.perf_counter()
+print(json.dumps({"stages": {"import": T1 - T0, "load": T2 - T1, "forward": T3 - T2,
+                             "project": T4 - T3, "save": T5 - T4},
+                  "channels": [int(c) for c in order], "positions": positions,
+                  "threads": torch.get_num_threads()}))
+"""
+
+VJP_RUNNER = """
+import time
+T0 = time.perf_counter()
+import json, sys
+import numpy as np
+import torch
+from torch import nn
+bench, state, inp, layer, top, out, threads = sys.argv[1:8]
+sys.path.insert(0, bench)
+import zfnet
+T1 = time.perf_counter()
+if int(threads) > 0:
+    torch.set_num_threads(int(threads))
+
+
+class DeconvRelu(torch.autograd.Function):
+    # The deconvnet rectifier: the backward pass sends relu(signal), whatever the input's sign.
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0)
+
+
+class Relu(nn.Module):
+    def forward(self, x):
+        return DeconvRelu.apply(x)
+
+
+model = zfnet.load(state)
+names = list(model._modules)
+cut = torch.nn.Sequential(*[Relu() if isinstance(model._modules[n], nn.ReLU) else model._modules[n]
+                            for n in names[: names.index(layer) + 1]])
+x = torch.from_numpy(np.load(inp)).requires_grad_(True)
+T2 = time.perf_counter()
+act_t = cut(x)
+act = act_t[0].detach().numpy()
+T3 = time.perf_counter()
+flat = act.reshape(act.shape[0], -1)
+order = np.argsort(-flat.max(axis=1), kind="stable")[: int(top)]
+signals = torch.zeros((len(order), *act_t.shape), dtype=act_t.dtype)
+positions = []
+for row, c in enumerate(order):
+    where = tuple(int(i) for i in np.unravel_index(int(flat[c].argmax()), act.shape[1:]))
+    signals[(row, 0, int(c), *where)] = float(act[(c, *where)])
+    positions.append(list(where))
+(grads,) = torch.autograd.grad(act_t, x, grad_outputs=signals, is_grads_batched=True)
+projections = grads[:, 0].numpy()
 T4 = time.perf_counter()
 np.save(out, projections.astype(np.float32))
 T5 = time.perf_counter()
@@ -205,8 +281,23 @@ def wait_for_idle(max_wait: float, threshold: float = 0.15) -> float:
             return busy
 
 
-def timed(cmd: list[str]) -> tuple[float, float, float, dict[str, object]]:
-    """Run ``cmd`` as a fresh process.
+#: A method: its command line, and the environment overrides of each run (called per run).
+Method = tuple[list[str], Callable[[], dict[str, str]]]
+
+
+def load_average() -> str:
+    """What ``uptime`` prints (the 1, 5 and 15 minute load averages)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        one, five, fifteen = os.getloadavg()
+        return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def timed(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, float, dict[str, object]]:
+    """Run ``cmd`` as a fresh process (with ``env`` added to the environment).
 
     Returns:
         Its wall time, its CPU time (user + system), the CPU seconds other processes used
@@ -214,7 +305,13 @@ def timed(cmd: list[str]) -> tuple[float, float, float, dict[str, object]]:
     """
     busy0, child0 = cpu_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env={**os.environ, **(env or {})},
+    )
     wall = time.perf_counter() - start
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ours = (child1.ru_utime - child0.ru_utime) + (child1.ru_stime - child0.ru_stime)
@@ -291,8 +388,9 @@ def main() -> None:
     parser.add_argument(
         "--warmup", action=argparse.BooleanOptionalAction, default=True, help="one untimed run each"
     )
-    parser.add_argument("--no-cli", action="store_true", help="skip the CLI row")
+    parser.add_argument("--no-cli", action="store_true", help="skip the CLI rows")
     parser.add_argument("--no-api", action="store_true", help="skip the API runner row")
+    parser.add_argument("--no-vjp", action="store_true", help="skip the torch batched VJP row")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnxdeconv-bench-"))
@@ -308,41 +406,62 @@ def main() -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
     """Prepare, time every method, compare the outputs and print the tables."""
+    load_before = load_average()
     model, state = prepare_model(workdir)
     inp = prepare_input(workdir, args.image)
-    for name, source in (("api", API_RUNNER), ("captum", CAPTUM_RUNNER), ("ort", ORT_RUNNER)):
+    runners = {"api": API_RUNNER, "captum": CAPTUM_RUNNER, "vjp": VJP_RUNNER, "ort": ORT_RUNNER}
+    for name, source in runners.items():
         (workdir / f"run_{name}.py").write_text(source)
     py, top = sys.executable, str(args.top)
-    outs = {m: workdir / f"out_{m}.npy" for m in ("cli", "api", "captum")}
-    commands: dict[str, list[str]] = {}
+    outs = {m: workdir / f"out_{m}.npy" for m in ("cold", "warm", "api", "captum", "vjp")}
+    warm_cache = workdir / "cache-warm"
+    cold_caches = iter(range(1_000_000))
+
+    def warm() -> dict[str, str]:
+        return {"ONNXDECONV_CACHE_DIR": str(warm_cache)}
+
+    def cold() -> dict[str, str]:
+        folder = workdir / f"cache-cold-{next(cold_caches)}"
+        shutil.rmtree(folder, ignore_errors=True)
+        return {"ONNXDECONV_CACHE_DIR": str(folder)}
+
+    def plain() -> dict[str, str]:
+        return {}
+
+    commands: dict[str, Method] = {}
     cli = None if args.no_cli else cli_path()
     if cli is not None:
-        commands["onnxdeconv CLI"] = [
-            *[str(cli), "project", str(model), str(inp)],
-            *["--layer", LAYER_ALIAS, "--top", top, "-o", str(outs["cli"])],
-        ]
+        project = [str(cli), "project", str(model), str(inp), "--layer", LAYER_ALIAS, "--top", top]
+        commands["onnxdeconv CLI, cold cache"] = ([*project, "-o", str(outs["cold"])], cold)
+        commands["onnxdeconv CLI, warm cache"] = ([*project, "-o", str(outs["warm"])], warm)
     if not args.no_api:
         api = [py, str(workdir / "run_api.py"), str(model), str(inp), LAYER_ALIAS, top]
-        commands["onnxdeconv API"] = [*api, str(outs["api"]), args.device]
-    commands["captum"] = [
-        *[py, str(workdir / "run_captum.py"), str(BENCH_DIR), str(state), str(inp)],
-        *[LAYER_ALIAS, top, str(outs["captum"]), str(args.threads)],
-    ]
-    commands["ORT forward"] = [py, str(workdir / "run_ort.py"), str(model), str(inp)]
+        commands["onnxdeconv API, warm cache"] = ([*api, str(outs["api"]), args.device], warm)
+    torch_args = [str(BENCH_DIR), str(state), str(inp), LAYER_ALIAS, top]
+    commands["captum"] = (
+        [py, str(workdir / "run_captum.py"), *torch_args, str(outs["captum"]), str(args.threads)],
+        plain,
+    )
+    if not args.no_vjp:
+        commands["torch batched VJP"] = (
+            [py, str(workdir / "run_vjp.py"), *torch_args, str(outs["vjp"]), str(args.threads)],
+            plain,
+        )
+    commands["ORT forward"] = ([py, str(workdir / "run_ort.py"), str(model), str(inp)], plain)
 
-    for cmd in commands.values() if args.warmup else ():
-        timed(cmd)  # untimed: fills the page cache with the model files and libraries
+    for cmd, env in commands.values() if args.warmup else ():
+        timed(cmd, env())  # untimed: fills the page cache (and the warm graph cache)
     walls: dict[str, list[float]] = {name: [] for name in commands}
     cpus: dict[str, list[float]] = {name: [] for name in commands}
     clean_runs: dict[str, list[bool]] = {name: [] for name in commands}
     reports: dict[str, list[dict[str, object]]] = {name: [] for name in commands}
     cores = os.cpu_count() or 1
     for r in range(args.repeats):
-        for name, cmd in commands.items():
+        for name, (cmd, env) in commands.items():
             attempts = []
             for attempt in range(args.retries + 1):
                 busy = wait_for_idle(args.idle_wait) if args.idle_wait > 0 else 0.0
-                wall, cpu, other, report = timed(cmd)
+                wall, cpu, other, report = timed(cmd, env())
                 clean = other <= max(0.5, 0.05 * wall * cores)
                 attempts.append((other, wall, cpu, report, clean))
                 print(
@@ -362,45 +481,59 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             cpus[name].append(cpu)
             clean_runs[name].append(clean)
             reports[name].append(report)
+    load_after = load_average()
 
     ref = np.load(outs["captum"])
     captum_report = reports["captum"][-1]
     errors: dict[str, str] = {"captum": "(reference)", "ORT forward": "n/a"}
     notes = []
-    for name, key in (("onnxdeconv CLI", "cli"), ("onnxdeconv API", "api")):
+    outputs = {
+        "onnxdeconv CLI, cold cache": "cold",
+        "onnxdeconv CLI, warm cache": "warm",
+        "onnxdeconv API, warm cache": "api",
+        "torch batched VJP": "vjp",
+    }
+    for name, key in outputs.items():
         if name in commands:
             errors[name] = f"{worst_error(np.load(outs[key]), ref):.1e}"
-    if "onnxdeconv CLI" in commands and "onnxdeconv API" in commands:
-        cli_vs_api = worst_error(np.load(outs["cli"]), np.load(outs["api"]))
-        notes.append(f"CLI vs API output: worst rel. error {cli_vs_api:.1e}")
-    api_report = reports.get("onnxdeconv API", [{}])[-1]
-    if api_report:
-        same = api_report.get("channels") == captum_report.get("channels")
-        same_pos = api_report.get("positions") == captum_report.get("positions")
-        notes.append(
-            f"same channels, in the same order, as captum: {same}; same positions: {same_pos}"
-        )
-        notes.append(f"onnxdeconv provider: {api_report.get('provider')}")
+    if "onnxdeconv CLI, cold cache" in commands:
+        cold_vs_warm = worst_error(np.load(outs["cold"]), np.load(outs["warm"]))
+        notes.append(f"cold vs warm cache output: worst rel. difference {cold_vs_warm:.1e}")
+    for name in ("onnxdeconv API, warm cache", "torch batched VJP"):
+        report = reports.get(name, [{}])[-1]
+        if report:
+            same = report.get("channels") == captum_report.get("channels")
+            same_pos = report.get("positions") == captum_report.get("positions")
+            notes.append(
+                f"{name}: same channels, in the same order, as captum: {same}; "
+                f"same positions: {same_pos}"
+            )
+        if report.get("provider"):
+            notes.append(f"onnxdeconv provider: {report.get('provider')}")
 
-    captum_median = statistics.median(walls["captum"])
-    captum_min = min(walls["captum"])
+    peers = [p for p in ("captum", "torch batched VJP") if p in commands]
+    medians = {name: statistics.median(values) for name, values in walls.items()}
     print(
-        "\n| method | median wall s | min wall s | ratio vs captum (median) | median CPU s "
-        "| worst rel. error |"
+        "\n| method | median wall s | min wall s | "
+        + " | ".join(f"{peer} time / this" for peer in peers)
+        + " | median CPU s | worst rel. error vs captum |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|" + "---:|" * len(peers) + "---:|---:|")
     for name in commands:
-        median, best = statistics.median(walls[name]), min(walls[name])
-        ratio = f"{captum_median / median:.2f}x" if name != "captum" else "1.00x"
+        median, best = medians[name], min(walls[name])
+        ratios = " | ".join(f"{medians[peer] / median:.2f}x" for peer in peers)
         cpu = statistics.median(cpus[name])
-        print(f"| {name} | {median:.2f} | {best:.2f} | {ratio} | {cpu:.1f} | {errors[name]} |")
+        print(f"| {name} | {median:.2f} | {best:.2f} | {ratios} | {cpu:.1f} | {errors[name]} |")
     contended = {n: sum(not c for c in v) for n, v in clean_runs.items() if not all(v)}
     if contended:
         which = ", ".join(f"{n}: {k} of {args.repeats}" for n, k in contended.items())
         print(f"\nWarning: other processes used the CPU during some timed runs ({which}).")
+    print(f"\nLoad: before the runs '{load_before}'; after '{load_after}'.")
     print(
-        "\nmin-based ratio vs captum: "
-        + ", ".join(f"{n} {captum_min / min(walls[n]):.2f}x" for n in commands if n != "captum")
+        "min-based ratio vs captum: "
+        + ", ".join(
+            f"{n} {min(walls['captum']) / min(walls[n]):.2f}x" for n in commands if n != "captum"
+        )
     )
 
     print("\nIn-process stages (median s; 'load' = model load + session/graph preparation):\n")
@@ -426,7 +559,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"256x13x13), --top {args.top}, input {args.image.name}; {args.repeats} runs each."
     )
     print(
-        f"Threads: torch {captum_report.get('threads')} (captum), ONNX Runtime default "
+        f"Threads: torch {captum_report.get('threads')} (captum, VJP), ONNX Runtime default "
         f"intra-op threads ({os.cpu_count()} cores)."
     )
     for note in notes:

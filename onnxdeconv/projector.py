@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
-from onnxdeconv.deconv.builder import DeconvPlan
-from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN
-from onnxdeconv.deconv.rules import Rule
+from onnxdeconv import cache
+from onnxdeconv.deconv.names import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN, Rule
 from onnxdeconv.errors import OnnxDeconvError, SelectionError
-from onnxdeconv.graph.load import LoadedModel, load_model
-from onnxdeconv.prepared import PreparedModel, prepare
-from onnxdeconv.runtime import Device, ForwardRunner, create_session, run_bound
+from onnxdeconv.runtime.runner import ForwardRunner
+from onnxdeconv.runtime.sessions import Device, create_session, run_bound
+
+if TYPE_CHECKING:
+    # ONNX loads only where a graph is built: a cached projector runs files (see cache).
+    import onnx
+
+    from onnxdeconv.deconv.builder import DeconvPlan
+    from onnxdeconv.graph.load import LoadedModel
+    from onnxdeconv.prepared import PreparedModel
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,74 @@ class ForwardPass:
     forward_values: dict[str, ort.OrtValue | np.ndarray]
 
 
+@dataclass
+class ModelSpec:
+    """A model file's image input and metadata (an :class:`~onnxdeconv.inputs.ModelInputSpec`).
+
+    From :func:`model_spec`: read from the cache, or from the model, which is kept in
+    ``loaded`` so that a :class:`Projector` given this spec does not load it again.
+    """
+
+    path: Path
+    input_name: str
+    input_shape: list[int | str]
+    input_dtype: np.dtype
+    metadata: dict[str, str] = field(default_factory=dict)
+    loaded: LoadedModel | None = field(default=None, repr=False)
+
+
+def model_spec(path: str | Path, use_cache: bool | None = None) -> ModelSpec:
+    """The image input and metadata of the model file ``path``, without ONNX where cached.
+
+    Args:
+        path: The ``.onnx`` file.
+        use_cache: Read and fill the graph cache (default: unless ``ONNXDECONV_NO_CACHE``).
+    """
+    path = Path(path)
+    store = cache.GraphCache() if cache.enabled(use_cache) and path.is_file() else None
+    key = None if store is None else cache.key(kind="spec", model=store.file_digest(path))
+    entry = None if store is None or key is None else store.get(key)
+    if entry is not None:
+        facts = entry.manifest
+        return ModelSpec(
+            path,
+            str(facts["input_name"]),
+            list(facts["input_shape"]),
+            np.dtype(facts["input_dtype"]),
+            dict(facts["metadata"]),
+        )
+    from onnxdeconv.graph.load import load_model
+
+    loaded = load_model(path)
+    if store is not None and key is not None:
+        manifest = {
+            "input_name": loaded.input_name,
+            "input_shape": loaded.input_shape,
+            "input_dtype": loaded.input_dtype.str,
+            "metadata": loaded.metadata,
+        }
+        store.put(key, manifest, {})
+    return ModelSpec(
+        path, loaded.input_name, loaded.input_shape, loaded.input_dtype, loaded.metadata, loaded
+    )
+
+
+#: The files of a cached projector's entry.
+_FORWARD, _DENSE, _WINDOWED = "forward.onnx", "deconv.onnx", "windowed.onnx"
+_ORT = ort.capi.onnxruntime_pybind11_state
+#: What a cache entry that does not read back raises (a bad manifest, or a graph ORT refuses).
+_UNREADABLE = (
+    KeyError,
+    TypeError,
+    ValueError,
+    OSError,
+    _ORT.Fail,
+    _ORT.InvalidProtobuf,
+    _ORT.InvalidGraph,
+    _ORT.NoSuchFile,
+)
+
+
 class Projector:
     """Projects activations of one layer of a model back to its input, on ONNX Runtime.
 
@@ -59,48 +133,217 @@ class Projector:
 
     ``keep_outputs=True`` keeps the model's own outputs in its forward pass (for analyses that
     read the class scores too); by default the forward graph is pruned to the layer.
+
+    Given a model file (a path, or a :class:`ModelSpec` from :func:`model_spec`), the built
+    graphs are kept in the on-disk cache (:mod:`onnxdeconv.cache`; ``use_cache`` or
+    ``ONNXDECONV_NO_CACHE=1`` turns it off): a repeated call with the same file, layer, rule,
+    input shape and ``keep_outputs`` runs them without loading the model or importing ONNX.
+    :attr:`prepared` and :attr:`plan` then load and build on first use.
     """
 
     def __init__(
         self,
-        model: str | Path | onnx.ModelProto | LoadedModel | PreparedModel,
+        model: str | Path | onnx.ModelProto | LoadedModel | PreparedModel | ModelSpec,
         layer: str | None = None,
         rule: Rule = "deconvnet",
         device: Device = "auto",
         input_shape: tuple[int, ...] | None = None,
         keep_outputs: bool = False,
+        use_cache: bool | None = None,
     ) -> None:
-        if isinstance(model, PreparedModel):
-            self.prepared = model
-        else:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model)
-            self.prepared = prepare(loaded, input_shape)
-        self.layer = self.prepared.resolve(layer) if layer else self.prepared.default_layer()
         self.rule = rule
-        self.plan = self.prepared.plan(self.layer, rule)
-        onnx.checker.check_model(self.plan.model, full_check=True)
+        self.keeps_outputs = keep_outputs
+        self._device = device
+        self._source: str | Path | onnx.ModelProto | LoadedModel | PreparedModel = (
+            (model.loaded or model.path) if isinstance(model, ModelSpec) else model
+        )
+        self._asked_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self._prepared: PreparedModel | None = None
+        self._plan: DeconvPlan | None = None
+        #: The cache entry this projector runs, where it was found there.
+        self._entry: cache.Entry | None = None
+        self._quantized: dict[str, bool] = {}
+        self._store_slot: tuple[cache.GraphCache, str] | None = None
+        #: Units the last :meth:`strongest` call left out for sitting at the layer's bound.
+        self.skipped_saturated = 0
+        # Only a file named here is cached: a model in memory (a LoadedModel too) may differ from
+        # the file it was read from.
+        path = model.path if isinstance(model, ModelSpec) else model
+        store, key = self._cache_slot(path, layer, use_cache)
+        if store is not None and key is not None and self._open_entry(store, key):
+            return
+        self._build(layer)
+        if store is not None and key is not None:
+            self._store(store, key)
+
+    def _cache_slot(
+        self, path: object, layer: str | None, use_cache: bool | None
+    ) -> tuple[cache.GraphCache | None, str | None]:
+        """The cache and this projector's key there, where ``path`` is a model file's path."""
+        if not isinstance(path, str | Path) or not cache.enabled(use_cache):
+            return None, None
+        if not Path(path).is_file():
+            return None, None
+        store = cache.GraphCache()
+        shape = None if self._asked_shape is None else list(self._asked_shape)
+        key = cache.key(
+            kind="projector",
+            model=store.file_digest(Path(path)),
+            layer=layer,
+            rule=self.rule,
+            input_shape=shape,
+            keep_outputs=self.keeps_outputs,
+        )
+        return store, key
+
+    def _build(self, layer: str | None) -> None:
+        """Load and prepare the model where needed, build the graphs and open the forward pass."""
+        import onnx
+
+        from onnxdeconv.prepared import PreparedModel
+
+        if isinstance(self._source, PreparedModel):
+            self._prepared = self._source
+        prepared = self.prepared
+        self.layer = prepared.resolve(layer) if layer else prepared.default_layer()
+        plan = self.plan
+        onnx.checker.check_model(plan.model, full_check=True)
         # Unless the model's outputs are wanted too, the forward graph keeps only what the layer
         # depends on: the rest of a classifier (often most of its weights) would only slow
         # loading. check's faithful.outputs verifies that instrumenting the whole graph leaves
         # the model's outputs unchanged.
-        self.keeps_outputs = keep_outputs
         self.runner = ForwardRunner(
-            self.prepared,
-            expose=[self.layer, *self.plan.forward_inputs],
-            switches_of=list(self.plan.switches),
-            keep_outputs=keep_outputs,
-            device=device,
+            prepared,
+            expose=[self.layer, *plan.forward_inputs],
+            switches_of=list(plan.switches),
+            keep_outputs=self.keeps_outputs,
+            device=self._device,
         )
-        self._device = device
         self.provider = self.runner.provider
-        self._to_channels_first = self.prepared.channels_first_orders.get(self.layer)
-        #: Units the last :meth:`strongest` call left out for sitting at the layer's bound.
-        self.skipped_saturated = 0
+        self._forward_inputs = list(plan.forward_inputs)
+        self._target_shape = plan.target_shape
+        self._to_channels_first = prepared.channels_first_orders.get(self.layer)
+        self._upper_bound = prepared.upper_bound(self.layer)
+
+    def _store(self, store: cache.GraphCache, key: str) -> None:
+        """Store the built graphs (forward, dense and windowed deconv), with their facts."""
+        from onnxdeconv.graph.quantized import is_quantized
+
+        windowed = self.windowed if self._windowable else None
+        graphs = {_FORWARD: self.runner.model, _DENSE: self.plan.model}
+        if windowed is not None:
+            graphs[_WINDOWED] = windowed[0].model
+        loaded = self.prepared.loaded
+        manifest: dict[str, Any] = {
+            "layer": self.layer,
+            "input_name": loaded.input_name,
+            "input_shape": list(self.prepared.input_shape),
+            "input_dtype": loaded.input_dtype.str,
+            "fixed_batch": loaded.fixed_batch,
+            "forward_inputs": self._forward_inputs,
+            "target_shape": list(self._target_shape),
+            "channels_first": self._to_channels_first,
+            "upper_bound": self._upper_bound,
+            "windowed_inputs": None if windowed is None else windowed[0].forward_inputs,
+            "quantized": {name: is_quantized(graph) for name, graph in graphs.items()},
+        }
+        try:
+            files = {name: graph.SerializeToString() for name, graph in graphs.items()}
+        except ValueError:  # a graph over protobuf's 2 GB: not cached
+            return
+        store.put(key, manifest, files)
+
+    def _open_entry(self, store: cache.GraphCache, key: str) -> bool:
+        """Run the graphs of cache entry ``key``; False where it is missing or unusable."""
+        entry = store.get(key)
+        if entry is None:
+            return False
+        facts = entry.manifest
+        try:
+            self.layer = str(facts["layer"])
+            self._forward_inputs = [str(name) for name in facts["forward_inputs"]]
+            self._target_shape = tuple(int(d) for d in facts["target_shape"])
+            order = facts["channels_first"]
+            self._to_channels_first = None if order is None else tuple(int(a) for a in order)
+            bound = facts["upper_bound"]
+            self._upper_bound = None if bound is None else float(bound)
+            self._quantized = {str(k): bool(v) for k, v in facts["quantized"].items()}
+            self._entry = entry
+            self.runner = ForwardRunner.from_file(
+                entry.file(_FORWARD),
+                lambda: self.prepared,
+                input_name=str(facts["input_name"]),
+                input_shape=tuple(int(d) for d in facts["input_shape"]),
+                input_dtype=np.dtype(facts["input_dtype"]),
+                fixed_batch=facts["fixed_batch"],
+                quantized=self._quantized[_FORWARD],
+                device=self._device,
+            )
+        except _UNREADABLE as exc:
+            self._entry = None
+            store.discard(key, f"{type(exc).__name__}: {exc}")
+            return False
+        self.provider = self.runner.provider
+        self._store_slot = store, key
+        return True
+
+    def _entry_session(self, name: str) -> ort.InferenceSession | None:
+        """A session of the cache entry's graph ``name``; None (entry dropped) where unreadable."""
+        if self._entry is None:
+            return None
+        try:
+            path = self._entry.file(name)
+            return create_session(path, self._device, quantized=self._quantized[name])
+        except _UNREADABLE as exc:
+            assert self._store_slot is not None
+            store, key = self._store_slot
+            store.discard(key, f"{type(exc).__name__}: {exc}")
+            self._entry = None
+            return None
+
+    @property
+    def prepared(self) -> PreparedModel:
+        """The model, prepared for its input size (loaded on first use by a cached projector)."""
+        if self._prepared is None:
+            from onnxdeconv.graph.load import LoadedModel, load_model
+            from onnxdeconv.prepared import PreparedModel, prepare
+
+            source = self._source
+            assert not isinstance(source, PreparedModel), "kept as it is by _build"
+            loaded = source if isinstance(source, LoadedModel) else load_model(source)
+            self._prepared = prepare(loaded, self._asked_shape)
+        return self._prepared
+
+    @property
+    def plan(self) -> DeconvPlan:
+        """The dense deconv plan of the layer (built on first use by a cached projector)."""
+        if self._plan is None:
+            self._plan = self.prepared.plan(self.layer, self.rule)
+        return self._plan
+
+    @property
+    def _windowable(self) -> bool:
+        """Whether one-hot signals may take the windowed graph (a spatial, channels-first map)."""
+        return bool(self.layer_shape[1:]) and self._to_channels_first is None
 
     @cached_property
     def deconv_session(self) -> ort.InferenceSession:
         """The session of the dense deconv graph (created on first use)."""
-        return create_session(self.plan.model, self._device)
+        session = self._entry_session(_DENSE)
+        return session or create_session(self.plan.model, self._device)
+
+    @cached_property
+    def _windowed_run(self) -> tuple[list[str], ort.InferenceSession] | None:
+        """The windowed graph's forward inputs and session, where the layer has one."""
+        if self._entry is not None:
+            inputs = self._entry.manifest["windowed_inputs"]
+            if inputs is None:
+                return None
+            session = self._entry_session(_WINDOWED)
+            if session is not None:
+                return list(inputs), session
+        windowed = self.windowed
+        return None if windowed is None else (windowed[0].forward_inputs, windowed[1])
 
     @cached_property
     def windowed(self) -> tuple[DeconvPlan, ort.InferenceSession] | None:
@@ -108,18 +351,20 @@ class Projector:
         plan = self.prepared.windowed_plan(self.layer, self.rule)
         if plan is None:
             return None
+        import onnx
+
         onnx.checker.check_model(plan.model, full_check=True)
         return plan, create_session(plan.model, self._device)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Per-sample input shape, without the batch dimension."""
-        return self.prepared.input_shape
+        return self.runner.input_shape
 
     @property
     def layer_shape(self) -> tuple[int, ...]:
         """Per-sample shape of the target layer, channels first (``[C, *spatial]``)."""
-        shape = self.plan.target_shape
+        shape = self._target_shape
         if self._to_channels_first is None:
             return shape
         return tuple(shape[axis - 1] for axis in self._to_channels_first[1:])
@@ -136,16 +381,16 @@ class Projector:
 
     def forward(self, inputs: np.ndarray) -> ForwardPass:
         """Run the instrumented forward pass on a batch ``[N, *input_shape]``."""
-        names = [self.layer, *self.plan.forward_inputs]
+        names = [self.layer, *self._forward_inputs]
         values = self.runner.run_bound(inputs, names, to_host=(self.layer,))
         layer = values.pop(self.layer)
         host = layer if isinstance(layer, np.ndarray) else layer.numpy()
         return ForwardPass(inputs, self.channels_first(np.asarray(host)), values)
 
-    @cached_property
+    @property
     def saturation_bound(self) -> float | None:
         """The layer's constant upper bound (6 behind a ReLU6), where its producer has one."""
-        return self.prepared.upper_bound(self.layer)
+        return self._upper_bound
 
     def strongest(
         self,
@@ -281,28 +526,36 @@ class Projector:
             np.float32,
         )
 
-    def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+    def project(
+        self,
+        forward: ForwardPass,
+        selections: Sequence[Selection],
+        *,
+        allow_non_finite: bool = False,
+    ) -> np.ndarray:
         """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32.
 
         Each unit's magnitude travels back and its projection takes the unit's sign (see
         :meth:`signal`): a negative activation gives minus the projection of its magnitude.
+
+        Raises:
+            OnnxDeconvError: A projection holds NaN or infinite values, unless
+                ``allow_non_finite`` (for a caller that reports them itself, as ``check`` does).
         """
         images = [s.image for s in selections]
         signal = self.signal(forward, selections)
         signs = self.signs(forward, selections).reshape(-1, *([1] * len(self.input_shape)))
-        windowed = (
-            self.windowed if self.layer_shape[1:] and self._to_channels_first is None else None
-        )
+        windowed = self._windowed_run if self._windowable else None
         if windowed is None or any(s.position is None for s in selections):
             projections = self.project_signal(forward, signal, images)
         else:
-            plan, session = windowed
+            forward_inputs, session = windowed
             origins = np.array([s.position for s in selections], np.int64)
-            feeds = self._feeds(forward, plan, signal, images)
+            feeds = self._feeds(forward, forward_inputs, signal, images)
             feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
             out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
             projections = np.asarray(out[PROJECTION].numpy())
-        if not np.isfinite(projections).all():
+        if not allow_non_finite and not np.isfinite(projections).all():
             # Finite inputs are checked where they are read: this is the model's doing.
             raise OnnxDeconvError(
                 f"the projections from layer {self.layer} hold NaN or infinite values: the "
@@ -314,15 +567,15 @@ class Projector:
     def _feeds(
         self,
         forward: ForwardPass,
-        plan: DeconvPlan,
+        forward_inputs: Sequence[str],
         signal: np.ndarray,
         images: Sequence[int] | None,
     ) -> dict[str, np.ndarray | ort.OrtValue]:
         feeds: dict[str, np.ndarray | ort.OrtValue] = {SIGNAL: signal}
-        if plan.forward_inputs:
+        if forward_inputs:
             rows = range(len(signal)) if images is None else images
             feeds[BATCH_INDEX] = np.asarray(rows, np.int64)
-            feeds.update({name: forward.forward_values[name] for name in plan.forward_inputs})
+            feeds.update({name: forward.forward_values[name] for name in forward_inputs})
         return feeds
 
     def project_signal(
@@ -348,6 +601,6 @@ class Projector:
             )
         if self._to_channels_first is not None:
             signal = np.ascontiguousarray(np.transpose(signal, np.argsort(self._to_channels_first)))
-        feeds = self._feeds(forward, self.plan, signal, images)
+        feeds = self._feeds(forward, self._forward_inputs, signal, images)
         out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
         return np.asarray(out[PROJECTION].numpy())

@@ -5,11 +5,16 @@ that ``ONNXDECONV_SHARED`` names (default: ``../shared`` beside the repository),
 ``models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx`` and ``images/``. Without them the tests that
 need them skip, except under CI (the ``CI`` environment variable set), where they must run and so
 fail.
+
+The graph cache (``onnxdeconv.cache``) lives in a temporary folder for the session, so that
+tests neither read nor fill the user's cache.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,6 +31,18 @@ HOW_TO_SHARE = (
     "set ONNXDECONV_SHARED to a folder with models/squeezenet1.1-fp16/SqueezeNet_fp16.onnx "
     "and images/"
 )
+
+
+_CACHE_DIR = tempfile.mkdtemp(prefix="onnxdeconv-test-cache-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["ONNXDECONV_CACHE_DIR"] = _CACHE_DIR
+    os.environ.pop("ONNXDECONV_NO_CACHE", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def unavailable(reason: str) -> NoReturn:

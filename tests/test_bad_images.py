@@ -34,7 +34,9 @@ def write_bad_images(folder: Path) -> None:
     ok, encoded = cv2.imencode(".jpg", rng.integers(0, 256, (64, 64, 3), np.uint8))
     assert ok
     (folder / "truncated.jpg").write_bytes(encoded.tobytes()[: len(encoded) // 3])
-    assert cv2.imwrite(str(folder / "float.tiff"), (10 * rng.random((16, 16, 3)) - 5).astype(np.float32))
+    assert cv2.imwrite(
+        str(folder / "float.tiff"), (10 * rng.random((16, 16, 3)) - 5).astype(np.float32)
+    )
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm
@@ -13,7 +14,9 @@ from tqdm import tqdm
 from onnxdeconv import inputs
 from onnxdeconv.errors import InputError
 from onnxdeconv.inputs import LoadedImages, Preprocessing
-from onnxdeconv.prepared import PreparedModel
+
+if TYPE_CHECKING:
+    from onnxdeconv.prepared import PreparedModel
 
 
 def info(message: str) -> None:

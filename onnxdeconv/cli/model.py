@@ -6,16 +6,20 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import click
 
 from onnxdeconv import inputs
 from onnxdeconv.cli.parse import floats, int_pair
-from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.inputs import ModelInput, ModelInputSpec, Preprocessing
-from onnxdeconv.prepared import PreparedModel, prepare
-from onnxdeconv.runtime import Device
+from onnxdeconv.runtime.sessions import Device
+
+if TYPE_CHECKING:
+    # Loading and preparing import ONNX: only commands that build graphs pay for it.
+    from onnxdeconv.graph.load import LoadedModel
+    from onnxdeconv.prepared import PreparedModel
+    from onnxdeconv.projector import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +76,9 @@ class ModelOptions:
 
     def prepared(self, model: Path) -> PreparedModel:
         """Load ``model`` and prepare it at ``--size``."""
+        from onnxdeconv.graph.load import load_model
+        from onnxdeconv.prepared import prepare
+
         loaded = load_model(model)
         return prepare(loaded, self.input_shape(loaded))
 
@@ -85,11 +92,27 @@ class ModelOptions:
 
         The model is prepared at the input's size (an image is resized to ``--size``).
         """
+        from onnxdeconv.graph.load import load_model
+        from onnxdeconv.prepared import prepare
+
         loaded = load_model(model)
         preprocessing, how = self.preprocessing(loaded)
         model_input = inputs.load_input(path, loaded, preprocessing, self.size)
         prepared = prepare(loaded, tuple(model_input.array.shape[1:]))
         return ModelSetup(loaded, prepared, preprocessing, how), model_input
+
+    def spec_input(self, model: Path, path: Path) -> tuple[ModelSpec, str, ModelInput]:
+        """Like :meth:`load_input`, from the model's cached input facts where the cache has them.
+
+        Returns the model's :class:`~onnxdeconv.projector.ModelSpec` (a
+        :class:`~onnxdeconv.projector.Projector` takes it), what the ``preprocessing:`` line
+        says, and the input. Nothing is prepared: the projector builds or finds its graphs.
+        """
+        from onnxdeconv.projector import model_spec
+
+        spec = model_spec(model)
+        preprocessing, how = self.preprocessing(spec)
+        return spec, how, inputs.load_input(path, spec, preprocessing, self.size)
 
 
 def together(*chosen: Callable[[F], F]) -> Callable[[F], F]:

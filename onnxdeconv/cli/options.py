@@ -22,7 +22,7 @@ from onnxdeconv.cli.model import ModelOptions as ModelOptions  # commands reach 
 from onnxdeconv.cli.model import model_options as model_options
 from onnxdeconv.cli.model import together
 from onnxdeconv.cli.parse import check_output, position, refuse_overwriting_inputs
-from onnxdeconv.deconv.rules import RULES
+from onnxdeconv.deconv.names import RULES
 from onnxdeconv.outputs import OutputPaths
 
 F = TypeVar("F", bound=Callable[..., Any])

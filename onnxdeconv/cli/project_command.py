@@ -8,7 +8,7 @@ import click
 
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import info
-from onnxdeconv.deconv.rules import Rule
+from onnxdeconv.deconv.names import Rule
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.projection import write_projections
 from onnxdeconv.projector import Projector
@@ -55,8 +55,9 @@ def project(
     """
     if channel is not None and top is not None:
         raise click.UsageError("use --channel or --top, not both")
-    (_, prepared, _, how), model_input = model_options.load_input(model, input)
-    projector = Projector(prepared, layer, rule, model_options.device)
+    spec, how, model_input = model_options.spec_input(model, input)
+    shape = tuple(model_input.array.shape[1:])
+    projector = Projector(spec, layer, rule, model_options.device, input_shape=shape)
     forward = projector.forward(model_input.array)
     picks = projector.strongest(
         forward, top=top or 1, channel=channel, position=position, skip_saturated=not saturated

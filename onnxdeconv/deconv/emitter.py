@@ -9,6 +9,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+# The graphs' input and output names live with the rules' names, where no ONNX import is needed.
+from onnxdeconv.deconv.names import BATCH_INDEX as BATCH_INDEX
+from onnxdeconv.deconv.names import PROJECTION as PROJECTION
+from onnxdeconv.deconv.names import SIGNAL as SIGNAL
+from onnxdeconv.deconv.names import WINDOW_ORIGIN as WINDOW_ORIGIN
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.passes import TensorInfo
 
@@ -16,11 +21,6 @@ from onnxdeconv.graph.passes import TensorInfo
 #: ScatterElements needs 16 for ``reduction``. The ops the rules emit mean the same from 16 to 18.
 DECONV_OPSET = 17
 OPSET_RANGE = (16, 18)
-SIGNAL = "signal"
-BATCH_INDEX = "batch_index"
-PROJECTION = "projection"
-#: Windowed graphs: the position of each row's one activation in the target layer, ``[K, rank]``.
-WINDOW_ORIGIN = "window_origin"
 
 
 class DeconvGraph:

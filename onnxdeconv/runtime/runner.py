@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from onnxdeconv.errors import InputError, ModelLoadError
-from onnxdeconv.graph.passes import check_model, instrument, prune_to, skeleton, with_input_shape
-from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime.sessions import Device, create_session, provider_of, run_bound
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxdeconv.prepared import PreparedModel
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +62,25 @@ class ForwardRunner:
         model: onnx.ModelProto | None = None,
         threads: int | None = None,
     ) -> None:
-        self.prepared = prepared
+        self._prepared: PreparedModel | Callable[[], PreparedModel] = prepared
         loaded = prepared.loaded
         # A layer that is also a model output, or named twice, is one output of the session.
         expose, switches_of = list(dict.fromkeys(expose)), list(dict.fromkeys(switches_of))
         self.fixed_batch = loaded.fixed_batch
         self.input_name = loaded.input_name
+        self.input_shape = prepared.input_shape
+        self.input_dtype = loaded.input_dtype
         if model is None:
+            import onnx
+
+            from onnxdeconv.graph.passes import (
+                check_model,
+                instrument,
+                prune_to,
+                skeleton,
+                with_input_shape,
+            )
+
             batch: int | str = self.fixed_batch or "N"
             # Switches do not exist before instrumenting; their pools stay with what needs them.
             kept = [name for name in expose if name in prepared.info]
@@ -82,27 +97,74 @@ class ForwardRunner:
                     f"the model's declared shapes contradict its graph: {first}; fix or remove "
                     "the declared shapes of its inputs and outputs"
                 ) from exc
-        self.model = model
+        self._model: onnx.ModelProto | Path = model
         where = f"'{loaded.path}'" if loaded.path else "the model"
-        self.session = create_session(model, device, threads, where)
+        self._open(create_session(model, device, threads, where))
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Path,
+        prepared: Callable[[], PreparedModel],
+        *,
+        input_name: str,
+        input_shape: tuple[int, ...],
+        input_dtype: np.dtype,
+        fixed_batch: int | None,
+        quantized: bool = False,
+        device: Device = "auto",
+        threads: int | None = None,
+    ) -> ForwardRunner:
+        """The runner of an instrumented graph built and saved before (:mod:`~onnxdeconv.cache`).
+
+        ONNX Runtime reads the file; ``prepared`` loads the model only if :attr:`prepared` or
+        :attr:`model` is asked for.
+        """
+        runner = cls.__new__(cls)
+        runner._prepared = prepared
+        runner.fixed_batch = fixed_batch
+        runner.input_name = input_name
+        runner.input_shape = input_shape
+        runner.input_dtype = input_dtype
+        runner._model = path
+        runner._open(create_session(path, device, threads, f"'{path}'", quantized=quantized))
+        return runner
+
+    def _open(self, session: ort.InferenceSession) -> None:
+        self.session = session
         #: The tensors a run returns by default: every output of the graph, in order.
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.provider = provider_of(self.session)
         logger.info("forward pass runs on %s", self.provider)
 
+    @property
+    def prepared(self) -> PreparedModel:
+        """The model, prepared for its input size (loaded now where the graph came from a file)."""
+        if callable(self._prepared):
+            self._prepared = self._prepared()
+        return self._prepared
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The instrumented forward graph that the session runs."""
+        if isinstance(self._model, Path):
+            import onnx
+
+            self._model = onnx.load(str(self._model))
+        return self._model
+
     def check_inputs(self, inputs: np.ndarray) -> None:
         """Raise :class:`InputError` unless ``inputs`` is ``[N, *input_shape]``, in its dtype."""
-        loaded = self.prepared.loaded
-        shape = self.prepared.input_shape
+        shape = self.input_shape
         if inputs.ndim != len(shape) + 1 or tuple(inputs.shape[1:]) != shape:
             raise InputError(
                 f"input array has shape {list(inputs.shape)}; the model expects "
                 f"[N, {', '.join(map(str, shape))}]"
             )
-        if inputs.dtype != loaded.input_dtype:
+        if inputs.dtype != self.input_dtype:
             raise InputError(
-                f"input array is {inputs.dtype}; the model's input '{loaded.input_name}' is "
-                f"{loaded.input_dtype}: convert it with .astype(np.{loaded.input_dtype})"
+                f"input array is {inputs.dtype}; the model's input '{self.input_name}' is "
+                f"{self.input_dtype}: convert it with .astype(np.{self.input_dtype})"
             )
 
     def _chunks(self, count: int, chunk: int | None) -> list[tuple[int, int]]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
-from onnxdeconv.graph.quantized import is_quantized
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +25,33 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: Session config entry that turns ONNX Runtime's QDQ graph rewrites off.
 DISABLE_QDQ_REWRITES = "session.disable_quant_qdq"
+#: Session config entry that makes a CUDA session fail where a node would fall back to the CPU.
+DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+#: Set to 1, CUDA sessions refuse CPU fallback (the GPU tests check that every node runs on CUDA).
+STRICT_CUDA_ENV = "ONNXDECONV_STRICT_CUDA"
+#: The graph that probes CUDA, serialized: ``y = Identity(x)``, x and y float [1], opset 13, IR 7
+#: (what ``onnx.helper`` writes for it; a test rebuilds it), so that the probe needs no ONNX.
+PROBE_GRAPH = (
+    b'\x08\x07:;\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08\x01'
+    b"\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
 
 
-def _quiet_cuda_session(payload: bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+def _quiet_cuda_session(
+    payload: bytes | str, options: ort.SessionOptions, strict: bool = False
+) -> ort.InferenceSession:
     # A CUDA wheel on a machine without CUDA logs a multi-line error while it falls back to the CPU;
     # silence the attempt and let get_providers() tell what loaded.
+    providers = [CUDA, CPU]
+    if strict:
+        # ONNX Runtime refuses the CPU provider in the list once CPU fallback is disabled.
+        options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+        providers = [CUDA]
     previous = options.log_severity_level
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)
     try:
-        return ort.InferenceSession(payload, options, providers=[CUDA, CPU])
+        return ort.InferenceSession(payload, options, providers=providers)
     finally:
         ort.set_default_logger_severity(2)
         options.log_severity_level = previous
@@ -46,16 +65,8 @@ def cuda_loads() -> bool:
     """
     if CUDA not in ort.get_available_providers():
         return False
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
     options = ort.SessionOptions()
-    return CUDA in _quiet_cuda_session(model.SerializeToString(), options).get_providers()
+    return CUDA in _quiet_cuda_session(PROBE_GRAPH, options).get_providers()
 
 
 #: What ONNX Runtime raises when it refuses a model (each a direct subclass of Exception).
@@ -90,25 +101,30 @@ def refusal(exc: BaseException) -> str:
 
 
 def create_session(
-    model: onnx.ModelProto,
+    model: onnx.ModelProto | Path,
     device: Device = "auto",
     threads: int | None = None,
     name: str = "the model",
+    *,
+    quantized: bool | None = None,
 ) -> ort.InferenceSession:
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
 
     Args:
-        model: The graph to run.
+        model: The graph, or the path of an ``.onnx`` file (a cached graph, which ONNX Runtime
+            reads without ONNX in Python).
         device: Where to run it (``auto``: CUDA where it loads).
         threads: Intra-op threads (default: ONNX Runtime's).
         name: The model, for the message when ONNX Runtime refuses it.
+        quantized: Whether the graph holds quantized ops (read from ``model`` when it is a graph;
+            a file is taken as float unless told).
 
     Raises:
         OnnxDeconvError: ONNX Runtime refuses the model (an opset it does not support, a node it
             cannot run), or ``device="cuda"`` was asked for and the CUDA provider does not load.
     """
     try:
-        return _create_session(model, device, threads)
+        return _create_session(model, device, threads, quantized)
     except _REFUSALS as exc:
         raise OnnxDeconvError(
             f"ONNX Runtime {ort.__version__} cannot run {name}: {refusal(exc)} (export the model "
@@ -117,22 +133,27 @@ def create_session(
 
 
 def _create_session(
-    model: onnx.ModelProto, device: Device, threads: int | None
+    model: onnx.ModelProto | Path, device: Device, threads: int | None, quantized: bool | None
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    if is_quantized(model):
+    if quantized is None and not isinstance(model, Path):
+        from onnxdeconv.graph.quantized import is_quantized
+
+        quantized = is_quantized(model)
+    if quantized:
         # Run the quantized graph as ONNX defines it (float ops between exact Q/DQ), not through
         # ONNX Runtime's QDQ rewrites: these re-quantize float weights with scales of their own
         # (WeightBiasQuantization) and fuse DQ -> op -> Q into integer kernels that round, and on
         # x86 without VNNI saturate, differently, so that the activations, masks and switches of
         # the forward pass would not be those of the map the deconv graph transposes.
         options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
-    payload = model.SerializeToString()
+    payload = str(model) if isinstance(model, Path) else model.SerializeToString()
     if device != "cpu" and cuda_loads():
-        session = _quiet_cuda_session(payload, options)
+        strict = os.environ.get(STRICT_CUDA_ENV) == "1"
+        session = _quiet_cuda_session(payload, options, strict)
         if CUDA in session.get_providers():
             return session
     if device == "cuda":

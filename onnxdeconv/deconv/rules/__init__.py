@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxdeconv.deconv.emitter import DeconvGraph
+from onnxdeconv.deconv.names import RULES as RULES
+from onnxdeconv.deconv.names import Rule as Rule
 from onnxdeconv.errors import UnsupportedOpError
 from onnxdeconv.graph.passes import TensorInfo, node_attribute
 from onnxdeconv.registry import OpRegistry
-
-Rule = Literal["deconvnet", "guided", "gradient"]
-RULES: tuple[Rule, ...] = ("deconvnet", "guided", "gradient")
 
 
 @dataclass
