@@ -109,8 +109,11 @@ def model_spec(path: str | Path, use_cache: bool | None = None) -> ModelSpec:
 #: The files of a cached projector's entry.
 _FORWARD, _DENSE, _WINDOWED = "forward.onnx", "deconv.onnx", "windowed.onnx"
 _ORT = ort.capi.onnxruntime_pybind11_state
-#: What a cache entry that does not read back raises (a bad manifest, or a graph ORT refuses).
+#: What a cache entry that does not read back raises (a bad manifest, or a graph ORT refuses:
+#: ``create_session`` turns ORT's refusals into an OnnxDeconvError; a rebuild from the model
+#: raises the same error again where the model, not the entry, is at fault).
 _UNREADABLE = (
+    OnnxDeconvError,
     KeyError,
     TypeError,
     ValueError,
