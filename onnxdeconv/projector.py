@@ -48,6 +48,59 @@ class ForwardPass:
     forward_values: dict[str, ort.OrtValue | np.ndarray]
 
 
+@dataclass(frozen=True)
+class ProjectionCrops:
+    """Projections as crops of the input, each with where it starts (:meth:`Projector.project_crops`).
+
+    Row ``k``'s projection is ``crops[k]`` placed at ``offsets[k]`` in an input of zeros: a
+    crop may start before the input (negative offsets) or run past its end, where it is zero.
+    """
+
+    #: ``[K, *crop_shape]`` float32: one crop per projection, signs applied.
+    crops: np.ndarray
+    #: ``[K, len(input_shape)]`` int64: where each crop starts, per per-sample axis of the input
+    #: (0 on the channel axis).
+    offsets: np.ndarray
+    #: Per-sample input shape.
+    input_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def paste(self) -> np.ndarray:
+        """Every crop placed in its own input: ``[K, *input_shape]`` float32."""
+        if self.crops.shape[1:] == self.input_shape and not self.offsets.any():
+            return self.crops
+        box = tuple((0, size) for size in self.input_shape)
+        out = np.zeros((len(self), *self.input_shape), self.crops.dtype)
+        for row in range(len(self)):
+            out[row] = self.region(row, box)
+        return out
+
+    def region(self, row: int, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Row ``row``'s projection inside ``box`` (``[begin, end)`` per per-sample axis).
+
+        The box may reach past the input; the projection is zero there, and wherever the crop
+        does not reach. Equal to cutting ``box`` out of the pasted projection, without pasting.
+        """
+        sizes = tuple(end - begin for begin, end in box)
+        out = np.zeros(sizes, self.crops.dtype)
+        crop = self.crops[row]
+        source, target = [], []
+        for (begin, end), start, extent, limit in zip(
+            box, self.offsets[row], crop.shape, self.input_shape, strict=True
+        ):
+            # The crop's part inside the input, then inside the box.
+            low = max(begin, int(start), 0)
+            high = min(end, int(start) + extent, limit)
+            if low >= high:
+                return out
+            source.append(slice(low - int(start), high - int(start)))
+            target.append(slice(low - begin, high - begin))
+        out[tuple(target)] = crop[tuple(source)]
+        return out
+
+
 class Projector:
     """Projects activations of one layer of a model back to its input, on ONNX Runtime.
 
@@ -282,27 +335,55 @@ class Projector:
         )
 
     def project(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
-        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32.
+        """Project all ``selections`` in batched deconv runs: ``[K, *input_shape]`` float32.
 
         Each unit's magnitude travels back and its projection takes the unit's sign (see
         :meth:`signal`): a negative activation gives minus the projection of its magnitude.
+        The same as :meth:`project_crops` pasted into whole inputs.
+        """
+        return self.project_crops(forward, selections).paste()
+
+    def project_crops(
+        self, forward: ForwardPass, selections: Sequence[Selection]
+    ) -> ProjectionCrops:
+        """Project ``selections`` as crops of the input: each unit's window and where it lies.
+
+        Where the layer's path is a plain chain (see :mod:`onnxdeconv.deconv.window`) and every
+        selection has a position, each row comes back as the window of its unit's receptive
+        field, in input coordinates: the deconv never touches the rest of the input, and the
+        host pastes the crops only where whole inputs are asked for
+        (:meth:`ProjectionCrops.paste`). Elsewhere each crop is the whole input at offset 0.
+        Signs as in :meth:`project`.
         """
         images = [s.image for s in selections]
-        signal = self.signal(forward, selections)
         signs = self.signs(forward, selections).reshape(-1, *([1] * len(self.input_shape)))
         windowed = (
             self.windowed if self.layer_shape[1:] and self._to_channels_first is None else None
         )
+        offsets = np.zeros((len(selections), len(self.input_shape)), np.int64)
         if windowed is None or any(s.position is None for s in selections):
-            projections = self.project_signal(forward, signal, images)
+            crops = self.project_signal(forward, self.signal(forward, selections), images)
         else:
             plan, session = windowed
-            origins = np.array([s.position for s in selections], np.int64)
-            feeds = self._feeds(forward, plan, signal, images)
-            feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
+            positions = np.array([s.position for s in selections], np.int64)
+            positions = positions.reshape(len(selections), -1)
+            feeds = self._feeds(forward, plan, self._unit_signal(forward, selections), images)
+            feeds[WINDOW_ORIGIN] = positions
             out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
-            projections = np.asarray(out[PROJECTION].numpy())
-        return np.asarray(signs.astype(projections.dtype) * projections)
+            crops = np.asarray(out[PROJECTION].numpy())
+            if plan.crop is not None:
+                offsets[:, 1:] = plan.crop.origins(positions)
+        return ProjectionCrops(signs.astype(crops.dtype) * crops, offsets, self.input_shape)
+
+    def _unit_signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """:meth:`signal` at each row's position only, ``[K, C, 1, ...]``: the windowed input."""
+        ones = [1] * (len(self.layer_shape) - 1)
+        signal = np.zeros((len(selections), self.layer_shape[0], *ones), np.float32)
+        for row, pick in enumerate(selections):
+            assert pick.position is not None
+            value = forward.activations[pick.image, pick.channel][pick.position]
+            signal[(row, pick.channel)] = abs(value)
+        return signal
 
     def _feeds(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,30 @@ from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a window lies in a tensor: ``origin = position * scale + shift``, and its size."""
+
+    scale: tuple[int, ...]
+    shift: tuple[int, ...]
+    size: tuple[int, ...]
+
+    def through(
+        self, strides: Sequence[int], extent: Sequence[int], pads: Sequence[int]
+    ) -> Placement:
+        """The placement in the input of a sliding-window op with this placement at its output."""
+        return Placement(
+            tuple(a * s for a, s in zip(self.scale, strides, strict=True)),
+            tuple(b * s - p for b, s, p in zip(self.shift, strides, pads, strict=True)),
+            tuple((r - 1) * s + e for r, s, e in zip(self.size, strides, extent, strict=True)),
+        )
+
+    def origins(self, positions: np.ndarray) -> np.ndarray:
+        """``[K, rank]`` int64: the window origins of units at ``positions`` ``[K, rank]``."""
+        scale = np.asarray(self.scale, np.int64)
+        return np.asarray(positions, np.int64) * scale + np.asarray(self.shift, np.int64)
+
+
 @dataclass
 class DeconvPlan:
     """A generated deconv graph and what it needs from the forward pass."""
@@ -43,6 +67,10 @@ class DeconvPlan:
     target_shape: tuple[int, ...]
     #: A windowed graph (see :mod:`onnxdeconv.deconv.window`): it also takes ``window_origin``.
     windowed: bool = False
+    #: Where each row's output lies in the input's spatial axes, for a windowed graph that
+    #: returns crops (``[K, C, *crop.size]``, zero past the input's borders); None where the
+    #: output is whole inputs.
+    crop: Placement | None = None
 
 
 def build_deconv(
@@ -209,9 +237,15 @@ def finish_plan(
     used_switches: dict[str, str],
     opset: int,
     windowed: bool = False,
+    crop: Placement | None = None,
 ) -> DeconvPlan:
-    """Close ``deconv`` with ``projection`` as its output and describe it as a plan."""
-    model = deconv.to_model(projection, info[input_name].per_sample, opset)
+    """Close ``deconv`` with ``projection`` as its output and describe it as a plan.
+
+    ``crop`` is the placement of windows in the input where ``projection`` is one crop per row.
+    """
+    input_shape = info[input_name].per_sample
+    output_shape = input_shape if crop is None else (input_shape[0], *crop.size)
+    model = deconv.to_model(projection, output_shape, opset)
     kind = "windowed deconv" if windowed else "deconv"
     logger.debug("%s graph for %s: %d nodes", kind, target, len(model.graph.node))
     return DeconvPlan(
@@ -223,4 +257,5 @@ def finish_plan(
         input_shape=info[input_name].per_sample,
         target_shape=info[target].per_sample,
         windowed=windowed,
+        crop=crop,
     )
