@@ -50,7 +50,7 @@ class ForwardPass:
 
 @dataclass(frozen=True)
 class ProjectionCrops:
-    """Projections as crops of the input, each with where it starts (:meth:`Projector.project_crops`).
+    """Projections as crops of the input, each with where it starts in the input.
 
     Row ``k``'s projection is ``crops[k]`` placed at ``offsets[k]`` in an input of zeros: a
     crop may start before the input (negative offsets) or run past its end, where it is zero.
@@ -63,6 +63,12 @@ class ProjectionCrops:
     offsets: np.ndarray
     #: Per-sample input shape.
     input_shape: tuple[int, ...]
+
+    @classmethod
+    def whole(cls, projections: np.ndarray) -> ProjectionCrops:
+        """Whole projections ``[K, *input_shape]`` as crops at offset 0."""
+        offsets = np.zeros((len(projections), projections.ndim - 1), np.int64)
+        return cls(projections, offsets, tuple(projections.shape[1:]))
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -99,6 +105,18 @@ class ProjectionCrops:
             target.append(slice(low - begin, high - begin))
         out[tuple(target)] = crop[tuple(source)]
         return out
+
+    def cut(self, row: int, box: Sequence[tuple[int, int]], layout: str = "NCHW") -> np.ndarray:
+        """:meth:`region` of ``box`` over the input's spatial axes, with every channel.
+
+        ``layout`` says where the channel axis is: first (``NCHW``) or last (``NHWC``). The
+        result keeps the input's layout.
+        """
+        if len(box) == len(self.input_shape):
+            return self.region(row, box)
+        if layout == "NCHW":
+            return self.region(row, ((0, self.input_shape[0]), *box))
+        return self.region(row, (*box, (0, self.input_shape[-1])))
 
 
 class Projector:

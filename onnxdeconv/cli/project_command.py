@@ -69,7 +69,7 @@ def project(
     if input.suffix.lower() != ".npy":
         info(f"preprocessing: {how}")
     info(f"running on {projector.provider}")
-    projections = projector.project(forward, picks)
+    projections = projector.project_crops(forward, picks)
     write_projections(
         paths.output, projections, projector, model_input, picks, model=model, input=input
     )

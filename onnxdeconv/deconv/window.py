@@ -244,7 +244,6 @@ def build_windowed(
     deconv = DeconvGraph((target_shape[0], *[1] * rank), all_info)
     deconv.add_input(WINDOW_ORIGIN, onnx.TensorProto.INT64, ["K", rank])
     windows = _Windows(deconv, rank)
-    g = deconv
     place = Placement((1,) * rank, (0,) * rank, (1,) * rank)
     signal = SIGNAL
     used_switches: dict[str, str] = {}
