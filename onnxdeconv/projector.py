@@ -19,6 +19,8 @@ from onnxdeconv.errors import SelectionError
 from onnxdeconv.graph.load import LoadedModel, load_model
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.runtime import Device, ForwardRunner, create_session, run_bound
+from onnxdeconv.runtime.memory import bytes_per_row, rows_per_run, run_sizes
+from onnxdeconv.runtime.memory import memory_budget as budget_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,12 @@ class Projector:
 
     ``keep_outputs=True`` keeps the model's own outputs in its forward pass (for analyses that
     read the class scores too); by default the forward graph is pruned to the layer.
+
+    ``memory_budget`` bounds the memory of the deconv runs (bytes, or a size such as ``"512M"``;
+    default: the environment variable ``ONNXDECONV_MEMORY_BUDGET``, else about 1 GB): K
+    projections run in even runs of at most :meth:`rows_per_run` rows, estimated from the deconv
+    graph's activations per row, so that ONNX Runtime's arena, which never shrinks, stays at
+    the size of one such run.
     """
 
     def __init__(
@@ -140,7 +148,11 @@ class Projector:
         device: Device = "auto",
         input_shape: tuple[int, ...] | None = None,
         keep_outputs: bool = False,
+        memory_budget: int | str | None = None,
     ) -> None:
+        #: Bytes of activations one deconv run may hold; more rows run in several runs.
+        self.memory_budget = budget_bytes(memory_budget)
+        self._row_bytes: dict[bool, int] = {}
         if isinstance(model, PreparedModel):
             self.prepared = model
         else:
@@ -387,8 +399,7 @@ class Projector:
             positions = positions.reshape(len(selections), -1)
             feeds = self._feeds(forward, plan, self._unit_signal(forward, selections), images)
             feeds[WINDOW_ORIGIN] = positions
-            out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
-            crops = np.asarray(out[PROJECTION].numpy())
+            crops = self._run(session, plan, feeds)
             if plan.crop is not None:
                 offsets[:, 1:] = plan.crop.origins(positions)
         return ProjectionCrops(signs.astype(crops.dtype) * crops, offsets, self.input_shape)
@@ -441,5 +452,37 @@ class Projector:
         if self._to_channels_first is not None:
             signal = np.ascontiguousarray(np.transpose(signal, np.argsort(self._to_channels_first)))
         feeds = self._feeds(forward, self.plan, signal, images)
-        out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
-        return np.asarray(out[PROJECTION].numpy())
+        return self._run(self.deconv_session, self.plan, feeds)
+
+    def rows_per_run(self, plan: DeconvPlan | None = None) -> int:
+        """How many rows one run of ``plan`` (default: the dense one) carries under the budget."""
+        plan = plan or self.plan
+        if plan.windowed not in self._row_bytes:
+            self._row_bytes[plan.windowed] = bytes_per_row(plan.model)
+        return rows_per_run(self.memory_budget, self._row_bytes[plan.windowed])
+
+    def _run(
+        self,
+        session: ort.InferenceSession,
+        plan: DeconvPlan,
+        feeds: dict[str, np.ndarray | ort.OrtValue],
+    ) -> np.ndarray:
+        """Run ``plan``'s session on ``feeds`` in runs of :meth:`rows_per_run` rows."""
+        rows = len(feeds[SIGNAL])
+        sizes = run_sizes(rows, self.rows_per_run(plan) if rows > 1 else 1)
+        per_row = {SIGNAL, BATCH_INDEX, WINDOW_ORIGIN}
+        parts = []
+        start = 0
+        for size in sizes:
+            part = feeds
+            if len(sizes) > 1:
+                part = {
+                    name: np.asarray(value)[start : start + size] if name in per_row else value
+                    for name, value in feeds.items()
+                }
+            out = run_bound(session, part, [PROJECTION], (PROJECTION,))
+            parts.append(np.asarray(out[PROJECTION].numpy()))
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts)

@@ -87,6 +87,7 @@ OPTIONS = {
     "input_shape": "--size H,W",
     "labels": "--labels FILE",
     "layers": "--layers",
+    "memory_budget": "--memory-budget",
     "model": "--model",
     "output": "-o/--output",
     "partial": "--partial",

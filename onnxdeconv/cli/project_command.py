@@ -22,6 +22,7 @@ from onnxdeconv.projector import Projector
 @options.position_option(allow_all=True)
 @options.count_option("--top", text="Project the K strongest channels, each at its arg-max.")
 @options.rule_option
+@options.memory_budget_option
 @click.option(
     "--saturated",
     is_flag=True,
@@ -42,6 +43,7 @@ def project(
     position: tuple[int, ...] | str | None,
     top: int | None,
     rule: Rule,
+    memory_budget: str | None,
     saturated: bool,
     model_options: options.ModelOptions,
     paths: OutputPaths,
@@ -56,7 +58,7 @@ def project(
     if channel is not None and top is not None:
         raise click.UsageError("use --channel or --top, not both")
     (_, prepared, _, how), model_input = model_options.load_input(model, input)
-    projector = Projector(prepared, layer, rule, model_options.device)
+    projector = Projector(prepared, layer, rule, model_options.device, memory_budget=memory_budget)
     forward = projector.forward(model_input.array)
     picks = projector.strongest(
         forward, top=top or 1, channel=channel, position=position, skip_saturated=not saturated
