@@ -82,7 +82,10 @@ class ProjectionCrops:
         box = tuple((0, size) for size in self.input_shape)
         out = np.zeros((len(self), *self.input_shape), self.crops.dtype)
         for row in range(len(self)):
-            out[row] = self.region(row, box)
+            overlap = self._overlap(row, box)
+            if overlap is not None:
+                source, target = overlap
+                out[row][target] = self.crops[row][source]
         return out
 
     def region(self, row: int, box: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -91,22 +94,27 @@ class ProjectionCrops:
         The box may reach past the input; the projection is zero there, and wherever the crop
         does not reach. Equal to cutting ``box`` out of the pasted projection, without pasting.
         """
-        sizes = tuple(end - begin for begin, end in box)
-        out = np.zeros(sizes, self.crops.dtype)
-        crop = self.crops[row]
+        out = np.zeros([end - begin for begin, end in box], self.crops.dtype)
+        overlap = self._overlap(row, box)
+        if overlap is not None:
+            source, target = overlap
+            out[target] = self.crops[row][source]
+        return out
+
+    def _overlap(
+        self, row: int, box: Sequence[tuple[int, int]]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+        """Where crop ``row``, inside the input, meets ``box``: in the crop, and in the box."""
         source, target = [], []
         for (begin, end), start, extent, limit in zip(
-            box, self.offsets[row], crop.shape, self.input_shape, strict=True
+            box, self.offsets[row].tolist(), self.crops.shape[1:], self.input_shape, strict=True
         ):
-            # The crop's part inside the input, then inside the box.
-            low = max(begin, int(start), 0)
-            high = min(end, int(start) + extent, limit)
+            low, high = max(begin, start, 0), min(end, start + extent, limit)
             if low >= high:
-                return out
-            source.append(slice(low - int(start), high - int(start)))
+                return None
+            source.append(slice(low - start, high - start))
             target.append(slice(low - begin, high - begin))
-        out[tuple(target)] = crop[tuple(source)]
-        return out
+        return tuple(source), tuple(target)
 
     def cut(self, row: int, box: Sequence[tuple[int, int]], layout: str = "NCHW") -> np.ndarray:
         """:meth:`region` of ``box`` over the input's spatial axes, with every channel.
@@ -396,7 +404,7 @@ class Projector:
         else:
             plan, session = windowed
             positions = np.array([s.position for s in selections], np.int64)
-            positions = positions.reshape(len(selections), -1)
+            positions = positions.reshape(len(selections), len(self.layer_shape) - 1)
             feeds = self._feeds(forward, plan, self._unit_signal(forward, selections), images)
             feeds[WINDOW_ORIGIN] = positions
             crops = self._run(session, plan, feeds)
