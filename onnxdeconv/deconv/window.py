@@ -6,7 +6,10 @@ and per-channel affine ops, the receptive field at each tensor is a window of a 
 chain, whose origin moves with the unit's position: ``origin * scale + shift`` per spatial axis.
 A windowed graph carries the signal as ``[K, C, *window]`` with per-row origins, so early layers
 transpose a few thousand positions per row instead of whole maps. It computes the same numbers
-as the dense graph of :mod:`onnxdeconv.deconv.builder` for signals that are one-hot in space.
+as the dense graph of :mod:`onnxdeconv.deconv.builder` for signals that are one-hot in space,
+and returns them as each row's window at the input: a crop, which the host pastes only where a
+whole input is wanted. Each row's window of a forward tensor (switches, rectifier inputs) is one
+gather of single values from the flattened tensor; nothing per row touches a whole map.
 
 Window arithmetic, per spatial axis, for a Conv or MaxPool of stride ``s``, dilated kernel extent
 ``e`` and leading pad ``p``: a window of size ``r`` at origin ``o`` in the output comes from the
