@@ -13,6 +13,8 @@ Rows:
       the 448/224 ratio is the goal (<= 1.2);
     * ``top K``: the whole process of ``--top K`` from relu5 (load, forward, K projections as
       whole images), peak RSS and wall time, with the default budget and with none;
+    * ``arena``: one windowed relu5 run of 64 rows with ONNX Runtime's CPU arena on, off, and
+      shrunk after each run (the run option ``memory.enable_memory_arena_shrinkage``);
     * ``several K``: one process projecting K = 256, 64, 8, 256, 64, 1 from relu5 (dense graph,
       the costliest per row): the RSS after each, with the default budget and with none.
 
@@ -74,6 +76,30 @@ elif mode == "top":
     picks = p.strongest(forward, top=K)
     projections = p.project(forward, picks)
     result = {"wall": time.perf_counter() - start, "peak": peak_mb(), "rows": len(projections)}
+elif mode == "arena":  # one windowed run of K rows: arena on, off, shrunk after each run
+    import onnxruntime as ort
+    from onnxdeconv.deconv.emitter import PROJECTION, WINDOW_ORIGIN
+    plan = p.windowed[0]
+    picks = p.strongest(forward, top=K)
+    feeds = p._feeds(forward, plan, p._unit_signal(forward, picks), [0] * K)
+    feeds = {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in feeds.items()}
+    feeds[WINDOW_ORIGIN] = np.array([s.position for s in picks], np.int64)
+    sessions, times = {}, {}
+    for variant in ("arena on", "arena off", "arena shrunk after each run"):
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = variant != "arena off"
+        payload = plan.model.SerializeToString()
+        sessions[variant] = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+        times[variant] = []
+    shrink = ort.RunOptions()
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    for index in range(repeats + 1):
+        for variant, session in sessions.items():
+            t = time.perf_counter()
+            session.run([PROJECTION], feeds, shrink if "shrunk" in variant else None)
+            if index:  # the first run of each is a warm-up
+                times[variant].append(time.perf_counter() - t)
+    result = {variant: float(np.median(t)) for variant, t in times.items()}
 else:  # several K, dense graph
     rss = []
     for k in [256, 64, 8, 256, 64, 1]:
@@ -138,7 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=256)
     parser.add_argument("--top-repeats", type=int, default=3)
-    parser.add_argument("--only", default="conv2,top,growth", help="which tables to measure")
+    parser.add_argument("--only", default="conv2,top,arena,growth", help="tables to measure")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_crops_"))
@@ -174,6 +200,14 @@ def main() -> None:
             wall = statistics.median(float(r["wall"]) for r in results)  # type: ignore[arg-type]
             peak = max(float(r["peak"]) for r in results)  # type: ignore[arg-type]
             print(f"| {label} | {wall:.2f} | {peak:.0f} |")
+    if "arena" in tables:
+        got_a = run(REPO, "arena", convs, image, "relu5", 224, 64, "-", args.repeats)
+        print("\n| one windowed relu5 run, K=64, s (one process, interleaved) | median | vs on |")
+        print("|---|---:|---:|")
+        for variant in ("arena on", "arena off", "arena shrunk after each run"):
+            seconds = float(got_a[variant])  # type: ignore[arg-type]
+            ratio = seconds / float(got_a["arena on"])  # type: ignore[arg-type]
+            print(f"| {variant} | {seconds:.3f} | {ratio:.2f} |")
     if "growth" in tables:
         print(
             "\n| several K in one process (dense relu5) | RSS MB after K = 256, 64, 8, 256, 64, 1 |"
