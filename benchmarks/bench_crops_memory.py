@@ -89,7 +89,8 @@ elif mode == "arena":  # one windowed run of K rows: arena on, off, shrunk after
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = variant != "arena off"
         payload = plan.model.SerializeToString()
-        sessions[variant] = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+        cpu = ["CPUExecutionProvider"]
+        sessions[variant] = ort.InferenceSession(payload, options, providers=cpu)
         times[variant] = []
     shrink = ort.RunOptions()
     shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
