@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
+from conftest import DIGIT_7, DIGITNET
+from helpers import run
 from onnx import TensorProto, helper
 from test_window import CHAINS, chain_model
 
@@ -122,3 +126,14 @@ def test_projections_in_parts_equal_one_run(rule: str, monkeypatch: pytest.Monke
     np.testing.assert_allclose(
         dense, whole.project_signal(forward, signal, images), rtol=1e-6, atol=0
     )
+
+
+def test_the_command_line_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    whole, parts = tmp_path / "whole.npy", tmp_path / "parts.npy"
+    base = ["project", DIGITNET, DIGIT_7, "--layer", "relu2", "--top", "6", "-o"]
+    assert run([*base, whole], capsys)[0] == 0
+    # 1K holds less than one row of DigitNet's relu2 graph: six runs of one row.
+    assert run([*base, parts, "--memory-budget", "1K"], capsys)[0] == 0
+    np.testing.assert_allclose(np.load(parts), np.load(whole), rtol=1e-6, atol=0)
+    code, _, err = run([*base, tmp_path / "x.npy", "--memory-budget", "lots"], capsys)
+    assert code == 2 and "memory budget 'lots'" in err and "--memory-budget" in err
