@@ -21,7 +21,7 @@ from onnxdeconv.lazy import lazy_attributes
 if TYPE_CHECKING:
     from onnxdeconv.graph.load import LoadedModel, load_model
     from onnxdeconv.prepared import Layer, PreparedModel, prepare
-    from onnxdeconv.projector import ForwardPass, Projector, Selection
+    from onnxdeconv.projector import ForwardPass, ProjectionCrops, Projector, Selection
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ _LAZY = {
     "PreparedModel": "prepared",
     "prepare": "prepared",
     "ForwardPass": "projector",
+    "ProjectionCrops": "projector",
     "Projector": "projector",
     "Selection": "projector",
 }
@@ -49,6 +50,7 @@ __all__ = [
     "ModelLoadError",
     "OnnxDeconvError",
     "PreparedModel",
+    "ProjectionCrops",
     "Projector",
     "Selection",
     "SelectionError",

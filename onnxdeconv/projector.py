@@ -14,7 +14,10 @@ import onnxruntime as ort
 
 from onnxdeconv import cache
 from onnxdeconv.deconv.names import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_ORIGIN, Rule
+from onnxdeconv.deconv.placement import Placement
 from onnxdeconv.errors import OnnxDeconvError, SelectionError
+from onnxdeconv.runtime.memory import bytes_per_row, rows_per_run, run_sizes
+from onnxdeconv.runtime.memory import memory_budget as budget_bytes
 from onnxdeconv.runtime.runner import ForwardRunner
 from onnxdeconv.runtime.sessions import Device, create_session, run_bound
 
@@ -125,6 +128,107 @@ _UNREADABLE = (
 )
 
 
+@dataclass(frozen=True)
+class ProjectionCrops:
+    """Projections as crops of the input, each with where it starts in the input.
+
+    Row ``k``'s projection is ``crops[k]`` placed at ``offsets[k]`` in an input of zeros: a
+    crop may start before the input (negative offsets) or run past its end, where it is zero.
+    """
+
+    #: ``[K, *crop_shape]`` float32: one crop per projection, signs applied.
+    crops: np.ndarray
+    #: ``[K, len(input_shape)]`` int64: where each crop starts, per per-sample axis of the input
+    #: (0 on the channel axis).
+    offsets: np.ndarray
+    #: Per-sample input shape.
+    input_shape: tuple[int, ...]
+
+    @classmethod
+    def whole(cls, projections: np.ndarray) -> ProjectionCrops:
+        """Whole projections ``[K, *input_shape]`` as crops at offset 0."""
+        offsets = np.zeros((len(projections), projections.ndim - 1), np.int64)
+        return cls(projections, offsets, tuple(projections.shape[1:]))
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def paste(self) -> np.ndarray:
+        """Every crop placed in its own input: ``[K, *input_shape]`` float32."""
+        if self.crops.shape[1:] == self.input_shape and not self.offsets.any():
+            return self.crops
+        box = tuple((0, size) for size in self.input_shape)
+        out = np.zeros((len(self), *self.input_shape), self.crops.dtype)
+        for row in range(len(self)):
+            overlap = self._overlap(row, box)
+            if overlap is not None:
+                source, target = overlap
+                out[row][target] = self.crops[row][source]
+        return out
+
+    def region(self, row: int, box: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Row ``row``'s projection inside ``box`` (``[begin, end)`` per per-sample axis).
+
+        The box may reach past the input; the projection is zero there, and wherever the crop
+        does not reach. Equal to cutting ``box`` out of the pasted projection, without pasting.
+        """
+        out = np.zeros([end - begin for begin, end in box], self.crops.dtype)
+        overlap = self._overlap(row, box)
+        if overlap is not None:
+            source, target = overlap
+            out[target] = self.crops[row][source]
+        return out
+
+    def _overlap(
+        self, row: int, box: Sequence[tuple[int, int]]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+        """Where crop ``row``, inside the input, meets ``box``: in the crop, and in the box."""
+        source, target = [], []
+        for (begin, end), start, extent, limit in zip(
+            box, self.offsets[row].tolist(), self.crops.shape[1:], self.input_shape, strict=True
+        ):
+            low, high = max(begin, start, 0), min(end, start + extent, limit)
+            if low >= high:
+                return None
+            source.append(slice(low - start, high - start))
+            target.append(slice(low - begin, high - begin))
+        return tuple(source), tuple(target)
+
+    def cut(self, row: int, box: Sequence[tuple[int, int]], layout: str = "NCHW") -> np.ndarray:
+        """:meth:`region` of ``box`` over the input's spatial axes, with every channel.
+
+        ``layout`` says where the channel axis is: first (``NCHW``) or last (``NHWC``). The
+        result keeps the input's layout.
+        """
+        if len(box) == len(self.input_shape):
+            return self.region(row, box)
+        if layout == "NCHW":
+            return self.region(row, ((0, self.input_shape[0]), *box))
+        return self.region(row, (*box, (0, self.input_shape[-1])))
+
+
+def _kind(windowed: bool) -> str:
+    """The name of a deconv graph's kind in a cache manifest."""
+    return "windowed" if windowed else "dense"
+
+
+def _crop_json(crop: Placement | None) -> dict[str, list[int]] | None:
+    if crop is None:
+        return None
+    return {"scale": list(crop.scale), "shift": list(crop.shift), "size": list(crop.size)}
+
+
+def _placement(facts: Any) -> Placement | None:
+    """A windowed graph's crop, from its cache manifest."""
+    if facts is None:
+        return None
+    return Placement(
+        tuple(int(v) for v in facts["scale"]),
+        tuple(int(v) for v in facts["shift"]),
+        tuple(int(v) for v in facts["size"]),
+    )
+
+
 class Projector:
     """Projects activations of one layer of a model back to its input, on ONNX Runtime.
 
@@ -142,6 +246,12 @@ class Projector:
     ``ONNXDECONV_NO_CACHE=1`` turns it off): a repeated call with the same file, layer, rule,
     input shape and ``keep_outputs`` runs them without loading the model or importing ONNX.
     :attr:`prepared` and :attr:`plan` then load and build on first use.
+
+    ``memory_budget`` bounds the memory of the deconv runs (bytes, or a size such as ``"512M"``;
+    default: the environment variable ``ONNXDECONV_MEMORY_BUDGET``, else about 1 GB): K
+    projections run in even runs of at most :meth:`rows_per_run` rows, estimated from the deconv
+    graph's activations per row, so that ONNX Runtime's arena, which never shrinks, stays at
+    the size of one such run.
     """
 
     def __init__(
@@ -153,7 +263,12 @@ class Projector:
         input_shape: tuple[int, ...] | None = None,
         keep_outputs: bool = False,
         use_cache: bool | None = None,
+        memory_budget: int | str | None = None,
     ) -> None:
+        #: Bytes of activations one deconv run may hold; more rows run in several runs.
+        self.memory_budget = budget_bytes(memory_budget)
+        #: Estimated bytes per row of the dense (False) and windowed (True) deconv graphs.
+        self._row_bytes: dict[bool, int] = {}
         self.rule = rule
         self.keeps_outputs = keep_outputs
         self._device = device
@@ -248,6 +363,12 @@ class Projector:
             "channels_first": self._to_channels_first,
             "upper_bound": self._upper_bound,
             "windowed_inputs": None if windowed is None else windowed[0].forward_inputs,
+            "windowed_crop": None if windowed is None else _crop_json(windowed[0].crop),
+            # Measured once here, so that a cached projector needs no ONNX to share its budget.
+            "row_bytes": {
+                _kind(False): bytes_per_row(self.plan.model),
+                **({} if windowed is None else {_kind(True): bytes_per_row(windowed[0].model)}),
+            },
             "quantized": {name: is_quantized(graph) for name, graph in graphs.items()},
         }
         try:
@@ -336,17 +457,23 @@ class Projector:
         return session or create_session(self.plan.model, self._device)
 
     @cached_property
-    def _windowed_run(self) -> tuple[list[str], ort.InferenceSession] | None:
-        """The windowed graph's forward inputs and session, where the layer has one."""
+    def _windowed_run(
+        self,
+    ) -> tuple[list[str], ort.InferenceSession, Placement | None] | None:
+        """The windowed graph's forward inputs, session and crop, where the layer has one."""
         if self._entry is not None:
-            inputs = self._entry.manifest["windowed_inputs"]
+            facts = self._entry.manifest
+            inputs = facts["windowed_inputs"]
             if inputs is None:
                 return None
             session = self._entry_session(_WINDOWED)
             if session is not None:
-                return list(inputs), session
+                return list(inputs), session, _placement(facts.get("windowed_crop"))
         windowed = self.windowed
-        return None if windowed is None else (windowed[0].forward_inputs, windowed[1])
+        if windowed is None:
+            return None
+        plan, session = windowed
+        return plan.forward_inputs, session, plan.crop
 
     @cached_property
     def windowed(self) -> tuple[DeconvPlan, ort.InferenceSession] | None:
@@ -536,36 +663,68 @@ class Projector:
         *,
         allow_non_finite: bool = False,
     ) -> np.ndarray:
-        """Project all ``selections`` in one batched deconv run: ``[K, *input_shape]`` float32.
+        """Project all ``selections`` in batched deconv runs: ``[K, *input_shape]`` float32.
 
         Each unit's magnitude travels back and its projection takes the unit's sign (see
         :meth:`signal`): a negative activation gives minus the projection of its magnitude.
+        The same as :meth:`project_crops` pasted into whole inputs.
 
         Raises:
             OnnxDeconvError: A projection holds NaN or infinite values, unless
                 ``allow_non_finite`` (for a caller that reports them itself, as ``check`` does).
         """
+        return self.project_crops(forward, selections, allow_non_finite=allow_non_finite).paste()
+
+    def project_crops(
+        self,
+        forward: ForwardPass,
+        selections: Sequence[Selection],
+        *,
+        allow_non_finite: bool = False,
+    ) -> ProjectionCrops:
+        """Project ``selections`` as crops of the input: each unit's window and where it lies.
+
+        Where the layer's path is a plain chain (see :mod:`onnxdeconv.deconv.window`) and every
+        selection has a position, each row comes back as the window of its unit's receptive
+        field, in input coordinates: the deconv never touches the rest of the input, and the
+        host pastes the crops only where whole inputs are asked for
+        (:meth:`ProjectionCrops.paste`). Elsewhere each crop is the whole input at offset 0.
+        Signs and non-finite values as in :meth:`project`.
+        """
         images = [s.image for s in selections]
-        signal = self.signal(forward, selections)
         signs = self.signs(forward, selections).reshape(-1, *([1] * len(self.input_shape)))
         windowed = self._windowed_run if self._windowable else None
+        offsets = np.zeros((len(selections), len(self.input_shape)), np.int64)
         if windowed is None or any(s.position is None for s in selections):
-            projections = self.project_signal(forward, signal, images)
+            crops = self.project_signal(forward, self.signal(forward, selections), images)
         else:
-            forward_inputs, session = windowed
-            origins = np.array([s.position for s in selections], np.int64)
+            forward_inputs, session, crop = windowed
+            positions = np.array([s.position for s in selections], np.int64)
+            positions = positions.reshape(len(selections), len(self.layer_shape) - 1)
+            signal = self._unit_signal(forward, selections)
             feeds = self._feeds(forward, forward_inputs, signal, images)
-            feeds[WINDOW_ORIGIN] = origins.reshape(len(selections), -1)
-            out = run_bound(session, feeds, [PROJECTION], (PROJECTION,))
-            projections = np.asarray(out[PROJECTION].numpy())
-        if not allow_non_finite and not np.isfinite(projections).all():
+            feeds[WINDOW_ORIGIN] = positions
+            crops = self._run(session, True, feeds)
+            if crop is not None:
+                offsets[:, 1:] = crop.origins(positions)
+        if not allow_non_finite and not np.isfinite(crops).all():
             # Finite inputs are checked where they are read: this is the model's doing.
             raise OnnxDeconvError(
                 f"the projections from layer {self.layer} hold NaN or infinite values: the "
                 "model's weights or activations are not finite (or overflow its float type); "
                 "check the model"
             )
-        return np.asarray(signs.astype(projections.dtype) * projections)
+        return ProjectionCrops(signs.astype(crops.dtype) * crops, offsets, self.input_shape)
+
+    def _unit_signal(self, forward: ForwardPass, selections: Sequence[Selection]) -> np.ndarray:
+        """:meth:`signal` at each row's position only, ``[K, C, 1, ...]``: the windowed input."""
+        ones = [1] * (len(self.layer_shape) - 1)
+        signal = np.zeros((len(selections), self.layer_shape[0], *ones), np.float32)
+        for row, pick in enumerate(selections):
+            assert pick.position is not None
+            value = forward.activations[pick.image, pick.channel][pick.position]
+            signal[(row, pick.channel)] = abs(value)
+        return signal
 
     def _feeds(
         self,
@@ -605,5 +764,54 @@ class Projector:
         if self._to_channels_first is not None:
             signal = np.ascontiguousarray(np.transpose(signal, np.argsort(self._to_channels_first)))
         feeds = self._feeds(forward, self._forward_inputs, signal, images)
-        out = run_bound(self.deconv_session, feeds, [PROJECTION], (PROJECTION,))
-        return np.asarray(out[PROJECTION].numpy())
+        return self._run(self.deconv_session, False, feeds)
+
+    def rows_per_run(self, plan: DeconvPlan | None = None) -> int:
+        """How many rows one run of ``plan`` (default: the dense one) carries under the budget."""
+        windowed = plan is not None and plan.windowed
+        return self._rows_per_run(windowed, plan)
+
+    def _rows_per_run(self, windowed: bool, plan: DeconvPlan | None = None) -> int:
+        if windowed not in self._row_bytes:
+            known = None
+            if self._entry is not None:
+                known = self._entry.manifest.get("row_bytes", {}).get(_kind(windowed))
+            if known is not None:
+                self._row_bytes[windowed] = int(known)
+            else:
+                self._row_bytes[windowed] = bytes_per_row(self._plan_of(windowed, plan).model)
+        return rows_per_run(self.memory_budget, self._row_bytes[windowed])
+
+    def _plan_of(self, windowed: bool, plan: DeconvPlan | None = None) -> DeconvPlan:
+        """``plan``, else the built dense or windowed plan."""
+        if plan is not None:
+            return plan
+        built = self.windowed if windowed else None
+        return self.plan if built is None else built[0]
+
+    def _run(
+        self,
+        session: ort.InferenceSession,
+        windowed: bool,
+        feeds: dict[str, np.ndarray | ort.OrtValue],
+    ) -> np.ndarray:
+        """Run a deconv session on ``feeds`` in runs of :meth:`rows_per_run` rows."""
+        rows = len(feeds[SIGNAL])
+        most = self._rows_per_run(windowed) if rows > 1 else 1
+        sizes = run_sizes(rows, most)
+        per_row = {SIGNAL, BATCH_INDEX, WINDOW_ORIGIN}
+        parts = []
+        start = 0
+        for size in sizes:
+            part = feeds
+            if len(sizes) > 1:
+                part = {
+                    name: np.asarray(value)[start : start + size] if name in per_row else value
+                    for name, value in feeds.items()
+                }
+            out = run_bound(session, part, [PROJECTION], (PROJECTION,))
+            parts.append(np.asarray(out[PROJECTION].numpy()))
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts)

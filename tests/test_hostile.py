@@ -508,7 +508,8 @@ def test_ctrl_c_is_one_line_and_exit_130(
     def interrupt(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("onnxdeconv.projector.Projector.project", interrupt)
+    # Every projection (whole inputs or crops) goes through project_crops.
+    monkeypatch.setattr("onnxdeconv.projector.Projector.project_crops", interrupt)
     before = digests(work)
     code, _, err = run(["project", "m.onnx", "cat.png", "-o", "p.png"], capsys)
     assert code == 130

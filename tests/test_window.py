@@ -310,3 +310,59 @@ def test_max_pool_ties_give_stable_projections_windowed_and_dense(rule: str) -> 
         np.testing.assert_array_equal(dense1, dense2)
         windowed += projector.windowed is not None
     assert windowed >= 4
+
+
+# --- crops, not pastes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_crops_pasted_equal_the_dense_projections(name: str) -> None:
+    """Each crop lies where its unit's receptive field does, and pasted, equals the dense graph."""
+    specs, shape = CHAINS[name]
+    x = np.random.default_rng(4).normal(size=(2, *shape)).astype(np.float32)
+    prepared = prepare(load_model(chain_model(specs, shape)))
+    cropped = 0
+    for layer in prepared.candidates:
+        projector = Projector(prepared, layer=layer, rule="guided", device="cpu")
+        spatial = projector.layer_shape[1:]
+        if not spatial:
+            continue
+        forward = projector.forward(x)
+        picks = projector.strongest(forward, top=2, image=1)
+        for corner in ([0] * len(spatial), [s - 1 for s in spatial]):  # windows past the borders
+            picks += projector.strongest(forward, channel=0, position=tuple(corner))
+        crops = projector.project_crops(forward, picks)
+        signs = projector.signs(forward, picks).reshape(-1, *[1] * len(shape))
+        dense = signs * projector.project_signal(
+            forward, projector.signal(forward, picks), [p.image for p in picks]
+        )
+        peak = float(np.abs(dense).max())
+        np.testing.assert_allclose(crops.paste(), dense, rtol=0, atol=1e-6 * peak)
+        assert crops.offsets.shape == (len(picks), len(shape))
+        plan = projector.windowed[0] if projector.windowed else None
+        if plan is None or plan.crop is None:
+            assert crops.crops.shape[1:] == shape and not crops.offsets.any()
+            continue
+        cropped += 1
+        field = prepared.receptive_fields[layer]
+        for row, pick in enumerate(picks):
+            box = field.box(pick.position)
+            assert box is not None
+            # The crop is the unit's receptive field, borders included (zero past them).
+            assert [
+                (int(o), int(o) + s)
+                for o, s in zip(crops.offsets[row, 1:], crops.crops.shape[2:], strict=True)
+            ] == [tuple(b) for b in box]
+            full_box = ((0, shape[0]), *box)
+            expected = np.zeros([end - begin for begin, end in full_box], np.float32)
+            inside = tuple(
+                slice(max(begin, 0), min(end, size))
+                for (begin, end), size in zip(full_box, shape, strict=True)
+            )
+            where = tuple(
+                slice(s.start - begin, s.stop - begin)
+                for s, (begin, _) in zip(inside, full_box, strict=True)
+            )
+            expected[where] = dense[(row, *inside)]
+            np.testing.assert_allclose(crops.cut(row, box), expected, rtol=0, atol=1e-6 * peak)
+    assert cropped >= 1

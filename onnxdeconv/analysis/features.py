@@ -982,17 +982,18 @@ def project_entries(
     tiles: dict[tuple[int, int], FeatureTile] = {}
     for start in range(0, len(picks), PROJECT_CHUNK):
         chunk = picks[start : start + PROJECT_CHUNK]
-        projections = projector.project(forward, chunk)
-        for pick, projection, (row, slot, _) in zip(
-            chunk, projections, owners[start : start + PROJECT_CHUNK], strict=True
+        # Crops of each unit's window: no whole projection is made.
+        crops = projector.project_crops(forward, chunk)
+        for index, (pick, (row, slot, _)) in enumerate(
+            zip(chunk, owners[start : start + PROJECT_CHUNK], strict=True)
         ):
             assert pick.position is not None
             model_input = inputs[pick.image]
             box = unit_box(field_, pick.position, model_input.display.shape[:2])
-            values = projection.transpose(1, 2, 0) if model_input.layout == "NCHW" else projection
-            tiles[(row, slot)] = FeatureTile(
-                crop_padded(values, box, 0.0), crop_padded(model_input.display, box, 128)
-            )
+            values = crops.cut(index, box, model_input.layout)
+            if model_input.layout == "NCHW":
+                values = np.ascontiguousarray(values.transpose(1, 2, 0))
+            tiles[(row, slot)] = FeatureTile(values, crop_padded(model_input.display, box, 128))
         if progress is not None:
             progress(len(chunk))
     return tiles

@@ -44,6 +44,7 @@ from onnxdeconv.errors import InputError
 @options.count_option("--checkpoint-every", default=20, text="Save the state every N batches.")
 @page_options
 @options.rule_option
+@options.memory_budget_option
 @click.option(
     "--saturated",
     is_flag=True,
@@ -66,6 +67,7 @@ def features(
     batch_size: int | None,
     workers: int | None,
     rule: Rule,
+    memory_budget: str | None,
     saturated: bool,
     model_options: options.ModelOptions,
     output: Path | None,
@@ -131,6 +133,7 @@ def features(
             rule=rule,
             skip_saturated=not saturated,
             device=model_options.device,
+            memory_budget=memory_budget,
             progress=advance,
             on_skip=lambda _, reason: info(f"skipped: {reason}"),
         )

@@ -122,6 +122,7 @@ OPTIONS = {
     "input_shape": "--size H,W",
     "labels": "--labels FILE",
     "layers": "--layers",
+    "memory_budget": "--memory-budget",
     "model": "--model",
     "output": "-o/--output",
     "partial": "--partial",
@@ -156,6 +157,12 @@ def main() -> None:
         hint = f" (option {option})" if option and option.split()[0] not in str(exc) else ""
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
+    except ImportError as exc:
+        # Ctrl-C while a native module (onnxruntime's) initialises surfaces as its ImportError.
+        if not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            raise
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
     except OSError as exc:
         # The machine, not the code: a full disk, a read-only folder, a file that went away.
         where = f" '{exc.filename}'" if exc.filename else ""

@@ -161,5 +161,10 @@ _RULE = "What rectifiers pass back (see docs/rules.md)."
 rule_option = click.option(
     "--rule", type=click.Choice(RULES), default="deconvnet", show_default=True, help=_RULE
 )
+_BUDGET = (
+    "Memory the deconv runs may hold, such as 512M or 2G: more projections than fit run in "
+    "several runs; default: $ONNXDECONV_MEMORY_BUDGET, else 1G."
+)
+memory_budget_option = click.option("--memory-budget", metavar="SIZE", help=_BUDGET)
 _LABELS = "Class names, one per line or 'index,name'; default: the model's metadata."
 labels_option = click.option("--labels", "labels_path", type=PATH, help=_LABELS)

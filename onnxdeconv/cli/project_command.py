@@ -22,6 +22,7 @@ from onnxdeconv.projector import Projector
 @options.position_option(allow_all=True)
 @options.count_option("--top", text="Project the K strongest channels, each at its arg-max.")
 @options.rule_option
+@options.memory_budget_option
 @click.option(
     "--saturated",
     is_flag=True,
@@ -42,6 +43,7 @@ def project(
     position: tuple[int, ...] | str | None,
     top: int | None,
     rule: Rule,
+    memory_budget: str | None,
     saturated: bool,
     model_options: options.ModelOptions,
     paths: OutputPaths,
@@ -57,7 +59,9 @@ def project(
         raise click.UsageError("use --channel or --top, not both")
     spec, how, model_input = model_options.spec_input(model, input)
     shape = tuple(model_input.array.shape[1:])
-    projector = Projector(spec, layer, rule, model_options.device, input_shape=shape)
+    projector = Projector(
+        spec, layer, rule, model_options.device, input_shape=shape, memory_budget=memory_budget
+    )
     forward = projector.forward(model_input.array)
     picks = projector.strongest(
         forward, top=top or 1, channel=channel, position=position, skip_saturated=not saturated
@@ -70,7 +74,7 @@ def project(
     if input.suffix.lower() != ".npy":
         info(f"preprocessing: {how}")
     info(f"running on {projector.provider}")
-    projections = projector.project(forward, picks)
+    projections = projector.project_crops(forward, picks)
     write_projections(
         paths.output, projections, projector, model_input, picks, model=model, input=input
     )

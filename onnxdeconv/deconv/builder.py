@@ -12,6 +12,7 @@ import onnx
 
 from onnxdeconv.deconv.emitter import DECONV_OPSET, OPSET_RANGE, DeconvGraph
 from onnxdeconv.deconv.fusion import rewrite_path
+from onnxdeconv.deconv.placement import Placement
 from onnxdeconv.deconv.rules import (
     RULES,
     TRANSPOSE_RULES,
@@ -43,6 +44,10 @@ class DeconvPlan:
     target_shape: tuple[int, ...]
     #: A windowed graph (see :mod:`onnxdeconv.deconv.window`): it also takes ``window_origin``.
     windowed: bool = False
+    #: Where each row's output lies in the input's spatial axes, for a windowed graph that
+    #: returns crops (``[K, C, *crop.size]``, zero past the input's borders); None where the
+    #: output is whole inputs.
+    crop: Placement | None = None
 
 
 def build_deconv(
@@ -209,9 +214,15 @@ def finish_plan(
     used_switches: dict[str, str],
     opset: int,
     windowed: bool = False,
+    crop: Placement | None = None,
 ) -> DeconvPlan:
-    """Close ``deconv`` with ``projection`` as its output and describe it as a plan."""
-    model = deconv.to_model(projection, info[input_name].per_sample, opset)
+    """Close ``deconv`` with ``projection`` as its output and describe it as a plan.
+
+    ``crop`` is the placement of windows in the input where ``projection`` is one crop per row.
+    """
+    input_shape = info[input_name].per_sample
+    output_shape = input_shape if crop is None else (input_shape[0], *crop.size)
+    model = deconv.to_model(projection, output_shape, opset)
     kind = "windowed deconv" if windowed else "deconv"
     logger.debug("%s graph for %s: %d nodes", kind, target, len(model.graph.node))
     return DeconvPlan(
@@ -223,4 +234,5 @@ def finish_plan(
         input_shape=info[input_name].per_sample,
         target_shape=info[target].per_sample,
         windowed=windowed,
+        crop=crop,
     )

@@ -6,7 +6,10 @@ and per-channel affine ops, the receptive field at each tensor is a window of a 
 chain, whose origin moves with the unit's position: ``origin * scale + shift`` per spatial axis.
 A windowed graph carries the signal as ``[K, C, *window]`` with per-row origins, so early layers
 transpose a few thousand positions per row instead of whole maps. It computes the same numbers
-as the dense graph of :mod:`onnxdeconv.deconv.builder` for signals that are one-hot in space.
+as the dense graph of :mod:`onnxdeconv.deconv.builder` for signals that are one-hot in space,
+and returns them as each row's window at the input: a crop, which the host pastes only where a
+whole input is wanted. Each row's window of a forward tensor (switches, rectifier inputs) is one
+gather of single values from the flattened tensor; nothing per row touches a whole map.
 
 Window arithmetic, per spatial axis, for a Conv or MaxPool of stride ``s``, dilated kernel extent
 ``e`` and leading pad ``p``: a window of size ``r`` at origin ``o`` in the output comes from the
@@ -19,13 +22,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from onnxdeconv.deconv.builder import DeconvPlan, finish_plan, with_switches
-from onnxdeconv.deconv.emitter import BATCH_INDEX, DECONV_OPSET, WINDOW_ORIGIN, DeconvGraph
+from onnxdeconv.deconv.emitter import (
+    BATCH_INDEX,
+    DECONV_OPSET,
+    SIGNAL,
+    WINDOW_ORIGIN,
+    DeconvGraph,
+)
+from onnxdeconv.deconv.placement import Placement
 from onnxdeconv.deconv.rules import TRANSPOSE_RULES, Rule, TransposeContext
 from onnxdeconv.deconv.rules.spatial import read_window
 from onnxdeconv.graph.passes import TensorInfo
@@ -37,25 +46,6 @@ _PER_CHANNEL = {"BatchNormalization", "Identity", "Dropout"}
 #: Windows stop (the signal is pasted into whole maps) where they would exceed this fraction of
 #: a map: the index arithmetic of windows then costs more than it saves.
 MAX_WINDOW_FRACTION = 0.5
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a window lies in a tensor: ``origin = position * scale + shift``, and its size."""
-
-    scale: tuple[int, ...]
-    shift: tuple[int, ...]
-    size: tuple[int, ...]
-
-    def through(
-        self, strides: Sequence[int], extent: Sequence[int], pads: Sequence[int]
-    ) -> Placement:
-        """The placement in the input of a sliding-window op with this placement at its output."""
-        return Placement(
-            tuple(a * s for a, s in zip(self.scale, strides, strict=True)),
-            tuple(b * s - p for b, s, p in zip(self.shift, strides, pads, strict=True)),
-            tuple((r - 1) * s + e for r, s, e in zip(self.size, strides, extent, strict=True)),
-        )
 
 
 def chain_to(
@@ -177,36 +167,45 @@ class _Windows:
 
         return self._cached(("flat", (place, tuple(spatial))), build)
 
+    def planes(self, channels: int) -> str:
+        """``[K, C, 1, ...]`` int64: each row's channel planes in its image, ``n * C + c``."""
+
+        def build() -> str:
+            g = self.graph
+            first = g.op("Mul", [BATCH_INDEX, g.const(np.array(channels), "channels")])
+            first = g.op("Unsqueeze", [first, g.const([1], "channel_axis")])
+            planes = g.op("Add", [first, g.const(np.arange(channels)[None], "channel_ids")])
+            return g.op(
+                "Unsqueeze",
+                [planes, g.const(list(range(2, 2 + self.rank)), "win_axes")],
+                hint="planes",
+            )
+
+        return self._cached(("planes", channels), build)
+
     def gather(
         self, forward_name: str, place: Placement, shape: Sequence[int], as_float: bool
     ) -> str:
-        """Forward tensor ``forward_name`` ``[N, C, *map]`` cut to each row's window."""
+        """Forward tensor ``forward_name`` ``[N, C, *map]`` cut to each row's window.
+
+        One gather of single values from the flattened tensor: no copy of whole maps, and the
+        window comes out channels first.
+        """
 
         def build() -> str:
             g = self.graph
             g.add_forward_input(forward_name)
             channels, spatial = shape[0], shape[1:]
-            positions = math.prod(spatial)
-            last = g.op(
-                "Transpose",
-                [forward_name],
-                hint=f"{forward_name}_last",
-                perm=[0, *range(2, 2 + self.rank), 1],
+            flat = g.op("Reshape", [forward_name, g.const([-1], "flat_shape")])
+            starts = g.op(
+                "Mul",
+                [self.planes(channels), g.const(np.array(math.prod(spatial)), "map_positions")],
             )
-            table = g.op("Reshape", [last, g.const([-1, channels], "win_table_shape")])
-            row_start = g.op("Mul", [BATCH_INDEX, g.const(np.array(positions), "map_positions")])
-            row_start = g.op(
-                "Unsqueeze", [row_start, g.const(list(range(1, 1 + self.rank)), "win_axes")]
+            where = g.op(
+                "Unsqueeze", [self.flat_index(place, spatial), g.const([1], "channel_axis")]
             )
-            index = g.op("Add", [self.flat_index(place, spatial), row_start], hint="win_index")
-            picked = g.op("Gather", [table, index], hint=f"{forward_name}_win", axis=0)
-            first = g.op(
-                "Transpose",
-                [picked],
-                hint=f"{forward_name}_win_cf",
-                perm=[0, 1 + self.rank, *range(1, 1 + self.rank)],
-            )
-            return first
+            index = g.op("Add", [where, starts], hint="win_index")
+            return g.op("Gather", [flat, index], hint=f"{forward_name}_win", axis=0)
 
         window = self._cached(("gather", (forward_name, place)), build)
         if not as_float:
@@ -230,7 +229,10 @@ def build_windowed(
     """Build the windowed deconv graph of ``target``, or None where the path is no plain chain.
 
     The graph has the dense graph's inputs plus ``window_origin`` ``[K, rank]`` int64, the
-    position of each row's activation; each row's signal must be zero at every other position.
+    position of each row's activation, except that ``signal`` is ``[K, C, 1, ...]``: each row's
+    values at that position. It returns each row's window at the input, ``[K, C, *size]``, where
+    ``plan.crop`` places it (zero past the input's borders), or whole inputs (``plan.crop``
+    None) where windows grew past half a map on the way.
     Call it only after :func:`~onnxdeconv.deconv.builder.build_deconv` succeeded for the same
     target: that one validates the nodes' attributes.
     """
@@ -241,18 +243,13 @@ def build_windowed(
     if nodes is None or rank < 1:
         return None
     all_info, switches = with_switches(graph, info)
-    deconv = DeconvGraph(target_shape, all_info)
+    # Each row's signal is its unit's values over the channels, ``[K, C, 1, ...]``: the window
+    # at the target is the unit's one position (given by ``window_origin``).
+    deconv = DeconvGraph((target_shape[0], *[1] * rank), all_info)
     deconv.add_input(WINDOW_ORIGIN, onnx.TensorProto.INT64, ["K", rank])
     windows = _Windows(deconv, rank)
-    g = deconv
-    # The signal is one-hot in space: summing over the map picks each row's activation.
     place = Placement((1,) * rank, (0,) * rank, (1,) * rank)
-    signal = g.op(
-        "ReduceSum",
-        ["signal", g.const(list(range(2, 2 + rank)), "map_axes")],
-        hint="signal_win",
-        keepdims=1,
-    )
+    signal = SIGNAL
     used_switches: dict[str, str] = {}
     dense = False
     for node in nodes:
@@ -282,10 +279,19 @@ def build_windowed(
             signal, place = _conv(windows, context, signal, place)
         else:
             signal, place = _max_pool(windows, context, signal, place)
-    if not dense:
-        signal = _paste(windows, signal, place, all_info[input_name].per_sample)
+    # Each row's window at the input is its crop (zero past the borders: the last transpose
+    # masks them); the host pastes crops where whole inputs are wanted.
     return finish_plan(
-        deconv, signal, all_info, input_name, target, rule, used_switches, opset, windowed=True
+        deconv,
+        signal,
+        all_info,
+        input_name,
+        target,
+        rule,
+        used_switches,
+        opset,
+        windowed=True,
+        crop=None if dense else place,
     )
 
 
@@ -343,33 +349,39 @@ def _max_pool(
     g = windows.graph
     spatial = in_shape[1:]
     switches = windows.gather(ctx.switches[ctx.node.output[0]], place, out_shape, as_float=False)
-    # Switches count over N*C*H*W; the offset within one channel plane gives the map position,
-    # which becomes a position within the row's input window.
+    # A switch is (n*C + c) * P + sum_a coord_a * M_a over the map's axes a (M_a the map's
+    # strides; n need not be the row's image: a fixed-batch model's forward runs in chunks).
+    # It must become sum_a (coord_a - origin_a) * B_a, with B_a the window's strides. With
+    # q_a = (switch mod P) // M_a (so q_-1 = 0 and q_last = switch mod P), coord_a = q_a - S_a *
+    # q_(a-1), and the window index is sum_a q_a * (B_a - B_(a+1) * S_(a+1)) - sum_a origin_a *
+    # B_a: a Mod, then one Div, Mul and Add per axis but the last, on the rows' windows.
+    rank = windows.rank
+    map_strides = [math.prod(spatial[a + 1 :]) for a in range(rank)]
+    window_strides = [math.prod(before.size[a + 1 :]) for a in range(rank)]
     plane = g.op("Mod", [switches, g.const(np.array(math.prod(spatial)), "map_positions")])
-    local = ""
-    for axis in range(windows.rank):
-        stride = math.prod(spatial[axis + 1 :])
-        coord = (
-            g.op("Div", [plane, g.const(np.array(stride), "map_stride")]) if stride != 1 else plane
-        )
-        coord = g.op("Mod", [coord, g.const(np.array(spatial[axis]), "map_size")])
+    local = plane
+    for a in range(rank - 1):
+        quotient = g.op("Div", [plane, g.const(np.array(map_strides[a]), "map_stride")])
+        factor = window_strides[a] - window_strides[a + 1] * spatial[a + 1]
+        term = g.op("Mul", [quotient, g.const(np.array(factor), "win_factor")])
+        local = g.op("Add", [local, term], hint="win_local")
+    offset = ""
+    for a in range(rank):
         origin = g.op(
             "Slice",
             [
-                windows.coordinates(before, axis),
+                windows.coordinates(before, a),
                 g.const([0], "zero_i"),
                 g.const([1], "one_i"),
                 g.const([1], "one_i"),
             ],
             hint="win_origin",
         )
-        # [K, 1] -> [K, 1, 1, ...] against the switches' [K, C, *window].
-        origin = g.op("Unsqueeze", [origin, g.const(list(range(2, 2 + windows.rank)), "win_axes")])
-        coord = g.op("Sub", [coord, origin], hint="win_coord")
-        size_after = math.prod(before.size[axis + 1 :])
-        if size_after != 1:
-            coord = g.op("Mul", [coord, g.const(np.array(size_after), "win_stride")])
-        local = coord if not local else g.op("Add", [local, coord], hint="win_local")
+        origin = g.op("Mul", [origin, g.const(np.array(window_strides[a]), "win_stride")])
+        offset = origin if not offset else g.op("Add", [offset, origin], hint="win_offset")
+    # [K, 1] -> [K, 1, 1, ...] against the switches' [K, C, *window].
+    offset = g.op("Unsqueeze", [offset, g.const(list(range(2, 2 + rank)), "win_axes")])
+    local = g.op("Sub", [local, offset], hint="win_coord")
     inside, _ = windows.valid(place, out_shape[1:])
     local = g.op("Where", [inside, local, g.const(np.array(0), "zero_i64")], hint="win_switches")
     channels = in_shape[0]

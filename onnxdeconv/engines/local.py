@@ -59,6 +59,7 @@ from onnxdeconv.inputs import (
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.projector import Projector
 from onnxdeconv.runtime import Device
+from onnxdeconv.runtime.memory import memory_budget as budget_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def mine_features(
     rule: Rule = "deconvnet",
     skip_saturated: bool = True,
     device: Device = "auto",
+    memory_budget: int | str | None = None,
     progress: Callable[[int], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
 ) -> FeaturesResult:
@@ -314,6 +316,8 @@ def mine_features(
             state: a resumed or merged run keeps it). A channel whose every unit is saturated in
             an image does not count that image.
         device: Where ONNX Runtime runs.
+        memory_budget: Bytes (or a size such as ``"512M"``) the projections' deconv runs may
+            hold; default: the environment's ``ONNXDECONV_MEMORY_BUDGET``, else about 1 GB.
         progress: Called with the number of images streamed so far after each batch.
         on_skip: Called with the id of each unreadable image and why (default: logged).
 
@@ -355,6 +359,7 @@ def mine_features(
         preprocessing,
         root=Path(root) if root is not None else None,
         device=device,
+        memory_budget=budget_bytes(memory_budget),
         batch_size=batch_size or default_batch(prepared),
         workers=workers or default_workers(),
     )
@@ -477,6 +482,8 @@ class FeaturesResult:
     #: The provider ONNX Runtime ran on (None until a pass ran).
     provider: str | None = None
     device: Device = "auto"
+    #: Bytes the deconv runs may hold (see :class:`~onnxdeconv.projector.Projector`).
+    memory_budget: int | None = None
     batch_size: int = 32
     workers: int = 2
 
@@ -517,7 +524,9 @@ class FeaturesResult:
 
         with quiet_opencv():
             for name, layer in self.state.layers.items():
-                projector = Projector(self.prepared, name, self.rule, self.device)
+                projector = Projector(
+                    self.prepared, name, self.rule, self.device, memory_budget=self.memory_budget
+                )
                 self.provider = self.provider or projector.provider
                 rows = list(range(len(layer.channels)))
                 groups = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from onnxdeconv.files import save_npy
 from onnxdeconv.inputs import ModelInput
-from onnxdeconv.projector import Projector, Selection
+from onnxdeconv.projector import ProjectionCrops, Projector, Selection
 
 
 def write_projections(
     path: Path,
-    projections: np.ndarray,
+    projections: ProjectionCrops,
     projector: Projector,
     model_input: ModelInput,
     picks: Sequence[Selection],
@@ -26,7 +24,7 @@ def write_projections(
 
     Args:
         path: Where to write: a .npy file or a picture.
-        projections: ``[K, *input_shape]`` one projection per pick.
+        projections: One projection per pick, as crops (pasted into whole inputs for .npy).
         projector: The projector that made them, for the picture's labels.
         model_input: The input projected, for the picture.
         picks: What each projection shows.
@@ -34,7 +32,7 @@ def write_projections(
         input: The input file, likewise.
     """
     if path.suffix.lower() == ".npy":
-        save_npy(path, projections)
+        save_npy(path, projections.paste())
         return
     # matplotlib loads only for pictures, not for a run that writes arrays.
     from onnxdeconv.render import projection_picture, save_figure

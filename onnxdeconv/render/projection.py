@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from onnxdeconv.analysis.features import crop_padded
 from onnxdeconv.inputs import ModelInput
-from onnxdeconv.projector import Projector, Selection
+from onnxdeconv.projector import ProjectionCrops, Projector, Selection
 from onnxdeconv.render.picture import Panel, display_projection, plain_text, projection_figure
 
 
@@ -47,7 +47,7 @@ def _side_by_side(patch: np.ndarray, projection: np.ndarray) -> np.ndarray:
 def projection_picture(
     projector: Projector,
     model_input: ModelInput,
-    projections: np.ndarray,
+    projections: ProjectionCrops | np.ndarray,
     picks: Sequence[Selection],
     *,
     input_title: str,
@@ -63,7 +63,9 @@ def projection_picture(
     Args:
         projector: The projector that made ``projections``.
         model_input: The input, with the picture of it to show.
-        projections: ``[K, *input_shape]``, one per pick.
+        projections: One per pick: crops (:meth:`Projector.project_crops`), or whole
+            projections ``[K, *input_shape]``. Where a unit's box is shown, only its crop is
+            read; no whole projection is made.
         picks: What each projection started from.
         input_title: Title of the input's panel (its file name).
         model_name: The model's name, for the figure's title.
@@ -78,13 +80,24 @@ def projection_picture(
     bgr = bool(model_input.preprocessing and model_input.preprocessing.bgr)
     panels = [Panel(model_input.display, input_title)]
     height, width = model_input.display.shape[:2]
-    for projection, pick in zip(projections, picks, strict=True):
-        picture = display_projection(projection, model_input.layout, bgr)
+    crops = projections if isinstance(projections, ProjectionCrops) else None
+    if crops is None:
+        crops = ProjectionCrops.whole(np.asarray(projections))
+    if len(crops) != len(picks):
+        raise ValueError(f"{len(crops)} projections for {len(picks)} picks")
+    everything = [(0, size) for size in crops.input_shape]
+    for row, pick in enumerate(picks):
         label = projection_label(layer, pick, labels)
         box = _field_box(field.box(pick.position) if pick.position else None, height, width)
+        # Zero is mid-grey, inside the box past the image's borders too.
+        if box is None:
+            values = crops.region(row, everything)
+        else:
+            values = crops.cut(row, box, model_input.layout)
+        picture = display_projection(values, model_input.layout, bgr)
         if box is not None:
             patch = crop_padded(model_input.display, box, 128)
-            picture = _side_by_side(patch, crop_padded(picture, box, 0.5))
+            picture = _side_by_side(patch, picture)
             (top, bottom), (left, right) = box
             label += f" · patch y{top}:{bottom} x{left}:{right}"
         panels.append(Panel(picture, label))
