@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
-from onnxdeconv.deconv.rules.spatial import read_window, transpose_window
+from onnxdeconv.deconv.rules.spatial import read_window, transpose_as_conv, transpose_window
 
 
 @transpose_rule("Conv")
@@ -15,6 +15,11 @@ def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
     weight = ctx.constant(1, "weight")
     in_shape = ctx.input_shape()
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
+    group = int(ctx.attr("group", 1))
+    out_spatial = ctx.output_shape()[1:]
+    as_conv = transpose_as_conv(ctx.graph, signal, weight, window, in_shape, out_spatial, group)
+    if as_conv is not None:
+        return {0: as_conv}
     tied = ctx.tied_weight(weight)
     projected = transpose_window(
         ctx.graph,
@@ -22,8 +27,8 @@ def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
         tied,
         window,
         in_shape,
-        ctx.output_shape()[1:],
-        int(ctx.attr("group", 1)),
+        out_spatial,
+        group,
     )
     return {0: projected}
 
