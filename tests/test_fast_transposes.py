@@ -1,18 +1,30 @@
-"""The fast forms of the deconv graph's transposes give what the previous forms gave.
+"""The fast forms of the deconv graph and of the switches give what the previous forms gave.
 
 A Conv is transposed by Conv nodes where :func:`transpose_as_conv` applies (stride 1, or the
 sub-pixel form of a strided ConvTranspose); everywhere it applies, the result must equal the
-ConvTranspose of :func:`transpose_window` (the previous form) up to float summation order.
+ConvTranspose of :func:`transpose_window` (the previous form) up to float summation order. The
+switches come from a MaxPool beside the pool; they must equal the pool's own ``Indices``, ties
+included, and the whole projection must equal the previous graph's.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from onnxdeconv import Projector
 from onnxdeconv.deconv.emitter import PROJECTION, SIGNAL, DeconvGraph
+from onnxdeconv.deconv.rules import conv as conv_rules
 from onnxdeconv.deconv.rules.spatial import Window, transpose_as_conv, transpose_window
+from onnxdeconv.graph.load import load_model
+from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.prepared import prepare
+from onnxdeconv.runtime import ForwardRunner
 
 RELATIVE = 1e-5
 
@@ -95,3 +107,103 @@ def test_transpose_as_conv_declines_what_it_does_not_cover() -> None:
             transpose_as_conv(graph, SIGNAL, weight, window, (channels, 11, 11), (5, 5), group)
             is None
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Switches from a MaxPool beside the pool, and whole projections, against the previous graphs
+# --------------------------------------------------------------------------------------------
+
+POOLS = [
+    # (kernel, stride, pads, ceil_mode)
+    (3, 2, (1, 1, 1, 1), 0),
+    (3, 2, (0, 0, 0, 0), 1),
+    (2, 2, (0, 0, 0, 0), 0),
+    (3, 1, (1, 0, 0, 1), 0),
+    (3, 3, (0, 0, 0, 0), 1),
+    (2, 1, (0, 0, 0, 0), 0),
+    (3, 3, (1, 1, 1, 1), 0),
+    (2, 3, (1, 0, 1, 0), 1),
+]
+
+
+def pool_model(kernel: int, stride: int, pads: tuple[int, ...], ceil: int) -> onnx.ModelProto:
+    """x [N, 3, 11, 13] -> Conv(4, 3x3, pad 1, constant weights) -> Relu -> MaxPool -> Conv(2).
+
+    The convolutions have integer weights, so integer inputs give exact ties in the pool.
+    """
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + ceil)
+    first = rng.integers(-1, 2, size=(4, 3, 3, 3)).astype(np.float32)
+    second = rng.integers(-2, 3, size=(2, 4, 2, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node(
+            "MaxPool",
+            ["relu"],
+            ["pool"],
+            name="pool",
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=list(pads),
+            ceil_mode=ceil,
+        ),
+        helper.make_node("Conv", ["pool", "w2"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 11, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "h", "w"])],
+        initializer=[numpy_helper.from_array(first, "w1"), numpy_helper.from_array(second, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model
+
+
+def tied_inputs(count: int, seed: int) -> np.ndarray:
+    """Small integers: many equal values, so that windows hold several maxima."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 3, size=(count, 3, 11, 13)).astype(np.float32)
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=[str(p) for p in POOLS])
+def test_switches_beside_the_pool_equal_the_pools_own(pool: tuple[Any, ...]) -> None:
+    prepared = prepare(load_model(pool_model(*pool)))
+    sized = with_input_shape(prepared.loaded.model, "x", ("N", *prepared.input_shape))
+    graphs = {
+        beside: instrument(sized, ["pool"], ["pool"], prepared.info, switches_beside=beside)
+        for beside in (True, False)
+    }
+    x = tied_inputs(3, sum(pool[:2]))
+    results = {}
+    for beside, (model, names) in graphs.items():
+        runner = ForwardRunner(prepared, model=model, device="cpu")
+        results[beside] = runner.run(x, ["y", "pool", names["pool"]])
+    pooled = results[False]["pool"]
+    assert (pooled == pooled.max(axis=(2, 3), keepdims=True)).sum() > 2 * pooled.shape[1]
+    for name in ("y", "pool", graphs[True][1]["pool"]):
+        assert np.array_equal(results[True][name], results[False][name])
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=[str(p) for p in POOLS])
+def test_projections_equal_the_previous_graphs(
+    pool: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = pool_model(*pool)
+    x = tied_inputs(2, sum(pool[:2]) + 1)
+    projections = []
+    for previous in (False, True):
+        if previous:
+            monkeypatch.setattr(conv_rules, "transpose_as_conv", lambda *args: None)
+        projector = Projector(model, layer="y", device="cpu")
+        if not previous:
+            assert any(node.op_type == "Conv" for node in projector.plan.model.graph.node)
+        else:
+            assert all(node.op_type != "Conv" for node in projector.plan.model.graph.node)
+        forward = projector.forward(x)
+        picks = [p for image in (0, 1) for p in projector.strongest(forward, top=2, image=image)]
+        projections.append(projector.project(forward, picks))
+    new, old = projections
+    assert np.abs(old).max() > 0
+    assert np.abs(new - old).max() <= RELATIVE * np.abs(old).max()
