@@ -8,15 +8,17 @@ Rows, per model, measured in one run with the methods interleaved (median of ``-
   come from a second MaxPool beside each pool; ``previous`` asks the pool itself for them;
 * ``dense deconv K=k, previous graph``: the deconv graph with every Conv transposed by a
   ConvTranspose (as before this benchmark was written);
-* ``dense deconv K=k``: the graph as built now (Conv transposes as Conv nodes, see
-  ``onnxdeconv/deconv/rules/spatial.py``), with its largest relative difference to the previous
-  graph over the K projections.
+* ``dense deconv K=k``: the graph as built now (stride-1 Conv transposes as Conv nodes, see
+  ``transpose_as_conv`` in ``onnxdeconv/deconv/rules/spatial.py``), with its largest relative
+  difference to the previous graph over the K projections.
 
-Ratios are per projection against one plain forward pass. Models: the ZFNet-sized net of
+Ratios are per projection against one plain forward pass, in wall time and in the CPU time of
+the calling thread (with the default single ONNX Runtime thread, the work done: steady on a
+loaded machine). Models: the ZFNet-sized net of
 ``zfnet.py`` (random weights, relu5) and the real SqueezeNet 1.1 of ``../shared`` (fire9).
 
 Usage:
-    python benchmarks/bench_deconv_graph.py [--repeats 15] [--k 1 8] [--workdir DIR]
+    python benchmarks/bench_deconv_graph.py [--repeats 15] [--k 1 8] [--threads 1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -65,17 +67,28 @@ def previous_graph() -> Iterator[None]:
         conv.transpose_as_conv = saved
 
 
-def median_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each callable in ms, the callables interleaved, after a warm-up."""
+def median_ms(
+    runs: dict[str, Callable[[], object]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU time of each callable in ms, the callables interleaved, after a warm-up.
+
+    The CPU time is this thread's: with one ONNX Runtime thread the session runs in the calling
+    thread, so it counts the work done whatever else the machine runs.
+    """
     for run in runs.values():
         run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             run()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+            cpu[name].append(time.thread_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    return (
+        {name: 1e3 * statistics.median(values) for name, values in wall.items()},
+        {name: 1e3 * statistics.median(values) for name, values in cpu.items()},
+    )
 
 
 def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -86,27 +99,42 @@ def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
     )
 
 
-def bench_model(name: str, path: Path, layer: str, ks: list[int], repeats: int) -> list[str]:
+def bench_model(
+    name: str, path: Path, layer: str, ks: list[int], repeats: int, threads: int
+) -> list[str]:
     """The table rows of one model."""
     from onnxdeconv import Projector
     from onnxdeconv.graph.passes import instrument, prune_to, with_input_shape
-    from onnxdeconv.runtime import ForwardRunner
+    from onnxdeconv.runtime import ForwardRunner, create_session
 
     projector = Projector(path, layer=layer, device="cpu")
     with previous_graph():
         previous = Projector(path, layer=layer, device="cpu")
     prepared = projector.prepared
+    names = [projector.layer, *projector.plan.forward_inputs]
+    # Every session with the same thread count: on a loaded machine one thread is steadier.
+    for one in (projector, previous):
+        one.__dict__["deconv_session"] = create_session(one.plan.model, "cpu", threads)
+    projector.runner = ForwardRunner(
+        prepared,
+        expose=names,
+        switches_of=list(projector.plan.switches),
+        keep_outputs=False,
+        device="cpu",
+        threads=threads,
+    )
     rng = np.random.default_rng(0)
     x = rng.random((1, *projector.input_shape)).astype(prepared.loaded.input_dtype)
-    plain = ForwardRunner(prepared, expose=[projector.layer], keep_outputs=False, device="cpu")
-    names = [projector.layer, *projector.plan.forward_inputs]
+    plain = ForwardRunner(
+        prepared, expose=[projector.layer], keep_outputs=False, device="cpu", threads=threads
+    )
     forward = projector.forward(x)
     source = prune_to(prepared.loaded.model, [projector.layer])
     sized = with_input_shape(source, prepared.loaded.input_name, ("N", *prepared.input_shape))
     on_pool, _ = instrument(
         sized, names, list(projector.plan.switches), prepared.info, switches_beside=False
     )
-    indices_on_pool = ForwardRunner(prepared, model=on_pool, device="cpu")
+    indices_on_pool = ForwardRunner(prepared, model=on_pool, device="cpu", threads=threads)
     runs: dict[str, Callable[[], object]] = {
         "plain forward": lambda: plain.run_bound(x, [projector.layer], (projector.layer,)),
         "instrumented forward, previous (Indices of the pool itself)": lambda: (
@@ -128,15 +156,16 @@ def bench_model(name: str, path: Path, layer: str, ks: list[int], repeats: int) 
         runs[f"dense deconv K={k}"] = lambda s=signal, i=images: projector.project_signal(
             forward, s, i
         )
-    times = median_ms(runs, repeats)
-    base = times["plain forward"]
+    wall, cpu = median_ms(runs, repeats)
     rows = []
-    for label, ms in times.items():
+    for label in runs:
         k = int(label.split("K=")[1].split(",")[0]) if "K=" in label else 1
         diff = differences.get(label)
+        wall_ratio = wall[label] / k / wall["plain forward"]
+        cpu_ratio = cpu[label] / k / cpu["plain forward"]
         rows.append(
-            f"| {name} | {label} | {ms:.1f} | {ms / k / base:.2f} | "
-            f"{'' if diff is None else f'{diff:.1e}'} |"
+            f"| {name} | {label} | {wall[label]:.1f} | {wall_ratio:.2f} | {cpu[label]:.1f} | "
+            f"{cpu_ratio:.2f} | {'' if diff is None else f'{diff:.1e}'} |"
         )
     return rows
 
@@ -145,18 +174,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the exported ZFNet")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnxdeconv-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    rows = bench_model("ZFNet", zfnet_model(workdir), "relu5", args.k, args.repeats)
+    rows = bench_model("ZFNet", zfnet_model(workdir), "relu5", args.k, args.repeats, args.threads)
     if SQUEEZENET.exists():
-        rows += bench_model("SqueezeNet 1.1", SQUEEZENET, "fire9/concat_1", args.k, args.repeats)
+        rows += bench_model(
+            "SqueezeNet 1.1", SQUEEZENET, "fire9/concat_1", args.k, args.repeats, args.threads
+        )
     load_after = os.getloadavg()
-    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
-    print("| model | run | median ms | per projection / plain forward | max rel. diff |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+        f"{args.threads} ONNX Runtime thread(s) per session, median of {args.repeats}"
+    )
+    print(
+        "| model | run | wall ms | wall per projection / plain forward | CPU ms "
+        "| CPU per projection / plain forward | max rel. diff |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 

@@ -132,88 +132,34 @@ def transpose_as_conv(
     out_spatial: Sequence[int],
     group: int,
 ) -> str | None:
-    """The transpose of a convolution as Conv nodes, or None where this form does not apply.
+    """The transpose of a stride-1 convolution as a Conv, or None where this form does not apply.
 
-    It gives what :func:`transpose_window` gives, from the weight's value, several times faster:
-    ONNX Runtime's Conv runs in its blocked layout, its ConvTranspose does not.
-
-    Stride 1: a ConvTranspose is the Conv with the flipped kernel (:func:`_flipped`), padded by
-    ``extent - 1 - pad``. Stride ``s`` (no dilation, one group): output phase ``r`` along an axis
-    (positions ``a * s + r``) gathers only kernel taps ``r, r + s, ...``, so each of the ``s**d``
-    phases is a stride-1 Conv with a sub-kernel; one Conv computes them all as channel blocks
-    and DepthToSpace interleaves them (the sub-pixel form of a strided transposed convolution).
-    The sums are the same products in another order.
+    It gives what :func:`transpose_window` gives, from the weight's value: a stride-1
+    ConvTranspose is the Conv with the flipped kernel (:func:`_flipped`), padded by
+    ``extent - 1 - pad``; the sums are the same products in another order. ONNX Runtime runs
+    a Conv in its blocked layout, which on wide layers (ZFNet's conv3-5) takes about a quarter
+    less CPU than its ConvTranspose. A strided transpose stays a ConvTranspose: as Conv nodes
+    (one per output phase, interleaved by DepthToSpace) it took more, not less (see
+    ``benchmarks/bench_deconv_graph.py`` and the performance page).
     """
+    if any(s != 1 for s in window.strides):
+        return None
     in_spatial = list(in_shape[1:])
     rank = len(in_spatial)
-    strides = list(window.strides)
-    if all(s == 1 for s in strides):
-        extent = window.extent
-        begin = [e - 1 - b for e, b in zip(extent, window.pads_begin, strict=True)]
-        end = [
-            i - o + b for i, o, b in zip(in_spatial, out_spatial, window.pads_begin, strict=True)
-        ]
-        if min(begin + end) < 0:
-            return None
-        if begin != end:
-            # Explicit padding: not every execution provider pads a Conv unevenly.
-            pads = [0, 0, *begin, 0, 0, *end]
-            signal = graph.op("Pad", [signal, graph.const(pads, "convt_pads")], hint="padded")
-            begin = end = [0] * rank
-        return graph.op(
-            "Conv",
-            [signal, graph.const(_flipped(weight, group), "convt_as_conv_w")],
-            hint="convt_as_conv",
-            dilations=list(window.dilations),
-            group=group,
-            pads=[*begin, *end],
-        )
-    if (
-        group != 1
-        or rank != 2
-        or len(set(strides)) != 1
-        or any(d != 1 for d in window.dilations)
-        or any(s > k for s, k in zip(strides, window.kernel, strict=True))
-    ):
+    begin = [e - 1 - b for e, b in zip(window.extent, window.pads_begin, strict=True)]
+    end = [i - o + b for i, o, b in zip(in_spatial, out_spatial, window.pads_begin, strict=True)]
+    if min(begin + end) < 0:
         return None
-    step = strides[0]
-    taps = [-(-k // step) for k in window.kernel]
-    flipped = _flipped(weight, group)
-    out_channels = flipped.shape[0]
-    phases = np.zeros((step, step, out_channels, flipped.shape[1], *taps), np.float32)
-    reversed_kernel = flipped[..., ::-1, ::-1]
-    for row in range(step):
-        for col in range(step):
-            sub = reversed_kernel[..., row::step, col::step]
-            # Zero taps at the start keep every phase's kernel the same size.
-            phases[row, col, ..., taps[0] - sub.shape[-2] :, taps[1] - sub.shape[-1] :] = sub[
-                ..., ::-1, ::-1
-            ]
-    stacked = phases.reshape(step * step * out_channels, flipped.shape[1], *taps)
-    phase_maps = graph.op(
-        "Conv",
-        [signal, graph.const(stacked, "convt_phase_w")],
-        hint="convt_phases",
-        pads=[t - 1 for t in taps] * 2,
-    )
-    interleaved = graph.op("DepthToSpace", [phase_maps], hint="convt_interleaved", blocksize=step)
-    length = [(o + t - 1) * step for o, t in zip(out_spatial, taps, strict=True)]
-    short = [
-        max(0, b + i - n) for b, i, n in zip(window.pads_begin, in_spatial, length, strict=True)
-    ]
-    if any(short):
-        pads = [0, 0, *([0] * rank), 0, 0, *short]
-        interleaved = graph.op(
-            "Pad", [interleaved, graph.const(pads, "convt_tail")], hint="convt_long"
-        )
-    starts = np.array(window.pads_begin)
+    if begin != end:
+        # Explicit padding: not every execution provider pads a Conv unevenly.
+        pads = [0, 0, *begin, 0, 0, *end]
+        signal = graph.op("Pad", [signal, graph.const(pads, "convt_pads")], hint="padded")
+        begin = end = [0] * rank
     return graph.op(
-        "Slice",
-        [
-            interleaved,
-            graph.const(starts, "crop_starts"),
-            graph.const(starts + np.array(in_spatial), "crop_ends"),
-            graph.const(np.arange(2, 2 + rank), "crop_axes"),
-        ],
-        hint="crop",
+        "Conv",
+        [signal, graph.const(_flipped(weight, group), "convt_as_conv_w")],
+        hint="convt_as_conv",
+        dilations=list(window.dilations),
+        group=group,
+        pads=[*begin, *end],
     )
