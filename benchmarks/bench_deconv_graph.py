@@ -4,8 +4,7 @@ Rows, per model, measured in one run with the methods interleaved (median of ``-
 
 * ``plain forward``: ONNX Runtime's forward pass up to the layer, nothing exposed;
 * ``instrumented forward``: the same pass also returning what the deconv graph reads (the max
-  pools' switches, rectifier inputs), as :class:`onnxdeconv.Projector` runs it: the switches
-  come from a second MaxPool beside each pool; ``previous`` asks the pool itself for them;
+  pools' switches, rectifier inputs), as :class:`onnxdeconv.Projector` runs it;
 * ``dense deconv K=k, previous graph``: the deconv graph with every Conv transposed by a
   ConvTranspose (as before this benchmark was written);
 * ``dense deconv K=k``: the graph as built now (stride-1 Conv transposes as Conv nodes, see
@@ -104,7 +103,6 @@ def bench_model(
 ) -> list[str]:
     """The table rows of one model."""
     from onnxdeconv import Projector
-    from onnxdeconv.graph.passes import instrument, prune_to, with_input_shape
     from onnxdeconv.runtime import ForwardRunner, create_session
 
     projector = Projector(path, layer=layer, device="cpu")
@@ -129,17 +127,8 @@ def bench_model(
         prepared, expose=[projector.layer], keep_outputs=False, device="cpu", threads=threads
     )
     forward = projector.forward(x)
-    source = prune_to(prepared.loaded.model, [projector.layer])
-    sized = with_input_shape(source, prepared.loaded.input_name, ("N", *prepared.input_shape))
-    on_pool, _ = instrument(
-        sized, names, list(projector.plan.switches), prepared.info, switches_beside=False
-    )
-    indices_on_pool = ForwardRunner(prepared, model=on_pool, device="cpu", threads=threads)
     runs: dict[str, Callable[[], object]] = {
         "plain forward": lambda: plain.run_bound(x, [projector.layer], (projector.layer,)),
-        "instrumented forward, previous (Indices of the pool itself)": lambda: (
-            indices_on_pool.run_bound(x, names, (projector.layer,))
-        ),
         "instrumented forward": lambda: projector.runner.run_bound(x, names, (projector.layer,)),
     }
     differences: dict[str, float] = {}

@@ -1,10 +1,9 @@
-"""The fast forms of the deconv graph and of the switches give what the previous forms gave.
+"""The fast forms of the deconv graph's transposes give what the previous forms gave.
 
 A stride-1 Conv is transposed by a Conv where :func:`transpose_as_conv` applies; there, the
 result must equal the ConvTranspose of :func:`transpose_window` (the previous form) up to float
-summation order. The
-switches come from a MaxPool beside the pool; they must equal the pool's own ``Indices``, ties
-included, and the whole projection must equal the previous graph's.
+summation order, and so must whole projections (through max pools whose windows hold tied
+maxima).
 """
 
 from __future__ import annotations
@@ -21,9 +20,6 @@ from onnxdeconv import Projector
 from onnxdeconv.deconv.emitter import PROJECTION, SIGNAL, DeconvGraph
 from onnxdeconv.deconv.rules import conv as conv_rules
 from onnxdeconv.deconv.rules.spatial import Window, transpose_as_conv, transpose_window
-from onnxdeconv.graph.load import load_model
-from onnxdeconv.graph.passes import instrument, with_input_shape
-from onnxdeconv.prepared import prepare
 from onnxdeconv.runtime import ForwardRunner
 
 RELATIVE = 1e-5
@@ -103,7 +99,8 @@ def test_transpose_as_conv_declines_what_it_does_not_cover() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Switches from a MaxPool beside the pool, and whole projections, against the previous graphs
+# Whole projections through overlapping, padded, ceil-mode pools with ties, against the
+# previous graphs
 # --------------------------------------------------------------------------------------------
 
 POOLS = [
@@ -160,23 +157,23 @@ def tied_inputs(count: int, seed: int) -> np.ndarray:
     return rng.integers(0, 3, size=(count, 3, 11, 13)).astype(np.float32)
 
 
-@pytest.mark.parametrize("pool", POOLS, ids=[str(p) for p in POOLS])
-def test_switches_beside_the_pool_equal_the_pools_own(pool: tuple[Any, ...]) -> None:
-    prepared = prepare(load_model(pool_model(*pool)))
-    sized = with_input_shape(prepared.loaded.model, "x", ("N", *prepared.input_shape))
-    graphs = {
-        beside: instrument(sized, ["pool"], ["pool"], prepared.info, switches_beside=beside)
-        for beside in (True, False)
-    }
-    x = tied_inputs(3, sum(pool[:2]))
-    results = {}
-    for beside, (model, names) in graphs.items():
-        runner = ForwardRunner(prepared, model=model, device="cpu")
-        results[beside] = runner.run(x, ["y", "pool", names["pool"]])
-    pooled = results[False]["pool"]
-    assert (pooled == pooled.max(axis=(2, 3), keepdims=True)).sum() > 2 * pooled.shape[1]
-    for name in ("y", "pool", graphs[True][1]["pool"]):
-        assert np.array_equal(results[True][name], results[False][name])
+def tied_windows(
+    prepared: Any, x: np.ndarray, kernel: int, stride: int, pads: tuple[int, ...], ceil: int
+) -> int:
+    """How many pooling windows of ``x``'s forward pass hold their maximum more than once."""
+    relu = ForwardRunner(prepared, expose=["relu"], device="cpu").run(x, ["relu"])["relu"]
+    padded = np.pad(
+        relu,
+        ((0, 0), (0, 0), (pads[0], pads[2] + stride), (pads[1], pads[3] + stride)),
+        constant_values=-np.inf,
+    )
+    # The pool's own windows only, not those that the extra end padding adds.
+    out_h, out_w = prepared.info["pool"].shape[2:]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride][:, :, :out_h, :out_w]
+    flat = windows.reshape(*windows.shape[:4], kernel * kernel)
+    best = flat.max(axis=-1, keepdims=True)
+    return int(((flat == best).sum(axis=-1) > 1).sum())
 
 
 @pytest.mark.parametrize("pool", POOLS, ids=[str(p) for p in POOLS])
@@ -198,5 +195,6 @@ def test_projections_equal_the_previous_graphs(
         picks = [p for image in (0, 1) for p in projector.strongest(forward, top=2, image=image)]
         projections.append(projector.project(forward, picks))
     new, old = projections
+    assert tied_windows(projector.prepared, x, *pool) > 0
     assert np.abs(old).max() > 0
     assert np.abs(new - old).max() <= RELATIVE * np.abs(old).max()

@@ -390,19 +390,12 @@ def instrument(
     switches_of: Iterable[str],
     info: Mapping[str, TensorInfo],
     batch: int | str = "N",
-    switches_beside: bool = True,
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """Make a forward graph emit what the deconv graph needs; returns a new model.
 
-    Every MaxPool whose output is in ``switches_of`` gets its switches (its ``Indices``), and
+    Every MaxPool whose output is in ``switches_of`` gets its ``Indices`` output (the switches), and
     every tensor in ``expose`` and every switches tensor becomes a graph output. The original
     outputs stay first and unchanged.
-
-    The switches come from a second MaxPool on the same input, beside the pool: with an
-    ``Indices`` output ONNX Runtime runs a pool without its fast kernel and blocked layout,
-    and on a float16 model in float16, which would also slow and change the pool's values for
-    everything after it. The pool itself stays as in the plain forward, so the outputs stay
-    bit-identical to it.
 
     Args:
         model: The forward model (not mutated).
@@ -410,8 +403,6 @@ def instrument(
         switches_of: Output names of the MaxPool nodes whose switches are needed.
         info: Tensor types and shapes, used to type the new outputs.
         batch: The batch dimension the new outputs declare.
-        switches_beside: Compute the switches beside each pool (False: ask the pool itself for
-            its ``Indices``, as earlier versions did).
 
     Returns:
         The instrumented model, and a map from each MaxPool output to its switches tensor name.
@@ -430,18 +421,6 @@ def instrument(
         node = producers[pooled]
         if len(node.outputs) > 1 and node.outputs[1].name:
             switches = node.outputs[1]
-        elif switches_beside:
-            switches = gs.Variable(pooled + SWITCHES_SUFFIX, dtype=np.int64)
-            # The node's own first output must have a name; nothing reads it.
-            values = gs.Variable(pooled + "__pooled" + SWITCHES_SUFFIX)
-            graph.nodes.append(
-                gs.Node(
-                    "MaxPool",
-                    attrs=dict(node.attrs),
-                    inputs=[node.inputs[0]],
-                    outputs=[values, switches],
-                )
-            )
         else:
             switches = gs.Variable(pooled + SWITCHES_SUFFIX, dtype=np.int64)
             node.outputs = [node.outputs[0], switches]
