@@ -40,12 +40,14 @@ def transposed(
     """Run one transpose as a graph: the fast form, or the ConvTranspose form."""
     graph = DeconvGraph(signal.shape[1:], {})
     out_spatial = signal.shape[2:]
+    tied = graph.const(weight, "w")
     if fast:
-        result = transpose_as_conv(graph, SIGNAL, weight, window, in_shape, out_spatial, group)
+        result = transpose_as_conv(
+            graph, SIGNAL, tied, weight.shape, window, in_shape, out_spatial, group
+        )
         if result is None:
             return None
     else:
-        tied = graph.const(weight, "w")
         result = transpose_window(graph, SIGNAL, tied, window, in_shape, out_spatial, group)
     model = graph.to_model(result, in_shape)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -92,10 +94,9 @@ def test_transpose_as_conv_declines_what_it_does_not_cover() -> None:
     ]
     for window, group in cases:
         channels = 2 * group
-        assert (
-            transpose_as_conv(graph, SIGNAL, weight, window, (channels, 11, 11), (5, 5), group)
-            is None
-        )
+        in_shape = (channels, 11, 11)
+        fast = transpose_as_conv(graph, SIGNAL, "w", weight.shape, window, in_shape, (5, 5), group)
+        assert fast is None
 
 
 # --------------------------------------------------------------------------------------------

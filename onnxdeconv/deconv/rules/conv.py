@@ -17,10 +17,12 @@ def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
     group = int(ctx.attr("group", 1))
     out_spatial = ctx.output_shape()[1:]
-    as_conv = transpose_as_conv(ctx.graph, signal, weight, window, in_shape, out_spatial, group)
+    tied = ctx.tied_weight(weight)
+    as_conv = transpose_as_conv(
+        ctx.graph, signal, tied, weight.shape, window, in_shape, out_spatial, group
+    )
     if as_conv is not None:
         return {0: as_conv}
-    tied = ctx.tied_weight(weight)
     projected = transpose_window(
         ctx.graph,
         signal,

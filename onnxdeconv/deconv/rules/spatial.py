@@ -110,23 +110,48 @@ def transpose_window(
     )
 
 
-def _flipped(weight: np.ndarray, group: int) -> np.ndarray:
+def _flipped(graph: DeconvGraph, weight: str, shape: Sequence[int], group: int) -> str:
     """The Conv weight ``[C, M/group, *k]`` whose Conv is the ConvTranspose of ``weight``.
 
     ``weight`` is ``[M, C/group, *k]`` (a forward Conv's layout, which ConvTranspose shares);
     within each group the two channel axes swap and the kernel is reversed along every axis.
+    These are nodes on the tied weight, not a flipped copy, so that an exported graph stores the
+    weight once; ONNX Runtime folds them into a constant when it loads the graph.
     """
-    out_channels, per_group, *kernel = weight.shape
-    grouped = weight.reshape(group, out_channels // group, per_group, *kernel)
-    swapped = np.swapaxes(grouped, 1, 2).reshape(group * per_group, out_channels // group, *kernel)
-    spatial = tuple(range(2, 2 + len(kernel)))
-    return np.ascontiguousarray(np.flip(swapped, axis=spatial), dtype=np.float32)
+    out_channels, per_group, *kernel = (int(d) for d in shape)
+    rank = len(kernel)
+    grouped = graph.op(
+        "Reshape",
+        [weight, graph.const([group, out_channels // group, per_group, *kernel], "w_groups")],
+        hint="w_grouped",
+    )
+    swapped = graph.op(
+        "Transpose", [grouped], hint="w_swapped", perm=[0, 2, 1, *range(3, 3 + rank)]
+    )
+    regrouped = graph.op(
+        "Reshape",
+        [swapped, graph.const([group * per_group, out_channels // group, *kernel], "w_shape")],
+        hint="w_regrouped",
+    )
+    big = np.iinfo(np.int64).max
+    return graph.op(
+        "Slice",
+        [
+            regrouped,
+            graph.const([-1] * rank, "w_flip_starts"),
+            graph.const([-big] * rank, "w_flip_ends"),
+            graph.const(list(range(2, 2 + rank)), "w_flip_axes"),
+            graph.const([-1] * rank, "w_flip_steps"),
+        ],
+        hint="w_flipped",
+    )
 
 
 def transpose_as_conv(
     graph: DeconvGraph,
     signal: str,
-    weight: np.ndarray,
+    weight: str,
+    weight_shape: Sequence[int],
     window: Window,
     in_shape: Sequence[int],
     out_spatial: Sequence[int],
@@ -134,7 +159,7 @@ def transpose_as_conv(
 ) -> str | None:
     """The transpose of a stride-1 convolution as a Conv, or None where this form does not apply.
 
-    It gives what :func:`transpose_window` gives, from the weight's value: a stride-1
+    It gives what :func:`transpose_window` gives for the same tied ``weight``: a stride-1
     ConvTranspose is the Conv with the flipped kernel (:func:`_flipped`), padded by
     ``extent - 1 - pad``; the sums are the same products in another order. ONNX Runtime runs
     a Conv in its blocked layout, which on wide layers (ZFNet's conv3-5) takes about a quarter
@@ -157,7 +182,7 @@ def transpose_as_conv(
         begin = end = [0] * rank
     return graph.op(
         "Conv",
-        [signal, graph.const(_flipped(weight, group), "convt_as_conv_w")],
+        [signal, _flipped(graph, weight, weight_shape, group)],
         hint="convt_as_conv",
         dilations=list(window.dilations),
         group=group,
