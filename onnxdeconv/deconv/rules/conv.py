@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from onnxdeconv.deconv.rules import TransposeContext, transpose_rule
-from onnxdeconv.deconv.rules.spatial import read_window, transpose_window
+from onnxdeconv.deconv.rules.spatial import read_window, transpose_as_conv, transpose_window
 
 
 @transpose_rule("Conv")
@@ -15,15 +15,22 @@ def conv(ctx: TransposeContext, signal: str) -> dict[int, str]:
     weight = ctx.constant(1, "weight")
     in_shape = ctx.input_shape()
     window = read_window(ctx, weight.shape[2:], in_shape[1:])
+    group = int(ctx.attr("group", 1))
+    out_spatial = ctx.output_shape()[1:]
     tied = ctx.tied_weight(weight)
+    as_conv = transpose_as_conv(
+        ctx.graph, signal, tied, weight.shape, window, in_shape, out_spatial, group
+    )
+    if as_conv is not None:
+        return {0: as_conv}
     projected = transpose_window(
         ctx.graph,
         signal,
         tied,
         window,
         in_shape,
-        ctx.output_shape()[1:],
-        int(ctx.attr("group", 1)),
+        out_spatial,
+        group,
     )
     return {0: projected}
 

@@ -108,3 +108,83 @@ def transpose_window(
         ],
         hint="crop",
     )
+
+
+def _flipped(graph: DeconvGraph, weight: str, shape: Sequence[int], group: int) -> str:
+    """The Conv weight ``[C, M/group, *k]`` whose Conv is the ConvTranspose of ``weight``.
+
+    ``weight`` is ``[M, C/group, *k]`` (a forward Conv's layout, which ConvTranspose shares);
+    within each group the two channel axes swap and the kernel is reversed along every axis.
+    These are nodes on the tied weight, not a flipped copy, so that an exported graph stores the
+    weight once; ONNX Runtime folds them into a constant when it loads the graph.
+    """
+    out_channels, per_group, *kernel = (int(d) for d in shape)
+    rank = len(kernel)
+    grouped = graph.op(
+        "Reshape",
+        [weight, graph.const([group, out_channels // group, per_group, *kernel], "w_groups")],
+        hint="w_grouped",
+    )
+    swapped = graph.op(
+        "Transpose", [grouped], hint="w_swapped", perm=[0, 2, 1, *range(3, 3 + rank)]
+    )
+    regrouped = graph.op(
+        "Reshape",
+        [swapped, graph.const([group * per_group, out_channels // group, *kernel], "w_shape")],
+        hint="w_regrouped",
+    )
+    big = np.iinfo(np.int64).max
+    return graph.op(
+        "Slice",
+        [
+            regrouped,
+            graph.const([-1] * rank, "w_flip_starts"),
+            graph.const([-big] * rank, "w_flip_ends"),
+            graph.const(list(range(2, 2 + rank)), "w_flip_axes"),
+            graph.const([-1] * rank, "w_flip_steps"),
+        ],
+        hint="w_flipped",
+    )
+
+
+def transpose_as_conv(
+    graph: DeconvGraph,
+    signal: str,
+    weight: str,
+    weight_shape: Sequence[int],
+    window: Window,
+    in_shape: Sequence[int],
+    out_spatial: Sequence[int],
+    group: int,
+) -> str | None:
+    """The transpose of a stride-1 convolution as a Conv, or None where this form does not apply.
+
+    It gives what :func:`transpose_window` gives for the same tied ``weight``: a stride-1
+    ConvTranspose is the Conv with the flipped kernel (:func:`_flipped`), padded by
+    ``extent - 1 - pad``; the sums are the same products in another order. ONNX Runtime runs
+    a Conv in its blocked layout, which on wide layers (ZFNet's conv3-5) takes about a quarter
+    less CPU than its ConvTranspose. A strided transpose stays a ConvTranspose: as Conv nodes
+    (one per output phase, interleaved by DepthToSpace) it took more, not less (see
+    ``benchmarks/bench_deconv_graph.py`` and the performance page).
+    """
+    if any(s != 1 for s in window.strides):
+        return None
+    in_spatial = list(in_shape[1:])
+    rank = len(in_spatial)
+    begin = [e - 1 - b for e, b in zip(window.extent, window.pads_begin, strict=True)]
+    end = [i - o + b for i, o, b in zip(in_spatial, out_spatial, window.pads_begin, strict=True)]
+    if min(begin + end) < 0:
+        return None
+    if begin != end:
+        # Explicit padding: not every execution provider pads a Conv unevenly.
+        pads = [0, 0, *begin, 0, 0, *end]
+        signal = graph.op("Pad", [signal, graph.const(pads, "convt_pads")], hint="padded")
+        begin = end = [0] * rank
+    return graph.op(
+        "Conv",
+        [signal, _flipped(graph, weight, weight_shape, group)],
+        hint="convt_as_conv",
+        dilations=list(window.dilations),
+        group=group,
+        pads=[*begin, *end],
+    )
