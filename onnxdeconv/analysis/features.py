@@ -465,7 +465,7 @@ class FeaturesState:
             merged.layers[name] = LayerTopK(parts[0].channels.copy(), *best)
         return merged
 
-    def absorb(self, part: FeaturesState, image_ids: Sequence[int]) -> None:
+    def absorb(self, part: FeaturesState, image_ids: Sequence[int] | np.ndarray) -> None:
         """Merge in place the state ``part`` of a few of this state's images.
 
         ``part`` counted its own list of images, whose ``j``-th is this state's image

@@ -193,7 +193,7 @@ def file_meta(model: str | Path, folder: str | Path) -> dict[str, Any]:
     return {
         "model": str(Path(model).resolve()),
         "model_sha256": model_digest(model),
-        "folder": str(Path(folder).resolve()),
+        "folder": str(folder) if "://" in str(folder) else str(Path(folder).resolve()),
     }
 
 
