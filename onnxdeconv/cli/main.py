@@ -80,9 +80,12 @@ def cli(verbose: bool) -> None:
 
 #: The option behind each library parameter that an error can name (``OnnxDeconvError.parameter``).
 OPTIONS = {
+    "address": "--address",
     "baseline": "--write-baseline",
     "channels": "--channels",
     "device": "--device",
+    "engine": "--engine",
+    "gpus_per_worker": "--gpus-per-worker",
     "images": "--images",
     "input_shape": "--size H,W",
     "labels": "--labels FILE",
@@ -96,6 +99,7 @@ OPTIONS = {
     "shard": "--shard",
     "skip_saturated": "--saturated",
     "top": "--top",  # channels: project, report
+    "workers": "--workers",
 }
 
 

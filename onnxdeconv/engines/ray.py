@@ -24,8 +24,10 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -104,6 +106,35 @@ def check_reachable(address: str, timeout: float) -> None:
             "node there, or give the address of a running cluster",
             parameter="address",
         ) from exc
+
+
+#: How many seconds Ray tries to reach a cluster's GCS before it gives up (default: about 20).
+GCS_WAIT = "RAY_gcs_server_port_wait_time_s"
+
+
+@contextmanager
+def joining(timeout: float) -> Iterator[None]:
+    """While joining a cluster: give up after ``timeout`` seconds, and keep Ray's retries quiet.
+
+    Ray's C++ client logs a line per failed attempt to the process's stderr; the caller turns a
+    failure into one error line instead. Only the joining is affected: the environment and
+    stderr are restored after it.
+    """
+    saved = os.environ.get(GCS_WAIT)
+    os.environ[GCS_WAIT] = str(max(1, round(timeout)))
+    sys.stderr.flush()
+    stderr, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(null)
+        if saved is None:
+            del os.environ[GCS_WAIT]
+        else:
+            os.environ[GCS_WAIT] = saved
 
 
 def is_uri(path: str) -> bool:
@@ -367,12 +398,16 @@ class RayEngine:
             OnnxDeconvError: Ray is missing, or the cluster does not answer.
         """
         ray = import_ray()
-        if ray.is_initialized():
-            return ray
         if self.address is not None:
             check_reachable(self.address, self.connect_timeout)
+        if ray.is_initialized():
+            return ray
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            if self.address is None:
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                with joining(self.connect_timeout):
+                    ray.init(address=self.address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"at '{self.address}'" if self.address else "locally"
             raise OnnxDeconvError(
