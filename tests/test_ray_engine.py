@@ -65,7 +65,7 @@ def local_ray() -> Iterator[Any]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-    del os.environ[MEMORY_MONITOR]
+    os.environ.pop(MEMORY_MONITOR, None)
 
 
 def assert_same_state(a: FeaturesState, b: FeaturesState) -> None:
