@@ -84,6 +84,14 @@ def main() -> None:
     options = {"root": folder, "batch_size": args.batch, "device": "cpu", "per_channel": 9}
     options["channels"] = list(range(16))
 
+    # Decoding alone (one thread, read + resize + normalise), the CPU work a GPU worker needs fed.
+    from onnxdeconv.engines import ImageLoader
+    from onnxdeconv.inputs import PRESETS, preprocessing_from_metadata
+
+    preprocessing = preprocessing_from_metadata(prepared.loaded) or PRESETS["imagenet"]
+    loader = ImageLoader(prepared, preprocessing, folder, names)
+    decode = timed(lambda: [loader(i) for i in range(len(names))]) / len(names)
+
     start = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
@@ -130,6 +138,7 @@ def main() -> None:
             f"| {label} | {small:.2f} | {large:.2f} | {slope * 1e3:.1f} | {fixed:.1f} | "
             f"{args.large / large:.1f} | {overhead} |"
         )
+    print(f"\ndecoding alone, one thread: {decode * 1e3:.1f} ms/img")
     print(f"\nafter: {uptime()}")
 
 

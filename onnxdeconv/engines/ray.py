@@ -455,6 +455,16 @@ class RayEngine:
             "num_gpus": self.gpus_per_worker,
         }
 
+    def decoders(self, ray: ModuleType) -> int:
+        """How many decoding tasks run at once: the CPUs the actors leave, at least one each.
+
+        Each task runs in a worker process of its own: more of them than CPUs would only start
+        processes that compete with the actors.
+        """
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        workers = int(self.measured.get("workers", 1))
+        return max(1, workers, int(cpus - workers * self.cpus_per_worker))
+
     def _note_memory(self, dataset: Any) -> None:
         used = object_store_bytes(dataset)
         if used is not None:
@@ -495,9 +505,10 @@ class RayEngine:
                     "per_sample": tuple(int(d) for d in prepared.input_shape),
                 },
                 batch_size=job.batch_size,
-                # Decoding holds no CPU of its own, so that the actors may take them all; Ray
-                # Data's backpressure bounds how many batches are decoded ahead.
+                # Decoding holds no CPU of its own, so that the actors may take them all (no
+                # deadlock); the CPUs the actors leave bound how many tasks decode at once.
                 num_cpus=0,
+                concurrency=self.decoders(ray),
             )
             .map_batches(
                 BatchTopK,
