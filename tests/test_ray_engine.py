@@ -230,6 +230,33 @@ def test_a_killed_worker_is_retried_and_a_dead_driver_resumes(
     assert_same_state(expected, FeaturesState.load(checkpoint))
 
 
+def test_evolution_traces_checkpoints_on_ray_workers_alike(local_ray: Any, tmp_path: Path) -> None:
+    from onnxdeconv.analysis.evolution import load_checkpoints, trace_evolution
+
+    paths = []
+    for seed in range(3):  # three "checkpoints" of one architecture
+        paths.append(tmp_path / f"step_{seed}.onnx")
+        onnx.save(conv_relu_pool_model(channels=3, size=16, seed=seed), paths[-1])
+    checkpoints, _ = load_checkpoints(paths)
+    images = np.random.default_rng(3).normal(size=(5, 3, 16, 16)).astype(np.float32)
+    common: dict[str, Any] = {"layers": ["relu"], "count": 2, "device": "cpu"}
+    local = trace_evolution(checkpoints, images, **common)
+    done: list[int] = []
+    remote = trace_evolution(
+        checkpoints, images, mapper=RayEngine(workers=2).map, progress=done.append, **common
+    )
+    assert done == [1, 2]
+    assert remote.channels == local.channels and remote.labels == local.labels
+    for ours, theirs in zip(remote.traces, local.traces, strict=True):
+        for name, trace in theirs.items():
+            assert ours[name].channels == trace.channels and ours[name].boxes == trace.boxes
+            assert ours[name].picks == trace.picks
+            np.testing.assert_allclose(ours[name].crops, trace.crops, rtol=1e-5, atol=1e-7)
+    for name, stability in local.stability.items():
+        assert remote.stability[name].converged_at == stability.converged_at
+        np.testing.assert_allclose(remote.stability[name].similarity, stability.similarity, 1e-5)
+
+
 def test_a_two_node_cluster_gives_the_local_result(data: tuple[Path, Path]) -> None:
     from ray.cluster_utils import Cluster
 

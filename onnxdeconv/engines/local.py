@@ -314,6 +314,9 @@ class Engine(Protocol):
     ) -> Iterator[FeaturesPage]:
         """Project the entries of ``result`` page by page, in order (see its ``pages``)."""
 
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, on the engine's workers (independent items)."""
+
     def describe(self) -> dict[str, Any]:
         """What the engine did (workers, memory), for the run's JSON."""
 
@@ -694,6 +697,10 @@ class LocalEngine:
                 for number, rows in enumerate(groups):
                     tiles = result.project_rows(projector, rows, advance)
                     yield FeaturesPage(name, number, len(groups), rows, tiles)
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, here, one after the other."""
+        return [function(item) for item in items]
 
     def describe(self) -> dict[str, Any]:
         """The local engine's name."""

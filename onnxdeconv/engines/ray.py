@@ -360,6 +360,11 @@ class PageProjector:
         return PageDone(job.index, tiles, positions, projector.provider)
 
 
+def call_with(function: Callable[[Any], Any], item: Any) -> Any:
+    """``function(item)``: the body of the tasks of :meth:`RayEngine.map`."""
+    return function(item)
+
+
 def object_store_bytes(dataset: Any) -> int | None:
     """The object store memory Ray Data's executor of ``dataset`` holds now (None: unknown)."""
     try:
@@ -610,6 +615,18 @@ class RayEngine:
                 yield FeaturesPage(name, number, count, rows, tiles)
                 following += 1
         del model
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, as Ray tasks of a worker's resources each.
+
+        A task lost with its worker is retried. For analyses whose items are independent
+        (:func:`~onnxdeconv.analysis.evolution.trace_evolution`'s checkpoints).
+        """
+        ray = self.connect()
+        self.pool(ray, len(items))
+        remote = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)(call_with)
+        function_ref = ray.put(function)
+        return list(ray.get([remote.remote(function_ref, item) for item in items]))
 
     def describe(self) -> dict[str, Any]:
         """The engine, its address and workers, and what the runs measured.
