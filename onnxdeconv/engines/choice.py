@@ -14,6 +14,7 @@ from typing import Any, Literal
 from onnxdeconv.engines.local import Engine, FeaturesResult, folder_images, mine_features
 from onnxdeconv.engines.ray import RayEngine, is_uri, uri_images
 from onnxdeconv.errors import InputError, require_path
+from onnxdeconv.inputs import IMAGE_SUFFIXES
 from onnxdeconv.prepared import PreparedModel
 
 #: The engines by name.
@@ -64,6 +65,13 @@ def dataset_images(source: str | Path) -> tuple[list[str], str | Path]:
         names = [line for line in lines if line and not line.startswith("#")]
         if not names:
             raise InputError(f"the list '{path}' names no image: give one path per line")
+        odd = next((n for n in names if Path(n).suffix.lower() not in IMAGE_SUFFIXES), None)
+        if odd is not None:
+            raise InputError(
+                f"the list '{path}' names '{odd[:80]}', which is not an image file "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}): give a folder of images, or a list "
+                "with one image path per line"
+            )
         return names, path.parent
     missing = f"image folder '{path}' does not exist: check the path"
     require_path(path, "folder", "a folder of images or a list file", missing, error=InputError)
