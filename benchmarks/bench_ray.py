@@ -2,8 +2,8 @@
 
 Each engine streams the same image files (SqueezeNet 1.1 fp16 from $ONNXDECONV_SHARED, default
 ../shared; its nine photos repeated to ``--large`` files) with the command's defaults (the
-deepest rectified layer at each resolution, channels 0-15, top 9, its default batch of 1 for
-SqueezeNet's fixed batch is replaced by ``--batch`` images per Ray Data batch and local batch).
+deepest rectified layer at each resolution, channels 0-15, top 9), ``--batch`` images per
+batch on both engines.
 Every configuration streams ``--small`` and ``--large`` images; the slope between the two is the
 cost per image, the intercept the fixed cost of a run (for Ray: the actor pool's start, each
 actor loading the model, Ray Data's planning). Ray's overhead per image is its slope minus the
