@@ -25,6 +25,7 @@ from helpers import conv_relu_pool_model, run
 from onnxdeconv.analysis.features import FeaturesState
 from onnxdeconv.engines import dataset_images, features, mine_features
 from onnxdeconv.graph.load import load_model
+from onnxdeconv.inputs import PRESETS
 from onnxdeconv.prepared import prepare
 
 ray = pytest.importorskip("ray")
@@ -107,6 +108,36 @@ def test_the_local_engine_and_help_do_not_import_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip().endswith("NO RAY"), out.stdout[-300:]
+
+
+def test_a_folder_a_list_and_a_uri_name_the_same_images(
+    data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, images = data
+    names, root = dataset_images(images)
+    assert len(names) == 14 and root == images and names == sorted(names)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# the images\n" + "\n".join(str(images / n) for n in names) + "\n\n")
+    listed, _ = dataset_images(listing)
+    assert listed == [str(images / n) for n in names]
+    uri = images.as_uri()  # file://...: read through pyarrow's filesystems, as s3:// would be
+    from_uri, uri_root = dataset_images(uri)
+    assert from_uri == names and uri_root == uri
+    # Decoding by URI gives the arrays (and the skips) decoding by path gives.
+    prepared = prepare(load_model(model))
+    loaded = prepared.loaded
+    spec = ray_engine.InputSpec(
+        loaded.input_name, list(loaded.input_shape), loaded.input_dtype, dict(loaded.metadata)
+    )
+    decoded = {}
+    for where in (root, uri_root):
+        batch = {"id": np.arange(4), "path": [ray_engine.join(where, n) for n in names[:4]]}
+        preprocessing = PRESETS["imagenet"]
+        decoded[where] = ray_engine.decode_images(batch, spec, preprocessing, (16, 16), (3, 16, 16))
+    by_path, by_uri = decoded[root], decoded[uri_root]
+    np.testing.assert_array_equal(by_path["array"], by_uri["array"])
+    assert [bool(e) for e in by_path["error"]] == [bool(e) for e in by_uri["error"]]
+    assert [bool(e) for e in by_path["error"]] == [n.endswith("empty.jpg") for n in names[:4]]
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2(
