@@ -288,6 +288,26 @@ def test_evolution_traces_checkpoints_on_ray_workers_alike(local_ray: Any, tmp_p
         np.testing.assert_allclose(remote.stability[name].similarity, stability.similarity, 1e-5)
 
 
+def test_report_projects_its_layers_on_ray_workers_alike(
+    data: tuple[Path, Path], local_ray: Any
+) -> None:
+    from onnxdeconv.analysis.report import build_report
+
+    model, _ = data
+    prepared = prepare(load_model(model))
+    images = np.random.default_rng(5).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    common: dict[str, Any] = {"layers": ["relu", "pool"], "top": 2, "show": 2, "device": "cpu"}
+    names = ["a", "b", "c"]
+    local = build_report(prepared, images, names, **common)
+    remote = build_report(prepared, images, names, mapper=RayEngine(workers=2).map, **common)
+    assert len(local.projections) == len(remote.projections) == 2
+    assert local.notes == remote.notes
+    for ours, theirs in zip(remote.projections, local.projections, strict=True):
+        assert ours.layer == theirs.layer and ours.selections == theirs.selections
+        assert ours.crops == theirs.crops
+        np.testing.assert_allclose(ours.projections, theirs.projections, rtol=1e-5, atol=1e-7)
+
+
 def test_a_two_node_cluster_gives_the_local_result(data: tuple[Path, Path]) -> None:
     from ray.cluster_utils import Cluster
 
