@@ -289,7 +289,7 @@ def test_user_errors(
             r"'.*a_folder' is a folder: give a labels file",
         ),
         (["filters", DIGITNET, "--images", "{file}"], r"'.*a_file.txt' is a file: give a folder"),
-        (["features", DIGITNET, "{file}"], r"'.*a_file.txt' is a file: give a folder of images"),
+        (["features", DIGITNET, "{file}"], r"'.*a_file.txt' names .* not an image file .*: give a"),
         (["check", DIGITNET, "--config", "{folder}"], r"'.*a_folder' is a folder: give a TOML"),
         (["check", DIGITNET, "--baseline", "{folder}"], r"is a folder: give a baseline file"),
         (["project", DIGITNET, DIGIT_7, "-o", "{folder}"], r"is a folder: give a file name"),

@@ -22,7 +22,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -668,6 +670,18 @@ def checked_layers(
     return chosen
 
 
+class Mapper(Protocol):
+    """Runs ``function`` on each of ``items`` (anywhere: here, or on a cluster's workers).
+
+    Returns the results in the order of ``items``. ``function`` is a picklable partial of a
+    module-level function. An engine's ``map`` (:class:`onnxdeconv.engines.ray.RayEngine`) is
+    one.
+    """
+
+    def __call__(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, wherever they run."""
+
+
 def trace_evolution(
     checkpoints: Sequence[PreparedModel],
     images: np.ndarray,
@@ -680,6 +694,7 @@ def trace_evolution(
     rule: Rule = "deconvnet",
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
+    mapper: Mapper | None = None,
 ) -> EvolutionReport:
     """Trace chosen feature maps through a training run, as in Zeiler & Fergus' Fig. 4.
 
@@ -695,7 +710,10 @@ def trace_evolution(
         names: A name for each checkpoint, for messages (default: their labels).
         rule: The projection rule (``deconvnet`` in the paper).
         device: Where ONNX Runtime runs.
-        progress: Called with 1 after each checkpoint (the last one goes first).
+        progress: Called with 1 after each checkpoint (the last one goes first; with a
+            ``mapper``, with the number of the others once they are all done).
+        mapper: Where the checkpoints other than the last are traced (default: here, one after
+            the other); they are independent once the last one chose the maps.
 
     Raises:
         OnnxDeconvError: See :func:`checked_layers`.
@@ -704,16 +722,34 @@ def trace_evolution(
     traces: list[dict[str, LayerTrace]] = [{} for _ in checkpoints]
     # The last checkpoint goes first: without chosen channels, the trained model picks the maps.
     wanted: dict[str, Sequence[int] | None] = dict.fromkeys(chosen, channels)
-    provider = ""
-    for index in [len(checkpoints) - 1, *range(len(checkpoints) - 1)]:
-        forwards = LayerForwards(checkpoints[index], chosen, rule, device)
-        provider = forwards.provider
-        traces[index] = trace_checkpoint(
-            checkpoints[index], images, wanted, count, forwards=forwards
+    last = len(checkpoints) - 1
+    forwards = LayerForwards(checkpoints[last], chosen, rule, device)
+    provider = forwards.provider
+    traces[last] = trace_checkpoint(checkpoints[last], images, wanted, count, forwards=forwards)
+    if progress is not None:
+        progress(1)
+    # The others follow the maps the last one chose, each on its own.
+    followed = {name: trace.channels for name, trace in traces[last].items()}
+    if mapper is None:
+        for index in range(last):
+            forwards = LayerForwards(checkpoints[index], chosen, rule, device)
+            traces[index] = trace_checkpoint(
+                checkpoints[index], images, followed, count, forwards=forwards
+            )
+            if progress is not None:
+                progress(1)
+    elif last:
+        trace = partial(
+            trace_checkpoint,
+            images=images,
+            channels=followed,
+            count=count,
+            rule=rule,
+            device=device,
         )
-        wanted = {name: trace.channels for name, trace in traces[index].items()}
+        traces[:last] = mapper(trace, checkpoints[:last])
         if progress is not None:
-            progress(1)
+            progress(last)
     report = compare_traces(checkpoints, traces, threshold)
     report.provider = provider
     report.rule = rule

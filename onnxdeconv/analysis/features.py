@@ -465,6 +465,45 @@ class FeaturesState:
             merged.layers[name] = LayerTopK(parts[0].channels.copy(), *best)
         return merged
 
+    def absorb(self, part: FeaturesState, image_ids: Sequence[int] | np.ndarray) -> None:
+        """Merge in place the state ``part`` of a few of this state's images.
+
+        ``part`` counted its own list of images, whose ``j``-th is this state's image
+        ``image_ids[j]``; ids must increase with ``j`` so that ties (the lower id first) rank
+        alike in both. The result is that of :meth:`merge` (exact and order-independent), at a
+        cost that grows with ``part`` only: a distributed engine absorbs the top-k of each
+        worker's batch this way.
+
+        Raises:
+            ValueError: ``image_ids`` do not fit ``part``, do not increase, or were counted.
+            OnnxDeconvError: The states differ in k, layers or channels.
+        """
+        ids = np.asarray(image_ids, np.int64).reshape(-1)
+        if ids.size != len(part.images) or (ids.size > 1 and not (ids[1:] > ids[:-1]).all()):
+            raise ValueError(f"{ids.size} increasing image ids must name the part's images")
+        if part.k != self.k:
+            raise OnnxDeconvError(f"the states keep different top-k ({self.k} and {part.k})")
+        mine, theirs = self.tracked(), part.tracked()
+        if mine and theirs and mine != theirs:
+            raise OnnxDeconvError("the states track different layers or channels")
+        self._claim(ids[part.seen])
+        for name, layer in part.layers.items():
+            if name not in self.layers:
+                self.add_layer(name, layer.channels.tolist(), layer.rank)
+            into = self.layers[name]
+            images = np.where(layer.images == EMPTY, EMPTY, ids[np.maximum(layer.images, 0)])
+            best = _best_of(
+                np.concatenate([into.values, layer.values], axis=1),
+                np.concatenate([into.images, images], axis=1),
+                np.concatenate([into.positions, layer.positions], axis=1),
+                self.k,
+            )
+            # In place: the layers' arrays may be views of the stacked tables (see _stacks).
+            into.values[...], into.images[...], into.positions[...] = best
+        self.skipped.update({int(ids[j]): reason for j, reason in part.skipped.items()})
+        self.skipped = dict(sorted(self.skipped.items()))
+        self.seen[ids[part.seen]] = True
+
     def counts_json(self) -> dict[str, Any]:
         """How many images the top-k holds and ran over, and the skipped ones with their reason."""
         return {

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from onnxdeconv.analysis.evolution import Mapper
 from onnxdeconv.analysis.filters import FilterReport, analyse_filters
 from onnxdeconv.analysis.invariance import (
     InvarianceCurves,
@@ -289,6 +290,7 @@ def build_report(
     rule: Rule = "deconvnet",
     device: Device = "auto",
     progress: Callable[[int], None] | None = None,
+    mapper: Mapper | None = None,
 ) -> Report:
     """Run every analysis of the report on ``images``.
 
@@ -308,6 +310,8 @@ def build_report(
         rule: How the layers' projections and the occlusion's panel (c) are projected.
         device: Where ONNX Runtime runs.
         progress: Called with 1 after each analysis and each projected layer.
+        mapper: Where the layers are projected, each on its own (default: here, one after the
+            other; see :class:`~onnxdeconv.analysis.evolution.Mapper`).
 
     Returns:
         The report; :attr:`Report.notes` says which analyses did not apply and why.
@@ -353,14 +357,40 @@ def build_report(
     # An aliasing first layer makes deconvnet pictures speckled (see aliasing_note): the report
     # then shows guided backpropagation beside them, which the forward masks keep cleaner.
     guided = rule == "deconvnet" and first_layer_aliases(report.filters)
-    for name in chosen:
-        compute = functools.partial(
-            _projections, prepared, name, images, top, show, rule, device, guided
-        )
+    computes: list[Callable[[], Any]] = [
+        functools.partial(_projections, prepared, name, images, top, show, rule, device, guided)
+        for name in chosen
+    ]
+    if mapper is not None:
+        # Each layer elsewhere; what it gives (or why it could not) is recorded here, in order.
+        computes = [outcome.get for outcome in mapper(attempt, computes)]
+    for name, compute in zip(chosen, computes, strict=True):
         projected = step(name, compute)
         if projected is not None:
             report.projections.append(projected)
     return report
+
+
+@dataclass
+class Outcome:
+    """What a computation gave, or the library error it raised (to raise again elsewhere)."""
+
+    value: Any = None
+    error: OnnxDeconvError | None = None
+
+    def get(self) -> Any:
+        """The value; the error raised again."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def attempt(compute: Callable[[], Any]) -> Outcome:
+    """``compute()``, its library error kept rather than raised (for a :class:`Mapper`)."""
+    try:
+        return Outcome(compute())
+    except OnnxDeconvError as exc:
+        return Outcome(error=exc)
 
 
 def _predictions(runner: ForwardRunner, images: np.ndarray) -> Predictions:

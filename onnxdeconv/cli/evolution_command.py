@@ -17,6 +17,7 @@ from onnxdeconv.analysis.layers import MAX_DEFAULT_LAYERS
 from onnxdeconv.cli import options, parse
 from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.deconv.rules import Rule
+from onnxdeconv.engines import engine_named
 from onnxdeconv.outputs import OutputPaths
 from onnxdeconv.outputs.evolution import write_evolution
 
@@ -45,6 +46,7 @@ from onnxdeconv.outputs.evolution import write_evolution
 )
 @options.limit_option
 @options.rule_option
+@options.engine_options
 @options.model_options()
 @options.outputs("evolution.png", json="the report")
 def evolution(
@@ -56,6 +58,9 @@ def evolution(
     threshold: float,
     limit: int | None,
     rule: Rule,
+    engine: str,
+    address: str | None,
+    gpus_per_worker: float,
     model_options: options.ModelOptions,
     paths: OutputPaths,
 ) -> None:
@@ -67,11 +72,13 @@ def evolution(
     to the unit's receptive field. The picture has one row per map and one column per checkpoint.
     The table gives, per layer, the mean cosine similarity of the crops between consecutive
     checkpoints, and where the layer converges: the first checkpoint after which that similarity
-    stays at or above --threshold. Unreadable images are skipped and listed.
+    stays at or above --threshold. Unreadable images are skipped and listed. With --engine ray the
+    checkpoints are traced on a Ray cluster's workers, one task each (same results).
 
     Example: onnxdeconv evolution models/digitnet_checkpoints/epoch_*.onnx --images models/examples
     """
     wanted_channels = parse.int_list(channels, "--channels")
+    chosen_engine = engine_named(engine, address=address, gpus_per_worker=gpus_per_worker)
     files = find_images(images, limit)
     prepared, names = load_checkpoints(checkpoints, model_options.size)
     if names != [str(path) for path in checkpoints]:
@@ -92,6 +99,7 @@ def evolution(
             rule=rule,
             device=model_options.device,
             progress=advance,
+            mapper=None if chosen_engine is None else chosen_engine.map,
         )
     info(f"running on {report.provider}")
     bgr, shape = preprocessing.bgr, prepared[0].input_shape

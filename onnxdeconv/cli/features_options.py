@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from onnxdeconv.analysis.features import FeaturesState
 from onnxdeconv.cli import options
@@ -32,8 +33,22 @@ page_options = together(
         "--batch-size",
         text="Images per forward pass; default: as many as fill 8 MB of input, from 32 to 256.",
     ),
-    options.count_option("--workers", text="Image decoding threads; default: min(4, CPUs)."),
+    options.count_option(
+        "--workers",
+        text="Image decoding threads; default: min(4, CPUs). With --engine ray: actors per pool; "
+        "default: one per CPU (per --gpus-per-worker of the GPUs).",
+    ),
 )
+
+
+def describe_ray(facts: dict[str, Any]) -> str:
+    """One line of what the Ray engine did: workers, images, time, object store peak."""
+    parts = [f"{facts.get('workers', '?')} workers"]
+    if "streamed" in facts:
+        parts.append(f"{facts['streamed']} images in {facts['stream_seconds']:.1f} s")
+    peak = facts.get("object_store_peak_bytes")
+    parts.append("object store peak " + ("unknown" if peak is None else f"{peak / 2**20:.1f} MiB"))
+    return ", ".join(parts)
 
 
 def write_pages(

@@ -114,10 +114,13 @@ def cli(verbose: bool) -> None:
 
 #: The option behind each library parameter that an error can name (``OnnxDeconvError.parameter``).
 OPTIONS = {
+    "address": "--address",
     "baseline": "--write-baseline",
     "channels": "--channels",
     "device": "--device",
     "features": "--features",
+    "engine": "--engine",
+    "gpus_per_worker": "--gpus-per-worker",
     "images": "--images",
     "input_shape": "--size H,W",
     "labels": "--labels FILE",
@@ -133,6 +136,7 @@ OPTIONS = {
     "shard": "--shard",
     "skip_saturated": "--saturated",
     "top": "--top",  # channels: project, report
+    "workers": "--workers",
 }
 
 

@@ -158,6 +158,28 @@ _LIMIT, _CHANNEL = "Use at most N images (sorted by path).", "Channel (feature m
 limit_option = click.option("--limit", type=click.IntRange(min=1), help=_LIMIT)
 channel_option = click.option("--channel", type=int, help=f"{_CHANNEL}; default: the strongest.")
 _RULE = "What rectifiers pass back (see docs/rules.md)."
+#: ``--engine``, ``--address``, ``--gpus-per-worker``: where a dataset scan runs.
+engine_options = together(
+    click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where the images are streamed and projected: this machine, or a Ray cluster "
+        "(pip install 'onnxdeconv[ray]'); the results are the same.",
+    ),
+    click.option(
+        "--address",
+        help="The Ray cluster (HOST:PORT of its head, ray://HOST:PORT or auto); default: a "
+        "local Ray instance.",
+    ),
+    click.option(
+        "--gpus-per-worker",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        help="GPUs each Ray worker holds (ONNX Runtime runs on CUDA there).",
+    ),
+)
 rule_option = click.option(
     "--rule", type=click.Choice(RULES), default="deconvnet", show_default=True, help=_RULE
 )

@@ -17,6 +17,7 @@ from onnxdeconv.analysis.report import (
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, output_folder, progress, read_images
 from onnxdeconv.deconv.rules import Rule
+from onnxdeconv.engines import engine_named
 from onnxdeconv.inputs import read_image
 from onnxdeconv.labels import read_labels
 from onnxdeconv.outputs.report import write_report
@@ -33,6 +34,7 @@ from onnxdeconv.outputs.report import write_report
 )
 @options.count_option("--top", default=4, text="Strongest channels projected per image and layer.")
 @options.rule_option
+@options.engine_options
 @options.model_options()
 @options.output_option("Folder to write index.html into (created if missing); default: report.")
 def report(
@@ -44,6 +46,9 @@ def report(
     show: int,
     top: int,
     rule: Rule,
+    engine: str,
+    address: str | None,
+    gpus_per_worker: float,
     model_options: options.ModelOptions,
     output: Path | None,
 ) -> None:
@@ -54,11 +59,13 @@ def report(
     feature invariance under rotation, and for each chosen layer the projections of the
     strongest channels on the first images, each beside the image patch its unit sees. Every
     picture is embedded, so the page opens from disk with no server. An analysis that does not
-    apply to the model becomes a note on the page; unreadable images are skipped.
+    apply to the model becomes a note on the page; unreadable images are skipped. With
+    --engine ray each layer's projections run in a Ray task of their own (same page).
 
     Example: onnxdeconv report models/digitnet.onnx --images models/examples -o report
     """
     started = time.monotonic()
+    chosen_engine = engine_named(engine, address=address, gpus_per_worker=gpus_per_worker)
     files = find_images(images, limit)
     folder = output_folder(output or Path("report"))
     loaded, prepared, preprocessing, how = model_options.load(model)
@@ -83,6 +90,7 @@ def report(
             rule=rule,
             device=model_options.device,
             progress=advance,
+            mapper=None if chosen_engine is None else chosen_engine.map,
         )
     info(f"running on {result.provider}")
     for key, note in result.notes.items():

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, reduce
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def file_meta(model: str | Path, folder: str | Path) -> dict[str, Any]:
     return {
         "model": str(Path(model).resolve()),
         "model_sha256": model_digest(model),
-        "folder": str(Path(folder).resolve()),
+        "folder": str(folder) if "://" in str(folder) else str(Path(folder).resolve()),
     }
 
 
@@ -267,6 +267,48 @@ def stream_features(
         pending.flush()
 
 
+@dataclass
+class StreamJob:
+    """What streaming the images of a run takes: an engine counts ``image_ids`` into ``state``."""
+
+    state: FeaturesState
+    prepared: PreparedModel
+    #: The tracked channels of each layer.
+    channels: dict[str, list[int]]
+    #: The saturation bound of each layer whose saturated units are left out.
+    bounds: dict[str, float]
+    loader: ImageLoader
+    image_ids: list[int]
+    batch_size: int
+    workers: int
+    device: Device
+    checkpoint: str | Path | None
+    checkpoint_every: int
+    progress: Callable[[int], None] | None
+    on_skip: Callable[[int, str], None] | None
+
+
+class Engine(Protocol):
+    """Where a run streams its images and projects its entries (see :data:`LOCAL`).
+
+    Every engine gives the same state and the same pages; only where the work runs differs.
+    """
+
+    def stream(self, job: StreamJob) -> str | None:
+        """Count ``job.image_ids`` into ``job.state`` (checkpointing); the provider it ran on."""
+
+    def pages(
+        self, result: FeaturesResult, per_page: int, advance: Callable[[int], None]
+    ) -> Iterator[FeaturesPage]:
+        """Project the entries of ``result`` page by page, in order (see its ``pages``)."""
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, on the engine's workers (independent items)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine did (workers, memory), for the run's JSON."""
+
+
 def mine_features(
     prepared: PreparedModel,
     images: Sequence[str | Path],
@@ -289,8 +331,9 @@ def mine_features(
     memory_budget: int | str | None = None,
     progress: Callable[[int], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
+    engine: Engine | None = None,
 ) -> FeaturesResult:
-    """Each channel's top-k images over ``images`` (Fig. 2 of Zeiler & Fergus), on this machine.
+    """Each channel's top-k images over ``images`` (Fig. 2 of Zeiler & Fergus).
 
     Args:
         prepared: The model.
@@ -320,6 +363,9 @@ def mine_features(
             hold; default: the environment's ``ONNXDECONV_MEMORY_BUDGET``, else about 1 GB.
         progress: Called with the number of images streamed so far after each batch.
         on_skip: Called with the id of each unreadable image and why (default: logged).
+        engine: Where the images are streamed and the entries projected (default: this
+            machine, :data:`LOCAL`; :class:`onnxdeconv.engines.ray.RayEngine` on a cluster).
+            The state and the pages are the same on every engine.
 
     Returns:
         The state (positions of the winners still unknown) and what projecting them needs.
@@ -362,23 +408,26 @@ def mine_features(
         memory_budget=budget_bytes(memory_budget),
         batch_size=batch_size or default_batch(prepared),
         workers=workers or default_workers(),
+        engine=engine,
     )
     todo = state.todo(shard)
     if todo:
-        runner = MaximaRunner(prepared, tracked, device, bounds=bounds)
-        result.provider = runner.provider
-        stream_features(
+        job = StreamJob(
             state,
-            runner,
+            prepared,
+            tracked,
+            bounds,
             ImageLoader(prepared, preprocessing, root, names),
             todo,
             batch_size=result.batch_size,
             workers=result.workers,
+            device=device,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
             progress=progress,
             on_skip=on_skip,
         )
+        result.provider = (engine or LOCAL).stream(job)
     if checkpoint is not None:
         state.save(checkpoint)
     return result
@@ -486,6 +535,8 @@ class FeaturesResult:
     memory_budget: int | None = None
     batch_size: int = 32
     workers: int = 2
+    #: Where the entries are projected (None: here, see :data:`LOCAL`).
+    engine: Engine | None = None
 
     @property
     def rule(self) -> Rule:
@@ -522,21 +573,24 @@ class FeaturesResult:
             if progress is not None:
                 progress(done)
 
-        with quiet_opencv():
-            for name, layer in self.state.layers.items():
-                projector = Projector(
-                    self.prepared, name, self.rule, self.device, memory_budget=self.memory_budget
-                )
-                self.provider = self.provider or projector.provider
-                rows = list(range(len(layer.channels)))
-                groups = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]
-                for number, page in enumerate(groups):
-                    tiles = self._project_rows(projector, page, advance)
-                    yield FeaturesPage(name, number, len(groups), page, tiles)
+        yield from (self.engine or LOCAL).pages(self, per_page, advance)
 
-    def _project_rows(
+    def page_rows(self, per_page: int) -> dict[str, list[list[int]]]:
+        """The rows of each layer's pages, ``per_page`` channels each (one empty page if none)."""
+        groups = {}
+        for name, layer in self.state.layers.items():
+            rows = list(range(len(layer.channels)))
+            groups[name] = [rows[i : i + per_page] for i in range(0, len(rows), per_page)] or [[]]
+        return groups
+
+    def project_rows(
         self, projector: Projector, rows: list[int], advance: Callable[[int], None]
     ) -> dict[tuple[int, int], FeatureTile]:
+        """Project the entries of ``rows`` of the projector's layer; ``(row, slot) -> tile``.
+
+        Images are reloaded in batches, one forward pass each; an image that cannot be read
+        again is logged and its entries left out.
+        """
         layer = self.state.layers[projector.layer]
         skip = meta_value(self.state.meta, "skip_saturated")
         bound = projector.saturation_bound if skip else None
@@ -578,6 +632,7 @@ class FeaturesResult:
         return {
             "schema": "onnxdeconv.features.result/1",
             "provider": self.provider,
+            "engine": (self.engine or LOCAL).describe(),
             "rule": self.rule,
             **state.counts_json(),
             "layers": [
@@ -604,3 +659,54 @@ class FeaturesResult:
                 for name, layer in state.layers.items()
             ],
         }
+
+
+class LocalEngine:
+    """This machine: decoding threads beside one ONNX Runtime session (the default engine)."""
+
+    def stream(self, job: StreamJob) -> str | None:
+        """Stream ``job`` here (see :func:`stream_features`); the provider it ran on."""
+        runner = MaximaRunner(job.prepared, job.channels, job.device, bounds=job.bounds)
+        stream_features(
+            job.state,
+            runner,
+            job.loader,
+            job.image_ids,
+            batch_size=job.batch_size,
+            workers=job.workers,
+            checkpoint=job.checkpoint,
+            checkpoint_every=job.checkpoint_every,
+            progress=job.progress,
+            on_skip=job.on_skip,
+        )
+        return runner.provider
+
+    def pages(
+        self, result: FeaturesResult, per_page: int, advance: Callable[[int], None]
+    ) -> Iterator[FeaturesPage]:
+        """Project here, one session per layer, page after page."""
+        with quiet_opencv():
+            for name, groups in result.page_rows(per_page).items():
+                projector = Projector(
+                    result.prepared,
+                    name,
+                    result.rule,
+                    result.device,
+                    memory_budget=result.memory_budget,
+                )
+                result.provider = result.provider or projector.provider
+                for number, rows in enumerate(groups):
+                    tiles = result.project_rows(projector, rows, advance)
+                    yield FeaturesPage(name, number, len(groups), rows, tiles)
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, here, one after the other."""
+        return [function(item) for item in items]
+
+    def describe(self) -> dict[str, Any]:
+        """The local engine's name."""
+        return {"name": "local"}
+
+
+#: The default engine: this machine.
+LOCAL = LocalEngine()
