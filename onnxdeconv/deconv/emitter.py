@@ -42,6 +42,9 @@ class DeconvGraph:
         # Every forward tensor name is reserved: any of them may later enter as a forward input,
         # and a generated tensor of the same name would break single assignment.
         self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN, *info}
+        # The next suffix to try per base name: names are never freed, so the probing of one
+        # base starts where its last one stopped (linear in the graph, not quadratic).
+        self._next_suffix: dict[str, int] = {}
         self._consts: dict[str, list[tuple[str, np.ndarray]]] = {}
         self._gathered: dict[str, str] = {}
         self._batch_size: str | None = None
@@ -49,10 +52,12 @@ class DeconvGraph:
     def fresh(self, hint: str) -> str:
         """Return a tensor name based on ``hint`` that is not used yet."""
         base = hint.replace(":", "_") or "t"
-        name, index = base, 1
+        index = self._next_suffix.get(base, 0)
+        name = base if index == 0 else f"{base}_{index}"
         while name in self._names:
-            name = f"{base}_{index}"
             index += 1
+            name = f"{base}_{index}"
+        self._next_suffix[base] = index + 1
         self._names.add(name)
         return name
 
