@@ -298,7 +298,7 @@ def path_blocks(
             sends[index] = set(walk.pending)
         except OnnxDeconvError as exc:
             errors[index] = exc
-        except Exception:  # noqa: BLE001 - a rule that cannot run here; building will tell
+        except Exception:  # a rule that cannot run on the probe: building will tell
             errors[index] = OnnxDeconvError("unsure")
     static = {name: _is_static(all_info, name) for name in reached}
     shape_block = {input_name: None if static.get(input_name) else input_name}
