@@ -17,6 +17,7 @@ from onnxdeconv.deconv.emitter import BATCH_INDEX, PROJECTION, SIGNAL, WINDOW_OR
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import SelectionError
 from onnxdeconv.graph.load import LoadedModel, load_model
+from onnxdeconv.graph.passes import check_model, skeleton
 from onnxdeconv.prepared import PreparedModel, prepare
 from onnxdeconv.runtime import Device, ForwardRunner, create_session, run_bound
 
@@ -78,7 +79,7 @@ class Projector:
         self.layer = self.prepared.resolve(layer) if layer else self.prepared.default_layer()
         self.rule = rule
         self.plan = self.prepared.plan(self.layer, rule)
-        onnx.checker.check_model(self.plan.model, full_check=True)
+        check_model(skeleton(self.plan.model), full_check=True)
         # Unless the model's outputs are wanted too, the forward graph keeps only what the layer
         # depends on: the rest of a classifier (often most of its weights) would only slow
         # loading. check's faithful.outputs verifies that instrumenting the whole graph leaves
@@ -100,7 +101,7 @@ class Projector:
     @cached_property
     def deconv_session(self) -> ort.InferenceSession:
         """The session of the dense deconv graph (created on first use)."""
-        return create_session(self.plan.model, self._device)
+        return create_session(self.plan.model, self._device, weights=self.plan.weights)
 
     @cached_property
     def windowed(self) -> tuple[DeconvPlan, ort.InferenceSession] | None:
@@ -108,8 +109,8 @@ class Projector:
         plan = self.prepared.windowed_plan(self.layer, self.rule)
         if plan is None:
             return None
-        onnx.checker.check_model(plan.model, full_check=True)
-        return plan, create_session(plan.model, self._device)
+        check_model(skeleton(plan.model), full_check=True)
+        return plan, create_session(plan.model, self._device, weights=plan.weights)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

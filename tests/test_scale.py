@@ -1,8 +1,10 @@
-"""Cost that grows with the model, counted rather than timed: listing layers walks the graph once.
+"""Cost that grows with the model, counted rather than timed.
 
 Listing the layers of an N-node chain used to build one deconv graph per layer (N^2/2 node
 transposes) and to probe fresh names one suffix at a time (quadratic too). These tests count
 the work, so that a quadratic path cannot come back without a failure, whatever the machine.
+Large weights are held once, as arrays that the forward and deconv sessions are given, rather
+than copied into every graph built from the model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from onnxdeconv import load_model, prepare
 from onnxdeconv.deconv import builder
 from onnxdeconv.deconv.emitter import DeconvGraph
 from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.graph.passes import is_detached
 from onnxdeconv.prepared import PreparedModel
+from onnxdeconv.projector import Projector
 
 
 def chain(blocks: int, blocked_at: int | None = None) -> onnx.ModelProto:
@@ -122,3 +126,60 @@ def test_fresh_names_probe_each_suffix_once() -> None:
     names = [graph.fresh("convt") for _ in range(500)]
     assert names[:3] == ["convt", "convt_1", "convt_2"] and len(set(names)) == 500
     assert CountingSet.probes <= 2 * 500
+
+
+def dense_model() -> onnx.ModelProto:
+    """Conv -> Relu -> Flatten -> MatMul -> Relu, whose MatMul weight (1.25 MB) is shared."""
+    rng = np.random.default_rng(1)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3), np.float32) * 0.3, "w1"),
+        numpy_helper.from_array(rng.standard_normal((2048, 160), np.float32) * 0.05, "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w2"], ["fc"]),
+        helper.make_node("Relu", ["fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 160])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def projections(model: onnx.ModelProto) -> tuple[Projector, np.ndarray]:
+    projector = Projector(model, layer="y", device="cpu")
+    images = np.random.default_rng(2).random((2, 4, 16, 16), dtype=np.float32)
+    forward = projector.forward(images)
+    return projector, projector.project(forward, projector.strongest(forward, top=3))
+
+
+def test_a_large_weight_is_held_once_and_shared_by_both_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    projector, projected = projections(dense_model())
+    held = projector.prepared.constants["w2"]
+    # The deconv graph names the forward weight, and neither graph carries its data.
+    (tied,) = projector.plan.weights.values()
+    assert np.shares_memory(tied, held)
+    for graph in (projector.plan.model.graph, projector.runner.model.graph):
+        (stored,) = [t for t in graph.initializer if t.name in ("w2", *projector.plan.weights)]
+        assert is_detached(stored) and not stored.raw_data
+    # The same projections as with every weight inside the graphs.
+    monkeypatch.setattr("onnxdeconv.deconv.emitter.SHARED_WEIGHT_BYTES", 1 << 62)
+    monkeypatch.setattr("onnxdeconv.graph.passes.SHARED_WEIGHT_BYTES", 1 << 62)
+    inline, expected = projections(dense_model())
+    assert not inline.plan.weights and not any(
+        is_detached(t) for t in inline.runner.model.graph.initializer
+    )
+    assert np.any(expected) and np.array_equal(projected, expected)
+    # A self-contained copy holds the data again, for export and other runtimes.
+    contained = projector.plan.self_contained()
+    assert not any(is_detached(t) for t in contained.graph.initializer)

@@ -22,7 +22,7 @@ from onnxdeconv.deconv.rules import (
 )
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.experimental import is_experimental
-from onnxdeconv.graph.passes import TensorInfo, constant_tensors
+from onnxdeconv.graph.passes import TensorInfo, attach_weights, constant_tensors
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
 from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 
@@ -44,6 +44,13 @@ class DeconvPlan:
     target_shape: tuple[int, ...]
     #: A windowed graph (see :mod:`onnxdeconv.deconv.window`): it also takes ``window_origin``.
     windowed: bool = False
+    #: The data of the model's large weights, which its initializers only name: sessions share
+    #: these buffers (``create_session(weights=...)``) with the forward pass.
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def self_contained(self) -> onnx.ModelProto:
+        """The deconv model with its weights' data inside (for export, or another runtime)."""
+        return attach_weights(self.model, self.weights)
 
 
 def build_deconv(
@@ -224,6 +231,7 @@ def finish_plan(
         input_shape=info[input_name].per_sample,
         target_shape=info[target].per_sample,
         windowed=windowed,
+        weights=dict(deconv.weights),
     )
 
 

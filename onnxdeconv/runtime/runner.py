@@ -11,7 +11,15 @@ import onnx
 import onnxruntime as ort
 
 from onnxdeconv.errors import InputError
-from onnxdeconv.graph.passes import check_model, instrument, prune_to, skeleton, with_input_shape
+from onnxdeconv.graph.passes import (
+    check_model,
+    detach_weights,
+    instrument,
+    large_weights,
+    prune_to,
+    skeleton,
+    with_input_shape,
+)
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.runtime.sessions import Device, create_session, provider_of, run_bound
 
@@ -63,16 +71,21 @@ class ForwardRunner:
         loaded = prepared.loaded
         self.fixed_batch = loaded.fixed_batch
         self.input_name = loaded.input_name
+        weights: dict[str, np.ndarray] = {}
         if model is None:
             batch: int | str = self.fixed_batch or "N"
+            # Large weights stay where the prepared model holds them: the copies below (and the
+            # session) cost what the graph's structure costs.
+            weights = large_weights(loaded.model, prepared.constants)
+            source = detach_weights(loaded.model, weights)
             # Switches do not exist before instrumenting; their pools stay with what needs them.
             kept = [name for name in expose if name in prepared.info]
-            source = loaded.model if keep_outputs else prune_to(loaded.model, kept)
+            source = source if keep_outputs else prune_to(source, kept)
             sized = with_input_shape(source, loaded.input_name, (batch, *prepared.input_shape))
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
             check_model(skeleton(model), full_check=True)
         self.model = model
-        self.session = create_session(model, device, threads)
+        self.session = create_session(model, device, threads, weights)
         #: The tensors a run returns by default: every output of the graph, in order.
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.provider = provider_of(self.session)

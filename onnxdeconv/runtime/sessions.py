@@ -13,6 +13,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.graph.passes import is_detached
 from onnxdeconv.graph.quantized import is_quantized
 
 logger = logging.getLogger(__name__)
@@ -58,9 +59,18 @@ def cuda_loads() -> bool:
 
 
 def create_session(
-    model: onnx.ModelProto, device: Device = "auto", threads: int | None = None
+    model: onnx.ModelProto,
+    device: Device = "auto",
+    threads: int | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> ort.InferenceSession:
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
+
+    ``weights`` holds the data of the initializers that :func:`~onnxdeconv.graph.passes.
+    detach_weights` left empty. They reach ONNX Runtime as buffers (external initializers),
+    not serialized into the model's bytes and parsed back: ONNX Runtime 1.31 still keeps one
+    copy of its own per session (and its prepacked kernels' weights), but no transient copies
+    of the whole model are made on the way.
 
     Raises:
         OnnxDeconvError: ``device="cuda"`` was asked for and the CUDA provider does not load.
@@ -76,7 +86,22 @@ def create_session(
         # x86 without VNNI saturate, differently, so that the activations, masks and switches of
         # the forward pass would not be those of the map the deconv graph transposes.
         options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
+    shared = [tensor.name for tensor in model.graph.initializer if is_detached(tensor)]
+    values = []
+    if shared:
+        if weights is None or any(name not in weights for name in shared):
+            raise ValueError(f"the data of detached initializers {shared} is not given")
+        arrays = [np.ascontiguousarray(weights[name]) for name in shared]
+        values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+        options.add_external_initializers(shared, values)
     payload = model.SerializeToString()
+    session = _session(payload, options, device)
+    # The buffers live as long as the session, whatever ONNX Runtime does with them.
+    session.onnxdeconv_weights = values
+    return session
+
+
+def _session(payload: bytes, options: ort.SessionOptions, device: Device) -> ort.InferenceSession:
     if device != "cpu" and cuda_loads():
         session = _quiet_cuda_session(payload, options)
         if CUDA in session.get_providers():
