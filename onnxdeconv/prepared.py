@@ -352,14 +352,13 @@ class PreparedModel:
 
     def default_layer(self) -> str:
         """The deepest projectable tensor."""
-        last_error: OnnxDeconvError | None = None
+        reason = ""
         for name in reversed(self.candidates):
-            try:
-                self.plan(name)
+            # What blocks the deepest layers is found once, not by a build per layer.
+            reason = self.blocked(name)
+            if not reason:
                 return name
-            except OnnxDeconvError as exc:
-                last_error = exc
-        raise OnnxDeconvError(f"no tensor of the model is projectable: {last_error}")
+        raise OnnxDeconvError(f"no tensor of the model is projectable: {reason or None}")
 
 
 def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> PreparedModel:

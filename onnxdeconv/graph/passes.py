@@ -274,15 +274,19 @@ def large_weights(
 ) -> dict[str, np.ndarray]:
     """The initializers of ``model`` of at least :data:`SHARED_WEIGHT_BYTES`, from ``values``.
 
-    ``values`` holds the same tensors as arrays (such as a prepared model's constants, which are
-    converted once): a session given these shares them instead of a copy of its own.
+    ``values`` must hold the same tensors as arrays (such as the constants of the prepared model
+    whose graph ``model`` is, converted once): a session given these shares them instead of a
+    copy of its own. An array of another type or shape is not taken.
     """
     large = {}
     for tensor in model.graph.initializer:
         size = int(np.prod(tensor.dims)) if tensor.dims else 1
-        item = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        if size * item >= SHARED_WEIGHT_BYTES and tensor.name in values:
-            large[tensor.name] = values[tensor.name]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        if size * dtype.itemsize < SHARED_WEIGHT_BYTES or tensor.name not in values:
+            continue
+        array = values[tensor.name]
+        if array.dtype == dtype and array.shape == tuple(tensor.dims):
+            large[tensor.name] = array
     return large
 
 
