@@ -8,13 +8,14 @@ Two families of models, built here:
   ``--weights`` megabytes: the cost of the weights.
 
 Each command runs as its own process (``python -m onnxdeconv ...``), and its wall time and peak
-resident memory (``ru_maxrss`` from ``wait4``) are measured; the peer, in the same run, is a plain
-ONNX Runtime forward pass in a fresh process (import, session creation on the file, one run).
-``check`` runs with ``adjoint_layers`` set to ``--check-layers`` (0 tests every layer).
+resident memory (``VmHWM`` at exit) are measured; the peer, in the same run, is a plain ONNX
+Runtime forward pass in a fresh process (import, session creation on the file, one run).
+``check`` runs with ``adjoint_layers`` set to ``--check-layers`` (0 tests every layer), on chains
+of at most ``--check-nodes`` nodes (its adjoint test costs a deconv graph per tested layer).
 
 Usage:
     python benchmarks/scale.py [--nodes 300,1000,5000] [--weights 16,256] [--check-layers 16]
-        [--commands layers,project,check]
+        [--check-nodes 1000] [--commands layers,project,check]
 
 The load of the machine (``uptime``) is printed before and after: the machine may be shared.
 """
@@ -22,7 +23,6 @@ The load of the machine (``uptime``) is printed before and after: the machine ma
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +32,25 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+#: Runs a module (``-m name``) or a script with its arguments, then writes its peak resident
+#: memory (VmHWM, which a new program starts afresh, unlike ``ru_maxrss``, which keeps what
+#: the forked parent held) in kB to the file named first.
+LAUNCHER = """
+import atexit, runpy, sys
+report, kind, target, *rest = sys.argv[1:]
+def peak():
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    with open(report, "w") as out:
+        out.write(str(kb))
+atexit.register(peak)
+sys.argv = [target, *rest]
+if kind == "-m":
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(target, run_name="__main__")
+"""
 
 PEER = """
 import sys, numpy as np, onnxruntime as ort
@@ -98,19 +117,31 @@ def _model(
     return model
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of ``command`` run as its own process."""
+def measure(command: list[str], report: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of ``-m module ...`` or ``script path ...``."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(report), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     wall = time.perf_counter() - start
-    assert process.stderr is not None
-    errors = process.stderr.read().decode(errors="replace").strip()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode not in (0, 1):  # check exits 1 when a check fails
-        last = errors.splitlines()[-1] if errors else ""
-        print(f"  ! {' '.join(command[2:5])} exited {process.returncode}: {last}", file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024
+    if process.returncode not in (0, 1) or not report.exists():  # check exits 1 on a finding
+        lines = process.stderr.decode(errors="replace").strip().splitlines()
+        print(
+            f"  ! {' '.join(command[:3])} exited {process.returncode}: {lines[-1:]}",
+            file=sys.stderr,
+        )
+    peak = int(report.read_text()) / 1024 if report.exists() else float("nan")
+    report.unlink(missing_ok=True)
+    return wall, peak
+
+
+def make(kind: str, size: str, path: str) -> None:
+    """Write one model (run in a process of its own, so that this one stays small)."""
+    model = chain_model(int(size)) if kind == "chain" else weight_model(float(size))
+    onnx.save(model, path)
 
 
 def uptime() -> str:
@@ -123,46 +154,46 @@ def main() -> None:
     parser.add_argument("--nodes", default="300,1000,5000", help="chain lengths, comma-separated")
     parser.add_argument("--weights", default="16,256", help="weight sizes in MB, comma-separated")
     parser.add_argument("--check-layers", type=int, default=16, help="adjoint_layers for check")
+    parser.add_argument(
+        "--check-nodes", type=int, default=1000, help="run check on chains of at most this length"
+    )
     parser.add_argument("--commands", default="layers,project,check")
+    parser.add_argument("--make", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make:
+        make(*args.make)
+        return
     commands = args.commands.split(",")
     print(f"before: {uptime()}; python {sys.version.split()[0]}", flush=True)
-    cli = [sys.executable, "-m", "onnxdeconv"]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         config = root / "check.toml"
         config.write_text(f"[check]\nadjoint_layers = {args.check_layers}\n")
-        models = [
-            (f"chain {n}", root / f"chain{n}.onnx", chain_model(n), [1, 3, 8, 8])
-            for n in map(int, args.nodes.split(","))
-            if n
-        ]
+        peer = root / "peer.py"
+        peer.write_text(PEER)
+        report = root / "peak.txt"
+        models = [("chain", n, f"chain {n}", [1, 3, 8, 8]) for n in args.nodes.split(",") if n]
         models += [
-            (
-                f"weights {mb} MB",
-                root / f"weights{mb}.onnx",
-                weight_model(float(mb)),
-                [1, 3, 32, 32],
-            )
-            for mb in args.weights.split(",")
-            if mb
+            ("weights", w, f"weights {w} MB", [1, 3, 32, 32]) for w in args.weights.split(",") if w
         ]
-        for label, path, model, shape in models:
-            onnx.save(model, str(path))
-            size = path.stat().st_size / 2**20
-            del model
-            data = root / f"{path.stem}.npy"
+        for kind, size, label, shape in models:
+            path = root / f"{kind}{size}.onnx"
+            subprocess.run([sys.executable, __file__, "--make", kind, size, str(path)], check=True)
+            megabytes = path.stat().st_size / 2**20
+            data = root / f"{kind}{size}.npy"
             np.save(data, np.random.default_rng(1).random(shape, dtype=np.float32))
-            peer = measure([sys.executable, "-c", PEER, str(path), str(data)])
+            forward = measure(["script", str(peer), str(path), str(data)], report)
             runs = {
-                "layers": [*cli, "layers", str(path)],
-                "project": [*cli, "project", str(path), str(data), "-o", str(root / "out.npy")],
-                "check": [*cli, "check", str(path), "--config", str(config)],
+                "layers": ["layers", str(path)],
+                "project": ["project", str(path), str(data), "-o", str(root / "out.npy")],
+                "check": ["check", str(path), "--config", str(config)],
             }
             for name in commands:
-                wall, peak = measure(runs[name])
-                rows.append((label, size, name, wall, peak, peer))
+                if name == "check" and kind == "chain" and int(size) > args.check_nodes:
+                    continue
+                wall, peak = measure(["-m", "onnxdeconv", *runs[name]], report)
+                rows.append((label, megabytes, name, wall, peak, forward))
                 print(f"  {label}: {name} {wall:.2f} s {peak:.0f} MB", file=sys.stderr, flush=True)
             path.unlink()
     print(f"after: {uptime()}")
