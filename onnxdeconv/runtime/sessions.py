@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -17,7 +13,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
-from onnxdeconv.graph.passes import SHARED_LOCATION, is_detached
+from onnxdeconv.graph.passes import is_detached
 from onnxdeconv.graph.quantized import is_quantized
 
 logger = logging.getLogger(__name__)
@@ -26,11 +22,9 @@ Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: Sessions whose shared weights reach this many bytes run without prepacked weights: about a
-#: quarter slower at large MatMuls (measured at 256 MB), but one copy of the weights, not three.
+#: quarter slower at large MatMuls (measured at 256 MB), without a packed copy per session.
 NO_PREPACKING_BYTES = 256 << 20
 DISABLE_PREPACKING = "session.disable_prepacking"
-#: Session config entry: the folder where a model loaded from bytes finds its external data.
-EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 #: Session config entry that turns ONNX Runtime's QDQ graph rewrites off.
 DISABLE_QDQ_REWRITES = "session.disable_quant_qdq"
 
@@ -68,15 +62,6 @@ def cuda_loads() -> bool:
     return CUDA in _quiet_cuda_session(model.SerializeToString(), options).get_providers()
 
 
-@functools.cache
-def _placeholder_folder() -> str:
-    """A folder holding the empty file that detached initializers name, made once per process."""
-    folder = tempfile.mkdtemp(prefix="onnxdeconv-")
-    atexit.register(shutil.rmtree, folder, True)
-    (Path(folder) / SHARED_LOCATION).touch()
-    return folder
-
-
 def create_session(
     model: onnx.ModelProto,
     device: Device = "auto",
@@ -86,9 +71,8 @@ def create_session(
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
 
     ``weights`` holds the data of the initializers that :func:`~onnxdeconv.graph.passes.
-    detach_weights` left empty. ONNX Runtime reads these buffers where they are (on the CPU), so
-    sessions share the weights the process holds once: no serialized copy, no copy per session
-    (only prepacked kernels keep a layout of their own).
+    detach_weights` left empty. They reach ONNX Runtime as buffers (external initializers), not
+    serialized into the model's bytes and parsed back; ONNX Runtime keeps one copy per session.
 
     Raises:
         OnnxDeconvError: ``device="cuda"`` was asked for and the CUDA provider does not load.
@@ -111,15 +95,13 @@ def create_session(
             raise ValueError(f"the data of detached initializers {shared} is not given")
         arrays = [np.ascontiguousarray(weights[name]) for name in shared]
         values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
-        # A placeholder's location must name a file: an empty one in a folder of our own. The
-        # data comes from add_initializer, which (unlike add_external_initializers, which
-        # copies) uses the buffer as it is.
-        options.add_session_config_entry(EXTERNAL_FOLDER, _placeholder_folder())
-        for name, value in zip(shared, values, strict=True):
-            options.add_initializer(name, value)
+        # add_initializer would read the buffers in place, but graph optimizers that read an
+        # initializer's data then find the placeholder (measured on ORT 1.31): external
+        # initializers are copied once into the session, and that is all.
+        options.add_external_initializers(shared, values)
         if sum(array.nbytes for array in arrays) >= NO_PREPACKING_BYTES:
-            # Prepacked kernels (MatMul, Gemm) keep a packed copy of each weight per session:
-            # with the forward and the deconv session, three copies of the weights in all.
+            # Prepacked kernels (MatMul, Gemm) make a packed copy of each weight per session, on
+            # top of the session's own.
             options.add_session_config_entry(DISABLE_PREPACKING, "1")
     payload = model.SerializeToString()
     session = _session(payload, options, device)
