@@ -9,6 +9,8 @@ than copied into every graph built from the model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -183,3 +185,14 @@ def test_a_large_weight_is_held_once_and_shared_by_both_sessions(
     # A self-contained copy holds the data again, for export and other runtimes.
     contained = projector.plan.self_contained()
     assert not any(is_detached(t) for t in contained.graph.initializer)
+
+
+def test_a_session_that_cannot_read_weights_in_place_copies_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, shared = projections(dense_model())
+    # Without the placeholder file, reading in place fails as a graph optimizer that reads
+    # the data would; the session is made again with the weights copied in.
+    monkeypatch.setattr("onnxdeconv.runtime.sessions._placeholder_folder", lambda: str(tmp_path))
+    _, copied = projections(dense_model())
+    assert np.any(shared) and np.array_equal(shared, copied)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -13,7 +17,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from onnxdeconv.errors import OnnxDeconvError
-from onnxdeconv.graph.passes import is_detached
+from onnxdeconv.graph.passes import SHARED_LOCATION, is_detached
 from onnxdeconv.graph.quantized import is_quantized
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,8 @@ CPU = "CPUExecutionProvider"
 #: quarter slower at large MatMuls (measured at 256 MB), without a packed copy per session.
 NO_PREPACKING_BYTES = 256 << 20
 DISABLE_PREPACKING = "session.disable_prepacking"
+#: Session config entry: the folder where a model loaded from bytes finds its external data.
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 #: Session config entry that turns ONNX Runtime's QDQ graph rewrites off.
 DISABLE_QDQ_REWRITES = "session.disable_quant_qdq"
 
@@ -71,12 +77,47 @@ def create_session(
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
 
     ``weights`` holds the data of the initializers that :func:`~onnxdeconv.graph.passes.
-    detach_weights` left empty. They reach ONNX Runtime as buffers (external initializers), not
-    serialized into the model's bytes and parsed back; ONNX Runtime keeps one copy per session.
+    detach_weights` left empty. ONNX Runtime reads them where they are, so that sessions share
+    the weights the process holds once; where a graph optimizer needs an initializer's data
+    first, the session gets its own copy instead. Either way they are not serialized into the
+    model's bytes and parsed back.
 
     Raises:
         OnnxDeconvError: ``device="cuda"`` was asked for and the CUDA provider does not load.
     """
+    payload = model.SerializeToString()
+    shared = [tensor.name for tensor in model.graph.initializer if is_detached(tensor)]
+    if not shared:
+        return _session(payload, _options(model, threads), device)
+    if weights is None or any(name not in weights for name in shared):
+        raise ValueError(f"the data of detached initializers {shared} is not given")
+    arrays = [np.ascontiguousarray(weights[name]) for name in shared]
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+    large = sum(array.nbytes for array in arrays) >= NO_PREPACKING_BYTES
+    try:
+        # add_initializer reads the buffers in place. A placeholder must name a file (an empty
+        # one of ours): a graph optimizer that reads an initializer's data before the buffer
+        # replaces it fails on that file, loudly (its length is checked), and the session is
+        # made again with copies.
+        options = _options(model, threads, large)
+        options.log_severity_level = 4  # that failure is expected, not the user's concern
+        options.add_session_config_entry(EXTERNAL_FOLDER, _placeholder_folder())
+        for name, value in zip(shared, values, strict=True):
+            options.add_initializer(name, value)
+        session = _session(payload, options, device)
+    except ort.capi.onnxruntime_pybind11_state.Fail:
+        logger.debug("the session cannot read the shared weights in place; it copies them")
+        options = _options(model, threads, large)
+        options.add_external_initializers(shared, values)
+        session = _session(payload, options, device)
+    # The buffers live as long as the session, whatever ONNX Runtime does with them.
+    session.onnxdeconv_weights = values
+    return session
+
+
+def _options(
+    model: onnx.ModelProto, threads: int | None, no_prepacking: bool = False
+) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -88,26 +129,19 @@ def create_session(
         # x86 without VNNI saturate, differently, so that the activations, masks and switches of
         # the forward pass would not be those of the map the deconv graph transposes.
         options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
-    shared = [tensor.name for tensor in model.graph.initializer if is_detached(tensor)]
-    values = []
-    if shared:
-        if weights is None or any(name not in weights for name in shared):
-            raise ValueError(f"the data of detached initializers {shared} is not given")
-        arrays = [np.ascontiguousarray(weights[name]) for name in shared]
-        values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
-        # add_initializer would read the buffers in place, but graph optimizers that read an
-        # initializer's data then find the placeholder (measured on ORT 1.31): external
-        # initializers are copied once into the session, and that is all.
-        options.add_external_initializers(shared, values)
-        if sum(array.nbytes for array in arrays) >= NO_PREPACKING_BYTES:
-            # Prepacked kernels (MatMul, Gemm) make a packed copy of each weight per session, on
-            # top of the session's own.
-            options.add_session_config_entry(DISABLE_PREPACKING, "1")
-    payload = model.SerializeToString()
-    session = _session(payload, options, device)
-    # The buffers live as long as the session, whatever ONNX Runtime does with them.
-    session.onnxdeconv_weights = values
-    return session
+    if no_prepacking:
+        # Prepacked kernels (MatMul, Gemm) make a packed copy of each weight per session.
+        options.add_session_config_entry(DISABLE_PREPACKING, "1")
+    return options
+
+
+@functools.cache
+def _placeholder_folder() -> str:
+    """A folder holding the empty file that detached initializers name, made once per process."""
+    folder = tempfile.mkdtemp(prefix="onnxdeconv-")
+    atexit.register(shutil.rmtree, folder, True)
+    (Path(folder) / SHARED_LOCATION).touch()
+    return folder
 
 
 def _session(payload: bytes, options: ort.SessionOptions, device: Device) -> ort.InferenceSession:
