@@ -24,7 +24,6 @@ from onnxdeconv.graph import experimental
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     REDUCE_OPS,
-    copy_model,
     default_opset,
     instrument,
     with_input_shape,
@@ -320,7 +319,7 @@ def _projector_graph(
     graph = forward.graph
     del graph.output[:]
     renames = _rename_reserved(graph)
-    deconv = onnx.compose.add_prefix(copy_model(plan.model), DECONV_PREFIX)
+    deconv = onnx.compose.add_prefix(plan.self_contained(), DECONV_PREFIX)
     selection = _Nodes()
     target = renames.get(plan.target, plan.target)
     _selection(

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxdeconv.deconv.builder import DeconvPlan, build_deconv
+from onnxdeconv.deconv.builder import DeconvPlan, PathBlock, build_deconv, path_blocks
 from onnxdeconv.deconv.emitter import DECONV_OPSET
 from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.deconv.window import build_windowed
@@ -41,6 +41,8 @@ from onnxdeconv.graph.receptive_field import ReceptiveField, receptive_fields
 
 logger = logging.getLogger(__name__)
 
+#: What :meth:`PreparedModel.blocked` makes of a tensor the walk does not know: build it.
+_UNSURE = PathBlock("unsure", "", 0)
 #: A cached deconv plan: dense (always built) or windowed (None where the path is no chain).
 _Plan = TypeVar("_Plan", bound="DeconvPlan | None")
 
@@ -87,6 +89,8 @@ class PreparedModel:
     _windowed: dict[tuple[str, str, int], DeconvPlan | None] = field(
         default_factory=dict, repr=False
     )
+    _blocks: dict[str, dict[str, PathBlock | None]] = field(default_factory=dict, repr=False)
+    _block_reasons: dict[tuple[str, PathBlock], str] = field(default_factory=dict, repr=False)
 
     @property
     def graph(self) -> onnx.GraphProto:
@@ -301,11 +305,7 @@ class PreparedModel:
         by_name = self.alias_of
         rows = []
         for name in self.candidates:
-            try:
-                self.plan(name)
-                projectable, reason = True, ""
-            except OnnxDeconvError as exc:
-                projectable, reason = False, str(exc)
+            reason = self.blocked(name)
             rows.append(
                 Layer(
                     name=name,
@@ -313,22 +313,53 @@ class PreparedModel:
                     op=self.producers[name].op_type,
                     shape=self.info[name].per_sample,
                     receptive_field=self.receptive_fields[name],
-                    projectable=projectable,
+                    projectable=not reason,
                     reason=reason,
                 )
             )
         return rows
 
+    def blocked(self, layer: str, rule: Rule = "deconvnet") -> str:
+        """Why ``layer`` (a tensor name) cannot be projected under ``rule``; "" where it can.
+
+        Says what :meth:`plan` would raise without building a graph per layer (which would cost
+        the square of the depth to list a model's layers): one walk finds what blocks each
+        tensor (:func:`~onnxdeconv.deconv.builder.path_blocks`), and the message is built once
+        per block. Only tensors the walk cannot judge are built.
+        """
+        if rule not in self._blocks:
+            self._blocks[rule] = path_blocks(
+                self.loaded.model,
+                self.loaded.input_name,
+                self.info,
+                rule,
+                self.constants,
+                self.reached,
+            )
+        block = self._blocks[rule].get(layer, _UNSURE)
+        if block is None:
+            return ""
+        known = block.kind != "unsure"
+        if known and (rule, block) in self._block_reasons:
+            return self._block_reasons[rule, block]
+        try:
+            self.plan(layer, rule)
+            return ""
+        except OnnxDeconvError as exc:
+            reason = str(exc)
+        if known:
+            self._block_reasons[rule, block] = reason
+        return reason
+
     def default_layer(self) -> str:
         """The deepest projectable tensor."""
-        last_error: OnnxDeconvError | None = None
+        reason = ""
         for name in reversed(self.candidates):
-            try:
-                self.plan(name)
+            # What blocks the deepest layers is found once, not by a build per layer.
+            reason = self.blocked(name)
+            if not reason:
                 return name
-            except OnnxDeconvError as exc:
-                last_error = exc
-        raise OnnxDeconvError(f"no tensor of the model is projectable: {last_error}")
+        raise OnnxDeconvError(f"no tensor of the model is projectable: {reason or None}")
 
 
 def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> PreparedModel:

@@ -316,8 +316,7 @@ class Projector:
 
     def _build(self, layer: str | None) -> None:
         """Load and prepare the model where needed, build the graphs and open the forward pass."""
-        import onnx
-
+        from onnxdeconv.graph.passes import check_model, skeleton
         from onnxdeconv.prepared import PreparedModel
 
         if isinstance(self._source, PreparedModel):
@@ -325,7 +324,7 @@ class Projector:
         prepared = self.prepared
         self.layer = prepared.resolve(layer) if layer else prepared.default_layer()
         plan = self.plan
-        onnx.checker.check_model(plan.model, full_check=True)
+        check_model(skeleton(plan.model), full_check=True)
         # Unless the model's outputs are wanted too, the forward graph keeps only what the layer
         # depends on: the rest of a classifier (often most of its weights) would only slow
         # loading. check's faithful.outputs verifies that instrumenting the whole graph leaves
@@ -348,9 +347,15 @@ class Projector:
         from onnxdeconv.graph.quantized import is_quantized
 
         windowed = self.windowed if self._windowable else None
-        graphs = {_FORWARD: self.runner.model, _DENSE: self.plan.model}
+        from onnxdeconv.graph.passes import attach_weights
+
+        # The entry's graphs carry their weights: a cached projector runs them from the files.
+        graphs = {
+            _FORWARD: attach_weights(self.runner.model, self.runner.weights),
+            _DENSE: self.plan.self_contained(),
+        }
         if windowed is not None:
-            graphs[_WINDOWED] = windowed[0].model
+            graphs[_WINDOWED] = windowed[0].self_contained()
         loaded = self.prepared.loaded
         manifest: dict[str, Any] = {
             "layer": self.layer,
@@ -454,7 +459,7 @@ class Projector:
     def deconv_session(self) -> ort.InferenceSession:
         """The session of the dense deconv graph (created on first use)."""
         session = self._entry_session(_DENSE)
-        return session or create_session(self.plan.model, self._device)
+        return session or create_session(self.plan.model, self._device, weights=self.plan.weights)
 
     @cached_property
     def _windowed_run(
@@ -481,10 +486,10 @@ class Projector:
         plan = self.prepared.windowed_plan(self.layer, self.rule)
         if plan is None:
             return None
-        import onnx
+        from onnxdeconv.graph.passes import check_model, skeleton
 
-        onnx.checker.check_model(plan.model, full_check=True)
-        return plan, create_session(plan.model, self._device)
+        check_model(skeleton(plan.model), full_check=True)
+        return plan, create_session(plan.model, self._device, weights=plan.weights)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from helpers import conv_relu_pool_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from onnxdeconv.cli.main import main
-from tests.helpers import conv_relu_pool_model
 
 EXAMPLES = int(os.environ.get("ONNXDECONV_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(

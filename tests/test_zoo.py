@@ -221,7 +221,7 @@ def _project(
     if plan.forward_inputs:
         feeds[BATCH_INDEX] = np.asarray(list(images), np.int64)
         feeds.update({n: values[n] for n in plan.forward_inputs})
-    (projection,) = _session(plan.model).run([PROJECTION], feeds)
+    (projection,) = _session(plan.self_contained()).run([PROJECTION], feeds)
     return np.asarray(projection)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ from onnxdeconv.deconv.rules import (
 )
 from onnxdeconv.errors import OnnxDeconvError, UnsupportedOpError
 from onnxdeconv.graph.experimental import is_experimental
-from onnxdeconv.graph.passes import TensorInfo, constant_tensors
+from onnxdeconv.graph.passes import TensorInfo, attach_weights, constant_tensors
 from onnxdeconv.graph.paths import DATA_DEPENDENT, path_nodes, path_tensors, switch_names
 from onnxdeconv.graph.quantized import REFUSED_QUANTIZED_OPS
 
@@ -48,6 +49,13 @@ class DeconvPlan:
     #: returns crops (``[K, C, *crop.size]``, zero past the input's borders); None where the
     #: output is whole inputs.
     crop: Placement | None = None
+    #: The data of the model's large weights, which its initializers only name: sessions share
+    #: these buffers (``create_session(weights=...)``) with the forward pass.
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def self_contained(self) -> onnx.ModelProto:
+        """The deconv model with its weights' data inside (for export, or another runtime)."""
+        return attach_weights(self.model, self.weights)
 
 
 def build_deconv(
@@ -235,4 +243,135 @@ def finish_plan(
         target_shape=info[target].per_sample,
         windowed=windowed,
         crop=crop,
+        weights=dict(deconv.weights),
     )
+
+
+@dataclass(frozen=True)
+class PathBlock:
+    """What stops the deconv graph of a tensor, as :func:`path_blocks` finds it without building.
+
+    Tensors with the same block fail for the same reason: a node on their path that has no
+    transpose (``kind`` "node", the node's name) or a tensor without a static shape ("shape").
+    ``kind`` "unsure" means that only building the graph can tell.
+    """
+
+    kind: str
+    name: str
+    #: Where the builder, walking back, meets it: the larger, the sooner (shapes come first).
+    rank: int
+
+
+class _ProbeGraph(DeconvGraph):
+    """A deconv graph that only names what the rules emit: it keeps no node and no weight."""
+
+    def const(self, value: np.ndarray | float | Sequence[int], hint: str = "const") -> str:
+        return self.fresh(hint)
+
+    def op_multi(
+        self, op_type: str, inputs: Sequence[str], n_outputs: int, hint: str = "", **attrs: Any
+    ) -> list[str]:
+        stem = hint or op_type.lower()
+        return [self.fresh(f"{stem}_{i}" if n_outputs > 1 else stem) for i in range(n_outputs)]
+
+
+def path_blocks(
+    model: onnx.ModelProto,
+    input_name: str,
+    info: Mapping[str, TensorInfo],
+    rule: Rule = "deconvnet",
+    constants: Mapping[str, np.ndarray] | None = None,
+    reached: set[str] | None = None,
+) -> dict[str, PathBlock | None]:
+    """For every tensor on a path, whether :func:`build_deconv` would fail on it, and where.
+
+    One walk over the whole graph instead of one deconv graph per tensor (which costs the square
+    of the depth): each node's rule runs once, on a graph that keeps nothing, with a signal at
+    every output that carries one; then each tensor inherits, in graph order, the block the
+    builder would meet first walking back from it: a tensor without a static shape on its path
+    (checked before the walk), else the deepest node without a transpose among those its signal
+    passes through. Tensors inside a fused activation, and those whose signal would not reach
+    the input, are "unsure". A tensor missing from the result is not on any path.
+    """
+    _check_choices(rule, DECONV_OPSET)
+    graph = model.graph
+    if constants is None:
+        constants = constant_tensors(graph)
+    if reached is None:
+        reached = path_tensors(graph, input_name, info)
+    every = [node for node in reversed(graph.node) if any(o in reached for o in node.output)]
+    nodes = rewrite_path(graph, every, reached, info, constants)
+    all_info, switches = with_switches(graph, info)
+    probe = _ProbeGraph((), all_info)
+    originals = {(node.name, node.op_type) for node in graph.node}
+    # For each node (reverse order): its error, and the inputs its rule sends a signal to.
+    errors: dict[int, OnnxDeconvError | None] = {}
+    sends: dict[int, set[str]] = {}
+    for index, node in enumerate(nodes):
+        walk = _Transposer(probe, rule, all_info, constants, reached, switches)
+        try:
+            for output in node.output:
+                if output in reached:
+                    walk.pending[output].append(probe.fresh(f"{output}_probe"))
+            walk.transpose(node)
+            errors[index] = None
+            sends[index] = set(walk.pending)
+        except OnnxDeconvError as exc:
+            errors[index] = exc
+        except Exception:  # a rule that cannot run on the probe: building will tell
+            errors[index] = OnnxDeconvError("unsure")
+    static = {name: _is_static(all_info, name) for name in reached}
+    shape_block = {input_name: None if static.get(input_name) else input_name}
+    node_block: dict[str, PathBlock | None] = {input_name: None}
+    arrives = {input_name: True}
+    for index in reversed(range(len(nodes))):  # graph order
+        node = nodes[index]
+        on_path = [name for name in node.input if name in reached]
+        bad_shape = next(
+            (shape_block.get(name, name) for name in on_path if shape_block.get(name, name)), None
+        )
+        error = errors[index]
+        block: PathBlock | None
+        if error is not None:
+            exact = isinstance(error, UnsupportedOpError) and (
+                (error.node_name, error.op_type) in originals
+            )
+            kind = "node" if exact else "unsure"
+            block = PathBlock(kind, node.name or node.output[0], len(nodes) - index)
+            reaches = True
+        else:
+            passed = [name for name in on_path if name in sends[index]]
+            inherited = [node_block.get(name, _UNSURE) for name in passed]
+            # A tensor only a build can judge has no place in the walk: it makes the rest unsure.
+            block = (
+                _UNSURE
+                if _UNSURE in inherited
+                else max(inherited, key=lambda b: -1 if b is None else b.rank, default=None)
+            )
+            reaches = any(arrives.get(name, False) for name in passed)
+        if not reaches and block is None:
+            block = _UNSURE
+        for output in node.output:
+            if output in reached:
+                shape_block[output] = bad_shape or (None if static[output] else output)
+                node_block[output] = block
+                arrives[output] = reaches
+    result: dict[str, PathBlock | None] = {}
+    for name, block in node_block.items():
+        bad = shape_block.get(name)
+        result[name] = PathBlock("shape", bad, len(nodes) + 1) if bad else block
+    return result
+
+
+#: The block of a tensor only a build can judge.
+_UNSURE = PathBlock("unsure", "", 0)
+
+
+def _is_static(info: Mapping[str, TensorInfo], name: str) -> bool:
+    if name not in info:
+        return False
+    try:
+        info[name].per_sample  # noqa: B018 - validates the shape
+    except ValueError:
+        return False
+    return True

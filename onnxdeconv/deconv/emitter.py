@@ -15,7 +15,7 @@ from onnxdeconv.deconv.names import PROJECTION as PROJECTION
 from onnxdeconv.deconv.names import SIGNAL as SIGNAL
 from onnxdeconv.deconv.names import WINDOW_ORIGIN as WINDOW_ORIGIN
 from onnxdeconv.errors import OnnxDeconvError
-from onnxdeconv.graph.passes import TensorInfo
+from onnxdeconv.graph.passes import SHARED_WEIGHT_BYTES, TensorInfo, detached_tensor
 
 #: Generated graphs stay at opset 18 or lower so that every op has a CUDA kernel (see NOTES);
 #: ScatterElements needs 16 for ``reduction``. The ops the rules emit mean the same from 16 to 18.
@@ -34,6 +34,9 @@ class DeconvGraph:
     def __init__(self, signal_shape: Sequence[int], info: dict[str, TensorInfo]) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
+        #: The data of large constants (tied weights), held as the arrays given: their
+        #: initializers are placeholders, and sessions share these buffers (see ``detach_weights``).
+        self.weights: dict[str, np.ndarray] = {}
         self.inputs: list[onnx.ValueInfoProto] = [
             helper.make_tensor_value_info(SIGNAL, onnx.TensorProto.FLOAT, ["K", *signal_shape])
         ]
@@ -42,6 +45,9 @@ class DeconvGraph:
         # Every forward tensor name is reserved: any of them may later enter as a forward input,
         # and a generated tensor of the same name would break single assignment.
         self._names: set[str] = {SIGNAL, BATCH_INDEX, PROJECTION, WINDOW_ORIGIN, *info}
+        # The next suffix to try per base name: names are never freed, so the probing of one
+        # base starts where its last one stopped (linear in the graph, not quadratic).
+        self._next_suffix: dict[str, int] = {}
         self._consts: dict[str, list[tuple[str, np.ndarray]]] = {}
         self._gathered: dict[str, str] = {}
         self._batch_size: str | None = None
@@ -49,10 +55,12 @@ class DeconvGraph:
     def fresh(self, hint: str) -> str:
         """Return a tensor name based on ``hint`` that is not used yet."""
         base = hint.replace(":", "_") or "t"
-        name, index = base, 1
+        index = self._next_suffix.get(base, 0)
+        name = base if index == 0 else f"{base}_{index}"
         while name in self._names:
-            name = f"{base}_{index}"
             index += 1
+            name = f"{base}_{index}"
+        self._next_suffix[base] = index + 1
         self._names.add(name)
         return name
 
@@ -60,11 +68,11 @@ class DeconvGraph:
         """Add a constant initializer; float data is stored as float32, integers as int64."""
         array = np.asarray(value)
         if array.dtype.kind == "f":
-            array = array.astype(np.float32)
+            array = array.astype(np.float32, copy=False)
         elif array.dtype.kind in "iub":
-            array = array.astype(np.int64)
+            array = array.astype(np.int64, copy=False)
         for existing_name, existing in self._consts.get(hint, []):
-            if (
+            if existing is array or (
                 existing.dtype == array.dtype
                 and existing.shape == array.shape
                 and np.array_equal(existing, array)
@@ -72,7 +80,13 @@ class DeconvGraph:
                 return existing_name
         name = self.fresh(hint)
         self._consts.setdefault(hint, []).append((name, array))
-        self.initializers[name] = numpy_helper.from_array(array, name)
+        if array.nbytes >= SHARED_WEIGHT_BYTES:
+            self.weights[name] = array
+            self.initializers[name] = detached_tensor(
+                name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape
+            )
+        else:
+            self.initializers[name] = numpy_helper.from_array(array, name)
         return name
 
     def op(self, op_type: str, inputs: Sequence[str], hint: str = "", **attrs: Any) -> str:

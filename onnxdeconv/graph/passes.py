@@ -273,6 +273,87 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+#: Initializers of at least this many bytes reach ONNX Runtime as buffers the process already
+#: holds (see :func:`detach_weights`) instead of serialized copies.
+SHARED_WEIGHT_BYTES = 1 << 20
+#: The external-data location of a detached initializer: no file, the buffer comes at run time.
+SHARED_LOCATION = "onnxdeconv-shared-weight"
+
+
+def large_weights(
+    model: onnx.ModelProto, values: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The initializers of ``model`` of at least :data:`SHARED_WEIGHT_BYTES`, from ``values``.
+
+    ``values`` must hold the same tensors as arrays (such as the constants of the prepared model
+    whose graph ``model`` is, converted once): a session given these shares them instead of a
+    copy of its own. An array of another type or shape is not taken.
+    """
+    large = {}
+    for tensor in model.graph.initializer:
+        size = int(np.prod(tensor.dims)) if tensor.dims else 1
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        if size * dtype.itemsize < SHARED_WEIGHT_BYTES or tensor.name not in values:
+            continue
+        array = values[tensor.name]
+        if array.dtype == dtype and array.shape == tuple(tensor.dims):
+            large[tensor.name] = array
+    return large
+
+
+def is_detached(tensor: onnx.TensorProto) -> bool:
+    """Whether ``tensor`` is a placeholder left by :func:`detach_weights`."""
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
+        entry.key == "location" and entry.value == SHARED_LOCATION for entry in tensor.external_data
+    )
+
+
+def detach_weights(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy whose initializers ``names`` hold no data: placeholders of the same type and shape.
+
+    Copies of the graph (pruning, instrumenting) then cost what its structure costs, and a
+    session gets the data from the buffers the process holds (``create_session(weights=...)``).
+    Does not mutate ``model``.
+    """
+    detached = set(names)
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.metadata_props.extend(model.metadata_props)
+    graph, source = out.graph, model.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    for tensor in source.initializer:
+        if tensor.name in detached:
+            tensor = detached_tensor(tensor.name, tensor.data_type, tensor.dims)
+        graph.initializer.append(tensor)
+    return out
+
+
+def detached_tensor(name: str, data_type: int, dims: Iterable[int]) -> onnx.TensorProto:
+    """An initializer without data, which a session gets from a buffer (see ``detach_weights``)."""
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=list(dims))
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", SHARED_LOCATION
+    return tensor
+
+
+def attach_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A self-contained copy of ``model``: its detached initializers hold ``weights``' data."""
+    out = copy_model(model)
+    for index, tensor in enumerate(out.graph.initializer):
+        if is_detached(tensor):
+            out.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(np.asarray(weights[tensor.name]), tensor.name)
+            )
+    return out
+
+
 def prune_to(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
     """A copy that computes only ``outputs`` (its graph outputs), without unused nodes or weights.
 

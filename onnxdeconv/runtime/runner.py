@@ -70,21 +70,29 @@ class ForwardRunner:
         self.input_name = loaded.input_name
         self.input_shape = prepared.input_shape
         self.input_dtype = loaded.input_dtype
+        #: The data of the graph's detached large weights (shared with the prepared model).
+        self.weights: dict[str, np.ndarray] = {}
         if model is None:
             import onnx
 
             from onnxdeconv.graph.passes import (
                 check_model,
+                detach_weights,
                 instrument,
+                large_weights,
                 prune_to,
                 skeleton,
                 with_input_shape,
             )
 
             batch: int | str = self.fixed_batch or "N"
+            # Large weights stay where the prepared model holds them: the copies below (and the
+            # session) cost what the graph's structure costs.
+            self.weights = large_weights(loaded.model, prepared.constants)
+            source = detach_weights(loaded.model, self.weights)
             # Switches do not exist before instrumenting; their pools stay with what needs them.
             kept = [name for name in expose if name in prepared.info]
-            source = loaded.model if keep_outputs else prune_to(loaded.model, kept)
+            source = source if keep_outputs else prune_to(source, kept)
             sized = with_input_shape(source, loaded.input_name, (batch, *prepared.input_shape))
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
             try:
@@ -99,7 +107,7 @@ class ForwardRunner:
                 ) from exc
         self._model: onnx.ModelProto | Path = model
         where = f"'{loaded.path}'" if loaded.path else "the model"
-        self._open(create_session(model, device, threads, where))
+        self._open(create_session(model, device, threads, where, weights=self.weights))
 
     @classmethod
     def from_file(
@@ -127,6 +135,7 @@ class ForwardRunner:
         runner.input_shape = input_shape
         runner.input_dtype = input_dtype
         runner._model = path
+        runner.weights = {}
         runner._open(create_session(path, device, threads, f"'{path}'", quantized=quantized))
         return runner
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +26,12 @@ logger = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: Sessions whose shared weights reach this many bytes run without prepacked weights: about a
+#: quarter slower at large MatMuls (measured at 256 MB), without a packed copy per session.
+NO_PREPACKING_BYTES = 256 << 20
+DISABLE_PREPACKING = "session.disable_prepacking"
+#: Session config entry: the folder where a model loaded from bytes finds its external data.
+EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 #: Session config entry that turns ONNX Runtime's QDQ graph rewrites off.
 DISABLE_QDQ_REWRITES = "session.disable_quant_qdq"
 #: Session config entry that makes a CUDA session fail where a node would fall back to the CPU.
@@ -107,8 +116,15 @@ def create_session(
     name: str = "the model",
     *,
     quantized: bool | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> ort.InferenceSession:
     """Create an inference session on CUDA where it loads (for ``auto``), else on the CPU.
+
+    ``weights`` holds the data of the initializers that :func:`~onnxdeconv.graph.passes.
+    detach_weights` left empty. ONNX Runtime reads them where they are, so that sessions share
+    the weights the process holds once; where a graph optimizer needs an initializer's data
+    first, the session gets its own copy instead. Either way they are not serialized into the
+    model's bytes and parsed back.
 
     Args:
         model: The graph, or the path of an ``.onnx`` file (a cached graph, which ONNX Runtime
@@ -118,13 +134,14 @@ def create_session(
         name: The model, for the message when ONNX Runtime refuses it.
         quantized: Whether the graph holds quantized ops (read from ``model`` when it is a graph;
             a file is taken as float unless told).
+        weights: The data of the graph's detached initializers.
 
     Raises:
         OnnxDeconvError: ONNX Runtime refuses the model (an opset it does not support, a node it
             cannot run), or ``device="cuda"`` was asked for and the CUDA provider does not load.
     """
     try:
-        return _create_session(model, device, threads, quantized)
+        return _create_session(model, device, threads, quantized, weights)
     except _REFUSALS as exc:
         raise OnnxDeconvError(
             f"ONNX Runtime {ort.__version__} cannot run {name}: {refusal(exc)} (export the model "
@@ -133,8 +150,52 @@ def create_session(
 
 
 def _create_session(
-    model: onnx.ModelProto | Path, device: Device, threads: int | None, quantized: bool | None
+    model: onnx.ModelProto | Path,
+    device: Device,
+    threads: int | None,
+    quantized: bool | None,
+    weights: Mapping[str, np.ndarray] | None,
 ) -> ort.InferenceSession:
+    if isinstance(model, Path):
+        return _session(str(model), _options(model, threads, quantized), device)
+    from onnxdeconv.graph.passes import is_detached
+
+    payload = model.SerializeToString()
+    shared = [tensor.name for tensor in model.graph.initializer if is_detached(tensor)]
+    if not shared:
+        return _session(payload, _options(model, threads, quantized), device)
+    if weights is None or any(name not in weights for name in shared):
+        raise ValueError(f"the data of detached initializers {shared} is not given")
+    arrays = [np.ascontiguousarray(weights[name]) for name in shared]
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+    large = sum(array.nbytes for array in arrays) >= NO_PREPACKING_BYTES
+    try:
+        # add_initializer reads the buffers in place. A placeholder must name a file (an empty
+        # one of ours): a graph optimizer that reads an initializer's data before the buffer
+        # replaces it fails on that file, loudly (its length is checked), and the session is
+        # made again with copies.
+        options = _options(model, threads, quantized, large)
+        options.log_severity_level = 4  # that failure is expected, not the user's concern
+        options.add_session_config_entry(EXTERNAL_FOLDER, _placeholder_folder())
+        for name, value in zip(shared, values, strict=True):
+            options.add_initializer(name, value)
+        session = _session(payload, options, device)
+    except ort.capi.onnxruntime_pybind11_state.Fail:
+        logger.debug("the session cannot read the shared weights in place; it copies them")
+        options = _options(model, threads, quantized, large)
+        options.add_external_initializers(shared, values)
+        session = _session(payload, options, device)
+    # The buffers live as long as the session, whatever ONNX Runtime does with them.
+    session.onnxdeconv_weights = values
+    return session
+
+
+def _options(
+    model: onnx.ModelProto | Path,
+    threads: int | None,
+    quantized: bool | None,
+    no_prepacking: bool = False,
+) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -150,7 +211,26 @@ def _create_session(
         # x86 without VNNI saturate, differently, so that the activations, masks and switches of
         # the forward pass would not be those of the map the deconv graph transposes.
         options.add_session_config_entry(DISABLE_QDQ_REWRITES, "1")
-    payload = str(model) if isinstance(model, Path) else model.SerializeToString()
+    if no_prepacking:
+        # Prepacked kernels (MatMul, Gemm) make a packed copy of each weight per session.
+        options.add_session_config_entry(DISABLE_PREPACKING, "1")
+    return options
+
+
+@functools.cache
+def _placeholder_folder() -> str:
+    """A folder holding the empty file that detached initializers name, made once per process."""
+    from onnxdeconv.graph.passes import SHARED_LOCATION
+
+    folder = tempfile.mkdtemp(prefix="onnxdeconv-")
+    atexit.register(shutil.rmtree, folder, True)
+    (Path(folder) / SHARED_LOCATION).touch()
+    return folder
+
+
+def _session(
+    payload: bytes | str, options: ort.SessionOptions, device: Device
+) -> ort.InferenceSession:
     if device != "cpu" and cuda_loads():
         strict = os.environ.get(STRICT_CUDA_ENV) == "1"
         session = _quiet_cuda_session(payload, options, strict)

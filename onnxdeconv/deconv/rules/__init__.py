@@ -77,7 +77,7 @@ class TransposeContext:
 
         The transpose uses the forward weights as they are ("tied"), as Zeiler & Fergus do.
         """
-        return self.graph.const(weight.astype(np.float32), self.node.input[1])
+        return self.graph.const(weight.astype(np.float32, copy=False), self.node.input[1])
 
     def only_first_input_on_path(self, reason: str = "") -> None:
         """Raise unless the data input 0 is the only input that depends on the image.

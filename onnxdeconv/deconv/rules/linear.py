@@ -47,7 +47,13 @@ def matmul(ctx: TransposeContext, signal: str) -> dict[int, str]:
     ranks = [len(ctx.info[name].shape) for name in ctx.node.input[:2]]
     if ctx.on_path[0] and not ctx.on_path[1]:
         weight = _constant_matrix(ctx, 1, "right operand", ranks[0])
-        transposed = graph.const(weight.T.astype(np.float32), f"{ctx.node.input[1]}_T")
+        if ranks[0] == 2:
+            # [K, n] times W^T: Gemm reads the forward weight as it is (no transposed copy).
+            tied = ctx.graph.const(weight.astype(np.float32, copy=False), ctx.node.input[1])
+            return {0: graph.op("Gemm", [signal, tied], hint="matmul_t", transB=1)}
+        transposed = graph.const(
+            np.ascontiguousarray(weight.T, np.float32), f"{ctx.node.input[1]}_T"
+        )
         return {0: graph.op("MatMul", [signal, transposed], hint="matmul_t")}
     if ctx.on_path[1] and not ctx.on_path[0]:
         if ranks[1] < 3:
@@ -55,7 +61,9 @@ def matmul(ctx: TransposeContext, signal: str) -> dict[int, str]:
                 "a constant left operand times [N, k] would contract the batch axis"
             )
         weight = _constant_matrix(ctx, 0, "left operand", ranks[1])
-        transposed = graph.const(weight.T.astype(np.float32), f"{ctx.node.input[0]}_T")
+        transposed = graph.const(
+            np.ascontiguousarray(weight.T, np.float32), f"{ctx.node.input[0]}_T"
+        )
         return {1: graph.op("MatMul", [transposed, signal], hint="matmul_t")}
     raise ctx.unsupported("exactly one operand may depend on the image; the other is a constant")
 
