@@ -68,7 +68,7 @@ def explore(
 
     Pick or drop an image, see a layer's activation maps sorted by strength, click a channel or
     a unit and see its projection beside the input patch it sees, computed in the browser by
-    onnxruntime-web (WebAssembly). Any static web server serves the folder (--serve starts
+    ONNX Runtime Web (WebAssembly). Any static web server serves the folder (--serve starts
     one); it works offline.
 
     Example: onnxdeconv explore models/digitnet.onnx --images models/examples -o site --serve
