@@ -162,7 +162,7 @@ def main() -> None:
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
     except ImportError as exc:
-        # Ctrl-C while a native module (onnxruntime's) initialises surfaces as its ImportError.
+        # Ctrl-C while a native module (ONNX Runtime's) initialises surfaces as its ImportError.
         if not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
             raise
         click.echo("error: interrupted", err=True)
