@@ -138,12 +138,31 @@ class _Nodes:
         return output
 
 
+#: Significant bits of the narrow float types whose layers the export rounds (see _rounded).
+SIGNIFICANT_BITS: dict[int, int] = {TensorProto.FLOAT16: 11, TensorProto.BFLOAT16: 8}
+
+
+def _rounded(nodes: _Nodes, values: str, bits: int) -> str:
+    """``values`` (float32) rounded to ``bits`` significant bits, as a narrower float holds them.
+
+    A float16 model's layer, read as an output, is rounded to float16; inside one graph ONNX
+    Runtime computes float16 layers in float32 and removes casts to float16 and back again, even
+    with its optimizations off. Veltkamp's split rounds with float32 arithmetic alone:
+    ``t = x * (2^(24 - bits) + 1)``, ``x' = t - (t - x)``.
+    """
+    split = nodes.const(f"split_{bits}", np.array(2.0 ** (24 - bits) + 1, np.float32))
+    scaled = nodes.op("Mul", [values, split], "select/round_scaled")
+    gap = nodes.op("Sub", [scaled, values], "select/round_gap")
+    return nodes.op("Sub", [scaled, gap], "select/acts_rounded")
+
+
 def _selection(
     nodes: _Nodes,
     target: str,
     target_shape: tuple[int, ...],
     position_input: bool,
     input_rank: int,
+    elem_type: int = TensorProto.FLOAT,
 ) -> None:
     """Pick the activation to project; build the signal for the deconv graph and the sign.
 
@@ -154,6 +173,8 @@ def _selection(
     size = math.prod(spatial)
     i64 = np.int64
     acts = nodes.op("Cast", [target], "select/acts", to=TensorProto.FLOAT)
+    if elem_type in SIGNIFICANT_BITS:
+        acts = _rounded(nodes, acts, SIGNIFICANT_BITS[elem_type])
     rows = nodes.op("Gather", [acts, CHANNEL], "select/rows", axis=1)  # [1, K, *spatial]
     flat = nodes.op(
         "Reshape", [rows, nodes.const("rows_shape", np.array([-1, size], i64))], "select/rows_flat"
@@ -323,7 +344,12 @@ def _projector_graph(
     selection = _Nodes()
     target = renames.get(plan.target, plan.target)
     _selection(
-        selection, target, plan.target_shape, options.position_input, len(prepared.input_shape)
+        selection,
+        target,
+        plan.target_shape,
+        options.position_input,
+        len(prepared.input_shape),
+        prepared.info[plan.target].elem_type,
     )
     links = [
         helper.make_node(

@@ -107,13 +107,16 @@ def test_position_input() -> None:
     )
 
 
-def test_squeezenet_fp16(squeezenet_path: Path, images_dir: Path) -> None:
+@pytest.mark.parametrize(("layer", "rule"), [("relu18", "guided"), ("relu7", "deconvnet")])
+def test_squeezenet_fp16(squeezenet_path: Path, images_dir: Path, layer: str, rule: str) -> None:
     from onnxdeconv.inputs import PRESETS
 
     loaded = load_model(squeezenet_path)
     x = load_input(images_dir / "cat.jpg", loaded, PRESETS["caffe"]).array
-    # ONNX Runtime may keep the fp16 activations in float32 once they feed the selection's Cast.
-    exported = assert_matches_python(squeezenet_path, x, "relu18", "guided", [131, 7], rtol=1e-3)
+    # ONNX Runtime keeps a float16 model's activations in float32 inside one graph (a cast to
+    # float16 and back is dropped): the export rounds the unit to float16 as the Projector sees it.
+    # Without that rounding the two were up to 2e-4 apart.
+    exported = assert_matches_python(squeezenet_path, x, layer, rule, [131 % 64, 7], rtol=1e-5)
     assert exported.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
 
 
