@@ -175,36 +175,36 @@ def refuse_overwriting_inputs(
         computed: Outputs the command chose itself (a default ``-o``), by option, also checked.
     """
     hints = {p.name: (p.opts[0] if p.opts else p.name) for p in ctx.command.params}
-    outputs: list[tuple[str, Path]] = [
-        (hints.get(name or "", name or ""), path)
+    named = [
+        (name in OUTPUT_PARAMETERS, hints.get(name or "", name or ""), path)
         for name, value in ctx.params.items()
-        if name in OUTPUT_PARAMETERS
         for path in _paths(value)
     ]
+    outputs = [(hint, path) for is_output, hint, path in named if is_output]
     outputs += [(hint, path) for hint, path in (computed or {}).items() if path is not None]
-    inputs = [
-        (hints.get(name or "", name or ""), path)
-        for name, value in ctx.params.items()
-        if name not in OUTPUT_PARAMETERS
-        for path in _paths(value)
-    ]
+    inputs = [(hint, path) for is_output, hint, path in named if not is_output]
     for index, (hint, output) in enumerate(outputs):
         for input_hint, given in inputs:
-            named = input_hint.upper() if input_hint.isidentifier() else input_hint
-            where = f"the input {named}" + (f" '{given}'" if str(given) != str(output) else "")
-            if output.is_dir() and given.is_dir():
-                continue  # writing into a folder destroys none of its files (checked below)
-            if _same(output, given):
-                message = f"'{output}' is {where}: writing it would destroy it; give another path"
-                raise click.BadParameter(message, param_hint=hint)
-            existing_file = output.exists() and not output.is_dir()
-            if existing_file and given.is_dir() and _within(output, given):
-                message = (
-                    f"'{output}' is a file in the input folder {named} '{given}', which it would "
-                    "overwrite: give a path outside that folder"
-                )
-                raise click.BadParameter(message, param_hint=hint)
+            _refuse_overwriting(output, hint, given, input_hint)
         for other_hint, other in outputs[index + 1 :]:
             if _same(output, other) and other_hint != hint:
                 message = f"'{output}' is also the {other_hint} output: give each its own path"
                 raise click.BadParameter(message, param_hint=hint)
+
+
+def _refuse_overwriting(output: Path, hint: str, given: Path, input_hint: str) -> None:
+    """Refuse ``output`` (option ``hint``) where it is the input ``given``, or a file in it."""
+    named = input_hint.upper() if input_hint.isidentifier() else input_hint
+    if output.is_dir() and given.is_dir():
+        return  # writing into a folder destroys none of the files already in it
+    if _same(output, given):
+        where = f"the input {named}" + (f" '{given}'" if str(given) != str(output) else "")
+        message = f"'{output}' is {where}: writing it would destroy it; give another path"
+        raise click.BadParameter(message, param_hint=hint)
+    existing_file = output.exists() and not output.is_dir()
+    if existing_file and given.is_dir() and _within(output, given):
+        message = (
+            f"'{output}' is a file in the input folder {named} '{given}', which it would "
+            "overwrite: give a path outside that folder"
+        )
+        raise click.BadParameter(message, param_hint=hint)

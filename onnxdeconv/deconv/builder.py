@@ -302,24 +302,9 @@ def path_blocks(
     every = [node for node in reversed(graph.node) if any(o in reached for o in node.output)]
     nodes = rewrite_path(graph, every, reached, info, constants)
     all_info, switches = with_switches(graph, info)
-    probe = _ProbeGraph((), all_info)
+    walk = _Transposer(_ProbeGraph((), all_info), rule, all_info, constants, reached, switches)
+    errors, sends = _probe_rules(nodes, walk)
     originals = {(node.name, node.op_type) for node in graph.node}
-    # For each node (reverse order): its error, and the inputs its rule sends a signal to.
-    errors: dict[int, OnnxDeconvError | None] = {}
-    sends: dict[int, set[str]] = {}
-    for index, node in enumerate(nodes):
-        walk = _Transposer(probe, rule, all_info, constants, reached, switches)
-        try:
-            for output in node.output:
-                if output in reached:
-                    walk.pending[output].append(probe.fresh(f"{output}_probe"))
-            walk.transpose(node)
-            errors[index] = None
-            sends[index] = set(walk.pending)
-        except OnnxDeconvError as exc:
-            errors[index] = exc
-        except Exception:  # a rule that cannot run on the probe: building will tell
-            errors[index] = OnnxDeconvError("unsure")
     static = {name: _is_static(all_info, name) for name in reached}
     shape_block = {input_name: None if static.get(input_name) else input_name}
     node_block: dict[str, PathBlock | None] = {input_name: None}
@@ -330,24 +315,13 @@ def path_blocks(
         bad_shape = next(
             (shape_block.get(name, name) for name in on_path if shape_block.get(name, name)), None
         )
-        error = errors[index]
-        block: PathBlock | None
-        if error is not None:
-            exact = isinstance(error, UnsupportedOpError) and (
-                (error.node_name, error.op_type) in originals
-            )
-            kind = "node" if exact else "unsure"
-            block = PathBlock(kind, node.name or node.output[0], len(nodes) - index)
+        if errors[index] is not None:
+            rank = len(nodes) - index
+            block: PathBlock | None = _node_failure(node, errors[index], originals, rank)
             reaches = True
         else:
             passed = [name for name in on_path if name in sends[index]]
-            inherited = [node_block.get(name, _UNSURE) for name in passed]
-            # A tensor only a build can judge has no place in the walk: it makes the rest unsure.
-            block = (
-                _UNSURE
-                if _UNSURE in inherited
-                else max(inherited, key=lambda b: -1 if b is None else b.rank, default=None)
-            )
+            block = _deepest([node_block.get(name, _UNSURE) for name in passed])
             reaches = any(arrives.get(name, False) for name in passed)
         if not reaches and block is None:
             block = _UNSURE
@@ -361,6 +335,49 @@ def path_blocks(
         bad = shape_block.get(name)
         result[name] = PathBlock("shape", bad, len(nodes) + 1) if bad else block
     return result
+
+
+def _probe_rules(
+    nodes: Sequence[onnx.NodeProto], walk: _Transposer
+) -> tuple[dict[int, OnnxDeconvError | None], dict[int, set[str]]]:
+    """Run each node's rule once on the probe: its error, and the inputs it sends a signal to."""
+    errors: dict[int, OnnxDeconvError | None] = {}
+    sends: dict[int, set[str]] = {}
+    for index, node in enumerate(nodes):
+        walk.pending.clear()
+        try:
+            for output in node.output:
+                if output in walk.reached:
+                    walk.pending[output].append(walk.deconv.fresh(f"{output}_probe"))
+            walk.transpose(node)
+            errors[index] = None
+            sends[index] = set(walk.pending)
+        except OnnxDeconvError as exc:
+            errors[index] = exc
+        except Exception:  # a rule that cannot run on the probe: building will tell
+            errors[index] = OnnxDeconvError("unsure")
+    return errors, sends
+
+
+def _node_failure(
+    node: onnx.NodeProto,
+    error: OnnxDeconvError | None,
+    originals: set[tuple[str, str]],
+    rank: int,
+) -> PathBlock:
+    """The block of a node whose rule failed: exact where it is the model's own node."""
+    exact = isinstance(error, UnsupportedOpError) and (
+        (error.node_name, error.op_type) in originals
+    )
+    return PathBlock("node" if exact else "unsure", node.name or node.output[0], rank)
+
+
+def _deepest(inherited: Sequence[PathBlock | None]) -> PathBlock | None:
+    """The block a walk back meets first among its inputs' (the deepest); unsure beats all."""
+    # A tensor only a build can judge has no place in the walk: it makes the rest unsure.
+    if _UNSURE in inherited:
+        return _UNSURE
+    return max(inherited, key=lambda b: -1 if b is None else b.rank, default=None)
 
 
 #: The block of a tensor only a build can judge.
