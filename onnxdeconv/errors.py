@@ -130,3 +130,15 @@ def require_path(
     if not (path.is_file() if expected == "file" else path.is_dir()):
         raise error(missing, parameter=parameter)
     return path
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while handling a Ctrl-C (somewhere in its chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -17,7 +17,7 @@ from onnxdeconv.check.formats import github_annotations, summary_table, write_ch
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
-from onnxdeconv.errors import CheckFailedError, OnnxDeconvError
+from onnxdeconv.errors import CheckFailedError, OnnxDeconvError, interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def crash_exits_2(command: Callable[..., None]) -> Callable[..., None]:
         except (OnnxDeconvError, click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
+            if interrupted(exc):  # Ctrl-C inside a library's own handling: the CLI says so
+                raise
             logger.info("internal error in check", exc_info=True)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise OnnxDeconvError(

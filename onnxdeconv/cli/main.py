@@ -13,14 +13,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from onnxdeconv import __version__
 from onnxdeconv.cli import CONTEXT
 from onnxdeconv.cli.parse import refuse_overwriting_inputs
-from onnxdeconv.errors import OnnxDeconvError
+from onnxdeconv.errors import OnnxDeconvError, interrupted
 
 
 class _LazyGroup(click.Group):
@@ -151,8 +151,7 @@ def main() -> None:
         click.echo(exc.format_message(), err=True)
         sys.exit(exc.exit_code)
     except (InterruptError, KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _exit_interrupted()
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()} (see --help)", err=True)
         sys.exit(exc.exit_code)
@@ -161,14 +160,21 @@ def main() -> None:
         hint = f" (option {option})" if option and option.split()[0] not in str(exc) else ""
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
-    except ImportError as exc:
-        # Ctrl-C while a native module (ONNX Runtime's) initialises surfaces as its ImportError.
-        if not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            raise
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
     except OSError as exc:
+        if interrupted(exc):
+            _exit_interrupted()
         # The machine, not the code: a full disk, a read-only folder, a file that went away.
         where = f" '{exc.filename}'" if exc.filename else ""
         click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+    except Exception as exc:
+        # Ctrl-C inside a library's own handling surfaces as another error raised while handling
+        # it: ONNX Runtime's import gives an ImportError, tqdm's lock set-up an AttributeError.
+        if not interrupted(exc):
+            raise
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> NoReturn:
+    click.echo("error: interrupted", err=True)
+    sys.exit(130)
