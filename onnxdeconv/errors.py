@@ -142,3 +142,9 @@ def interrupted(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line (for a one-line message), or its type's name where it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__

@@ -14,7 +14,7 @@ from typing import Literal, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from onnxdeconv.errors import InputError, OnnxDeconvError, require_path
+from onnxdeconv.errors import InputError, OnnxDeconvError, first_line, require_path
 from onnxdeconv.image_size import (
     MAX_PIXELS_VARIABLE,
     check_pixel_budget,
@@ -457,12 +457,6 @@ def _load_array(path: Path, loaded: ModelInputSpec) -> ModelInput:
     return ModelInput(array, display_array(array[0], layout), layout, None)
 
 
-def first_line(error: BaseException) -> str:
-    """An error's first line, or its type's name where it has no message."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def read_npy(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` array, checking its header against the file before allocating anything.
 
@@ -550,8 +544,7 @@ def skip_reason(error: BaseException) -> str:
     """Why an image was skipped, in one line: the library's message, or the decoder's."""
     if isinstance(error, OnnxDeconvError):
         return str(error)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    detail = f": {lines[0]}" if lines else ""
+    detail = f": {first_line(error)}" if str(error).strip() else ""
     if isinstance(error, OSError) and error.strerror:
         detail = f": {error.strerror}"
     return f"cannot read it as an image ({type(error).__name__}{detail})"

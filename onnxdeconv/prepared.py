@@ -23,6 +23,7 @@ from onnxdeconv.errors import (
     OnnxDeconvError,
     UnknownLayerError,
     UnsupportedOpError,
+    first_line,
 )
 from onnxdeconv.graph.fold import fold_constants
 from onnxdeconv.graph.fuse_lrn import fuse_local_response_norm
@@ -411,8 +412,7 @@ def prepare(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> 
             info = measure_shapes(sized, {loaded.input_name: zeros}, info)
         except ort.capi.onnxruntime_pybind11_state.Fail as exc:
             raise InputError(
-                f"the model does not run on an input of shape {list(shape)}: "
-                f"{str(exc).splitlines()[0]}"
+                f"the model does not run on an input of shape {list(shape)}: {first_line(exc)}"
             ) from exc
     _refuse_degenerate(loaded, info)
     return PreparedModel(loaded, input_shape, info, constant_tensors(loaded.model.graph))

@@ -17,7 +17,7 @@ from onnxdeconv.check.formats import github_annotations, summary_table, write_ch
 from onnxdeconv.cli import options
 from onnxdeconv.cli.feedback import find_images, info, progress, read_images
 from onnxdeconv.cli.options import CONTEXT, ModelOptions
-from onnxdeconv.errors import CheckFailedError, OnnxDeconvError, interrupted
+from onnxdeconv.errors import CheckFailedError, OnnxDeconvError, first_line, interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def crash_exits_2(command: Callable[..., None]) -> Callable[..., None]:
             if interrupted(exc):  # Ctrl-C inside a library's own handling: the CLI says so
                 raise
             logger.info("internal error in check", exc_info=True)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc) if str(exc).strip() else ""
             raise OnnxDeconvError(
                 f"internal error: {type(exc).__name__}{': ' + first if first else ''} "
                 "(please report, with the output of onnxdeconv -v check ...)"

@@ -21,7 +21,7 @@ import onnx
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnx import external_data_helper, helper
 
-from onnxdeconv.errors import ModelLoadError
+from onnxdeconv.errors import ModelLoadError, first_line
 from onnxdeconv.graph import experimental, passes
 from onnxdeconv.labels import METADATA_KEY as LABELS_KEY
 
@@ -146,7 +146,7 @@ def _read(path: Path) -> onnx.ModelProto:
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except (ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(
             f"the external data of '{path}' cannot be read ({first}): export the model again"
         ) from exc
@@ -213,7 +213,7 @@ def load_model(source: str | Path | onnx.ModelProto) -> LoadedModel:
     try:
         passes.check_model(passes.skeleton(model))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise ModelLoadError(f"{where} is not a valid ONNX model: {first}") from exc
     model = passes.upgrade_opset(model)
     value = _image_input(model, where)

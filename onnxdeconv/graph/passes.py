@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, version_converter
 
-from onnxdeconv.errors import ModelLoadError
+from onnxdeconv.errors import ModelLoadError, first_line
 from onnxdeconv.graph import experimental
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     try:
         upgraded = version_converter.convert_version(experimental.with_stand_ins(model), target)
     except Exception as exc:  # the converter raises bare RuntimeErrors with C++ messages
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(
             f"cannot upgrade the model from opset {opset} to {target} ({first}); "
             "re-export it at opset 8 or newer"
@@ -238,13 +238,8 @@ def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
 SKELETON_LIMIT = 64
 
 
-def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy without the large float weights, which become graph inputs of the same type and shape.
-
-    Shape inference, the checker and graph surgery cost time in proportion to the bytes of a
-    model; on its skeleton they cost what the graph's structure costs. Small and integer
-    initializers (shapes, axes) keep their values. Does not mutate ``model``.
-    """
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph has every part but its initializers (the caller's)."""
     out = onnx.ModelProto()
     for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
         setattr(out, field, getattr(model, field))
@@ -256,6 +251,18 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.input.extend(source.input)
     graph.output.extend(source.output)
     graph.value_info.extend(source.value_info)
+    return out
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without the large float weights, which become graph inputs of the same type and shape.
+
+    Shape inference, the checker and graph surgery cost time in proportion to the bytes of a
+    model; on its skeleton they cost what the graph's structure costs. Small and integer
+    initializers (shapes, axes) keep their values. Does not mutate ``model``.
+    """
+    out = _without_initializers(model)
+    graph, source = out.graph, model.graph
     floats = {
         onnx.TensorProto.FLOAT,
         onnx.TensorProto.FLOAT16,
@@ -316,17 +323,8 @@ def detach_weights(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
     Does not mutate ``model``.
     """
     detached = set(names)
-    out = onnx.ModelProto()
-    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
-        setattr(out, field, getattr(model, field))
-    out.opset_import.extend(model.opset_import)
-    out.metadata_props.extend(model.metadata_props)
+    out = _without_initializers(model)
     graph, source = out.graph, model.graph
-    graph.name = source.name
-    graph.node.extend(source.node)
-    graph.input.extend(source.input)
-    graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
     for tensor in source.initializer:
         if tensor.name in detached:
             tensor = detached_tensor(tensor.name, tensor.data_type, tensor.dims)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import numpy as np
 import onnxruntime as ort
 
-from onnxdeconv.errors import InputError, ModelLoadError
+from onnxdeconv.errors import InputError, ModelLoadError, first_line
 from onnxdeconv.runtime.sessions import Device, create_session, provider_of, run_bound
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class ForwardRunner:
             except onnx.shape_inference.InferenceError as exc:
                 # The model's own declared shapes contradict each other (an output of batch 1
                 # behind an input of batch 5): strict inference sees it once outputs are exposed.
-                first = str(exc).strip().splitlines()[0]
+                first = first_line(exc)
                 raise ModelLoadError(
                     f"the model's declared shapes contradict its graph: {first}; fix or remove "
                     "the declared shapes of its inputs and outputs"
