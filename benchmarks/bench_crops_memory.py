@@ -81,14 +81,21 @@ elif mode == "arena":  # one windowed run of K rows: arena on, off, shrunk after
     from onnxdeconv.deconv.emitter import PROJECTION, WINDOW_ORIGIN
     plan = p.windowed[0]
     picks = p.strongest(forward, top=K)
-    feeds = p._feeds(forward, plan, p._unit_signal(forward, picks), [0] * K)
+    # Private API: older checkouts (--baseline) took the plan, newer ones its forward inputs.
+    takes = inspect.signature(p._feeds).parameters
+    inputs = plan.forward_inputs if "forward_inputs" in takes else plan
+    feeds = p._feeds(forward, inputs, p._unit_signal(forward, picks), [0] * K)
     feeds = {k: (v.numpy() if isinstance(v, ort.OrtValue) else v) for k, v in feeds.items()}
     feeds[WINDOW_ORIGIN] = np.array([s.position for s in picks], np.int64)
     sessions, times = {}, {}
+    model = plan.model
+    if getattr(plan, "weights", None):  # the plan's large weights are shared, not in the graph
+        from onnxdeconv.graph.passes import attach_weights
+        model = attach_weights(model, plan.weights)
     for variant in ("arena on", "arena off", "arena shrunk after each run"):
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = variant != "arena off"
-        payload = plan.model.SerializeToString()
+        payload = model.SerializeToString()
         cpu = ["CPUExecutionProvider"]
         sessions[variant] = ort.InferenceSession(payload, options, providers=cpu)
         times[variant] = []

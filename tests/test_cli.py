@@ -254,9 +254,9 @@ def test_unprojectable_first_layer_says_that_none_before_it_is(tmp_path: Path) -
         (["project", DIGITNET, DIGIT_7, "--rule", "magic"], r"Invalid value for '--rule'"),
         (["project", DIGITNET, DIGIT_7, "-o", "out.jpg"], r"must end in .png or .npy"),
         (["project", DIGITNET, DIGIT_7, "-o", "no/such/dir/p.png"], r"output folder .* not exist"),
-        (["project", DIGITNET, DIGIT_7, "--size", "28"], r"two integers H,W"),
+        (["project", DIGITNET, DIGIT_7, "--size", "28,28,3"], r"expected H,W such as"),
         (["project", DIGITNET], r"Missing argument 'INPUT'"),
-        (["layers", DIGITNET, "--size", "x"], r"two integers"),
+        (["layers", DIGITNET, "--size", "x"], r"expected H,W such as"),
         (["nonsense"], r"No such command 'nonsense'"),
         # One meaning per option word: the old names of renamed options are gone, not aliases.
         (
@@ -433,6 +433,10 @@ def test_input_size_for_dynamic_model(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, err = run(["layers", tmp_path / "dyn.onnx", "--size", "16,16"], capsys)
     assert code == 0, err
     assert "4x16x16" in out
+    # One number is a square.
+    code, square, err = run(["layers", tmp_path / "dyn.onnx", "--size", "16"], capsys)
+    assert code == 0, err
+    assert square == out
 
 
 def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -345,7 +345,7 @@ def test_non_finite_projections_are_refused_not_written(
     [
         ("0,0", r"input size 0,0 has a side under 1.*--size"),
         ("100000,100000", r"10000000000 pixels, over the pixel budget"),
-        ("-3,4", r"expected two integers H,W"),
+        ("-3,4", r"expected H,W such as 224,224"),
     ],
 )
 def test_input_sizes_out_of_range(

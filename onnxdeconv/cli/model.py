@@ -143,7 +143,7 @@ _PREPROCESSING = together(
     click.option("--scale", type=float, help="Pixel (0-255) multiplier applied before the mean."),
     click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
 )
-_SIZE_HELP = "Input size H,W, for models with dynamic spatial dims."
+_SIZE_HELP = "Input size H,W (one number N: N,N), for models with dynamic spatial dims."
 _SIZE = click.option("--size", metavar="H,W", help=_SIZE_HELP)
 
 

@@ -10,15 +10,17 @@ import click
 
 
 def int_pair(value: str | None, option: str) -> tuple[int, int] | None:
-    """Parse ``H,W`` (or ``HxW``)."""
+    """Parse ``H,W`` (or ``HxW``); one number ``N`` is the square ``N,N``."""
     if value is None:
         return None
     try:
         pair = tuple(int(p) for p in value.replace("x", ",").split(","))
     except ValueError:
         pair = ()
+    if len(pair) == 1:
+        pair = pair * 2
     if len(pair) != 2 or min(pair) < 0:
-        message = f"expected two integers H,W such as 224,224, got '{value}'"
+        message = f"expected H,W such as 224,224 (or one number for a square), got '{value}'"
         raise click.BadParameter(message, param_hint=option)
     return pair[0], pair[1]
 
