@@ -107,9 +107,10 @@ def bench_model(
     from onnxdeconv import Projector
     from onnxdeconv.runtime import ForwardRunner, create_session
 
-    projector = Projector(path, layer=layer, device="cpu")
+    # Both built here: from the graph cache, the previous graph would be the current one.
+    projector = Projector(path, layer=layer, device="cpu", use_cache=False)
     with previous_graph():
-        previous = Projector(path, layer=layer, device="cpu")
+        previous = Projector(path, layer=layer, device="cpu", use_cache=False)
     prepared = projector.prepared
     names = [projector.layer, *projector.plan.forward_inputs]
     # Every session with the same thread count: on a loaded machine one thread is steadier.
@@ -186,19 +187,24 @@ def profile_ms(model: object, feeds: dict[str, np.ndarray], repeats: int) -> dic
         options,
         providers=["CPUExecutionProvider"],
     )
-    session.run(None, feeds)
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         session.run(None, feeds)
     events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = {family: 0.0 for family in [*FAMILIES, "other", "all"]}
+    # Each node runs once per run: its median over the runs (the first is a warm-up) is steady
+    # where a mean would take in one disturbed run.
+    per_node: dict[str, list[float]] = {}
+    op_of: dict[str, str] = {}
     for event in events:
         if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
             continue
-        op = event["args"]["op_name"]
-        family = next((f for f, ops in FAMILIES.items() if op in ops), "other")
-        # The first run is a warm-up, as in the timed rows.
-        totals[family] += event["dur"] / 1e3 / (repeats + 1)
-        totals["all"] += event["dur"] / 1e3 / (repeats + 1)
+        per_node.setdefault(event["name"], []).append(event["dur"] / 1e3)
+        op_of[event["name"]] = event["args"]["op_name"]
+    totals: dict[str, float] = {family: 0.0 for family in [*FAMILIES, "other", "all"]}
+    for node, durations in per_node.items():
+        family = next((f for f, ops in FAMILIES.items() if op_of[node] in ops), "other")
+        time_ms = statistics.median(durations[1:] or durations)
+        totals[family] += time_ms
+        totals["all"] += time_ms
     return totals
 
 

@@ -481,7 +481,7 @@ def test_cli_writes_pictures_and_json(
     assert "img/s" in err
     for alias in ("relu2", "relu3"):
         report = json.loads((out / f"{alias}.json").read_text())
-        assert report["counted"] == 18 and report["skipped"] == []
+        assert report["counted"] == 18 and report["skipped_images"] == []
         assert [c["channel"] for c in report["channels"]] == list(range(6))
         expected = independent_topk(digit_folder, alias, list(range(6)), 9)
         for got, want in zip(read_entries(out / f"{alias}.json"), expected, strict=True):
@@ -509,7 +509,7 @@ def test_corrupt_image_is_skipped_and_listed(
     assert "IHDR" not in err  # OpenCV's own complaint is silenced: one line per image
     assert len(re.findall(r"skipped: '.*(broken\.png|empty\.jpg)'", err)) == 2
     report = json.loads((out / "relu3.json").read_text())
-    assert sorted(s["image"] for s in report["skipped"]) == ["broken.png", "plain/empty.jpg"]
+    assert sorted(s["image"] for s in report["skipped_images"]) == ["broken.png", "plain/empty.jpg"]
     assert report["processed"] == 12 and report["counted"] == 10
     assert all(len(c["entries"]) == 9 for c in report["channels"])
 
@@ -785,7 +785,7 @@ def test_mine_features_without_the_cli(digit_folder: Path, tmp_path: Path) -> No
     report = result.to_json()
     json.dumps(report, allow_nan=False)
     assert report["counted"] == 18 and report["top"] == 4
-    assert report["skipped"] == [{"image": "broken.png", "reason": skipped[0][1]}]
+    assert report["skipped_images"] == [{"image": "broken.png", "reason": skipped[0][1]}]
     [entry_layer] = report["layers"]
     assert entry_layer["alias"] == "relu3"
     assert [c["channel"] for c in entry_layer["channels"]] == [0, 2, 5]

@@ -24,6 +24,7 @@ from helpers import conv_relu_pool_model, run
 
 from onnxdeconv.analysis.features import FeaturesState
 from onnxdeconv.engines import dataset_images, features, mine_features
+from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.graph.load import load_model
 from onnxdeconv.inputs import PRESETS
 from onnxdeconv.prepared import prepare
@@ -174,7 +175,7 @@ def test_cli_ray_equals_local_with_corrupt_images(
         if name.endswith(".json"):
             assert_same_layer_json(local_out / name, ray_out / name)
             report = json.loads((ray_out / name).read_text())
-            skipped = sorted(s["image"] for s in report["skipped"])
+            skipped = sorted(s["image"] for s in report["skipped_images"])
             assert skipped == ["a/empty.jpg", "broken.png"] and report["counted"] == 12
         elif name.endswith(".png"):
             left, right = cv2.imread(str(local_out / name)), cv2.imread(str(ray_out / name))
@@ -197,8 +198,40 @@ class DiesOnce(ray_engine.BatchTopK):
         return super().__call__(batch)
 
 
+class AlwaysDies(ray_engine.BatchTopK):
+    """A mining actor whose process exits at every batch, as one killed for memory would."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        os._exit(1)
+
+
 class Killed(BaseException):
     pass
+
+
+def test_a_batch_that_always_kills_its_worker_is_one_error(
+    data: tuple[Path, Path], local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray Data alone would restart the actor and retry the batch forever: the run would hang.
+    model, images = data
+    names, root = dataset_images(images)
+    prepared = prepare(load_model(model))
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(ray_engine, "BatchTopK", AlwaysDies)
+    start = time.perf_counter()
+    with pytest.raises(OnnxDeconvError, match=r"died 4 times on the same batch.*--batch-size"):
+        features(
+            prepared,
+            names,
+            root=root,
+            layers=["relu"],
+            per_channel=3,
+            batch_size=4,
+            device="cpu",
+            engine="ray",
+            workers=1,
+        )
+    assert time.perf_counter() - start < 120
 
 
 def test_a_killed_worker_is_retried_and_a_dead_driver_resumes(

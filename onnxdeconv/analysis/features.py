@@ -511,7 +511,7 @@ class FeaturesState:
             "images": len(self.images),
             "processed": self.processed,
             "counted": self.counted,
-            "skipped": [
+            "skipped_images": [
                 {"image": self.images[i], "reason": reason}
                 for i, reason in sorted(self.skipped.items())
             ],
@@ -528,7 +528,7 @@ class FeaturesState:
             ],
             "processed": self.processed,
             "counted": self.counted,
-            "skipped": [
+            "skipped_images": [
                 {"image": self.images[i], "id": i, "reason": r} for i, r in self.skipped.items()
             ],
             "meta": self.meta,
@@ -571,7 +571,9 @@ class FeaturesState:
                 state = cls(int(description["k"]), list(description["images"]))
                 state.meta = dict(description["meta"])
                 state.seen = np.asarray(data["seen"], bool)
-                state.skipped = {int(s["id"]): str(s["reason"]) for s in description["skipped"]}
+                # Earlier releases wrote the list as "skipped".
+                listed = description.get("skipped_images", description.get("skipped", []))
+                state.skipped = {int(s["id"]): str(s["reason"]) for s in listed}
                 for index, spec in enumerate(description["layers"]):
                     state.layers[spec["name"]] = LayerTopK(
                         channels=np.asarray(spec["channels"], np.int64),

@@ -9,8 +9,9 @@ merges into the run's state with :meth:`~onnxdeconv.analysis.features.FeaturesSt
 entries are then projected page by page on an actor pool of the same shape. The state, the
 pages and their JSON equal those of the local engine.
 
-Ray retries a batch whose worker died (the actors restart); unreadable images are skipped and
-listed; the driver checkpoints the state as the local engine does, so a run whose driver died
+Ray retries a batch whose worker died (the actors restart), up to :data:`WORKER_RETRIES` times,
+then the run stops with one error; unreadable images are skipped and listed; the driver
+checkpoints the state as the local engine does, so a run whose driver died
 resumes from its checkpoint. Ray Data streams with backpressure: only the batches in flight are
 in the object store, whose peak :meth:`RayEngine.describe` reports.
 
@@ -30,6 +31,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +112,42 @@ def check_reachable(address: str, timeout: float) -> None:
 
 #: How many seconds Ray tries to reach a cluster's GCS before it gives up (default: about 20).
 GCS_WAIT = "RAY_gcs_server_port_wait_time_s"
+
+#: How many times a batch is retried after its worker process died. Ray Data's actor pools
+#: would restart and retry without limit, so a batch that kills its worker every time (out of
+#: memory, a crash in native code) would hang the run.
+WORKER_RETRIES = 3
+
+
+def results(ray: ModuleType, dataset: Any) -> Iterator[dict[str, np.ndarray]]:
+    """The dataset's output batches as they come, a batch whose worker kept dying as one error."""
+    with worker_deaths(ray):
+        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def on_actors(dataset: Any, udf: type, **arguments: Any) -> Any:
+    """``dataset.map_batches(udf, ...)`` whose batches are retried :data:`WORKER_RETRIES` times."""
+    with warnings.catch_warnings():
+        # Ray Data takes an actor's restart limits only as extra remote arguments, which Ray
+        # 2.60 calls deprecated while no named parameter replaces them yet.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return dataset.map_batches(
+            udf, max_restarts=WORKER_RETRIES, max_task_retries=WORKER_RETRIES, **arguments
+        )
+
+
+@contextmanager
+def worker_deaths(ray: ModuleType) -> Iterator[None]:
+    """Turn a batch whose worker died :data:`WORKER_RETRIES` + 1 times into one error."""
+    try:
+        yield
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+        raise OnnxDeconvError(
+            f"a Ray worker process died {WORKER_RETRIES + 1} times on the same batch (killed "
+            "for memory, or a crash in native code; the worker logs on the cluster say which): "
+            "give the workers more memory or smaller batches (--batch-size), or run the same "
+            "images on the local engine to see the error"
+        ) from exc
 
 
 @contextmanager
@@ -431,7 +469,8 @@ class RayEngine:
     def pool(self, ray: ModuleType, batches: int) -> dict[str, Any]:
         """The ``map_batches`` arguments of an actor pool for ``batches`` batches.
 
-        Ray Data restarts an actor whose process died and retries its batch (without limit).
+        Ray Data restarts an actor whose process died and retries its batch, up to
+        :data:`WORKER_RETRIES` times.
 
         Raises:
             InputError: The cluster lacks the GPUs or CPUs the pool asks for.
@@ -503,39 +542,37 @@ class RayEngine:
         pool = self.pool(ray, len(blocks))
         # The model goes to the object store once and to each actor from there.
         model = ray.put(prepared)
-        dataset = (
-            ray.data.from_arrow(blocks)
-            .map_batches(
-                decode_images,
-                fn_kwargs={
-                    "spec": spec,
-                    "preprocessing": loader.preprocessing,
-                    "size": loader.size,
-                    "per_sample": tuple(int(d) for d in prepared.input_shape),
-                },
-                batch_size=job.batch_size,
-                # Decoding holds no CPU of its own, so that the actors may take them all (no
-                # deadlock); the CPUs the actors leave bound how many tasks decode at once.
-                num_cpus=0,
-                concurrency=self.decoders(ray),
-            )
-            .map_batches(
-                BatchTopK,
-                fn_constructor_kwargs={
-                    "prepared": model,
-                    "channels": job.channels,
-                    "bounds": job.bounds,
-                    "device": job.device,
-                    "threads": max(1, round(self.cpus_per_worker)),
-                    "k": state.k,
-                },
-                batch_size=job.batch_size,
-                **pool,
-            )
+        decoded = ray.data.from_arrow(blocks).map_batches(
+            decode_images,
+            fn_kwargs={
+                "spec": spec,
+                "preprocessing": loader.preprocessing,
+                "size": loader.size,
+                "per_sample": tuple(int(d) for d in prepared.input_shape),
+            },
+            batch_size=job.batch_size,
+            # Decoding holds no CPU of its own, so that the actors may take them all (no
+            # deadlock); the CPUs the actors leave bound how many tasks decode at once.
+            num_cpus=0,
+            concurrency=self.decoders(ray),
+        )
+        dataset = on_actors(
+            decoded,
+            BatchTopK,
+            fn_constructor_kwargs={
+                "prepared": model,
+                "channels": job.channels,
+                "bounds": job.bounds,
+                "device": job.device,
+                "threads": max(1, round(self.cpus_per_worker)),
+                "k": state.k,
+            },
+            batch_size=job.batch_size,
+            **pool,
         )
         provider = None
         done = parts = 0
-        for output in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for output in results(ray, dataset):
             for blob in output["part"]:
                 part: BatchPart = pickle.loads(blob)
                 state.absorb(part.state, part.image_ids)
@@ -588,9 +625,8 @@ class RayEngine:
                 blobs.append(pickle.dumps(PageJob(index, name, rows, top, paths, state.k, meta)))
         table = pa.table({"job": pa.array(blobs, pa.binary())})
         model = ray.put(result.prepared)
-        dataset = ray.data.from_arrow(
-            [table.slice(i, 1) for i in range(table.num_rows)]
-        ).map_batches(
+        dataset = on_actors(
+            ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]),
             PageProjector,
             fn_constructor_kwargs={
                 "prepared": model,
@@ -604,7 +640,7 @@ class RayEngine:
         )
         finished: dict[int, PageDone] = {}
         following = 0
-        for output in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for output in results(ray, dataset):
             for blob in output["done"]:
                 page: PageDone = pickle.loads(blob)
                 finished[page.index] = page
@@ -624,14 +660,20 @@ class RayEngine:
     def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``[function(item) for item in items]``, as Ray tasks of a worker's resources each.
 
-        A task lost with its worker is retried. For analyses whose items are independent
+        A task lost with its worker is retried, up to :data:`WORKER_RETRIES` times. For
+        analyses whose items are independent
         (:func:`~onnxdeconv.analysis.evolution.trace_evolution`'s checkpoints).
         """
         ray = self.connect()
         self.pool(ray, len(items))
-        remote = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker)(call_with)
+        remote = ray.remote(
+            num_cpus=self.cpus_per_worker,
+            num_gpus=self.gpus_per_worker,
+            max_retries=WORKER_RETRIES,
+        )(call_with)
         function_ref = ray.put(function)
-        return list(ray.get([remote.remote(function_ref, item) for item in items]))
+        with worker_deaths(ray):
+            return list(ray.get([remote.remote(function_ref, item) for item in items]))
 
     def describe(self) -> dict[str, Any]:
         """The engine, its address and workers, and what the runs measured.
