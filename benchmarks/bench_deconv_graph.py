@@ -16,6 +16,15 @@ the calling thread (with the default single ONNX Runtime thread, the work done: 
 loaded machine). Models: the ZFNet-sized net of
 ``zfnet.py`` (random weights, relu5) and the real SqueezeNet 1.1 of ``../shared`` (fire9).
 
+Two more tables follow:
+
+* ONNX Runtime's own profile of the plain forward, the instrumented forward and the dense
+  deconv graph at K=1: kernel time per node (median over the runs), summed by what the nodes do
+  (convolutions, max pooling, unpooling, the rest);
+* per max pool on the path, on the pool's real input: the pool without ``Indices``, with
+  ``Indices``, and the compare cascade of :func:`pool_model`, which gets the same switches
+  from comparisons (checked equal).
+
 Usage:
     python benchmarks/bench_deconv_graph.py [--repeats 15] [--k 1 8] [--threads 1] [--workdir DIR]
 """

@@ -19,7 +19,8 @@ from conftest import ROOT, SHARED, unavailable
 
 BENCHMARKS = ROOT / "benchmarks"
 
-#: Script, its smallest arguments, and what it needs beyond the test extras.
+#: Script, its smallest arguments (``{tmp}``: the test's folder), and what it needs beyond the
+#: test extras.
 SMOKE_RUNS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "bench_deconv_graph.py": (["--repeats", "1", "--k", "1"], ("shared",)),
     "bench_top64.py": (
@@ -41,7 +42,14 @@ SMOKE_RUNS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ["--nodes", "50", "--weights", "1", "--check-layers", "1", "--check-nodes", "50"],
         (),
     ),
-    "explore_page.py": (["--clicks", "1"], ("shared", "chromium")),
+    "explore_page.py": (["--clicks", "1", "--screenshots", "{tmp}/shots"], ("shared", "chromium")),
+    "cost_curves.py": (
+        [
+            *("--ks", "1,2", "--sizes", "64", "--size", "96", "--size-k", "2", "--repeats", "1"),
+            *("--plot", "{tmp}/cost.png"),
+        ],
+        ("shared",),
+    ),
 }
 
 
@@ -65,9 +73,8 @@ def test_benchmark_runs(script: str, tmp_path: Path) -> None:
     reason = missing(needs)
     if reason:
         unavailable(reason)
-    if script == "explore_page.py":
-        arguments = [*arguments, "--screenshots", str(tmp_path / "shots")]
-    elif "--workdir" in (BENCHMARKS / script).read_text(encoding="utf-8"):
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+    if "--workdir" in (BENCHMARKS / script).read_text(encoding="utf-8"):
         arguments = [*arguments, "--workdir", str(tmp_path)]
     environment = {**os.environ, "ONNXDECONV_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(
@@ -83,3 +90,5 @@ def test_benchmark_runs(script: str, tmp_path: Path) -> None:
     if script == "bench_gpu.py" and "does not load here" in done.stdout + done.stderr:
         return  # No CUDA here: the script says so and measures nothing.
     assert re.search(r"^\| ?---", done.stdout, re.MULTILINE), done.stdout[-3000:]
+    if "--plot" in arguments:
+        assert (tmp_path / "cost.png").stat().st_size > 10_000
