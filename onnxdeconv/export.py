@@ -24,6 +24,7 @@ from onnxdeconv.graph import experimental
 from onnxdeconv.graph.load import LoadedModel
 from onnxdeconv.graph.passes import (
     REDUCE_OPS,
+    attach_weights,
     default_opset,
     instrument,
     with_input_shape,
@@ -335,7 +336,9 @@ def _projector_graph(
     converted: LoadedModel, prepared: PreparedModel, plan: DeconvPlan, options: ExportOptions
 ) -> onnx.GraphProto:
     """The forward graph at batch 1, then the selection, then the plan's deconv graph."""
-    sized = with_input_shape(converted.model, converted.input_name, (1, *prepared.input_shape))
+    # Self-contained: weights left in the model's data file are read in.
+    whole = attach_weights(converted.model)
+    sized = with_input_shape(whole, converted.input_name, (1, *prepared.input_shape))
     forward, _ = instrument(sized, [], plan.switches, prepared.info, batch=1)
     graph = forward.graph
     del graph.output[:]

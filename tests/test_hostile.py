@@ -440,8 +440,7 @@ def test_external_data_out_of_bounds(
 def test_external_data_in_bounds_loads(tmp_path: Path) -> None:
     path = external_model(tmp_path / "model")
     loaded = load_model(path)
-    fc = next(t for t in loaded.model.graph.initializer if t.name == "fc")
-    assert numpy_helper.to_array(fc).shape == (5, 4 * 8 * 8)
+    assert loaded.constants()["fc"].shape == (5, 4 * 8 * 8)
 
 
 # --- 7. $ in names reaches figures as text -----------------------------------------------------

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import conv_relu_pool_model
+from helpers import conv_relu_pool_model, run
 from onnx import TensorProto, external_data_helper, helper
 
 from onnxdeconv import ModelLoadError, Projector, load_model, prepare
+from onnxdeconv.export import ExportOptions, export_projector
+from onnxdeconv.graph import passes
 from onnxdeconv.graph.passes import instrument
 
 
@@ -135,3 +140,107 @@ def test_instrumented_forward_keeps_original_outputs(rule: str, squeezenet_path:
     assert not {o.name for o in loaded.model.graph.output} & {
         o.name for o in projector.runner.model.graph.output
     }
+
+
+def test_external_weights_stay_in_their_file_and_project_alike(tmp_path: Path) -> None:
+    inline = conv_relu_pool_model()
+    path = tmp_path / "m.onnx"
+    _save_external(conv_relu_pool_model(), path, "weights.bin")
+    loaded = load_model(path)
+    # The weights are detached ones that name the data file, their values map the file; small
+    # tensors (the bias: shapes and axes are such) are read, for shape inference.
+    detached = {t.name for t in loaded.model.graph.initializer if passes.is_detached(t)}
+    assert detached == {"w", "fc"}
+    weight = loaded.constants()["w"]
+    assert isinstance(weight, np.memmap)
+    expected = onnx.numpy_helper.to_array(inline.graph.initializer[0])
+    np.testing.assert_array_equal(weight, expected)
+    x = np.random.default_rng(0).random((1, 3, 16, 16)).astype(np.float32)
+    ours, theirs = (
+        Projector(source, layer="relu", device="cpu", use_cache=False) for source in (path, inline)
+    )
+    np.testing.assert_array_equal(
+        ours.project(ours.forward(x), ours.strongest(ours.forward(x), top=3)),
+        theirs.project(theirs.forward(x), theirs.strongest(theirs.forward(x), top=3)),
+    )
+    # What leaves the process carries its weights: an exported projector, and a pickled model.
+    exported = export_projector(prepare(loaded), ExportOptions(layer="relu"))
+    assert not any(passes.is_detached(t) for t in exported.graph.initializer)
+    onnx.checker.check_model(exported, full_check=True)
+    constants = pickle.loads(pickle.dumps(prepare(loaded).constants))
+    (path.parent / "weights.bin").unlink()  # the unpickled copy does not need the file
+    np.testing.assert_array_equal(constants["w"], expected)
+
+
+UNUSED_ROWS = 1_000_000  # a 1 GB classifier weight that no conv layer depends on
+
+
+def test_weights_off_the_path_are_not_read(tmp_path: Path) -> None:
+    """A 1 GB external weight after the layer (a sparse file) is never read by ``project``."""
+    path = tmp_path / "m.onnx"
+    _save_external(conv_relu_pool_model(), path, "weights.bin")
+    proto = onnx.load(str(path), load_external_data=False)
+    fc = next(t for t in proto.graph.initializer if t.name == "fc")
+    size = (tmp_path / "weights.bin").stat().st_size
+    fc.dims[0] = UNUSED_ROWS
+    for entry in fc.external_data:
+        if entry.key == "offset":
+            entry.value = str(size)
+        if entry.key == "length":
+            entry.value = str(UNUSED_ROWS * fc.dims[1] * 4)
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = UNUSED_ROWS
+    onnx.save(proto, str(path))
+    with (tmp_path / "weights.bin").open("r+b") as data:  # sparse: no disk, no page read
+        data.truncate(size + UNUSED_ROWS * fc.dims[1] * 4)
+    # VmHWM, not ru_maxrss: that one keeps the peak of the forked test process across exec.
+    code = (
+        "import numpy as np; from onnxdeconv import Projector; "
+        f"p = Projector({str(path)!r}, layer='relu', device='cpu', use_cache=False); "
+        "x = np.ones((1, 3, 16, 16), np.float32); f = p.forward(x); "
+        "p.project(f, p.strongest(f, top=2)); "
+        "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout.split()[-1])
+    assert peak_mb < 700, f"peak RSS {peak_mb} MB: the unused 1 GB weight was read"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["layers"],
+        ["project", "{image}", "--layer", "relu", "--top", "2", "-o", "{out}.npy"],
+        ["check", "--json", "{out}.json"],
+        ["filters", "--json", "{out}.json", "-o", "{out}.png"],
+        ["export", "--layer", "relu", "-o", "{out}.onnx"],
+        ["sanity", "{image}", "--layer", "relu", "-o", "{out}.png"],
+    ],
+)
+def test_commands_give_the_same_on_a_model_with_external_data(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inline, external = tmp_path / "inline" / "m.onnx", tmp_path / "external" / "m.onnx"
+    inline.parent.mkdir()
+    external.parent.mkdir()
+    onnx.save(conv_relu_pool_model(), str(inline))
+    _save_external(conv_relu_pool_model(), external, "weights.bin")
+    image = tmp_path / "x.npy"
+    np.save(image, np.random.default_rng(1).random((1, 3, 16, 16)).astype(np.float32))
+    results = []
+    for name, model in (("inline", inline), ("external", external)):
+        out = tmp_path / f"out_{name}"
+        args = [command[0], model, *(a.format(image=image, out=out) for a in command[1:])]
+        code, stdout, err = run(args, capsys)
+        assert code in (0, 1), err  # check's findings are exit 1 on both
+        results.append((code, stdout.replace(str(model), "MODEL").replace(str(out), "OUT")))
+        written = sorted(tmp_path.glob(f"out_{name}.*"))
+        if command[0] == "project":
+            results.append(np.load(out.with_suffix(".npy")).tobytes())
+        elif command[0] == "export":
+            exported = onnx.load(str(out.with_suffix(".onnx")))
+            onnx.checker.check_model(exported, full_check=True)
+            results.append(sorted(t.name for t in exported.graph.initializer))
+        else:
+            results.append(len(written))
+    assert results[: len(results) // 2] == results[len(results) // 2 :]

@@ -219,7 +219,7 @@ def test_a_batch_that_always_kills_its_worker_is_one_error(
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setattr(ray_engine, "BatchTopK", AlwaysDies)
     start = time.perf_counter()
-    with pytest.raises(OnnxDeconvError, match=r"died 4 times on the same batch.*--batch-size"):
+    with pytest.raises(OnnxDeconvError, match=r"died 4 times on the same batch.*smaller") as error:
         features(
             prepared,
             names,
@@ -232,6 +232,7 @@ def test_a_batch_that_always_kills_its_worker_is_one_error(
             workers=1,
         )
     assert time.perf_counter() - start < 120
+    assert error.value.parameter == "batch_size"  # the CLI names --batch-size
 
 
 def test_a_killed_worker_is_retried_and_a_dead_driver_resumes(

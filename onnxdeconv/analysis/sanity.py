@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from onnxdeconv.analysis.layers import WEIGHTED_OPS, sanity_layer
 from onnxdeconv.deconv.rules import RULES, Rule
 from onnxdeconv.errors import InputError, SelectionError
-from onnxdeconv.graph.passes import constant_tensors
+from onnxdeconv.graph.passes import constant_tensors, tensor_values
 from onnxdeconv.inputs import Layout, image_layout
 from onnxdeconv.prepared import PreparedModel
 from onnxdeconv.projector import Projector, Selection
@@ -282,7 +282,7 @@ def randomise(
     names = {name for layer in layers for name in layer.weights}
     for index, tensor in enumerate(out.graph.initializer):
         if tensor.name in names:
-            values = numpy_helper.to_array(tensor)
+            values = tensor_values(tensor)
             out.graph.initializer[index].CopyFrom(
                 numpy_helper.from_array(_random_like(values, seed, tensor.name), tensor.name)
             )

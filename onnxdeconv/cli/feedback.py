@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 def info(message: str) -> None:
     """A line on stderr that leaves the progress bars intact."""
-    tqdm.write(message, file=sys.stderr)
+    # One write with its newline: tqdm writes ``end`` apart, and a Ctrl-C between the two would
+    # leave the interrupt's own line glued to this one.
+    tqdm.write(message + "\n", file=sys.stderr, end="")
 
 
 @contextmanager

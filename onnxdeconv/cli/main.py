@@ -116,6 +116,7 @@ def cli(verbose: bool) -> None:
 OPTIONS = {
     "address": "--address",
     "baseline": "--write-baseline",
+    "batch_size": "--batch-size",
     "channels": "--channels",
     "device": "--device",
     "features": "--features",

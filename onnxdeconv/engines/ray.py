@@ -145,8 +145,9 @@ def worker_deaths(ray: ModuleType) -> Iterator[None]:
         raise OnnxDeconvError(
             f"a Ray worker process died {WORKER_RETRIES + 1} times on the same batch (killed "
             "for memory, or a crash in native code; the worker logs on the cluster say which): "
-            "give the workers more memory or smaller batches (--batch-size), or run the same "
-            "images on the local engine to see the error"
+            "give the workers more memory or smaller batches, or run the same images on the "
+            "local engine to see the error",
+            parameter="batch_size",
         ) from exc
 
 

@@ -32,6 +32,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxdeconv.graph.passes import (
     TensorInfo,
+    attach_weights,
     constant_tensors,
     copy_model,
     default_opset,
@@ -144,7 +145,7 @@ def _measured(
 ) -> dict[str, TensorInfo]:
     """``info`` with the shapes of ``names`` as one ONNX Runtime run of a zero input gives them."""
     element = next(i for i in model.graph.input if i.name == input_name).type.tensor_type
-    probe = prune_to(with_input_shape(model, input_name, shape), names)
+    probe = attach_weights(prune_to(with_input_shape(model, input_name, shape), names))
     try:
         session = ort.InferenceSession(
             probe.SerializeToString(), _quiet(), providers=["CPUExecutionProvider"]

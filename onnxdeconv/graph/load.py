@@ -144,13 +144,39 @@ def _read(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"'{path}' holds no graph nodes: is it really an ONNX model?")
     _check_external_data(model, path.parent)
     try:
-        external_data_helper.load_external_data_for_model(model, str(path.parent))
+        _keep_external_data(model, path.parent)
     except (ValueError, OSError) as exc:
         first = first_line(exc)
         raise ModelLoadError(
             f"the external data of '{path}' cannot be read ({first}): export the model again"
         ) from exc
     return model
+
+
+def _keep_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Leave the graph's external initializers in their files; read the other external tensors.
+
+    Each initializer of the main graph whose data is in an external file becomes a detached one
+    that names the file (:func:`~onnxdeconv.graph.passes.stored_data` maps it), so that only the
+    weights a projection uses are read, when it uses them. Tensors in ``Constant`` nodes and
+    subgraphs, small ones and integer ones are read now. Mutates ``model``.
+    """
+    root = base_dir.resolve()
+    for index, tensor in enumerate(model.graph.initializer):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        # The weights the skeleton leaves out (passes.skeleton): the checker and shape inference
+        # never need their values, while small and integer tensors (shapes, axes) stay read.
+        if tensor.data_type in FLOAT_TYPES and math.prod(tensor.dims) > passes.SKELETON_LIMIT:
+            stored = (str(root / info.location), int(info.offset or 0))
+            model.graph.initializer[index].CopyFrom(
+                passes.detached_tensor(tensor.name, tensor.data_type, tensor.dims, stored)
+            )
+    # What is left (no initializer of the main graph, or not mappable) is read now.
+    for tensor in external_data_helper._get_all_tensors(model):
+        if external_data_helper.uses_external_data(tensor) and not passes.is_detached(tensor):
+            external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
 
 
 #: Integer inputs carry pixels (a uint8 image cast to float inside the graph); the projection

@@ -138,7 +138,7 @@ class ConstantValues(Mapping[str, np.ndarray]):
         if name not in self._values:
             proto = self._protos[name]
             if isinstance(proto, onnx.TensorProto):
-                self._values[name] = _tensor(proto)
+                self._values[name] = tensor_values(proto)
             elif proto.name == "value":
                 self._values[name] = numpy_helper.to_array(proto.t)
             else:
@@ -153,6 +153,15 @@ class ConstantValues(Mapping[str, np.ndarray]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._protos
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Weights left in the model's data file travel read in: the unpickling process (a Ray
+        # worker on another node) may not see that file.
+        values = dict(self._values)
+        for name, proto in self._protos.items():
+            if isinstance(proto, onnx.TensorProto) and is_detached(proto):
+                values[name] = np.array(self[name])
+        return {**self.__dict__, "_values": values}
 
 
 def constant_tensors(graph: onnx.GraphProto) -> ConstantValues:
@@ -213,8 +222,16 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 8) -> onnx.ModelProto:
     return upgraded
 
 
-def _tensor(proto: onnx.TensorProto) -> np.ndarray:
-    """An initializer's values; a damaged one (data that does not fill its dims) is refused."""
+def tensor_values(proto: onnx.TensorProto) -> np.ndarray:
+    """An initializer's values, also where they stay in the model's data file.
+
+    A damaged initializer (data that does not fill its dims) is refused.
+    """
+    if is_detached(proto):
+        stored = stored_data(proto)
+        if stored is None:
+            raise ValueError(f"initializer '{proto.name}' is detached: its data comes at run time")
+        return stored
     try:
         return numpy_helper.to_array(proto)
     except ValueError as exc:
@@ -285,12 +302,19 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 SHARED_WEIGHT_BYTES = 1 << 20
 #: The external-data location of a detached initializer: no file, the buffer comes at run time.
 SHARED_LOCATION = "onnxdeconv-shared-weight"
+#: The ``external_data`` key of a detached initializer whose data stays in the model's external
+#: data file: the file's absolute path (with ``offset``). The data is mapped, not read, so that
+#: only the weights a projection uses are read from disk.
+STORED_FILE = "onnxdeconv-file"
 
 
 def large_weights(
     model: onnx.ModelProto, values: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """The initializers of ``model`` of at least :data:`SHARED_WEIGHT_BYTES`, from ``values``.
+
+    Initializers whose data stays in the model's file (:data:`STORED_FILE`) are taken whatever
+    their size: a session cannot read them from its serialized graph.
 
     ``values`` must hold the same tensors as arrays (such as the constants of the prepared model
     whose graph ``model`` is, converted once): a session given these shares them instead of a
@@ -300,7 +324,8 @@ def large_weights(
     for tensor in model.graph.initializer:
         size = int(np.prod(tensor.dims)) if tensor.dims else 1
         dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        if size * dtype.itemsize < SHARED_WEIGHT_BYTES or tensor.name not in values:
+        small = size * dtype.itemsize < SHARED_WEIGHT_BYTES and not is_detached(tensor)
+        if small or tensor.name not in values:
             continue
         array = values[tensor.name]
         if array.dtype == dtype and array.shape == tuple(tensor.dims):
@@ -326,28 +351,67 @@ def detach_weights(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
     out = _without_initializers(model)
     graph, source = out.graph, model.graph
     for tensor in source.initializer:
-        if tensor.name in detached:
+        if tensor.name in detached and not is_detached(tensor):
             tensor = detached_tensor(tensor.name, tensor.data_type, tensor.dims)
         graph.initializer.append(tensor)
     return out
 
 
-def detached_tensor(name: str, data_type: int, dims: Iterable[int]) -> onnx.TensorProto:
-    """An initializer without data, which a session gets from a buffer (see ``detach_weights``)."""
+def detached_tensor(
+    name: str, data_type: int, dims: Iterable[int], stored: tuple[str, int] | None = None
+) -> onnx.TensorProto:
+    """An initializer without data, which a session gets from a buffer (see ``detach_weights``).
+
+    ``stored`` is the absolute path and offset of a file that holds the data (the model's own
+    external data), which :func:`stored_data` maps.
+    """
     tensor = onnx.TensorProto(name=name, data_type=data_type, dims=list(dims))
     tensor.data_location = onnx.TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", SHARED_LOCATION
+    entries = [("location", SHARED_LOCATION)]
+    if stored is not None:
+        entries += [(STORED_FILE, stored[0]), ("offset", str(stored[1]))]
+    for key, value in entries:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
     return tensor
 
 
-def attach_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """A self-contained copy of ``model``: its detached initializers hold ``weights``' data."""
+def stored_data(tensor: onnx.TensorProto) -> np.ndarray | None:
+    """The data of a detached initializer mapped from its file (read-only), or None without one.
+
+    Raises:
+        ModelLoadError: The file is gone or shorter than it was when the model was loaded.
+    """
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    path = entries.get(STORED_FILE)
+    if path is None:
+        return None
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    try:
+        return np.memmap(
+            path, dtype=dtype, mode="r", offset=int(entries["offset"]), shape=tuple(tensor.dims)
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"the external data of initializer '{tensor.name}' in '{path}' cannot be read "
+            f"({first_line(exc)}): the file changed after the model was loaded; load it again"
+        ) from exc
+
+
+def attach_weights(
+    model: onnx.ModelProto, weights: Mapping[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
+    """A self-contained copy of ``model``: its detached initializers hold their data.
+
+    The data comes from ``weights``, else from the file a stored initializer names.
+    """
     out = copy_model(model)
+    weights = weights or {}
     for index, tensor in enumerate(out.graph.initializer):
         if is_detached(tensor):
+            data = weights[tensor.name] if tensor.name in weights else tensor_values(tensor)
             out.graph.initializer[index].CopyFrom(
-                numpy_helper.from_array(np.asarray(weights[tensor.name]), tensor.name)
+                numpy_helper.from_array(np.asarray(data), tensor.name)
             )
     return out
 
@@ -443,7 +507,7 @@ def measure_shapes(
     """
     import onnxruntime as ort
 
-    probe = copy_model(model)
+    probe = attach_weights(model)
     present = {o.name for o in probe.graph.output}
     names = [out for node in probe.graph.node for out in node.output if out and out in info]
     for name in names:
@@ -552,7 +616,7 @@ def promote_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     for index, tensor in enumerate(graph.initializer):
         if tensor.data_type == half:
-            wide = numpy_helper.to_array(tensor).astype(np.float32)
+            wide = tensor_values(tensor).astype(np.float32)
             graph.initializer[index].CopyFrom(numpy_helper.from_array(wide, tensor.name))
     for value in [*graph.input, *graph.output, *graph.value_info]:
         if value.type.tensor_type.elem_type == half:

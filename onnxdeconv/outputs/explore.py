@@ -42,7 +42,7 @@ from onnxdeconv.deconv.rules import Rule
 from onnxdeconv.errors import OnnxDeconvError
 from onnxdeconv.export import ExportOptions, export_projector
 from onnxdeconv.files import atomic_path
-from onnxdeconv.graph.passes import instrument, with_input_shape
+from onnxdeconv.graph.passes import instrument, tensor_values, with_input_shape
 from onnxdeconv.inputs import Preprocessing, fit_image, image_layout, preprocessing_json
 from onnxdeconv.outputs.tables import json_safe, write_json
 from onnxdeconv.prepared import PreparedModel
@@ -150,7 +150,7 @@ class _WeightStore:
         self._narrow_widened_copies(model)
         for tensor in model.graph.initializer:
             if not tensor.HasField("raw_data"):
-                tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+                tensor.CopyFrom(numpy_helper.from_array(tensor_values(tensor), tensor.name))
             raw = tensor.raw_data
             if len(raw) < EXTERNAL_THRESHOLD:
                 continue

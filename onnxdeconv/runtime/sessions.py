@@ -134,7 +134,8 @@ def create_session(
         name: The model, for the message when ONNX Runtime refuses it.
         quantized: Whether the graph holds quantized ops (read from ``model`` when it is a graph;
             a file is taken as float unless told).
-        weights: The data of the graph's detached initializers.
+        weights: The data of the graph's detached initializers (those that name the model's
+            data file are mapped from it where not given).
 
     Raises:
         OnnxDeconvError: ONNX Runtime refuses the model (an opset it does not support, a node it
@@ -158,15 +159,22 @@ def _create_session(
 ) -> ort.InferenceSession:
     if isinstance(model, Path):
         return _session(str(model), _options(model, threads, quantized), device)
-    from onnxdeconv.graph.passes import is_detached
+    from onnxdeconv.graph.passes import is_detached, stored_data
 
     payload = model.SerializeToString()
-    shared = [tensor.name for tensor in model.graph.initializer if is_detached(tensor)]
-    if not shared:
+    detached = [tensor for tensor in model.graph.initializer if is_detached(tensor)]
+    if not detached:
         return _session(payload, _options(model, threads, quantized), device)
-    if weights is None or any(name not in weights for name in shared):
-        raise ValueError(f"the data of detached initializers {shared} is not given")
-    arrays = [np.ascontiguousarray(weights[name]) for name in shared]
+    weights = weights or {}
+    shared, arrays = [], []
+    for tensor in detached:
+        # Given buffers first; else the model's own data file, mapped (graph.load keeps it).
+        data = weights.get(tensor.name)
+        data = stored_data(tensor) if data is None else data
+        if data is None:
+            raise ValueError(f"the data of detached initializer '{tensor.name}' is not given")
+        shared.append(tensor.name)
+        arrays.append(np.ascontiguousarray(data))
     values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
     large = sum(array.nbytes for array in arrays) >= NO_PREPACKING_BYTES
     try:
