@@ -76,19 +76,20 @@ def table(title: str, rows: dict[str, Samples], reference: str) -> None:
 
 
 def external_copy(model: Path, workdir: Path) -> Path:
-    """The model with its weights in an external data file, as exporters of large models do."""
-    import onnx
+    """The model with its weights in an external data file, as exporters of large models do.
 
+    Written by a child process: a parent that held the model would count in every later child's
+    peak RSS (Linux keeps ``ru_maxrss`` across the fork and exec).
+    """
     path = workdir / "external" / model.name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(
-            onnx.load(str(model)),
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=model.stem + ".data",
+        code = (
+            "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2], "
+            "save_as_external_data=True, all_tensors_to_one_file=True, location=sys.argv[3])"
         )
+        command = [sys.executable, "-c", code, str(model), str(path), model.stem + ".data"]
+        subprocess.run(command, check=True)
     return path
 
 
