@@ -244,3 +244,22 @@ def test_commands_give_the_same_on_a_model_with_external_data(
         else:
             results.append(len(written))
     assert results[: len(results) // 2] == results[len(results) // 2 :]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_a_thousand_stored_weights_hold_one_file_open(tmp_path: Path) -> None:
+    data = tmp_path / "weights.bin"
+    values = np.arange(1000 * 65, dtype=np.float32)
+    data.write_bytes(values.tobytes())
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    arrays = [
+        passes.stored_data(
+            passes.detached_tensor(f"w{i}", TensorProto.FLOAT, [65], (str(data), i * 65 * 4))
+        )
+        for i in range(1000)
+    ]
+    assert len(list(Path("/proc/self/fd").iterdir())) - before <= 1
+    np.testing.assert_array_equal(np.concatenate(arrays), values)
+    # An element that does not start on a multiple of its size is read aligned all the same.
+    odd = passes.stored_data(passes.detached_tensor("odd", TensorProto.FLOAT, [2], (str(data), 2)))
+    np.testing.assert_array_equal(odd, np.frombuffer(values.tobytes()[2:10], np.float32))

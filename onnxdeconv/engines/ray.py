@@ -11,9 +11,9 @@ pages and their JSON equal those of the local engine.
 
 Ray retries a batch whose worker died (the actors restart), up to :data:`WORKER_RETRIES` times,
 then the run stops with one error; unreadable images are skipped and listed; the driver
-checkpoints the state as the local engine does, so a run whose driver died
-resumes from its checkpoint. Ray Data streams with backpressure: only the batches in flight are
-in the object store, whose peak :meth:`RayEngine.describe` reports.
+checkpoints the state as the local engine does, so a run whose driver died resumes from its
+checkpoint. Ray Data streams with backpressure: only the batches in flight are in the object
+store, whose peak :meth:`RayEngine.describe` reports.
 
 Ray is imported only when the engine runs (``pip install 'onnxdeconv[ray]'``).
 
@@ -661,9 +661,9 @@ class RayEngine:
     def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``[function(item) for item in items]``, as Ray tasks of a worker's resources each.
 
-        A task lost with its worker is retried, up to :data:`WORKER_RETRIES` times. For
-        analyses whose items are independent
-        (:func:`~onnxdeconv.analysis.evolution.trace_evolution`'s checkpoints).
+        A task lost with its worker is retried, up to :data:`WORKER_RETRIES` times. For analyses
+        whose items are independent (:func:`~onnxdeconv.analysis.evolution.trace_evolution`'s
+        checkpoints).
         """
         ray = self.connect()
         self.pool(ray, len(items))

@@ -6,7 +6,10 @@ one they were given, so a caller can keep the user's model pristine.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -387,15 +390,32 @@ def stored_data(tensor: onnx.TensorProto) -> np.ndarray | None:
     if path is None:
         return None
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    offset, dims = int(entries["offset"]), tuple(tensor.dims)
+    length = math.prod(dims) * dtype.itemsize
     try:
-        return np.memmap(
-            path, dtype=dtype, mode="r", offset=int(entries["offset"]), shape=tuple(tensor.dims)
-        )
+        status = os.stat(path)
+        whole = _mapped_file(path, status.st_size, status.st_mtime_ns)
+        if offset + length > len(whole):
+            raise ValueError(f"{length} bytes at offset {offset} run past its {len(whole)}")
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"the external data of initializer '{tensor.name}' in '{path}' cannot be read "
             f"({first_line(exc)}): the file changed after the model was loaded; load it again"
         ) from exc
+    data = whole[offset : offset + length].view(dtype).reshape(dims)
+    # An element that does not start on a multiple of its size is copied once, aligned.
+    return data if offset % dtype.itemsize == 0 else np.array(data)
+
+
+@functools.lru_cache(maxsize=64)
+def _mapped_file(path: str, size: int, modified_ns: int) -> np.memmap:
+    """One read-only mapping per data file (and version), whatever the number of its tensors.
+
+    A mapping per tensor would hold a file descriptor each: a model of a thousand weights would
+    run out of them.
+    """
+    del size, modified_ns  # the cache key: a rewritten file is mapped again
+    return np.memmap(path, dtype=np.uint8, mode="r")
 
 
 def attach_weights(
