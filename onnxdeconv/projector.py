@@ -344,11 +344,10 @@ class Projector:
 
     def _store(self, store: cache.GraphCache, key: str) -> None:
         """Store the built graphs (forward, dense and windowed deconv), with their facts."""
+        from onnxdeconv.graph.passes import attach_weights
         from onnxdeconv.graph.quantized import is_quantized
 
         windowed = self.windowed if self._windowable else None
-        from onnxdeconv.graph.passes import attach_weights
-
         # The entry's graphs carry their weights: a cached projector runs them from the files.
         graphs = {
             _FORWARD: attach_weights(self.runner.model, self.runner.weights),
@@ -369,10 +368,11 @@ class Projector:
             "upper_bound": self._upper_bound,
             "windowed_inputs": None if windowed is None else windowed[0].forward_inputs,
             "windowed_crop": None if windowed is None else _crop_json(windowed[0].crop),
-            # Measured once here, so that a cached projector needs no ONNX to share its budget.
+            # Measured once here (and kept for this projector's own runs), so that a cached
+            # projector needs no ONNX to share its budget.
             "row_bytes": {
-                _kind(False): bytes_per_row(self.plan.model),
-                **({} if windowed is None else {_kind(True): bytes_per_row(windowed[0].model)}),
+                _kind(False): self._bytes_per_row(False),
+                **({} if windowed is None else {_kind(True): self._bytes_per_row(True)}),
             },
             "quantized": {name: is_quantized(graph) for name, graph in graphs.items()},
         }
@@ -777,6 +777,10 @@ class Projector:
         return self._rows_per_run(windowed, plan)
 
     def _rows_per_run(self, windowed: bool, plan: DeconvPlan | None = None) -> int:
+        return rows_per_run(self.memory_budget, self._bytes_per_row(windowed, plan))
+
+    def _bytes_per_row(self, windowed: bool, plan: DeconvPlan | None = None) -> int:
+        """The deconv graph's estimated bytes per row: from the cache entry, else measured once."""
         if windowed not in self._row_bytes:
             known = None
             if self._entry is not None:
@@ -785,7 +789,7 @@ class Projector:
                 self._row_bytes[windowed] = int(known)
             else:
                 self._row_bytes[windowed] = bytes_per_row(self._plan_of(windowed, plan).model)
-        return rows_per_run(self.memory_budget, self._row_bytes[windowed])
+        return self._row_bytes[windowed]
 
     def _plan_of(self, windowed: bool, plan: DeconvPlan | None = None) -> DeconvPlan:
         """``plan``, else the built dense or windowed plan."""

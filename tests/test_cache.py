@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_pool_model
+from helpers import conv_relu_pool_model, save_with_external_data
 
 from onnxdeconv import cache
+from onnxdeconv import projector as projector_module
 from onnxdeconv.projector import Projector, model_spec
 from onnxdeconv.runtime.sessions import PROBE_GRAPH
 
@@ -70,6 +71,26 @@ def test_a_hit_projects_what_the_build_projects(
     # Uncached, from the model itself: the same numbers.
     fresh, _ = projections(Projector(model_path, layer=layer, use_cache=False), position)
     np.testing.assert_array_equal(ours, fresh)
+
+
+def test_each_graph_is_measured_once_for_the_memory_budget(
+    cache_dir: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured: list[str] = []
+    real = projector_module.bytes_per_row
+
+    def counted(model: onnx.ModelProto) -> int:
+        measured.append(model.graph.name)
+        return real(model)
+
+    monkeypatch.setattr(projector_module, "bytes_per_row", counted)
+    built = Projector(model_path, layer="relu")  # stores both graphs' row sizes with the entry
+    assert len(measured) == 2
+    projections(built, top=3)  # the windowed graph's runs
+    projections(built, position="all", top=3)  # the dense graph's runs
+    assert len(measured) == 2
+    projections(Projector(model_path, layer="relu"), top=3)  # a hit reads them from the entry
+    assert len(measured) == 2
 
 
 def test_a_hit_loads_the_model_only_when_asked(cache_dir: Path, model_path: Path) -> None:
@@ -263,33 +284,15 @@ def test_a_model_with_external_data_is_keyed_by_its_data_files(
     folder = tmp_path / "external"
     folder.mkdir()
     path = folder / "model.onnx"
-    onnx.save(
-        conv_relu_pool_model(),
-        path,
-        save_as_external_data=True,
-        location="weights.bin",
-        size_threshold=0,
-    )
+    save_with_external_data(conv_relu_pool_model(), path, "weights.bin")
     store = cache.GraphCache()
     digest = store.file_digest(path)
     expected, _ = projections(Projector(path, layer="relu"))
-    onnx.save(
-        conv_relu_pool_model(seed=3),
-        folder / "other.onnx",
-        save_as_external_data=True,
-        location="other.bin",
-        size_threshold=0,
-    )
+    save_with_external_data(conv_relu_pool_model(seed=3), folder / "other.onnx", "other.bin")
     (folder / "other.onnx").unlink()
     assert store.file_digest(path) != digest  # another file beside it: another key
     # New weights in the data file, the .onnx file unchanged: not the old graphs.
-    onnx.save(
-        conv_relu_pool_model(seed=4),
-        tmp_path / "new.onnx",
-        save_as_external_data=True,
-        location="weights.bin",
-        size_threshold=0,
-    )
+    save_with_external_data(conv_relu_pool_model(seed=4), tmp_path / "new.onnx", "weights.bin")
     (folder / "weights.bin").write_bytes((tmp_path / "weights.bin").read_bytes())
     changed = Projector(path, layer="relu")
     assert changed._entry is None

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import DIGIT_7, DIGITNET, ROOT
-from helpers import conv_relu_pool_model, run
+from helpers import conv_relu_pool_model, run, save_with_external_data
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -400,14 +400,7 @@ def external_model(folder: Path, **entries: str) -> Path:
     """The small model with its weights in ``w.bin``; ``entries`` overwrite fc's data entries."""
     folder.mkdir()
     path = folder / "m.onnx"
-    onnx.save(
-        conv_relu_pool_model(),
-        path,
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="w.bin",
-        size_threshold=0,
-    )
+    save_with_external_data(conv_relu_pool_model(), path, "w.bin")
     model = onnx.load(path, load_external_data=False)
     fc = next(t for t in model.graph.initializer if t.name == "fc")
     for entry in fc.external_data:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import conv_relu_pool_model, run
+from helpers import conv_relu_pool_model, run, save_with_external_data
 from onnx import TensorProto, external_data_helper, helper
 
 from onnxdeconv import ModelLoadError, Projector, load_model, prepare
@@ -40,16 +40,9 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def _save_external(model: onnx.ModelProto, path: Path, location: str) -> None:
-    external_data_helper.convert_model_to_external_data(
-        model, all_tensors_to_one_file=True, location=location, size_threshold=0
-    )
-    onnx.save(model, str(path))
-
-
 def test_external_data_inside_folder_loads(tmp_path: Path) -> None:
     model = conv_relu_pool_model()
-    _save_external(model, tmp_path / "m.onnx", "weights.bin")
+    save_with_external_data(model, tmp_path / "m.onnx", "weights.bin")
     loaded = load_model(tmp_path / "m.onnx")
     assert {t.name for t in loaded.model.graph.initializer} == {"w", "b", "fc"}
     assert loaded.constants()["w"].shape == (4, 3, 3, 3)
@@ -75,7 +68,7 @@ def test_external_data_outside_folder_is_refused(tmp_path: Path) -> None:
 
 def test_missing_external_file(tmp_path: Path) -> None:
     model = conv_relu_pool_model()
-    _save_external(model, tmp_path / "m.onnx", "weights.bin")
+    save_with_external_data(model, tmp_path / "m.onnx", "weights.bin")
     (tmp_path / "weights.bin").unlink()
     with pytest.raises(ModelLoadError, match="missing"):
         load_model(tmp_path / "m.onnx")
@@ -145,7 +138,7 @@ def test_instrumented_forward_keeps_original_outputs(rule: str, squeezenet_path:
 def test_external_weights_stay_in_their_file_and_project_alike(tmp_path: Path) -> None:
     inline = conv_relu_pool_model()
     path = tmp_path / "m.onnx"
-    _save_external(conv_relu_pool_model(), path, "weights.bin")
+    save_with_external_data(conv_relu_pool_model(), path, "weights.bin")
     loaded = load_model(path)
     # The weights are detached ones that name the data file, their values map the file; small
     # tensors (the bias: shapes and axes are such) are read, for shape inference.
@@ -178,7 +171,7 @@ UNUSED_ROWS = 1_000_000  # a 1 GB classifier weight that no conv layer depends o
 def test_weights_off_the_path_are_not_read(tmp_path: Path) -> None:
     """A 1 GB external weight after the layer (a sparse file) is never read by ``project``."""
     path = tmp_path / "m.onnx"
-    _save_external(conv_relu_pool_model(), path, "weights.bin")
+    save_with_external_data(conv_relu_pool_model(), path, "weights.bin")
     proto = onnx.load(str(path), load_external_data=False)
     fc = next(t for t in proto.graph.initializer if t.name == "fc")
     size = (tmp_path / "weights.bin").stat().st_size
@@ -224,7 +217,7 @@ def test_commands_give_the_same_on_a_model_with_external_data(
     inline.parent.mkdir()
     external.parent.mkdir()
     onnx.save(conv_relu_pool_model(), str(inline))
-    _save_external(conv_relu_pool_model(), external, "weights.bin")
+    save_with_external_data(conv_relu_pool_model(), external, "weights.bin")
     image = tmp_path / "x.npy"
     np.save(image, np.random.default_rng(1).random((1, 3, 16, 16)).astype(np.float32))
     results = []
