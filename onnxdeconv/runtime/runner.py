@@ -86,13 +86,14 @@ class ForwardRunner:
             )
 
             batch: int | str = self.fixed_batch or "N"
-            # Large weights stay where the prepared model holds them: the copies below (and the
-            # session) cost what the graph's structure costs.
-            self.weights = large_weights(loaded.model, prepared.constants)
-            source = detach_weights(loaded.model, self.weights)
             # Switches do not exist before instrumenting; their pools stay with what needs them.
             kept = [name for name in expose if name in prepared.info]
-            source = source if keep_outputs else prune_to(source, kept)
+            source = loaded.model if keep_outputs else prune_to(loaded.model, kept)
+            # Pruned first, so that only the weights the graph keeps are read as arrays (not a
+            # classifier's, often most of the model). They stay where the prepared model holds
+            # them: the copies below (and the session) cost what the graph's structure costs.
+            self.weights = large_weights(source, prepared.constants)
+            source = detach_weights(source, self.weights)
             sized = with_input_shape(source, loaded.input_name, (batch, *prepared.input_shape))
             model, _ = instrument(sized, expose, switches_of, prepared.info, batch=batch)
             try:
