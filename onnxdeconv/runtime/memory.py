@@ -70,25 +70,17 @@ def bytes_per_row(model: onnx.ModelProto) -> int:
     import onnx  # only where a graph is measured: a cached projector stores its estimate
     from onnx import helper
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.initializer[:]  # the weights do not change shapes; copying them costs
+    from onnxdeconv.graph.passes import skeleton
+
+    # The weights become inputs (they do not change shapes); constants that shape ops read
+    # (Reshape targets, ...) stay values.
+    probe = skeleton(model)
     for value in [*probe.graph.input, *probe.graph.output]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param == "K":
                 dim.dim_value = _PROBE_ROWS
             elif dim.dim_param == "N":
                 dim.dim_value = 1
-    for initializer in model.graph.initializer:
-        probe.graph.input.append(
-            helper.make_tensor_value_info(
-                initializer.name, initializer.data_type, list(initializer.dims)
-            )
-        )
-    # Constants that shape ops read (Reshape targets, ...) must stay values: keep the small ones.
-    for initializer in model.graph.initializer:
-        if math.prod(initializer.dims) <= 64:
-            probe.graph.initializer.append(initializer)
     inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
     sizes = {}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
