@@ -256,3 +256,15 @@ def test_a_thousand_stored_weights_hold_one_file_open(tmp_path: Path) -> None:
     # An element that does not start on a multiple of its size is read aligned all the same.
     odd = passes.stored_data(passes.detached_tensor("odd", TensorProto.FLOAT, [2], (str(data), 2)))
     np.testing.assert_array_equal(odd, np.frombuffer(values.tobytes()[2:10], np.float32))
+
+
+def test_a_data_file_that_changed_after_loading_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    save_with_external_data(conv_relu_pool_model(), path, "weights.bin")
+    fc = next(t for t in load_model(path).model.graph.initializer if t.name == "fc")
+    (tmp_path / "weights.bin").write_bytes(b"short")
+    with pytest.raises(ModelLoadError, match=r"initializer 'fc'.*changed after the model was"):
+        passes.tensor_values(fc)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ModelLoadError, match=r"initializer 'fc'.*load it again"):
+        passes.tensor_values(fc)
